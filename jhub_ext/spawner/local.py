@@ -1,0 +1,75 @@
+"""LocalProfileSpawner: the profile menu for servers that run as local processes.
+
+The embedded default for a laptop, Binder and tests. A profile's CPU limit becomes a CPU
+affinity mask (rounded up to whole cores, capped to the cores this machine has) and its
+memory limit a per-process address-space limit (``RLIMIT_AS``). ``CPU_LIMIT`` and
+``MEM_LIMIT`` (and the guarantees) are set in the server's environment as KubeSpawner
+sets them. Every server runs as the hub's own OS user, in a home directory of its own:
+it is not an isolation boundary between users, as Kubernetes mode is.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+from collections.abc import Callable
+from typing import Any
+
+from jupyterhub.spawner import SimpleLocalProcessSpawner
+
+from ..catalog.selection import Selection
+from .profiles import ProfileMenuMixin
+
+
+def cpu_set(cpu_limit: float | None, available: set[int]) -> set[int] | None:
+    """The cores a server with ``cpu_limit`` may use: whole cores, at least one, at most all."""
+    if not cpu_limit:
+        return None
+    count = min(len(available), max(1, math.ceil(cpu_limit)))
+    return set(sorted(available)[:count])
+
+
+class LocalProfileSpawner(ProfileMenuMixin, SimpleLocalProcessSpawner):
+    """Spawn local single-user servers with the resources of a catalog profile."""
+
+    image: str = ""
+    profile_slug: str = ""
+
+    def apply_selection(self, selection: Selection) -> None:
+        resources = selection.profile.resources
+        self.cpu_limit = resources.cpu_limit
+        self.cpu_guarantee = resources.cpu_guarantee
+        self.mem_limit = resources.mem_limit
+        self.mem_guarantee = resources.mem_guarantee
+        self.image = selection.image.image if selection.image else ""
+        self.profile_slug = selection.profile.slug
+
+    def get_env(self) -> dict[str, str]:
+        env: dict[str, str] = super().get_env()
+        if self.profile_slug:
+            env["JHUB_EXT_PROFILE"] = self.profile_slug
+        if self.image:
+            # what KubeSpawner sets, so jobs can run "in the same image as the notebook"
+            env["JUPYTER_IMAGE"] = env["JUPYTER_IMAGE_SPEC"] = self.image
+        return env
+
+    def get_args(self) -> list[str]:
+        args: list[str] = super().get_args()
+        if os.geteuid() == 0 and "--allow-root" not in args:
+            args.append("--allow-root")  # local mode runs servers as the hub's user
+        return args
+
+    def make_preexec_fn(self, name: str) -> Callable[[], Any]:
+        prepare_home = super().make_preexec_fn(name)
+        cores = cpu_set(self.cpu_limit, os.sched_getaffinity(0))
+        memory = int(self.mem_limit) if self.mem_limit else None
+
+        def preexec() -> None:
+            if cores:
+                os.sched_setaffinity(0, cores)
+            if memory:
+                resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+            prepare_home()
+
+        return preexec

@@ -1,0 +1,219 @@
+"""The profile menu, shared by every jhub_ext spawner.
+
+:class:`ProfileMenuMixin` gives a JupyterHub spawner the catalog's menu through
+JupyterHub's public hooks only: ``options_form`` (a callable), ``options_from_form``
+and ``apply_user_options``. Concrete spawners implement :meth:`apply_selection` to turn
+a validated choice into their own settings (process limits, pod resources).
+
+The form uses KubeSpawner's field names (``profile`` carries the slug, and options are
+``profile-option-{slug}--{option}``), so ``user_options`` look the same in both modes:
+``{"profile": "small", "image": "scipy"}``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from jupyterhub import orm
+from tornado import web
+from traitlets import Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from ..catalog import Catalog, Kind
+from ..catalog.quota import QuotaExceeded, Usage, Workload, check_quota, usage_by_group
+from ..catalog.reload import CatalogSource
+from ..catalog.selection import (
+    PROFILE_FIELD,
+    Selection,
+    SelectionError,
+    preselect,
+    resolve_selection,
+)
+
+OPTION_PREFIX = "profile-option-"
+STATE_KEY = "jhub_ext_usage"
+
+_templates = Environment(
+    loader=PackageLoader("jhub_ext.spawner", "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+)
+
+
+class ProfileChoiceError(web.HTTPError):
+    """A refused choice: HTTP 400 for the REST API, a readable line on the spawn form."""
+
+    def __init__(self, message: str, status_code: int = 400):
+        super().__init__(status_code, "%s", message)
+        self.jupyterhub_message = message
+
+
+class ProfileMenuMixin(LoggingConfigurable):
+    """Profile menu, server-side validation, last-choice pre-selection and group quotas."""
+
+    catalog_path = Unicode(
+        "profiles.yaml",
+        config=True,
+        help="""
+        Path of the profile catalog (YAML), relative to the hub's working directory.
+
+        The file is re-read when it changes, for the next spawn; an invalid edit is
+        ignored (the last valid catalog keeps serving) and shown to admins on the
+        spawn page. Check a file with ``jhub-ext validate-catalog PATH``.
+
+        Example::
+
+            c.LocalProfileSpawner.catalog_path = "/etc/jupyterhub/profiles.yaml"
+        """,
+    )
+
+    _usage: Usage | None = None
+
+    # --- the catalog ------------------------------------------------------------------------
+
+    @property
+    def catalog_source(self) -> CatalogSource:
+        return CatalogSource.shared(self.catalog_path)
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.catalog_source.current()
+
+    @property
+    def user_groups(self) -> frozenset[str]:
+        return frozenset(group.name for group in self.user.groups)
+
+    # --- the form -----------------------------------------------------------------------------
+
+    @default("options_form")
+    def _default_options_form(self) -> Any:
+        return ProfileMenuMixin.render_profile_form
+
+    def render_profile_form(self) -> str:
+        """The menu: profiles this user's groups allow, with resources and cost, last choice selected."""
+        catalog = self.catalog
+        groups = self.user_groups
+        profiles = catalog.visible_to(groups, Kind.SERVER)
+        selected = preselect(catalog, self.user_options, groups, Kind.SERVER)
+        problem = self.catalog_source.error if self.user.admin else None
+        return _templates.get_template("profile_form.html").render(
+            profiles=[p.to_json() for p in profiles],
+            availability={p.slug: self.profile_availability(p.slug) for p in profiles},
+            selected=selected.to_user_options() if selected else {},
+            currency=catalog.currency,
+            catalog_problem=problem,
+            catalog_problem_since=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(problem.since))
+            if problem
+            else None,
+            catalog_path=self.catalog_path,
+            option_prefix=OPTION_PREFIX,
+        )
+
+    def profile_availability(self, slug: str) -> str | None:
+        """A short note on whether this profile can start now; spawners with capacity data override it."""
+        return None
+
+    @default("options_from_form")
+    def _default_options_from_form(self) -> Any:
+        return self.profile_options_from_form
+
+    def profile_options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, str]:
+        """Form fields to ``user_options``, refusing a choice the user may not make."""
+        slug = (formdata.get(PROFILE_FIELD) or [""])[0]
+        options = {PROFILE_FIELD: slug} if slug else {}
+        prefix = f"{OPTION_PREFIX}{slug}--"
+        for key, values in formdata.items():
+            if key.startswith(prefix) and values:
+                options[key[len(prefix) :]] = values[0]
+        self.resolve(options)  # refuse early, so the form comes back with the message
+        return options
+
+    # --- applying a choice --------------------------------------------------------------------
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self) -> Any:
+        return ProfileMenuMixin.apply_profile_options
+
+    def resolve(self, user_options: Any) -> Selection:
+        try:
+            return resolve_selection(self.catalog, user_options, self.user_groups, Kind.SERVER)
+        except SelectionError as e:
+            raise ProfileChoiceError(str(e)) from None
+
+    async def apply_profile_options(self, user_options: dict[str, Any]) -> None:
+        """Validate ``user_options`` again (they may come from the REST API), check quotas, apply."""
+        selection = self.resolve(user_options)
+        usage = Usage.of(selection.profile, Kind.SERVER)
+        catalog = self.catalog
+        try:
+            check_quota(catalog, self.user_groups, usage, self.group_usage(catalog))
+        except QuotaExceeded as e:
+            raise ProfileChoiceError(str(e), status_code=403) from None
+        self.user_options = selection.to_user_options()
+        self._usage = usage
+        self.log.info(
+            "Starting %s with profile %s (%s)",
+            self._log_name,
+            selection.profile.slug,
+            selection.profile.resources.summary(),
+        )
+        self.apply_selection(selection)
+
+    def apply_selection(self, selection: Selection) -> None:
+        """Turn a validated selection into this spawner's settings."""
+        raise NotImplementedError
+
+    # --- quotas -------------------------------------------------------------------------------
+
+    def group_usage(self, catalog: Catalog) -> dict[str, Usage]:
+        """What the members of this user's quota groups run now (servers; jobs join in later)."""
+        groups = self.user_groups & catalog.quotas.keys()
+        if not groups:
+            return {}
+        running = (
+            self.db.query(orm.Spawner)
+            .join(orm.User)
+            .filter(orm.Spawner.server_id.isnot(None))
+            .filter(orm.User.groups.any(orm.Group.name.in_(groups)))
+        )
+        workloads = [
+            Workload(
+                frozenset(g.name for g in row.user.groups),
+                self._usage_of(catalog, row),
+            )
+            for row in running
+            if row is not self.orm_spawner
+        ]
+        return usage_by_group(workloads, groups)
+
+    def _usage_of(self, catalog: Catalog, row: orm.Spawner) -> Usage:
+        recorded = (row.state or {}).get(STATE_KEY)
+        if isinstance(recorded, dict):
+            try:
+                return Usage(**recorded)
+            except TypeError:
+                pass
+        # Still starting (no state saved yet): count what its options ask for today.
+        owner_groups = frozenset(g.name for g in row.user.groups)
+        try:
+            selection = resolve_selection(catalog, row.user_options or {}, owner_groups, Kind.SERVER)
+        except SelectionError:
+            return Usage(servers=1)
+        return Usage.of(selection.profile, Kind.SERVER)
+
+    def get_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().get_state()  # type: ignore[misc]
+        if self._usage is not None:
+            state[STATE_KEY] = self._usage.to_json()
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)  # type: ignore[misc]
+        recorded = state.get(STATE_KEY)
+        if isinstance(recorded, dict):
+            self._usage = Usage(**recorded)
+
+    def clear_state(self) -> None:
+        super().clear_state()  # type: ignore[misc]
+        self._usage = None

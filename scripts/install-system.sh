@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Install the system parts jhub_ext needs, idempotently and without prompts:
+#   proxy     configurable-http-proxy (Node.js), linked into .venv/bin
+#   chromium  Debian's Chromium, for the browser tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=.venv
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo -n "$@"; else
+    echo "install-system: need root (or sudo) to run: $*" >&2; return 1; fi
+}
+
+apt_updated=""
+apt_install() {
+  [ -n "$apt_updated" ] || { as_root apt-get update -qq; apt_updated=1; }
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+install_proxy() {
+  if [ -x "$venv/bin/configurable-http-proxy" ]; then return; fi
+  command -v npm >/dev/null || apt_install nodejs npm
+  mkdir -p "$venv/node"
+  npm install --silent --no-audit --no-fund --prefix "$venv/node" configurable-http-proxy@4 >/dev/null
+  ln -sf "../node/node_modules/.bin/configurable-http-proxy" "$venv/bin/configurable-http-proxy"
+  echo "install-system: configurable-http-proxy installed in $venv"
+}
+
+install_chromium() {
+  if [ -x /usr/bin/chromium ]; then return; fi
+  apt_install chromium fonts-liberation
+  echo "install-system: chromium installed"
+}
+
+for part in "$@"; do
+  case "$part" in
+    proxy) install_proxy ;;
+    chromium) install_chromium ;;
+    *) echo "install-system: unknown part '$part' (use proxy, chromium)" >&2; exit 2 ;;
+  esac
+done
