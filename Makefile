@@ -11,7 +11,8 @@ export PATH := $(abspath $(BIN)):$(PATH)
 .PHONY: demo test lint format install system clean
 
 $(STAMP): setup.cfg pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || \
+		{ rm -rf $(VENV); scripts/install-system.sh venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
@@ -28,6 +29,7 @@ demo: install
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict jhub_ext/catalog jhub_ext/k8s
 
 format: $(STAMP)
 	$(BIN)/ruff format .

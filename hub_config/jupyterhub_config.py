@@ -1,19 +1,37 @@
-"""JupyterHub configuration for jhub_ext.
+"""JupyterHub configuration for jhub_ext, for both modes.
 
-Works out of the box in local mode (``make demo``): the hub on http://127.0.0.1:8000,
-demo users alice (researchers), bob (researchers, gpu) and admin, whose password is
-``$JHUB_EXT_DEMO_PASSWORD`` (``demo`` when unset), and the profile menu of
-``hub_config/profiles.yaml``.
+Local mode (``make demo``; the default outside a cluster): the hub on
+http://127.0.0.1:8000, servers as local processes, demo users alice (group
+researchers), bob (researchers, gpu) and admin (a hub admin), whose password is
+``$JHUB_EXT_DEMO_PASSWORD`` (``demo`` when unset).
+
+Kubernetes mode (``JHUB_EXT_MODE=kubernetes``; the default inside a cluster): servers are
+pods made by ProfileKubeSpawner in namespace ``$JHUB_EXT_NAMESPACE`` (default ``jhub``),
+reached by their pod IPs. In a cluster the service account is used; outside one, the
+current kubeconfig (``$KUBECONFIG``), with the hub still on 127.0.0.1:8000.
+
+Both modes serve the profile menu of ``profiles.yaml`` beside this file. Log-in is the
+demo users unless an OAuth/OIDC provider is configured (``JHUB_EXT_OAUTH_*`` below), in
+which case the provider's groups claim becomes the users' JupyterHub groups.
 
 Environment variables (all optional):
 
-- ``JHUB_EXT_MODE``: ``local`` (default) runs servers as local processes.
+- ``JHUB_EXT_MODE``: ``local`` or ``kubernetes``.
 - ``JHUB_EXT_CATALOG``: the profile catalog (default: ``profiles.yaml`` beside this file).
-- ``JHUB_EXT_STATE_DIR``: database, cookie secret and home directories (default: ``state/``
-  in the repository).
+- ``JHUB_EXT_STATE_DIR``: database, cookie secret and local home directories (default:
+  ``state/`` in the repository). ``JHUB_EXT_DB_URL`` overrides the database URL.
 - ``JHUB_EXT_PORT``, ``JHUB_EXT_PROXY_API_PORT``, ``JHUB_EXT_HUB_PORT``: the public port
-  (8000), the proxy's API port (8001) and the hub's internal port (8081), all on 127.0.0.1.
+  (8000), the proxy's API port (8001) and the hub's internal port (8081), on 127.0.0.1.
 - ``JHUB_EXT_DEMO_PASSWORD``: the demo users' password.
+- ``JHUB_EXT_NAMESPACE``: the namespace for server pods (kubernetes mode).
+- ``JHUB_EXT_SINGLEUSER_IMAGE``: the image of profiles that offer no image choice.
+- ``JHUB_EXT_HUB_CONNECT_URL``: how pods reach the hub's API when the hub runs outside
+  the cluster (default ``http://127.0.0.1:$JHUB_EXT_HUB_PORT``).
+- ``JHUB_EXT_OAUTH_CLIENT_ID``, ``JHUB_EXT_OAUTH_CLIENT_SECRET``,
+  ``JHUB_EXT_OAUTH_AUTHORIZE_URL``, ``JHUB_EXT_OAUTH_TOKEN_URL``,
+  ``JHUB_EXT_OAUTH_USERDATA_URL``, ``JHUB_EXT_OAUTH_CALLBACK_URL``: an OAuth2/OIDC provider;
+  ``JHUB_EXT_OAUTH_GROUPS_CLAIM`` (default ``groups``), ``JHUB_EXT_OAUTH_ADMIN_GROUPS`` and
+  ``JHUB_EXT_OAUTH_ALLOWED_GROUPS`` (comma-separated) decide who may log in and who is admin.
 """
 
 import os
@@ -28,13 +46,15 @@ c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
 
 here = Path(__file__).resolve().parent
 env = os.environ
-mode = env.get("JHUB_EXT_MODE", "local")
+in_cluster = bool(env.get("KUBERNETES_SERVICE_HOST"))
+mode = env.get("JHUB_EXT_MODE") or ("kubernetes" if in_cluster else "local")
 catalog_path = os.path.abspath(env.get("JHUB_EXT_CATALOG", here / "profiles.yaml"))
 state_dir = Path(env.get("JHUB_EXT_STATE_DIR", here.parent / "state")).resolve()
 bin_dir = Path(sys.executable).parent
+hub_port = int(env.get("JHUB_EXT_HUB_PORT", "8081"))
 
-if mode != "local":
-    sys.exit(f"jhub_ext: JHUB_EXT_MODE={mode!r} is not available in this release; use JHUB_EXT_MODE=local")
+if mode not in ("local", "kubernetes"):
+    sys.exit(f"jhub_ext: JHUB_EXT_MODE={mode!r} is not a mode; use JHUB_EXT_MODE=local or kubernetes")
 
 # A missing or invalid catalog stops the hub here with the reasons, not a traceback.
 try:
@@ -45,33 +65,68 @@ except CatalogError as e:
         f"Fix it (check with: jhub-ext validate-catalog {catalog_path}) and start the hub again."
     )
 
-# --- network: loopback only -------------------------------------------------------------------
-state_dir.mkdir(parents=True, exist_ok=True)
-c.JupyterHub.bind_url = f"http://127.0.0.1:{env.get('JHUB_EXT_PORT', '8000')}"
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = int(env.get("JHUB_EXT_HUB_PORT", "8081"))
-c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{env.get('JHUB_EXT_PROXY_API_PORT', '8001')}"
-c.ConfigurableHTTPProxy.command = [
-    shutil.which("configurable-http-proxy", path=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}")
-    or "configurable-http-proxy"
-]
-c.ConfigurableHTTPProxy.pid_file = str(state_dir / "proxy.pid")
+# --- network and state, unless a cluster deployment (the z2jh chart) provides them -----------------
+if not in_cluster:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    c.JupyterHub.bind_url = f"http://127.0.0.1:{env.get('JHUB_EXT_PORT', '8000')}"
+    c.JupyterHub.hub_ip = "127.0.0.1"
+    c.JupyterHub.hub_port = hub_port
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{env.get('JHUB_EXT_PROXY_API_PORT', '8001')}"
+    c.ConfigurableHTTPProxy.command = [
+        shutil.which("configurable-http-proxy", path=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}")
+        or "configurable-http-proxy"
+    ]
+    c.ConfigurableHTTPProxy.pid_file = str(state_dir / "proxy.pid")
+    c.JupyterHub.db_url = env.get("JHUB_EXT_DB_URL", f"sqlite:///{state_dir / 'jupyterhub.sqlite'}")
+    c.JupyterHub.cookie_secret_file = str(state_dir / "jupyterhub_cookie_secret")
 
-# --- state ------------------------------------------------------------------------------------
-c.JupyterHub.db_url = env.get("JHUB_EXT_DB_URL", f"sqlite:///{state_dir / 'jupyterhub.sqlite'}")
-c.JupyterHub.cookie_secret_file = str(state_dir / "jupyterhub_cookie_secret")
+# --- who may log in ---------------------------------------------------------------------------------
+if env.get("JHUB_EXT_OAUTH_CLIENT_ID"):
+    # Production: any OAuth2/OIDC provider. Its groups claim becomes the user's JupyterHub
+    # groups at every login, so the provider's groups decide which profiles a user sees.
+    c.JupyterHub.authenticator_class = "generic-oauth"
+    c.GenericOAuthenticator.client_id = env["JHUB_EXT_OAUTH_CLIENT_ID"]
+    c.GenericOAuthenticator.client_secret = env.get("JHUB_EXT_OAUTH_CLIENT_SECRET", "")
+    c.GenericOAuthenticator.authorize_url = env["JHUB_EXT_OAUTH_AUTHORIZE_URL"]
+    c.GenericOAuthenticator.token_url = env["JHUB_EXT_OAUTH_TOKEN_URL"]
+    c.GenericOAuthenticator.userdata_url = env["JHUB_EXT_OAUTH_USERDATA_URL"]
+    if env.get("JHUB_EXT_OAUTH_CALLBACK_URL"):
+        c.GenericOAuthenticator.oauth_callback_url = env["JHUB_EXT_OAUTH_CALLBACK_URL"]
+    c.GenericOAuthenticator.scope = ["openid", "profile", "email", "groups"]
+    c.GenericOAuthenticator.username_claim = env.get("JHUB_EXT_OAUTH_USERNAME_CLAIM", "preferred_username")
+    c.GenericOAuthenticator.manage_groups = True
+    c.GenericOAuthenticator.auth_state_groups_key = (
+        f"oauth_user.{env.get('JHUB_EXT_OAUTH_GROUPS_CLAIM', 'groups')}"
+    )
+    admin_groups = {g for g in env.get("JHUB_EXT_OAUTH_ADMIN_GROUPS", "").split(",") if g}
+    allowed_groups = {g for g in env.get("JHUB_EXT_OAUTH_ALLOWED_GROUPS", "").split(",") if g}
+    c.GenericOAuthenticator.admin_groups = admin_groups
+    if allowed_groups:
+        c.GenericOAuthenticator.allowed_groups = allowed_groups | admin_groups
+    else:
+        c.GenericOAuthenticator.allow_all = True
+else:
+    c.JupyterHub.authenticator_class = "jhub_ext.demo_auth.DemoAuthenticator"
+    c.DemoAuthenticator.password = env.get("JHUB_EXT_DEMO_PASSWORD") or "demo"
+    c.DemoAuthenticator.users = {"alice": ["researchers"], "bob": ["researchers", "gpu"]}
+    c.Authenticator.admin_users = {"admin"}
 
-# --- who may log in ---------------------------------------------------------------------------
-c.JupyterHub.authenticator_class = "jhub_ext.demo_auth.DemoAuthenticator"
-c.DemoAuthenticator.password = env.get("JHUB_EXT_DEMO_PASSWORD") or "demo"
-c.DemoAuthenticator.users = {"alice": ["researchers"], "bob": ["researchers", "gpu"]}
-c.Authenticator.admin_users = {"admin"}
-
-# --- servers: the profile menu ----------------------------------------------------------------
-c.JupyterHub.spawner_class = "jhub_ext.spawner.LocalProfileSpawner"
-c.LocalProfileSpawner.catalog_path = catalog_path
-c.LocalProfileSpawner.home_dir_template = str(state_dir / "home" / "{username}")
-c.Spawner.cmd = [str(bin_dir / "jupyterhub-singleuser")]
+# --- servers: the profile menu ----------------------------------------------------------------------
 c.Spawner.default_url = "/lab"
-c.Spawner.start_timeout = 120
+c.Spawner.start_timeout = 300 if mode == "kubernetes" else 120
 c.Spawner.http_timeout = 120
+
+if mode == "local":
+    c.JupyterHub.spawner_class = "jhub_ext.spawner.LocalProfileSpawner"
+    c.LocalProfileSpawner.catalog_path = catalog_path
+    c.LocalProfileSpawner.home_dir_template = str(state_dir / "home" / "{username}")
+    c.Spawner.cmd = [str(bin_dir / "jupyterhub-singleuser")]
+else:
+    c.JupyterHub.spawner_class = "jhub_ext.spawner.kube.ProfileKubeSpawner"
+    c.ProfileKubeSpawner.catalog_path = catalog_path
+    c.KubeSpawner.namespace = env.get("JHUB_EXT_NAMESPACE", "jhub")
+    c.KubeSpawner.image = env.get("JHUB_EXT_SINGLEUSER_IMAGE", "quay.io/jupyter/scipy-notebook:2024-12-09")
+    c.KubeSpawner.cmd = ["jupyterhub-singleuser"]
+    if not in_cluster:
+        # Outside the cluster: pods must reach the hub's API at an address they can route to.
+        c.JupyterHub.hub_connect_url = env.get("JHUB_EXT_HUB_CONNECT_URL", f"http://127.0.0.1:{hub_port}")

@@ -2,6 +2,7 @@
 # Install the system parts jhub_ext needs, idempotently and without prompts:
 #   proxy     configurable-http-proxy (Node.js), linked into .venv/bin
 #   chromium  Debian's Chromium, for the browser tests
+#   venv      Debian's python3-venv, where `python3 -m venv` is missing
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.venv
@@ -32,10 +33,15 @@ install_chromium() {
   echo "install-system: chromium installed"
 }
 
+install_venv() {
+  apt_install python3-venv
+}
+
 for part in "$@"; do
   case "$part" in
     proxy) install_proxy ;;
     chromium) install_chromium ;;
-    *) echo "install-system: unknown part '$part' (use proxy, chromium)" >&2; exit 2 ;;
+    venv) install_venv ;;
+    *) echo "install-system: unknown part '$part' (use proxy, chromium, venv)" >&2; exit 2 ;;
   esac
 done

@@ -99,7 +99,7 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, yaml.Mark] = {}
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None,
@@ -166,11 +166,12 @@ def _join(*parts: str) -> str:
 def _describe_schema_error(data: Mapping[str, Any], error: jsonschema.ValidationError) -> str:
     where, field = _where(data, tuple(error.absolute_path))
     schema = error.schema if isinstance(error.schema, dict) else {}
-    value = error.instance
+    value: Any = error.instance
     kind = error.validator
+    rule: Any = error.validator_value
 
     if kind == "required":
-        missing = [name for name in error.validator_value if name not in value]
+        missing = [name for name in rule if name not in value]
         name = missing[0] if missing else "?"
         target = f"{field}." if field else ""
         return _join(where, f"missing {target}{name}; add `{name}:`")
@@ -187,16 +188,14 @@ def _describe_schema_error(data: Mapping[str, Any], error: jsonschema.Validation
     if kind in ("type", "pattern") and "x-problem" in schema:
         return _join(where, f"{subject} {schema['x-problem']}; {schema['x-fix']}")
     if kind == "type":
-        expected = error.validator_value
+        expected = rule
         names = " or ".join(expected) if isinstance(expected, list) else expected
         return _join(where, f"{subject} is a {_type_name(value)}; use a {names}")
     if kind == "enum":
-        options = ", ".join(str(v) for v in error.validator_value)
+        options = ", ".join(str(v) for v in rule)
         return _join(where, f"{subject} is not allowed; use one of: {options}")
     if kind == "const":
-        return _join(
-            where, f"{subject} is not supported; {schema.get('x-fix', 'use ' + repr(error.validator_value))}"
-        )
+        return _join(where, f"{subject} is not supported; {schema.get('x-fix', 'use ' + repr(rule))}")
     if kind in ("minItems", "minProperties", "minLength"):
         fix = schema.get("x-fix", "fill it in or remove it")
         return _join(where, f"{field or 'the file'} is empty; {fix}")

@@ -7,8 +7,9 @@ one, and its guarantee otherwise (see :attr:`.model.Resources.cpu`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
+from typing import Any
 
 from .model import Catalog, Kind, Profile, Quota
 from .quantities import format_cpu, format_memory
@@ -58,7 +59,7 @@ def usage_by_group(workloads: Iterable[Workload], groups: Iterable[str]) -> dict
     return totals
 
 
-_LABELS = {
+_LABELS: dict[str, tuple[str, Callable[[Any], str]]] = {
     "cpu": ("CPUs", format_cpu),
     "memory": ("memory", format_memory),
     "gpus": ("GPUs", str),
