@@ -1,0 +1,1 @@
+"""Where work runs: the Kubernetes API (and, for jobs, a local process supervisor)."""
