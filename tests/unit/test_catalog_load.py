@@ -209,6 +209,23 @@ def test_fields_become_immutable_profiles() -> None:
             id="empty-groups",
         ),
         pytest.param(
+            "slug: big\ndisplay_name: Big\nnode_selector: {pool: high memory}",
+            "profiles.yaml: profile 'big': node_selector.pool 'high memory' is not a Kubernetes label value",
+            id="node-selector-value",
+        ),
+        pytest.param(
+            "slug: big\ndisplay_name: Big\ngpu: {count: 1, type: A100 80GB}",
+            "profiles.yaml: profile 'big': gpu.type 'A100 80GB' is not a Kubernetes label value; "
+            "use at most 63",
+            id="gpu-type-not-a-label-value",
+        ),
+        pytest.param(
+            "slug: big\ndisplay_name: Big\ntolerations: [{key: gpu, operator: Maybe}]",
+            "profiles.yaml: profile 'big': tolerations[0].operator 'Maybe' is not allowed; "
+            "use one of: Exists, Equal",
+            id="toleration-operator",
+        ),
+        pytest.param(
             "slug: big\ndisplay_name: Big\nhost_network: true",
             "profiles.yaml: profile 'big': unknown field 'host_network'; the fields are:",
             id="no-host-network",
