@@ -1,0 +1,1 @@
+"""The jobs service: researchers' scrapers, batch jobs and scheduled jobs."""

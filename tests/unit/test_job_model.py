@@ -1,0 +1,135 @@
+"""Validating job submissions: every refusal names the field and the fix."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from jhub_ext.jobs.model import (
+    ConcurrencyPolicy,
+    JobKind,
+    JobSpecError,
+    JobStatus,
+    Limits,
+    can_transition,
+    parse_submission,
+    safe_relative_path,
+)
+
+BASE: dict[str, Any] = {"name": "news-scraper", "kind": "scraper", "command": ["python", "scrape.py"]}
+
+
+def refused(**changes: Any) -> JobSpecError:
+    body = {**BASE, **changes}
+    body = {k: v for k, v in body.items() if v is not ...}
+    with pytest.raises(JobSpecError) as caught:
+        parse_submission(body, Limits(max_snapshot_bytes=1024))
+    return caught.value
+
+
+def test_a_full_scheduled_submission() -> None:
+    spec = parse_submission(
+        {
+            "name": "daily-news",
+            "kind": "scheduled",
+            "command": ["python", "run.py"],
+            "files": {"run.py": "print('hi')", "lib/util.py": ""},
+            "profile": "small",
+            "env": {"LANG": "C.UTF-8"},
+            "schedule": "0  6 * * 1-5",
+            "timezone": "Europe/Berlin",
+            "concurrency_policy": "replace",
+            "history_limit": 5,
+        }
+    )
+    assert spec.kind is JobKind.SCHEDULED and spec.files["lib/util.py"] == ""
+    assert spec.schedule is not None and spec.schedule.cron == "0 6 * * 1-5"
+    assert spec.schedule.concurrency_policy is ConcurrencyPolicy.REPLACE
+    # 06:00 Berlin on the next weekday after Wednesday 2026-11-25 10:00 UTC is Thursday 05:00 UTC
+    after = spec.schedule.next_after(datetime(2026, 11, 25, 10, 0, tzinfo=UTC))
+    assert after.astimezone(UTC) == datetime(2026, 11, 26, 5, 0, tzinfo=UTC)
+    assert spec.to_json()["timezone"] == "Europe/Berlin"
+
+
+def test_batch_defaults() -> None:
+    spec = parse_submission({**BASE, "kind": "batch", "deadline_seconds": 3600})
+    assert (spec.retries, spec.deadline_seconds, spec.schedule) == (3, 3600, None)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "message"),
+    [
+        ({"name": "News_Scraper"}, "name", "'News_Scraper' is not a valid job name"),
+        ({"name": "a" * 64}, "name", "is not a valid job name"),
+        ({"name": ...}, "name", "the name is not a valid job name"),
+        ({"kind": "cron"}, "kind", "kind must be one of: batch, scraper, scheduled"),
+        ({"command": []}, "command", "command must be a non-empty list of strings"),
+        ({"command": "python x.py"}, "command", "command must be a non-empty list of strings"),
+        ({"command": ["python", 3]}, "command", "every argument of command must be a string"),
+        ({"files": {"../x": "a"}}, "files.../x", "'../x' is not a relative path inside the job's directory"),
+        ({"files": {"/etc/x": "a"}}, "files./etc/x", "is not a relative path inside the job's directory"),
+        ({"files": {"a/../../x": "a"}}, "files.a/../../x", "is not a relative path"),
+        ({"files": {"x.py": 1}}, "files.x.py", "the content of 'x.py' must be text"),
+        ({"files": {"big.py": "x" * 2000}}, "files", "the code snapshot is 2 KiB; the limit is 1 KiB"),
+        ({"env": {"JUPYTERHUB_API_TOKEN": "x"}}, "env.JUPYTERHUB_API_TOKEN", "is set by the jobs service"),
+        ({"env": {"PATH": "/x"}}, "env.PATH", "PATH is set by the jobs service and cannot be overridden"),
+        ({"env": {"1BAD": "x"}}, "env", "'1BAD' is not a valid variable name"),
+        ({"env": {"N": 3}}, "env.N", "the value of N must be a string; quote it"),
+        ({"profile": 3}, "profile", "profile must be a profile's slug"),
+        ({"schedule": "* * * * *"}, "schedule", "schedule applies to scheduled jobs only"),
+        ({"kind": "scheduled"}, "schedule", "a scheduled job needs a cron schedule"),
+        ({"kind": "scheduled", "schedule": "61 * * * *"}, "schedule", "'61 * * * *' is not a cron schedule"),
+        (
+            {"kind": "scheduled", "schedule": "* * * * * *"},
+            "schedule",
+            "is not a cron schedule; use five fields",
+        ),
+        (
+            {"kind": "scheduled", "schedule": "@daily", "timezone": "Mars/Olympus"},
+            "timezone",
+            "'Mars/Olympus' is not a time zone",
+        ),
+        (
+            {"kind": "scheduled", "schedule": "@daily", "concurrency_policy": "queue"},
+            "concurrency_policy",
+            "concurrency_policy must be one of: forbid, replace, allow",
+        ),
+        ({"retries": 2}, "retries", "retries applies to batch jobs only"),
+        ({"kind": "batch", "retries": -1}, "retries", "retries must be a whole number from 0 to 20"),
+        (
+            {"kind": "batch", "deadline_seconds": 0},
+            "deadline_seconds",
+            "deadline_seconds must be a whole number",
+        ),
+        ({"image": "evil"}, "image", "unknown field 'image'"),
+    ],
+)
+def test_bad_submissions_are_refused(changes: dict[str, Any], field: str, message: str) -> None:
+    error = refused(**changes)
+    assert error.field == field
+    assert message in str(error)
+    assert error.to_json() == {"error": str(error), "field": field}
+
+
+def test_the_body_must_be_an_object() -> None:
+    with pytest.raises(JobSpecError, match="the body must be a JSON object"):
+        parse_submission(["x"])
+
+
+@pytest.mark.parametrize(
+    ("path", "normal"),
+    [("a.py", "a.py"), ("lib/b.py", "lib/b.py"), ("./c.py", None), ("", None), ("a\\b", None), ("..", None)],
+)
+def test_paths_stay_inside_the_job_directory(path: str, normal: str | None) -> None:
+    assert safe_relative_path(path) == normal
+
+
+def test_status_transitions() -> None:
+    assert can_transition(JobStatus.PENDING, JobStatus.RUNNING)
+    assert can_transition(JobStatus.RUNNING, JobStatus.STOPPED)
+    assert can_transition(JobStatus.FAILED, JobStatus.PENDING)  # restart
+    assert not can_transition(JobStatus.SUCCEEDED, JobStatus.RUNNING)
+    assert not can_transition(JobStatus.STOPPED, JobStatus.FAILED)
+    assert JobStatus.STOPPED.finished and not JobStatus.RUNNING.finished
