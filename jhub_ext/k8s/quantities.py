@@ -17,8 +17,8 @@ def cpu_quantity(cores: float) -> str:
 
 def memory_quantity(size: int) -> str:
     """Bytes as the shortest exact quantity: 2**32 -> "4Gi", 4*10**9 -> "4G", else plain bytes."""
-    units = (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10))
-    units += (("T", 10**12), ("G", 10**9), ("M", 10**6), ("k", 10**3))
+    units = [("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)]
+    units += [("T", 10**12), ("G", 10**9), ("M", 10**6), ("k", 10**3)]
     exact = [f"{size // factor}{suffix}" for suffix, factor in units if size >= factor and size % factor == 0]
     return min(exact, key=len, default=str(size))
 
