@@ -19,7 +19,11 @@ def validate_catalog(path: str) -> int:
         catalog = load_catalog(path)
     except CatalogError as e:
         print(e, file=sys.stderr)
-        print(f"{path}: {len(e.problems)} problem(s); nothing was changed", file=sys.stderr)
+        print(
+            f"{path}: {len(e.problems)} problem(s); a hub reading this file would keep serving "
+            "its last valid catalog",
+            file=sys.stderr,
+        )
         return 1
     print(f"{path}: valid, {len(catalog.profiles)} profile(s)")
     for profile in catalog.profiles:

@@ -318,3 +318,11 @@ def test_every_problem_is_reported_at_once() -> None:
 def test_a_missing_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match=r"nowhere\.yaml: file not found; create it"):
         load_catalog(tmp_path / "nowhere.yaml")
+
+
+def test_the_readme_example_catalog_is_valid() -> None:
+    readme = (SHIPPED_CATALOG.parent.parent / "README.md").read_text()
+    example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+    catalog = parse_catalog(example, "README.md")
+    assert [p.slug for p in catalog.profiles] == ["small", "large-memory", "gpu-a100"]
+    assert catalog.currency == "€"
