@@ -30,6 +30,7 @@ Environment variables (all optional):
 - ``JHUB_EXT_OAUTH_CLIENT_ID``, ``JHUB_EXT_OAUTH_CLIENT_SECRET``,
   ``JHUB_EXT_OAUTH_AUTHORIZE_URL``, ``JHUB_EXT_OAUTH_TOKEN_URL``,
   ``JHUB_EXT_OAUTH_USERDATA_URL``, ``JHUB_EXT_OAUTH_CALLBACK_URL``: an OAuth2/OIDC provider;
+  ``JHUB_EXT_OAUTH_USERNAME_CLAIM`` (default ``preferred_username``),
   ``JHUB_EXT_OAUTH_GROUPS_CLAIM`` (default ``groups``), ``JHUB_EXT_OAUTH_ADMIN_GROUPS`` and
   ``JHUB_EXT_OAUTH_ALLOWED_GROUPS`` (comma-separated) decide who may log in and who is admin.
 """
@@ -81,6 +82,12 @@ if not in_cluster:
     c.JupyterHub.cookie_secret_file = str(state_dir / "jupyterhub_cookie_secret")
 
 # --- who may log in ---------------------------------------------------------------------------------
+oauth_urls = ("JHUB_EXT_OAUTH_AUTHORIZE_URL", "JHUB_EXT_OAUTH_TOKEN_URL", "JHUB_EXT_OAUTH_USERDATA_URL")
+if env.get("JHUB_EXT_OAUTH_CLIENT_ID") and not all(env.get(name) for name in oauth_urls):
+    missing = ", ".join(name for name in oauth_urls if not env.get(name))
+    sys.exit(
+        f"jhub_ext: JHUB_EXT_OAUTH_CLIENT_ID is set but {missing} is not; set it to your provider's endpoint"
+    )
 if env.get("JHUB_EXT_OAUTH_CLIENT_ID"):
     # Production: any OAuth2/OIDC provider. Its groups claim becomes the user's JupyterHub
     # groups at every login, so the provider's groups decide which profiles a user sees.

@@ -198,7 +198,7 @@ def _describe_schema_error(data: Mapping[str, Any], error: jsonschema.Validation
         return _join(where, f"{subject} is not supported; {schema.get('x-fix', 'use ' + repr(rule))}")
     if kind in ("minItems", "minProperties", "minLength"):
         fix = schema.get("x-fix", "fill it in or remove it")
-        return _join(where, f"{field or 'the file'} is empty; {fix}")
+        return _join(where, f"{field or 'this entry' if where else field or 'the file'} is empty; {fix}")
     if kind == "uniqueItems":
         return _join(where, f"{subject} lists an entry twice; list each once")
     if kind in ("minimum", "exclusiveMinimum"):

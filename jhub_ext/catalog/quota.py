@@ -59,12 +59,12 @@ def usage_by_group(workloads: Iterable[Workload], groups: Iterable[str]) -> dict
     return totals
 
 
-_LABELS: dict[str, tuple[str, Callable[[Any], str]]] = {
-    "cpu": ("CPUs", format_cpu),
-    "memory": ("memory", format_memory),
-    "gpus": ("GPUs", str),
-    "servers": ("servers", str),
-    "jobs": ("jobs", str),
+_LABELS: dict[str, tuple[str, str, Callable[[Any], str]]] = {
+    "cpu": ("CPU", "CPUs", format_cpu),
+    "memory": ("memory", "memory", format_memory),
+    "gpus": ("GPU", "GPUs", str),
+    "servers": ("server", "servers", str),
+    "jobs": ("job", "jobs", str),
 }
 
 
@@ -81,8 +81,9 @@ class QuotaExceeded(ValueError):
 def quota_problems(quota: Quota, group: str, in_use: Usage, request: Usage) -> list[str]:
     """Every resource for which ``in_use + request`` goes over ``quota``, as a sentence."""
     problems = []
-    for name, (label, fmt) in _LABELS.items():
+    for name, (one, many, fmt) in _LABELS.items():
         limit = getattr(quota, name)
+        label = one if limit == 1 else many
         asked = getattr(request, name)
         if limit is None or not asked:
             continue

@@ -88,7 +88,8 @@ class ProfileMenuMixin(LoggingConfigurable):
 
     @default("options_form")
     def _default_options_form(self) -> Any:
-        return ProfileMenuMixin.render_profile_form
+        # JupyterHub calls options_form(spawner): dispatch to the spawner's own (maybe async) method.
+        return lambda spawner: spawner.render_profile_form()
 
     def render_profile_form(self) -> str:
         """The menu: profiles this user's groups allow, with resources and cost, last choice selected."""
@@ -133,7 +134,7 @@ class ProfileMenuMixin(LoggingConfigurable):
 
     @default("apply_user_options")
     def _default_apply_user_options(self) -> Any:
-        return ProfileMenuMixin.apply_profile_options
+        return lambda spawner, user_options: spawner.apply_profile_options(user_options)
 
     def resolve(self, user_options: Any) -> Selection:
         try:

@@ -262,6 +262,11 @@ def test_a_bad_profile_is_refused_naming_file_profile_field_and_fix(extra: str, 
             id="fractional-servers",
         ),
         pytest.param(
+            "quotas: {researchers: {}}",
+            "profiles.yaml: quotas: group 'researchers': this entry is empty; fill it in or remove it",
+            id="empty-quota",
+        ),
+        pytest.param(
             "quotas: {researchers: {disk: 10}}",
             "profiles.yaml: quotas: group 'researchers': unknown field 'disk'; "
             "the fields are: cpu, gpus, jobs, memory, servers",

@@ -85,3 +85,13 @@ def test_memory_is_shown_readably() -> None:
 
 def test_groups_without_a_quota_are_unlimited() -> None:
     check_quota(CATALOG, {"other"}, Usage(cpu=1000, gpus=100, servers=100), {})
+
+
+def test_a_limit_of_one_reads_in_the_singular() -> None:
+    catalog = parse_catalog(
+        "version: 1\ngroups: [g]\nprofiles:\n  - {slug: s, display_name: S}\nquotas: {g: {servers: 1}}\n"
+    )
+    with pytest.raises(
+        QuotaExceeded, match="group 'g' may use 1 server at once and uses 1; this needs 1 more"
+    ):
+        check_quota(catalog, {"g"}, Usage.of(catalog.profiles[0]), {"g": Usage(servers=1)})

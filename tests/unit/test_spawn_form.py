@@ -74,3 +74,14 @@ def test_cpu_limits_become_whole_cores_capped_to_the_machine() -> None:
     assert cpu_set(2, {0, 1, 2, 3}) == {0, 1}
     assert cpu_set(2.5, {4, 5, 6, 7}) == {4, 5, 6}
     assert cpu_set(64, {0, 1}) == {0, 1}
+
+
+def test_different_users_get_different_cores() -> None:
+    four = {0, 1, 2, 3}
+    picks = {
+        frozenset(cpu_set(1, four, spread=name) or ()) for name in ("alice", "bob", "carol", "dave", "erin")
+    }
+    assert len(picks) > 1  # not everyone on core 0
+    assert all(len(p) == 1 and p <= four for p in picks)
+    assert cpu_set(1, four, spread="alice") == cpu_set(1, four, spread="alice")  # stable per user
+    assert len(cpu_set(3, four, spread="bob") or ()) == 3
