@@ -29,7 +29,7 @@ demo: install
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict jhub_ext/catalog jhub_ext/k8s jhub_ext/jobs/model.py
+	$(BIN)/mypy --strict jhub_ext/catalog jhub_ext/k8s jhub_ext/jobs/model.py jhub_ext/jobs/store.py
 
 format: $(STAMP)
 	$(BIN)/ruff format .

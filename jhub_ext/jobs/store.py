@@ -1,0 +1,305 @@
+"""The jobs database: history, final status, log tails and an audit trail (SQLAlchemy).
+
+SQLite by default, PostgreSQL with a ``postgresql://`` URL. The backend (Kubernetes or
+the local supervisor) is the source of truth for what runs now; this keeps what must
+outlive a pod or process: who submitted what, how it ended, the end of its logs, and
+who did what to it. A job is unique per (user, name), so a retried or replayed submit
+cannot create a duplicate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from .model import JobKind, JobSpec, JobStatus, can_transition
+
+LOG_TAIL_BYTES = 64 * 1024
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("user", "name", name="uq_jobs_user_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user: Mapped[str] = mapped_column(String(255), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    kind: Mapped[str] = mapped_column(String(16))
+    profile: Mapped[str | None] = mapped_column(String(63))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.PENDING.value)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    message: Mapped[str | None] = mapped_column(Text)
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    log_tail: Mapped[str] = mapped_column(Text, default="")
+
+
+class AuditRow(Base):
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    owner: Mapped[str] = mapped_column(String(255))
+    job_name: Mapped[str] = mapped_column(String(63))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job as the API reports it."""
+
+    id: int
+    user: str
+    name: str
+    kind: JobKind
+    profile: str | None
+    spec: dict[str, Any]
+    status: JobStatus
+    exit_code: int | None
+    message: str | None
+    restarts: int
+    created: datetime
+    started: datetime | None
+    finished: datetime | None
+
+    @classmethod
+    def of(cls, row: JobRow) -> JobRecord:
+        return cls(
+            id=row.id,
+            user=row.user,
+            name=row.name,
+            kind=JobKind(row.kind),
+            profile=row.profile,
+            spec=dict(row.spec),
+            status=JobStatus(row.status),
+            exit_code=row.exit_code,
+            message=row.message,
+            restarts=row.restarts,
+            created=_aware(row.created),
+            started=_aware(row.started) if row.started else None,
+            finished=_aware(row.finished) if row.finished else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "name": self.name,
+            "user": self.user,
+            "kind": self.kind.value,
+            "profile": self.profile,
+            "status": self.status.value,
+            "created": self.created.isoformat(),
+            "started": self.started.isoformat() if self.started else None,
+            "finished": self.finished.isoformat() if self.finished else None,
+            "restarts": self.restarts,
+            "message": self.message,
+            "command": self.spec.get("command"),
+        }
+        if self.spec.get("schedule"):
+            body["schedule"] = self.spec["schedule"]
+            body["timezone"] = self.spec.get("timezone")
+        if self.status.finished:
+            body["exit_code"] = self.exit_code
+        return body
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything here is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class JobExists(Exception):
+    """A job of that name already exists for that user."""
+
+
+class StatusConflict(Exception):
+    """The requested status change is not allowed from the job's current status."""
+
+
+class JobStore:
+    """All database access of the jobs service."""
+
+    def __init__(self, url: str = "sqlite:///jobs.sqlite", **engine_kwargs: Any):
+        self.engine = create_engine(url, **engine_kwargs)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- jobs --------------------------------------------------------------------------------------
+
+    def create(self, user: str, spec: JobSpec, profile: str | None, actor: str | None = None) -> JobRecord:
+        """Record a new job; raise :class:`JobExists` if ``user`` already has one of that name."""
+        try:
+            with self.session() as session:
+                row = JobRow(
+                    user=user,
+                    name=spec.name,
+                    kind=spec.kind.value,
+                    profile=profile,
+                    spec=spec.to_json(),
+                    status=JobStatus.PENDING.value,
+                )
+                session.add(row)
+                session.flush()
+                self._audit(session, actor or user, "submit", row, {"profile": profile})
+                return JobRecord.of(row)
+        except IntegrityError:
+            raise JobExists(f"{user}/{spec.name}") from None
+
+    def get(self, user: str, name: str) -> JobRecord | None:
+        with self.session() as session:
+            row = self._row(session, user, name)
+            return JobRecord.of(row) if row else None
+
+    def list_jobs(self, user: str | None = None) -> list[JobRecord]:
+        """Jobs of ``user`` (everyone's when None), newest first."""
+        with self.session() as session:
+            query = select(JobRow).order_by(JobRow.created.desc(), JobRow.id.desc())
+            if user is not None:
+                query = query.where(JobRow.user == user)
+            return [JobRecord.of(row) for row in session.scalars(query)]
+
+    def set_status(
+        self,
+        user: str,
+        name: str,
+        status: JobStatus,
+        *,
+        exit_code: int | None = None,
+        message: str | None = None,
+        actor: str | None = None,
+        when: datetime | None = None,
+    ) -> JobRecord:
+        """Move a job to ``status``; an actor's change (stop, restart) is written to the audit trail."""
+        when = when or utcnow()
+        with self.session() as session:
+            row = self._row(session, user, name)
+            if row is None:
+                raise KeyError(f"{user}/{name}")
+            old = JobStatus(row.status)
+            if not can_transition(old, status):
+                raise StatusConflict(f"job '{name}' is {old.value} and cannot become {status.value}")
+            if status is JobStatus.PENDING and old.finished:  # a restart
+                row.restarts += 1
+                row.started = row.finished = row.exit_code = None
+            if status is JobStatus.RUNNING and row.started is None:
+                row.started = when
+            if status.finished:
+                row.finished = row.finished or when
+                row.exit_code = exit_code
+            row.status = status.value
+            if message is not None:
+                row.message = message
+            if actor is not None:
+                self._audit(session, actor, _ACTIONS.get(status, status.value), row, {"from": old.value})
+            return JobRecord.of(row)
+
+    def append_log(self, user: str, name: str, text: str) -> None:
+        """Keep the last :data:`LOG_TAIL_BYTES` of a job's output, for after its pod or process is gone."""
+        with self.session() as session:
+            row = self._row(session, user, name)
+            if row is not None:
+                row.log_tail = _tail((row.log_tail or "") + text)
+
+    def log_tail(self, user: str, name: str) -> str | None:
+        with self.session() as session:
+            row = self._row(session, user, name)
+            return row.log_tail if row else None
+
+    def delete(self, user: str, name: str, actor: str) -> bool:
+        with self.session() as session:
+            row = self._row(session, user, name)
+            if row is None:
+                return False
+            self._audit(session, actor, "delete", row, {"status": row.status})
+            session.delete(row)
+            return True
+
+    def audit(self, user: str | None = None) -> list[dict[str, Any]]:
+        """The audit trail (of jobs owned by ``user``, or all), oldest first."""
+        with self.session() as session:
+            query = select(AuditRow).order_by(AuditRow.id)
+            if user is not None:
+                query = query.where(AuditRow.owner == user)
+            return [
+                {
+                    "time": _aware(a.time).isoformat(),
+                    "actor": a.actor,
+                    "action": a.action,
+                    "user": a.owner,
+                    "job": a.job_name,
+                    "detail": a.detail,
+                }
+                for a in session.scalars(query)
+            ]
+
+    # --- helpers -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _row(session: Session, user: str, name: str) -> JobRow | None:
+        return session.scalars(select(JobRow).where(JobRow.user == user, JobRow.name == name)).one_or_none()
+
+    @staticmethod
+    def _audit(session: Session, actor: str, action: str, row: JobRow, detail: dict[str, Any]) -> None:
+        session.add(
+            AuditRow(
+                actor=actor, action=action, job_id=row.id, owner=row.user, job_name=row.name, detail=detail
+            )
+        )
+
+
+_ACTIONS = {JobStatus.STOPPED: "stop", JobStatus.PENDING: "restart"}
+
+
+def _tail(text: str) -> str:
+    data = text.encode("utf-8")
+    if len(data) <= LOG_TAIL_BYTES:
+        return text
+    return data[-LOG_TAIL_BYTES:].decode("utf-8", errors="ignore")
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")  # the service and its tests read while a writer writes
+    cursor.close()

@@ -1,0 +1,75 @@
+"""The jobs database on real SQLite files: idempotent creation, status history, log tails, audit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jhub_ext.jobs.model import JobStatus, parse_submission
+from jhub_ext.jobs.store import LOG_TAIL_BYTES, JobExists, JobStore, StatusConflict
+
+SPEC = parse_submission({"name": "news", "kind": "batch", "command": ["python", "run.py"]})
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> JobStore:
+    s = JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite'}")
+    yield s  # type: ignore[misc]
+    s.close()
+
+
+def test_a_job_is_unique_per_user_and_name(store: JobStore) -> None:
+    store.create("alice", SPEC, "small")
+    with pytest.raises(JobExists):
+        store.create("alice", SPEC, "small")
+    store.create("bob", SPEC, "small")  # another user may use the same name
+    assert [(j.user, j.name) for j in store.list_jobs()] == [("bob", "news"), ("alice", "news")]
+    assert [j.user for j in store.list_jobs("alice")] == ["alice"]
+
+
+def test_a_failed_batch_job_keeps_its_exit_code_and_logs(store: JobStore) -> None:
+    store.create("alice", SPEC, "small")
+    store.set_status("alice", "news", JobStatus.RUNNING)
+    store.append_log("alice", "news", "starting\n")
+    store.append_log("alice", "news", "boom\n")
+    record = store.set_status("alice", "news", JobStatus.FAILED, exit_code=3)
+    assert record.to_json()["exit_code"] == 3 and record.finished is not None
+    assert store.log_tail("alice", "news") == "starting\nboom\n"
+
+
+def test_restart_stop_and_the_audit_trail(store: JobStore) -> None:
+    store.create("alice", SPEC, "small")
+    store.set_status("alice", "news", JobStatus.RUNNING)
+    store.set_status("alice", "news", JobStatus.STOPPED, actor="admin")
+    record = store.set_status("alice", "news", JobStatus.PENDING, actor="alice")
+    assert record.restarts == 1 and record.exit_code is None and "exit_code" not in record.to_json()
+    store.set_status("alice", "news", JobStatus.RUNNING)
+    store.set_status("alice", "news", JobStatus.SUCCEEDED, exit_code=0)
+    with pytest.raises(StatusConflict, match="job 'news' is succeeded and cannot become failed"):
+        store.set_status("alice", "news", JobStatus.FAILED)
+    assert store.get("alice", "news").status is JobStatus.SUCCEEDED  # the refused change left no trace
+    assert store.delete("alice", "news", actor="alice")
+    assert store.get("alice", "news") is None
+    actions = [(a["actor"], a["action"]) for a in store.audit("alice")]
+    assert actions == [("alice", "submit"), ("admin", "stop"), ("alice", "restart"), ("alice", "delete")]
+
+
+def test_the_log_tail_is_bounded(store: JobStore) -> None:
+    store.create("alice", SPEC, None)
+    store.append_log("alice", "news", "x" * LOG_TAIL_BYTES)
+    store.append_log("alice", "news", "END")
+    tail = store.log_tail("alice", "news")
+    assert tail is not None and len(tail) == LOG_TAIL_BYTES and tail.endswith("END")
+
+
+def test_nothing_is_lost_across_a_restart(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
+    first = JobStore(url)
+    first.create("alice", SPEC, "small")
+    first.set_status("alice", "news", JobStatus.RUNNING)
+    first.close()
+    second = JobStore(url)
+    record = second.get("alice", "news")
+    assert record is not None and record.status is JobStatus.RUNNING and record.started is not None
+    second.close()
