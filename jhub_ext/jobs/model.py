@@ -142,6 +142,7 @@ class JobSpec:
     deadline_seconds: int | None = None  # batch: stop and fail after this long
 
     def to_json(self) -> dict[str, Any]:
+        """The submission this spec was parsed from (normalised): ``parse_submission`` reads it back."""
         body: dict[str, Any] = {
             "name": self.name,
             "kind": self.kind.value,
@@ -149,9 +150,9 @@ class JobSpec:
             "files": dict(self.files),
             "profile": self.profile,
             "env": dict(self.env),
-            "retries": self.retries,
-            "deadline_seconds": self.deadline_seconds,
         }
+        if self.kind is JobKind.BATCH:
+            body.update(retries=self.retries, deadline_seconds=self.deadline_seconds)
         if self.schedule is not None:
             body.update(
                 schedule=self.schedule.cron,

@@ -10,31 +10,15 @@ it is not an isolation boundary between users, as Kubernetes mode is.
 
 from __future__ import annotations
 
-import math
 import os
-import resource
-import zlib
 from collections.abc import Callable
 from typing import Any
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 
+from ..backends.limits import limiter
 from ..catalog.selection import Selection
 from .profiles import ProfileMenuMixin
-
-
-def cpu_set(cpu_limit: float | None, available: set[int], spread: str = "") -> set[int] | None:
-    """The cores a server with ``cpu_limit`` may use: whole cores, at least one, at most all.
-
-    Which cores depends on ``spread`` (the user's name), so that servers of different users
-    with small limits land on different cores instead of all sharing the first one.
-    """
-    if not cpu_limit:
-        return None
-    cores = sorted(available)
-    count = min(len(cores), max(1, math.ceil(cpu_limit)))
-    start = zlib.crc32(spread.encode()) % len(cores)
-    return {cores[(start + i) % len(cores)] for i in range(count)}
 
 
 class LocalProfileSpawner(ProfileMenuMixin, SimpleLocalProcessSpawner):
@@ -69,14 +53,10 @@ class LocalProfileSpawner(ProfileMenuMixin, SimpleLocalProcessSpawner):
 
     def make_preexec_fn(self, name: str) -> Callable[[], Any]:
         prepare_home = super().make_preexec_fn(name)
-        cores = cpu_set(self.cpu_limit, os.sched_getaffinity(0), spread=self.user.name)
-        memory = int(self.mem_limit) if self.mem_limit else None
+        apply_limits = limiter(self.cpu_limit, self.mem_limit, spread=self.user.name)
 
         def preexec() -> None:
-            if cores:
-                os.sched_setaffinity(0, cores)
-            if memory:
-                resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+            apply_limits()
             prepare_home()
 
         return preexec

@@ -133,3 +133,16 @@ def test_status_transitions() -> None:
     assert not can_transition(JobStatus.SUCCEEDED, JobStatus.RUNNING)
     assert not can_transition(JobStatus.STOPPED, JobStatus.FAILED)
     assert JobStatus.STOPPED.finished and not JobStatus.RUNNING.finished
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {**BASE},
+        {**BASE, "kind": "batch", "retries": 0, "deadline_seconds": 60, "files": {"a.py": "x"}},
+        {**BASE, "kind": "scheduled", "schedule": "@daily", "timezone": "Europe/Paris", "env": {"A": "1"}},
+    ],
+)
+def test_a_spec_round_trips_through_json(body: dict[str, Any]) -> None:
+    spec = parse_submission(body)
+    assert parse_submission(spec.to_json()) == spec

@@ -1,0 +1,84 @@
+"""The interface every jobs backend implements (local processes, Kubernetes).
+
+The jobs service talks only to this interface. A backend runs a job's workload and reports
+what it observes through ``on_change``; the service records it in the store. Backends are
+the source of truth for what is running now, and must survive a restart of the service:
+``start()`` re-adopts the work that is still running and settles what ended meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from traitlets.config import LoggingConfigurable
+
+from ..catalog.model import Profile
+from ..jobs.model import JobSpec, JobStatus
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and as whom a job runs: decided by the service from the user, their groups and the profile."""
+
+    user: str
+    groups: frozenset[str] = frozenset()
+    profile: Profile | None = None
+    image: str | None = None
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What a backend sees of a job now."""
+
+    status: JobStatus
+    exit_code: int | None = None
+    message: str | None = None
+    restarts: int = 0
+
+
+ChangeCallback = Callable[[str, str, Observed], Awaitable[None] | None]
+
+
+class JobBackend(LoggingConfigurable):
+    """Runs jobs. Every method is keyed by (user, job name); names are unique per user."""
+
+    on_change: ChangeCallback | None = None
+
+    async def start(self) -> None:
+        """Begin: re-adopt running work, settle work that ended while nobody watched."""
+        raise NotImplementedError
+
+    async def shutdown(self) -> None:
+        """Stop watching. Running jobs keep running (scrapers survive service restarts)."""
+        raise NotImplementedError
+
+    async def submit(self, spec: JobSpec, placement: Placement) -> None:
+        """Start ``spec``. Idempotent: submitting a job that already runs changes nothing."""
+        raise NotImplementedError
+
+    async def stop(self, user: str, name: str) -> None:
+        """Stop the job's workload (SIGTERM, then SIGKILL after a grace period); it ends ``stopped``."""
+        raise NotImplementedError
+
+    async def delete(self, user: str, name: str) -> None:
+        """Stop the job and remove everything the backend keeps for it."""
+        raise NotImplementedError
+
+    def observed(self, user: str, name: str) -> Observed | None:
+        """What the backend sees now, from memory (no I/O); None if it knows no such job."""
+        raise NotImplementedError
+
+    def logs(
+        self, user: str, name: str, *, follow: bool = False, tail: int | None = None
+    ) -> AsyncIterator[str]:
+        """The job's output; with ``follow``, keep yielding until the job ends."""
+        raise NotImplementedError
+
+    async def notify(self, user: str, name: str, observed: Observed) -> None:
+        if self.on_change is not None:
+            result = self.on_change(user, name, observed)
+            if result is not None:
+                await result

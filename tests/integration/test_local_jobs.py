@@ -1,0 +1,245 @@
+"""The local jobs backend with real processes: lifecycle, retries, restarts, schedules, re-adoption."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from jhub_ext.backends.base import Observed, Placement
+from jhub_ext.backends.local import Clock, LocalJobBackend
+from jhub_ext.jobs.model import JobStatus, parse_submission
+
+ALICE = Placement(user="alice", groups=frozenset({"researchers"}))
+PY = sys.executable
+
+
+class FakeClock(Clock):
+    """A clock that moves only when the test says so."""
+
+    def __init__(self, start: datetime):
+        self.moment = start
+        self.changed = asyncio.Condition()
+
+    def now(self) -> datetime:
+        return self.moment
+
+    async def sleep_until(self, when: datetime) -> None:
+        async with self.changed:
+            await self.changed.wait_for(lambda: self.moment >= when)
+
+    async def advance_to(self, when: datetime) -> None:
+        async with self.changed:
+            self.moment = when
+            self.changed.notify_all()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, Observed]] = []
+        self.changed = asyncio.Event()
+
+    def __call__(self, user: str, name: str, observed: Observed) -> None:
+        self.seen.append((user, name, observed))
+        self.changed.set()
+
+    async def until(self, predicate, timeout: float = 20) -> Observed:  # type: ignore[no-untyped-def]
+        async def wait() -> Observed:
+            while True:
+                for _, _, observed in reversed(self.seen):
+                    if predicate(observed):
+                        return observed
+                self.changed.clear()
+                await self.changed.wait()
+
+        return await asyncio.wait_for(wait(), timeout)
+
+
+@pytest.fixture
+async def backend(tmp_path: Path) -> AsyncIterator[LocalJobBackend]:
+    b = make_backend(tmp_path)
+    await b.start()
+    yield b
+    for user, name in list(b._jobs):
+        await b.delete(user, name)
+    await b.shutdown()
+
+
+def make_backend(tmp_path: Path, clock: Clock | None = None) -> LocalJobBackend:
+    b = LocalJobBackend(clock=clock, jobs_dir=str(tmp_path / "jobs"), backoff_base=0.05, poll_interval=0.05)
+    b.on_change = Recorder()
+    b.stop_grace_seconds = 2
+    return b
+
+
+def recorder(b: LocalJobBackend) -> Recorder:
+    assert isinstance(b.on_change, Recorder)
+    return b.on_change
+
+
+def spec(name: str, kind: str, code: str, **extra: object):  # type: ignore[no-untyped-def]
+    return parse_submission(
+        {"name": name, "kind": kind, "command": [PY, "job.py"], "files": {"job.py": code}, **extra}
+    )
+
+
+async def logs(b: LocalJobBackend, name: str) -> str:
+    return "".join([chunk async for chunk in b.logs("alice", name)])
+
+
+async def test_a_batch_job_exiting_3_fails_with_its_code_and_keeps_its_logs(backend: LocalJobBackend) -> None:
+    await backend.submit(spec("b3", "batch", "print('working');import sys;sys.exit(3)", retries=0), ALICE)
+    final = await recorder(backend).until(lambda o: o.status.finished)
+    assert (final.status, final.exit_code) == (JobStatus.FAILED, 3)
+    assert "working" in await logs(backend, "b3")
+
+
+async def test_a_batch_job_is_retried_with_backoff_until_it_succeeds(backend: LocalJobBackend) -> None:
+    code = (
+        "import pathlib,sys\np=pathlib.Path('n')\nn=int(p.read_text()) if p.exists() else 0\n"
+        "p.write_text(str(n+1))\nprint('attempt', n)\nsys.exit(0 if n >= 2 else 1)\n"
+    )
+    await backend.submit(spec("retry", "batch", code, retries=3), ALICE)
+    final = await recorder(backend).until(lambda o: o.status.finished)
+    assert (final.status, final.exit_code, final.restarts) == (JobStatus.SUCCEEDED, 0, 2)
+    output = await logs(backend, "retry")
+    assert "attempt 2" in output and output.count("exited with code 1; restarting in") == 2
+
+
+async def test_a_batch_deadline_stops_and_fails_the_job(backend: LocalJobBackend) -> None:
+    await backend.submit(spec("slow", "batch", "import time;time.sleep(30)", deadline_seconds=1), ALICE)
+    final = await recorder(backend).until(lambda o: o.status.finished)
+    assert (final.status, final.message) == (JobStatus.FAILED, "deadline exceeded")
+
+
+async def test_a_scraper_runs_until_stopped(backend: LocalJobBackend) -> None:
+    await backend.submit(
+        spec("scrape", "scraper", "import time\nprint('up', flush=True)\ntime.sleep(60)"), ALICE
+    )
+    await recorder(backend).until(lambda o: o.status is JobStatus.RUNNING)
+    pid = backend._jobs[("alice", "scrape")].runs()[0].pid
+    await backend.stop("alice", "scrape")
+    assert backend.observed("alice", "scrape").status is JobStatus.STOPPED
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+async def test_a_failing_scraper_is_restarted_with_growing_backoff(backend: LocalJobBackend) -> None:
+    await backend.submit(spec("flaky", "scraper", "print('try');import sys;sys.exit(1)"), ALICE)
+    third = await recorder(backend).until(lambda o: o.restarts >= 3)
+    assert third.status in (JobStatus.PENDING, JobStatus.RUNNING)
+    output = await logs(backend, "flaky")
+    assert (
+        "restarting in 0.05s" in output and "restarting in 0.1s" in output and "restarting in 0.2s" in output
+    )
+
+
+async def test_follow_streams_output_until_the_job_ends(backend: LocalJobBackend) -> None:
+    code = "import time\nfor i in range(3):\n    print('line', i, flush=True)\n    time.sleep(0.3)\n"
+    await backend.submit(spec("talk", "batch", code), ALICE)
+    await recorder(backend).until(lambda o: o.status is JobStatus.RUNNING)
+    chunks = [c async for c in backend.logs("alice", "talk", follow=True)]
+    assert "line 2" in "".join(chunks) and len(chunks) >= 2
+    assert backend.observed("alice", "talk").status is JobStatus.SUCCEEDED
+
+
+async def test_a_scheduled_job_fires_on_the_injected_clock(tmp_path: Path) -> None:
+    clock = FakeClock(datetime(2026, 11, 25, 9, 2, tzinfo=UTC))
+    b = make_backend(tmp_path, clock)
+    await b.start()
+    try:
+        job = spec("tick", "scheduled", "print('tick')", schedule="*/5 * * * *", timezone="Europe/Berlin")
+        await b.submit(job, ALICE)
+        await recorder(b).until(lambda o: o.status is JobStatus.PENDING)
+        assert "tick" not in await logs(b, "tick")
+        await clock.advance_to(datetime(2026, 11, 25, 9, 5, tzinfo=UTC))
+        done = await recorder(b).until(lambda o: o.exit_code == 0)
+        assert done.message is not None and done.message.startswith("last run exited with code 0")
+        assert (await logs(b, "tick")).count("tick") == 1
+    finally:
+        await b.delete("alice", "tick")
+        await b.shutdown()
+
+
+async def test_forbid_skips_a_run_while_the_previous_one_is_going(tmp_path: Path) -> None:
+    clock = FakeClock(datetime(2026, 11, 25, 9, 0, 30, tzinfo=UTC))
+    b = make_backend(tmp_path, clock)
+    await b.start()
+    try:
+        code = "import time\nprint('run', flush=True)\ntime.sleep(30)\n"
+        await b.submit(
+            spec("long", "scheduled", code, schedule="* * * * *", concurrency_policy="forbid"), ALICE
+        )
+        await recorder(b).until(lambda o: o.status is JobStatus.PENDING)
+        await clock.advance_to(datetime(2026, 11, 25, 9, 1, tzinfo=UTC))
+        await recorder(b).until(lambda o: o.status is JobStatus.RUNNING)
+        await clock.advance_to(datetime(2026, 11, 25, 9, 2, tzinfo=UTC))
+        for _ in range(100):
+            if "skipped a run" in await logs(b, "long"):
+                break
+            await asyncio.sleep(0.05)
+        output = await logs(b, "long")
+        assert output.count("run\n") == 1 and "skipped a run" in output
+    finally:
+        await b.delete("alice", "long")
+        await b.shutdown()
+
+
+async def test_a_restarted_service_re_adopts_running_work_and_settles_finished_work(tmp_path: Path) -> None:
+    first = make_backend(tmp_path)
+    await first.start()
+    await first.submit(spec("keep", "scraper", "import time\nprint('up', flush=True)\ntime.sleep(60)"), ALICE)
+    await first.submit(
+        spec("quick", "batch", "import time\ntime.sleep(0.5)\nraise SystemExit(3)", retries=0), ALICE
+    )
+    await recorder(first).until(lambda o: o.status is JobStatus.RUNNING)
+    pid = first._jobs[("alice", "keep")].runs()[0].pid
+    await first.shutdown()  # the service dies; its processes do not
+    await asyncio.sleep(1.0)  # "quick" ends while nobody is watching
+
+    second = make_backend(tmp_path)
+    await second.start()
+    try:
+        quick = await recorder(second).until(lambda o: o.status.finished)
+        assert (quick.status, quick.exit_code) == (JobStatus.FAILED, 3)
+        keep = second._jobs[("alice", "keep")]
+        assert [r.pid for r in keep.runs()] == [pid]  # the same process: adopted, not started again
+        assert second.observed("alice", "keep").status is JobStatus.RUNNING
+        assert os.path.exists(f"/proc/{pid}")
+        await second.stop("alice", "keep")
+        assert second.observed("alice", "keep").status is JobStatus.STOPPED
+        assert (await logs(second, "keep")).count("up") == 1
+    finally:
+        for name in ("keep", "quick"):
+            await second.delete("alice", name)
+        await second.shutdown()
+
+
+async def test_submitting_a_running_job_again_changes_nothing(backend: LocalJobBackend) -> None:
+    job = spec("once", "scraper", "import time\nprint('up', flush=True)\ntime.sleep(60)")
+    await backend.submit(job, ALICE)
+    await recorder(backend).until(lambda o: o.status is JobStatus.RUNNING)
+    await backend.submit(job, ALICE)
+    await asyncio.sleep(0.3)
+    assert len(backend._jobs[("alice", "once")].runs()) == 1
+    assert (await logs(backend, "once")).count("up") == 1
+
+
+def test_schedule_times_respect_the_time_zone() -> None:
+    job = parse_submission(
+        {
+            "name": "t",
+            "kind": "scheduled",
+            "command": ["x"],
+            "schedule": "0 9 * * *",
+            "timezone": "Asia/Tokyo",
+        }
+    )
+    assert job.schedule is not None
+    after = job.schedule.next_after(datetime(2026, 11, 25, 0, 30, tzinfo=UTC))
+    assert after.astimezone(UTC) == datetime(2026, 11, 26, 0, 0, tzinfo=UTC)
+    assert after - datetime(2026, 11, 25, 0, 30, tzinfo=UTC) == timedelta(hours=23, minutes=30)
