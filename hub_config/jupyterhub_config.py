@@ -23,6 +23,8 @@ Environment variables (all optional):
 - ``JHUB_EXT_PORT``, ``JHUB_EXT_PROXY_API_PORT``, ``JHUB_EXT_HUB_PORT``: the public port
   (8000), the proxy's API port (8001) and the hub's internal port (8081), on 127.0.0.1.
 - ``JHUB_EXT_DEMO_PASSWORD``: the demo users' password.
+- ``JHUB_EXT_JOBS_PORT``: the jobs service's port on 127.0.0.1 (default 8082);
+  ``JHUB_EXT_JOBS_DB_URL`` its database (default SQLite in the state directory).
 - ``JHUB_EXT_NAMESPACE``: the namespace for server pods (kubernetes mode).
 - ``JHUB_EXT_SINGLEUSER_IMAGE``: the image of profiles that offer no image choice.
 - ``JHUB_EXT_HUB_CONNECT_URL``: how pods reach the hub's API when the hub runs outside
@@ -82,6 +84,8 @@ if not in_cluster:
     c.JupyterHub.cookie_secret_file = str(state_dir / "jupyterhub_cookie_secret")
 
 # --- who may log in ---------------------------------------------------------------------------------
+admin_groups = {g for g in env.get("JHUB_EXT_OAUTH_ADMIN_GROUPS", "").split(",") if g}
+admin_users = set()
 oauth_urls = ("JHUB_EXT_OAUTH_AUTHORIZE_URL", "JHUB_EXT_OAUTH_TOKEN_URL", "JHUB_EXT_OAUTH_USERDATA_URL")
 if env.get("JHUB_EXT_OAUTH_CLIENT_ID") and not all(env.get(name) for name in oauth_urls):
     missing = ", ".join(name for name in oauth_urls if not env.get(name))
@@ -105,7 +109,6 @@ if env.get("JHUB_EXT_OAUTH_CLIENT_ID"):
     c.GenericOAuthenticator.auth_state_groups_key = (
         f"oauth_user.{env.get('JHUB_EXT_OAUTH_GROUPS_CLAIM', 'groups')}"
     )
-    admin_groups = {g for g in env.get("JHUB_EXT_OAUTH_ADMIN_GROUPS", "").split(",") if g}
     allowed_groups = {g for g in env.get("JHUB_EXT_OAUTH_ALLOWED_GROUPS", "").split(",") if g}
     c.GenericOAuthenticator.admin_groups = admin_groups
     if allowed_groups:
@@ -116,7 +119,58 @@ else:
     c.JupyterHub.authenticator_class = "jhub_ext.demo_auth.DemoAuthenticator"
     c.DemoAuthenticator.password = env.get("JHUB_EXT_DEMO_PASSWORD") or "demo"
     c.DemoAuthenticator.users = {"alice": ["researchers"], "bob": ["researchers", "gpu"]}
-    c.Authenticator.admin_users = {"admin"}
+    admin_users = {"admin"}
+    c.Authenticator.admin_users = admin_users
+
+# --- the jobs service and who may use it --------------------------------------------------------------
+jobs_port = int(env.get("JHUB_EXT_JOBS_PORT", "8082"))
+jobs_dir = state_dir / "jobs"
+jobs_dir.mkdir(parents=True, exist_ok=True)
+c.JupyterHub.services = [
+    {
+        "name": "jobs",
+        "url": f"http://127.0.0.1:{jobs_port}",
+        "command": [sys.executable, "-m", "jhub_ext.jobs.app"],
+        "cwd": str(jobs_dir),
+        "environment": {
+            "JHUB_EXT_CATALOG": catalog_path,
+            "JHUB_EXT_JOBS_DB_URL": env.get("JHUB_EXT_JOBS_DB_URL", f"sqlite:///{jobs_dir / 'jobs.sqlite'}"),
+            "JHUB_EXT_JOBS_DIR": str(jobs_dir / "run"),
+            "PATH": env.get("PATH", ""),
+        },
+        "oauth_no_confirm": True,
+        "display": True,
+    }
+]
+c.JupyterHub.custom_scopes = {
+    "custom:jobs:use": {"description": "Run jobs in the jobs service and manage your own jobs."},
+    "custom:jobs:admin": {"description": "See and manage every user's jobs in the jobs service."},
+}
+c.JupyterHub.load_roles = [
+    # every user may use the jobs service for their own jobs
+    {"name": "user", "scopes": ["self", "access:services!service=jobs", "custom:jobs:use"]},
+    # hub admins manage everyone's jobs
+    {
+        "name": "jobs-admin",
+        "scopes": ["custom:jobs:admin", "custom:jobs:use", "access:services!service=jobs"],
+        "users": sorted(admin_users),
+        "groups": sorted(admin_groups),
+    },
+    # the service itself reads users' groups and their running servers, for quotas; nothing more
+    {
+        "name": "jobs-service",
+        "scopes": ["list:users", "read:users:groups", "read:servers"],
+        "services": ["jobs"],
+    },
+]
+# A server's own token ($JUPYTERHUB_API_TOKEN in notebooks) may use the jobs service too.
+c.Spawner.server_token_scopes = [
+    "users:activity!user",
+    "access:servers!server",
+    "access:services!service=jobs",
+    "custom:jobs:use",
+    "read:users:groups!user",
+]
 
 # --- servers: the profile menu ----------------------------------------------------------------------
 c.Spawner.default_url = "/lab"

@@ -57,6 +57,7 @@ class HubProcess:
             "JHUB_EXT_PORT": str(self.port),
             "JHUB_EXT_PROXY_API_PORT": str(free_port()),
             "JHUB_EXT_HUB_PORT": str(free_port()),
+            "JHUB_EXT_JOBS_PORT": str(free_port()),
             "JHUB_EXT_DEMO_PASSWORD": PASSWORD,
             **(extra_env or {}),
         }

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from traitlets import Float, Integer, Unicode
+from traitlets import Float, Integer, Unicode, default
 
 from ..jobs.model import ConcurrencyPolicy, JobKind, JobSpec, JobStatus, parse_submission
 from .base import JobBackend, Observed, Placement
@@ -126,16 +126,20 @@ class LocalJobBackend(JobBackend):
     """Supervise jobs as local processes (local mode)."""
 
     jobs_dir = Unicode(
-        "jobs",
         config=True,
         help="""
-        Where job directories (code snapshot, output, state) live.
+        Where job directories (code snapshot, output, state) live. Default: $JHUB_EXT_JOBS_DIR, or ``jobs``.
 
         Example::
 
             c.LocalJobBackend.jobs_dir = "/srv/jhub/jobs"
         """,
     )
+
+    @default("jobs_dir")
+    def _default_jobs_dir(self) -> str:
+        return os.environ.get("JHUB_EXT_JOBS_DIR", "jobs")
+
     backoff_base = Float(
         2.0,
         config=True,

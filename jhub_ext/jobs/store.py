@@ -52,6 +52,8 @@ class JobRow(Base):
     name: Mapped[str] = mapped_column(String(63))
     kind: Mapped[str] = mapped_column(String(16))
     profile: Mapped[str | None] = mapped_column(String(63))
+    groups: Mapped[list[str]] = mapped_column(JSON, default=list)
+    usage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.PENDING.value)
     exit_code: Mapped[int | None] = mapped_column(Integer)
@@ -85,6 +87,8 @@ class JobRecord:
     name: str
     kind: JobKind
     profile: str | None
+    groups: tuple[str, ...]
+    usage: dict[str, Any]
     spec: dict[str, Any]
     status: JobStatus
     exit_code: int | None
@@ -102,6 +106,8 @@ class JobRecord:
             name=row.name,
             kind=JobKind(row.kind),
             profile=row.profile,
+            groups=tuple(row.groups or ()),
+            usage=dict(row.usage or {}),
             spec=dict(row.spec),
             status=JobStatus(row.status),
             exit_code=row.exit_code,
@@ -167,8 +173,20 @@ class JobStore:
 
     # --- jobs --------------------------------------------------------------------------------------
 
-    def create(self, user: str, spec: JobSpec, profile: str | None, actor: str | None = None) -> JobRecord:
-        """Record a new job; raise :class:`JobExists` if ``user`` already has one of that name."""
+    def create(
+        self,
+        user: str,
+        spec: JobSpec,
+        profile: str | None,
+        *,
+        groups: frozenset[str] = frozenset(),
+        usage: dict[str, Any] | None = None,
+        actor: str | None = None,
+    ) -> JobRecord:
+        """Record a new job; raise :class:`JobExists` if ``user`` already has one of that name.
+
+        ``groups`` and ``usage`` are what the job counts against quotas, fixed at submission.
+        """
         try:
             with self.session() as session:
                 row = JobRow(
@@ -176,6 +194,8 @@ class JobStore:
                     name=spec.name,
                     kind=spec.kind.value,
                     profile=profile,
+                    groups=sorted(groups),
+                    usage=usage or {},
                     spec=spec.to_json(),
                     status=JobStatus.PENDING.value,
                 )
@@ -233,6 +253,19 @@ class JobStore:
             if actor is not None:
                 self._audit(session, actor, _ACTIONS.get(status, status.value), row, {"from": old.value})
             return JobRecord.of(row)
+
+    def set_restarts(self, user: str, name: str, restarts: int) -> None:
+        with self.session() as session:
+            row = self._row(session, user, name)
+            if row is not None:
+                row.restarts = max(row.restarts, restarts)
+
+    def replace_log(self, user: str, name: str, text: str) -> None:
+        """Keep ``text`` (bounded) as the job's log tail."""
+        with self.session() as session:
+            row = self._row(session, user, name)
+            if row is not None:
+                row.log_tail = _tail(text)
 
     def append_log(self, user: str, name: str, text: str) -> None:
         """Keep the last :data:`LOG_TAIL_BYTES` of a job's output, for after its pod or process is gone."""

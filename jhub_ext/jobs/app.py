@@ -1,0 +1,114 @@
+"""The jobs service: a JupyterHub managed service named ``jobs`` at ``/services/jobs/``.
+
+Started by the hub (see ``hub_config/jupyterhub_config.py``) as
+``python -m jhub_ext.jobs.app``; it reads the hub's ``JUPYTERHUB_*`` variables for its
+address, prefix and token, and these of its own:
+
+- ``JHUB_EXT_CATALOG``: the profile catalog (the same file as the hub's).
+- ``JHUB_EXT_JOBS_DB_URL``: the jobs database (default ``sqlite:///jobs.sqlite``).
+- ``JHUB_EXT_JOBS_DIR``: where the local backend keeps job directories (default ``jobs``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from urllib.parse import urlparse
+
+from jupyterhub.services.auth import HubOAuthCallbackHandler
+from tornado import web
+from traitlets import Integer, Type, Unicode, default
+from traitlets.config import Application
+
+from ..backends.base import JobBackend
+from ..backends.local import LocalJobBackend
+from ..catalog import CatalogError
+from ..catalog.reload import CatalogSource
+from .handlers import api_handlers
+from .hub import HubClient
+from .manager import JobManager
+from .store import JobStore
+
+
+class JobsService(Application):
+    name = "jhub-ext-jobs"
+    description = "Run researchers' scrapers, batch jobs and scheduled jobs for JupyterHub."
+
+    catalog_path = Unicode(config=True, help="The profile catalog (YAML). Default: $JHUB_EXT_CATALOG.")
+    db_url = Unicode(config=True, help="SQLAlchemy URL of the jobs database. Default: $JHUB_EXT_JOBS_DB_URL.")
+    backend_class = Type(
+        LocalJobBackend,
+        klass=JobBackend,
+        config=True,
+        help="""
+        Where jobs run.
+
+        Example::
+
+            c.JobsService.backend_class = "jhub_ext.backends.local.LocalJobBackend"
+        """,
+    )
+    submits_per_minute = Integer(30, config=True, help="Most job submissions per user per minute.")
+
+    @default("catalog_path")
+    def _default_catalog_path(self) -> str:
+        return os.environ.get("JHUB_EXT_CATALOG", "profiles.yaml")
+
+    @default("db_url")
+    def _default_db_url(self) -> str:
+        return os.environ.get("JHUB_EXT_JOBS_DB_URL", "sqlite:///jobs.sqlite")
+
+    def make_app(self, manager: JobManager) -> web.Application:
+        prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/jobs/")
+        handlers = [*api_handlers(prefix), (f"{prefix}oauth_callback", HubOAuthCallbackHandler)]
+        return web.Application(
+            handlers,  # type: ignore[arg-type]
+            jobs_manager=manager,
+            jobs_log=self.log,
+            cookie_secret=os.urandom(32),
+            xsrf_cookies=False,  # the API is token-authenticated; the dashboard will add its own checks
+        )
+
+    async def run(self) -> None:
+        try:
+            catalog = CatalogSource.shared(self.catalog_path)
+        except CatalogError as e:
+            self.log.critical(
+                "The profile catalog cannot be used, so the jobs service will not start:\n%s", e
+            )
+            sys.exit(1)
+        store = JobStore(self.db_url)
+        backend = self.backend_class(parent=self, log=self.log)
+        hub = None
+        if os.environ.get("JUPYTERHUB_API_URL") and os.environ.get("JUPYTERHUB_API_TOKEN"):
+            hub = HubClient(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
+        manager = JobManager(store, backend, catalog, hub, self.submits_per_minute)
+        await backend.start()
+        url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
+        server = self.make_app(manager).listen(url.port or 80, url.hostname or "127.0.0.1")
+        self.log.info("Jobs service listening on %s://%s:%s", url.scheme, url.hostname, url.port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        server.stop()
+        await backend.shutdown()  # jobs keep running; the next start re-adopts them
+        store.close()
+
+    def start(self) -> None:
+        asyncio.run(self.run())
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
+    app = JobsService.instance()
+    app.initialize(argv)
+    app.start()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""What the jobs service asks the hub: a user's groups and the servers running now.
+
+Uses the service's own token (``$JUPYTERHUB_API_TOKEN``), whose role grants only
+``list:users``, ``read:users:groups`` and ``read:servers``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+
+class HubClient:
+    def __init__(self, api_url: str, token: str):
+        self.api_url = api_url.rstrip("/")
+        self.token = token
+
+    async def _get(self, path: str) -> Any:
+        request = HTTPRequest(
+            f"{self.api_url}{path}", headers={"Authorization": f"token {self.token}"}, request_timeout=30
+        )
+        response = await AsyncHTTPClient().fetch(request)
+        return json.loads(response.body)
+
+    async def groups(self, user: str) -> frozenset[str]:
+        model = await self._get(f"/users/{quote(user, safe='')}")
+        return frozenset(model.get("groups") or [])
+
+    async def active_servers(self) -> list[tuple[str, frozenset[str], dict[str, Any]]]:
+        """(user, groups, user_options) of every server that is running or starting."""
+        users = await self._get("/users?state=active&limit=10000")
+        if isinstance(users, dict):  # paginated answer
+            users = users.get("items", [])
+        result = []
+        for user in users:
+            for server in (user.get("servers") or {}).values():
+                result.append(
+                    (user["name"], frozenset(user.get("groups") or []), server.get("user_options") or {})
+                )
+        return result

@@ -1,0 +1,260 @@
+"""The jobs service's domain: who may do what to which job, quotas, and keeping the store in step.
+
+Handlers parse and serialise; this decides. The backend runs work and reports what it
+sees; the store keeps history. Both modes share all of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from typing import Any
+
+from ..backends.base import JobBackend, Observed, Placement
+from ..catalog.model import Catalog, Kind
+from ..catalog.quota import QuotaExceeded, Usage, Workload, check_quota, usage_by_group
+from ..catalog.reload import CatalogSource
+from ..catalog.selection import SelectionError, resolve_selection
+from .hub import HubClient
+from .model import JobKind, JobSpecError, JobStatus, parse_submission
+from .store import JobExists, JobRecord, JobStore, StatusConflict
+
+#: Which profile kind each job kind needs (the catalog's ``kinds``).
+PROFILE_KIND = {JobKind.BATCH: Kind.JOB, JobKind.SCHEDULED: Kind.JOB, JobKind.SCRAPER: Kind.SCRAPER}
+
+
+class Refused(Exception):
+    """A request the service refuses: HTTP ``status``, with the field at fault and the fix."""
+
+    def __init__(self, status: int, message: str, field: str | None = None):
+        self.status = status
+        self.field = field
+        super().__init__(message)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": str(self), "field": self.field}
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: from the JupyterHub token or cookie."""
+
+    name: str
+    groups: frozenset[str]
+    admin: bool
+
+
+class RateLimiter:
+    """At most ``limit`` events per ``window`` seconds per key (a sliding window)."""
+
+    def __init__(self, limit: int, window: float = 60.0):
+        self.limit = limit
+        self.window = window
+        self._events: dict[str, deque[float]] = defaultdict(deque)
+
+    def allow(self, key: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        events = self._events[key]
+        while events and events[0] <= now - self.window:
+            events.popleft()
+        if len(events) >= self.limit:
+            return False
+        events.append(now)
+        return True
+
+
+class JobManager:
+    def __init__(
+        self,
+        store: JobStore,
+        backend: JobBackend,
+        catalog: CatalogSource,
+        hub: HubClient | None,
+        submits_per_minute: int = 30,
+    ):
+        self.store = store
+        self.backend = backend
+        self.catalog_source = catalog
+        self.hub = hub
+        self.rate = RateLimiter(submits_per_minute)
+        backend.on_change = self.on_change
+
+    # --- keeping the store in step with the backend --------------------------------------------------
+
+    async def on_change(self, user: str, name: str, observed: Observed) -> None:
+        record = self.store.get(user, name)
+        if record is None:
+            return
+        if observed.status is JobStatus.PENDING and record.status is JobStatus.PENDING:
+            self.store.set_status(user, name, JobStatus.PENDING, message=observed.message)
+            return
+        try:
+            self.store.set_status(
+                user, name, observed.status, exit_code=observed.exit_code, message=observed.message
+            )
+        except StatusConflict:
+            # e.g. a scraper restarting (running -> pending) after it was stopped: the store wins
+            return
+        self.store.set_restarts(user, name, observed.restarts)
+        if observed.status.finished:
+            tail = "".join([chunk async for chunk in self.backend.logs(user, name, tail=2000)])
+            self.store.replace_log(user, name, tail)
+
+    # --- access ---------------------------------------------------------------------------------------
+
+    def owner_for(self, caller: Caller, requested: str | None) -> str:
+        """Whose jobs a request is about: the caller's own unless an admin names someone."""
+        if not requested or requested == caller.name:
+            return caller.name
+        if not caller.admin:
+            raise Refused(403, "only admins may see or act on other users' jobs; leave out ?user=", "user")
+        return requested
+
+    def job(self, caller: Caller, owner: str, name: str) -> JobRecord:
+        record = self.store.get(owner, name)
+        if record is None:
+            raise Refused(404, f"there is no job '{name[:70]}'; list your jobs with GET jobs", "name")
+        return record
+
+    def list_jobs(self, caller: Caller, requested: str | None) -> list[JobRecord]:
+        if requested == "*":
+            if not caller.admin:
+                raise Refused(403, "only admins may list everyone's jobs; leave out ?user=", "user")
+            return self.store.list_jobs()
+        return self.store.list_jobs(self.owner_for(caller, requested))
+
+    # --- profiles and quotas ----------------------------------------------------------------------------
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.catalog_source.current()
+
+    async def usage(self, catalog: Catalog, groups: frozenset[str]) -> dict[str, Usage]:
+        """What the members of ``groups`` run now: servers (from the hub) and jobs (from the store)."""
+        groups = groups & catalog.quotas.keys()
+        if not groups:
+            return {}
+        workloads: list[Workload] = []
+        for record in self.store.list_jobs():
+            if not record.status.finished and record.usage:
+                workloads.append(Workload(frozenset(record.groups), Usage(**record.usage)))
+        if self.hub is not None:
+            for _user, owner_groups, options in await self.hub.active_servers():
+                try:
+                    selection = resolve_selection(catalog, options, owner_groups, Kind.SERVER)
+                except SelectionError:
+                    workloads.append(Workload(owner_groups, Usage(servers=1)))
+                    continue
+                workloads.append(Workload(owner_groups, Usage.of(selection.profile, Kind.SERVER)))
+        return usage_by_group(workloads, groups)
+
+    async def quota(self, caller: Caller) -> list[dict[str, Any]]:
+        catalog = self.catalog
+        in_use = await self.usage(catalog, caller.groups)
+        return [
+            {
+                "group": group,
+                "usage": in_use.get(group, Usage()).to_json(),
+                "limits": {
+                    key: getattr(catalog.quotas[group], key)
+                    for key in ("cpu", "memory", "gpus", "servers", "jobs")
+                },
+            }
+            for group in sorted(caller.groups & catalog.quotas.keys())
+        ]
+
+    # --- actions -------------------------------------------------------------------------------------------
+
+    async def submit(self, caller: Caller, body: Any) -> JobRecord:
+        if not self.rate.allow(caller.name):
+            raise Refused(
+                429, f"too many submissions; wait a minute (at most {self.rate.limit} a minute)", None
+            )
+        try:
+            spec = parse_submission(body)
+        except JobSpecError as e:
+            raise Refused(400, str(e), e.field) from None
+        catalog = self.catalog
+        kind = PROFILE_KIND[spec.kind]
+        options = {"profile": spec.profile} if spec.profile else {}
+        try:
+            selection = resolve_selection(catalog, options, caller.groups, kind)
+        except SelectionError as e:
+            raise Refused(403, str(e), "profile") from None
+        if self.store.get(caller.name, spec.name) is not None:
+            raise Refused(
+                409,
+                f"you already have a job named '{spec.name}'; choose another name or delete it first",
+                "name",
+            )
+        usage = Usage.of(selection.profile, kind)
+        try:
+            check_quota(catalog, caller.groups, usage, await self.usage(catalog, caller.groups))
+        except QuotaExceeded as e:
+            raise Refused(403, str(e), "profile") from None
+        try:
+            record = self.store.create(
+                caller.name, spec, selection.profile.slug, groups=caller.groups, usage=usage.to_json()
+            )
+        except JobExists:
+            raise Refused(409, f"you already have a job named '{spec.name}'", "name") from None
+        await self.backend.submit(spec, self._placement(caller.name, caller.groups, selection))
+        return self.store.get(caller.name, spec.name) or record
+
+    def _placement(self, user: str, groups: frozenset[str], selection: Any) -> Placement:
+        return Placement(
+            user=user,
+            groups=groups,
+            profile=selection.profile,
+            image=selection.image.image if selection.image else None,
+        )
+
+    async def stop(self, caller: Caller, owner: str, name: str) -> JobRecord:
+        record = self.job(caller, owner, name)
+        if not record.status.finished:
+            await self.backend.stop(owner, name)
+            with contextlib.suppress(StatusConflict):
+                self.store.set_status(owner, name, JobStatus.STOPPED, message="stopped", actor=caller.name)
+        return self.job(caller, owner, name)
+
+    async def restart(self, caller: Caller, owner: str, name: str) -> JobRecord:
+        record = self.job(caller, owner, name)
+        if not record.status.finished:
+            await self.backend.stop(owner, name)
+            self.store.set_status(owner, name, JobStatus.STOPPED, message="stopped for a restart")
+        spec = parse_submission(record.spec)
+        catalog = self.catalog
+        kind = PROFILE_KIND[spec.kind]
+        groups = frozenset(record.groups)
+        try:
+            selection = resolve_selection(
+                catalog, {"profile": record.profile} if record.profile else {}, groups, kind
+            )
+            usage = Usage.of(selection.profile, kind)
+            check_quota(catalog, groups, usage, await self.usage(catalog, groups))
+        except SelectionError as e:
+            raise Refused(403, str(e), "profile") from None
+        except QuotaExceeded as e:
+            raise Refused(403, str(e), "profile") from None
+        self.store.set_status(owner, name, JobStatus.PENDING, message="restarted", actor=caller.name)
+        await self.backend.submit(spec, self._placement(owner, groups, selection))
+        return self.job(caller, owner, name)
+
+    async def delete(self, caller: Caller, owner: str, name: str) -> None:
+        self.job(caller, owner, name)
+        await self.backend.delete(owner, name)
+        self.store.delete(owner, name, actor=caller.name)
+
+    async def logs(self, caller: Caller, owner: str, name: str, follow: bool, tail: int | None) -> Any:
+        self.job(caller, owner, name)
+        if self.backend.observed(owner, name) is None:  # gone from the backend: the kept tail
+            kept = self.store.log_tail(owner, name) or ""
+            lines = kept.splitlines(keepends=True)
+            if tail is not None:
+                lines = lines[-tail:] if tail > 0 else []
+            yield "".join(lines)
+            return
+        async for chunk in self.backend.logs(owner, name, follow=follow, tail=tail):
+            yield chunk
