@@ -126,6 +126,7 @@ else:
 jobs_port = int(env.get("JHUB_EXT_JOBS_PORT", "8082"))
 jobs_dir = state_dir / "jobs"
 jobs_dir.mkdir(parents=True, exist_ok=True)
+jobs_db_url = env.get("JHUB_EXT_JOBS_DB_URL", f"sqlite:///{jobs_dir / 'jobs.sqlite'}")
 c.JupyterHub.services = [
     {
         "name": "jobs",
@@ -134,7 +135,7 @@ c.JupyterHub.services = [
         "cwd": str(jobs_dir),
         "environment": {
             "JHUB_EXT_CATALOG": catalog_path,
-            "JHUB_EXT_JOBS_DB_URL": env.get("JHUB_EXT_JOBS_DB_URL", f"sqlite:///{jobs_dir / 'jobs.sqlite'}"),
+            "JHUB_EXT_JOBS_DB_URL": jobs_db_url,
             "JHUB_EXT_JOBS_DIR": str(jobs_dir / "run"),
             "PATH": env.get("PATH", ""),
         },
@@ -181,6 +182,7 @@ if mode == "local":
     c.JupyterHub.spawner_class = "jhub_ext.spawner.LocalProfileSpawner"
     c.LocalProfileSpawner.catalog_path = catalog_path
     c.LocalProfileSpawner.home_dir_template = str(state_dir / "home" / "{username}")
+    c.LocalProfileSpawner.jobs_db_url = jobs_db_url  # quotas count jobs as well as servers
     c.Spawner.cmd = [str(bin_dir / "jupyterhub-singleuser")]
 else:
     c.JupyterHub.spawner_class = "jhub_ext.spawner.kube.ProfileKubeSpawner"

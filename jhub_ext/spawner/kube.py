@@ -20,7 +20,7 @@ from traitlets import Bool, Integer, default
 
 from ..backends.watch import WatchCache
 from ..catalog import Catalog, Kind
-from ..catalog.quota import Usage, usage_by_group
+from ..catalog.quota import Workload
 from ..catalog.selection import Selection, preselect
 from ..k8s.capacity import availability, pod_workload
 from ..k8s.pods import RESTRICTED_CONTAINER_SECURITY_CONTEXT, RESTRICTED_POD_SECURITY_CONTEXT
@@ -182,17 +182,16 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
         await self.ensure_caches()
         await super().apply_profile_options(user_options)
 
-    def group_usage(self, catalog: Catalog) -> dict[str, Usage]:
-        groups = self.user_groups & catalog.quotas.keys()
+    def running_workloads(self, catalog: Catalog, groups: frozenset[str]) -> list[Workload]:
+        """Our pods (servers and jobs alike) charged to ``groups``, from the watch-fed pod cache."""
         pods = self._cache("pods")
-        if not groups or pods is None:
-            return {}
+        if pods is None:
+            return []
         gpu_resources = {p.resources.gpu_resource for p in catalog.profiles}
         own = (self.namespace, self.pod_name)
-        workloads = [
+        return [
             workload
             for pod in pods.values()
             if (pod["metadata"].get("namespace"), pod["metadata"]["name"]) != own
             and (workload := pod_workload(pod, groups, gpu_resources)) is not None
         ]
-        return usage_by_group(workloads, groups)

@@ -10,22 +10,55 @@ it is not an isolation boundary between users, as Kubernetes mode is.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from typing import Any
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
+from traitlets import Unicode
 
 from ..backends.limits import limiter
+from ..catalog import Catalog
+from ..catalog.quota import Usage, Workload
 from ..catalog.selection import Selection
+from ..jobs.store import JobStore
 from .profiles import ProfileMenuMixin
+
+
+@functools.cache
+def _job_store(url: str) -> JobStore:
+    return JobStore(url)
 
 
 class LocalProfileSpawner(ProfileMenuMixin, SimpleLocalProcessSpawner):
     """Spawn local single-user servers with the resources of a catalog profile."""
 
+    jobs_db_url = Unicode(
+        "",
+        config=True,
+        help="""
+        The jobs service's database, so that group quotas count running jobs as well as servers
+        (in Kubernetes mode the pods are counted instead). Empty: count servers only.
+
+        Example::
+
+            c.LocalProfileSpawner.jobs_db_url = "sqlite:////srv/jhub/jobs/jobs.sqlite"
+        """,
+    )
+
     image: str = ""
     profile_slug: str = ""
+
+    def running_workloads(self, catalog: Catalog, groups: frozenset[str]) -> list[Workload]:
+        workloads = super().running_workloads(catalog, groups)
+        if self.jobs_db_url:
+            workloads += [
+                Workload(frozenset(job.groups), Usage(**job.usage))
+                for job in _job_store(self.jobs_db_url).list_jobs()
+                if not job.status.finished and job.usage and groups & set(job.groups)
+            ]
+        return workloads
 
     def apply_selection(self, selection: Selection) -> None:
         resources = selection.profile.resources

@@ -168,25 +168,25 @@ class ProfileMenuMixin(LoggingConfigurable):
     # --- quotas -------------------------------------------------------------------------------
 
     def group_usage(self, catalog: Catalog) -> dict[str, Usage]:
-        """What the members of this user's quota groups run now (servers; jobs join in later)."""
+        """What the members of this user's quota groups run now, servers and jobs together."""
         groups = self.user_groups & catalog.quotas.keys()
         if not groups:
             return {}
+        return usage_by_group(self.running_workloads(catalog, groups), groups)
+
+    def running_workloads(self, catalog: Catalog, groups: frozenset[str]) -> list[Workload]:
+        """Servers of members of ``groups`` running or starting now (not this one), from the hub database."""
         running = (
             self.db.query(orm.Spawner)
             .join(orm.User)
             .filter(orm.Spawner.server_id.isnot(None))
             .filter(orm.User.groups.any(orm.Group.name.in_(groups)))
         )
-        workloads = [
-            Workload(
-                frozenset(g.name for g in row.user.groups),
-                self._usage_of(catalog, row),
-            )
+        return [
+            Workload(frozenset(g.name for g in row.user.groups), self._usage_of(catalog, row))
             for row in running
             if row is not self.orm_spawner
         ]
-        return usage_by_group(workloads, groups)
 
     def _usage_of(self, catalog: Catalog, row: orm.Spawner) -> Usage:
         recorded = (row.state or {}).get(STATE_KEY)

@@ -345,3 +345,33 @@ def service_pid_or_none(hub: HubProcess) -> int | None:
         return service_pid(hub)
     except AssertionError:
         return None
+
+
+def test_servers_and_jobs_count_against_one_quota(hub: HubProcess, users: dict[str, Jobs]) -> None:
+    shipped = hub.catalog.read_text()
+    hub.catalog.write_text(shipped.replace("researchers: {cpu: 16,", "researchers: {cpu: 2,"))
+    alice, bob = users["alice"], users["bob"]
+    sleeper = [PY, "-c", "import time; time.sleep(120)"]
+    bob_web = hub.client("bob")
+    bob_web.login()
+    try:
+        assert alice.submit(name="quota-a", kind="scraper", command=sleeper).status_code == 201  # 1 CPU
+        assert bob_web.submit_spawn_form({"profile": "small"}).status_code == 200  # 1 CPU: 2 of 2
+        bob_web.wait_ready()
+        refused = alice.submit(name="quota-b", kind="scraper", command=sleeper)
+        assert refused.status_code == 403 and refused.json()["field"] == "profile"
+        assert (
+            "group 'researchers' may use 2 CPUs at once and uses 2; this needs 1 more"
+            in refused.json()["error"]
+        )
+        alice_web = hub.client("alice")
+        alice_web.login()
+        page = alice_web.submit_spawn_form({"profile": "small"})  # the spawner counts the job too
+        assert page.status_code == 403
+        assert "may use 2 CPUs at once and uses 2; this needs 1 more" in page.text
+        quota = next(q for q in alice.call("GET", "/quota").json()["groups"] if q["group"] == "researchers")
+        assert quota["usage"]["cpu"] == 2 and quota["usage"]["jobs"] == 1 and quota["usage"]["servers"] == 1
+    finally:
+        hub.catalog.write_text(shipped)
+        bob_web.stop_server()
+        alice.call("DELETE", "/jobs/quota-a")
