@@ -350,7 +350,7 @@ def service_pid_or_none(hub: HubProcess) -> int | None:
 def test_servers_and_jobs_count_against_one_quota(hub: HubProcess, users: dict[str, Jobs]) -> None:
     shipped = hub.catalog.read_text()
     hub.catalog.write_text(shipped.replace("researchers: {cpu: 16,", "researchers: {cpu: 2,"))
-    alice, bob = users["alice"], users["bob"]
+    alice = users["alice"]
     sleeper = [PY, "-c", "import time; time.sleep(120)"]
     bob_web = hub.client("bob")
     bob_web.login()
