@@ -29,7 +29,8 @@ demo: install
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict jhub_ext/catalog jhub_ext/k8s jhub_ext/jobs/model.py jhub_ext/jobs/store.py
+	$(BIN)/lint-imports
+	$(BIN)/mypy --strict --follow-imports=silent jhub_ext/catalog jhub_ext/k8s jhub_ext/jobs/model.py jhub_ext/jobs/store.py jhub_ext/client.py jhub_ext/cli.py
 
 format: $(STAMP)
 	$(BIN)/ruff format .

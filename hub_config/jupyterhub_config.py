@@ -164,7 +164,9 @@ c.JupyterHub.load_roles = [
         "services": ["jobs"],
     },
 ]
-# A server's own token ($JUPYTERHUB_API_TOKEN in notebooks) may use the jobs service too.
+# Servers find the service through the proxy; their own token ($JUPYTERHUB_API_TOKEN) may use it.
+public_url = env.get("JHUB_EXT_PUBLIC_URL", f"http://127.0.0.1:{env.get('JHUB_EXT_PORT', '8000')}")
+c.Spawner.environment = {"JHUB_EXT_JOBS_URL": f"{public_url.rstrip('/')}/services/jobs/"}
 c.Spawner.server_token_scopes = [
     "users:activity!user",
     "access:servers!server",

@@ -1,0 +1,10 @@
+"""jhub_ext: profile menus and a jobs service for JupyterHub.
+
+``%load_ext jhub_ext`` in a notebook loads the jobs magics (see :mod:`jhub_ext.magics`).
+"""
+
+
+def load_ipython_extension(ipython):  # type: ignore[no-untyped-def]
+    from .magics import load_ipython_extension as load
+
+    load(ipython)

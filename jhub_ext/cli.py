@@ -1,0 +1,241 @@
+"""``jhub-jobs``: the jobs service from a terminal, with the verbs of the notebook magics.
+
+    jhub-jobs submit NAME [--kind batch|scraper|scheduled] [--file F | --dir D] [--profile P]
+                          [--schedule CRON] [--tz ZONE] [--env KEY=VALUE ...] -- COMMAND...
+    jhub-jobs list | status NAME | logs NAME [-f] [--tail N] | stop NAME | restart NAME | delete NAME
+    jhub-jobs profiles | quota
+
+Human tables by default; ``--json`` for scripts. Exit codes: 0 done, 1 the service refused
+(the message names the field), 2 the command line is wrong, 3 the service cannot be reached.
+Shell completion: ``eval "$(register-python-argcomplete jhub-jobs)"``.
+"""
+
+# PYTHON_ARGCOMPLETE_OK
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+import argcomplete
+
+from .client import STATUSES, Job, JobsClient, JobsError, snapshot
+
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
+        for row in [header, *rows]
+    ]
+    return "\n".join(lines)
+
+
+def jobs_table(jobs: list[Job], show_user: bool = False) -> str:
+    if not jobs:
+        return "No jobs yet. Start one with: jhub-jobs submit NAME --file script.py"
+    header = (["USER"] if show_user else []) + ["NAME", "KIND", "STATUS", "PROFILE", "AGE", "EXIT"]
+    rows = [
+        ([job.user] if show_user else [])
+        + [
+            job.name,
+            job.kind,
+            job.status,
+            job.profile or "-",
+            job.age(),
+            "" if job.exit_code is None else str(job.exit_code),
+        ]
+        for job in jobs
+    ]
+    return table(rows, header)
+
+
+def _json_default(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def emit(args: argparse.Namespace, data: Any, human: str) -> None:
+    if args.json:
+        print(json.dumps(data, default=_json_default, indent=2))
+    else:
+        print(human)
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    return {k: v for k, v in asdict(job).items()}
+
+
+def describe(job: Job) -> str:
+    lines = [
+        f"{job.name}: {job.status}" + (f" (exit code {job.exit_code})" if job.exit_code is not None else ""),
+        f"  kind      {job.kind}" + (f", schedule {job.schedule} ({job.timezone})" if job.schedule else ""),
+        f"  profile   {job.profile or '-'}",
+        f"  command   {' '.join(job.command)}",
+        f"  submitted {job.created:%Y-%m-%d %H:%M:%S %Z} ({job.age()} ago)",
+    ]
+    if job.restarts:
+        lines.append(f"  restarts  {job.restarts}")
+    if job.message:
+        lines.append(f"  note      {job.message}")
+    return "\n".join(lines)
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    common.add_argument("--url", help="the jobs service (default: $JHUB_EXT_JOBS_URL)")
+    common.add_argument("--user", help="admins: act on this user's jobs ('*' with list: everyone's)")
+    top = argparse.ArgumentParser(
+        prog="jhub-jobs",
+        description="Run and look after scrapers and batch jobs on the hub.",
+        parents=[common],
+    )
+    verbs = top.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+
+    submit = verbs.add_parser("submit", parents=[common], help="submit a job")
+    submit.add_argument("name", help="the job's name: lowercase letters, digits and '-'")
+    submit.add_argument(
+        "--kind",
+        choices=["batch", "scraper", "scheduled"],
+        help="default: batch, or scheduled with --schedule",
+    )
+    source = submit.add_mutually_exclusive_group()
+    source.add_argument("--file", help="a script to ship; runs as `python FILE` when no command is given")
+    source.add_argument("--dir", help="a small directory to ship; the command runs inside it")
+    submit.add_argument("--profile", help="a profile's slug (see `jhub-jobs profiles`)")
+    submit.add_argument("--schedule", help='cron schedule, such as "0 6 * * *"')
+    submit.add_argument("--tz", help="time zone of the schedule, such as Europe/Berlin")
+    submit.add_argument(
+        "--env", action="append", default=[], metavar="KEY=VALUE", help="an environment variable"
+    )
+    submit.add_argument("--retries", type=int, help="batch: retries of a failed run")
+    submit.epilog = "Give the command to run after --, e.g.: jhub-jobs submit news -- python scrape.py"
+
+    verbs.add_parser("list", parents=[common], help="your jobs")
+    for verb, text in (
+        ("status", "one job in detail"),
+        ("stop", "stop a job"),
+        ("restart", "start a job again"),
+        ("delete", "stop a job and delete it"),
+    ):
+        verbs.add_parser(verb, parents=[common], help=text).add_argument("name")
+    logs = verbs.add_parser("logs", parents=[common], help="a job's output")
+    logs.add_argument("name")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
+    logs.add_argument("--tail", type=int, help="only the last N lines")
+    verbs.add_parser("profiles", parents=[common], help="the profiles you can run jobs with")
+    verbs.add_parser("quota", parents=[common], help="your groups' usage and limits")
+    return top
+
+
+def submission(args: argparse.Namespace) -> dict[str, Any]:
+    command = list(args.command)
+    files: dict[str, str] | None = None
+    if args.file:
+        files = snapshot(args.file)
+        command = command or ["python", next(iter(files))]
+    elif args.dir:
+        files = snapshot(args.dir)
+    if not command:
+        raise JobsError("give the command to run after --, or a script with --file", "command")
+    env = {}
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise JobsError(f"--env {item!r} is not KEY=VALUE", "env")
+        env[key] = value
+    kind = args.kind or ("scheduled" if args.schedule else "batch")
+    body: dict[str, Any] = {"files": files, "profile": args.profile, "env": env or None}
+    if args.schedule:
+        body.update(schedule=args.schedule, timezone=args.tz)
+    if args.retries is not None:
+        body["retries"] = args.retries
+    return {"name": args.name, "kind": kind, "command": command, **body}
+
+
+def run(args: argparse.Namespace) -> int:
+    client = JobsClient(url=args.url)
+    verb = args.verb
+    if verb == "submit":
+        body = submission(args)
+        job = client.submit(**body)
+        human = (
+            f"Submitted {job.kind} job '{job.name}' ({job.status}). Follow it: jhub-jobs logs {job.name} -f"
+        )
+        emit(args, job_json(job), human)
+    elif verb == "list":
+        jobs = client.jobs(args.user)
+        emit(args, [job_json(j) for j in jobs], jobs_table(jobs, show_user=bool(args.user)))
+    elif verb == "status":
+        job = client.job(args.name, args.user)
+        emit(args, job_json(job), describe(job))
+    elif verb == "logs":
+        if args.follow:
+            for chunk in client.follow(args.name, tail=args.tail, user=args.user):
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+        else:
+            text = client.logs(args.name, tail=args.tail, user=args.user)
+            if args.json:
+                print(json.dumps({"name": args.name, "logs": text}))
+            else:
+                sys.stdout.write(text)
+    elif verb in ("stop", "restart"):
+        job = getattr(client, verb)(args.name, args.user)
+        emit(args, job_json(job), f"{job.name}: {job.status}")
+    elif verb == "delete":
+        client.delete(args.name, args.user)
+        emit(args, {"name": args.name, "deleted": True}, f"Deleted {args.name}.")
+    elif verb == "profiles":
+        profiles = client.profiles()
+        rows = [
+            [p.slug, p.display_name, p.summary, f"{p.cost_per_hour:.2f}", ",".join(p.kinds)] for p in profiles
+        ]
+        emit(
+            args,
+            [dict(p.raw) for p in profiles],
+            table(rows, ["PROFILE", "NAME", "RESOURCES", "COST/H", "KINDS"]),
+        )
+    elif verb == "quota":
+        groups = client.quota()
+        rows = []
+        for entry in groups:
+            for key, limit in entry["limits"].items():
+                if limit is not None:
+                    rows.append([entry["group"], key, str(entry["usage"][key]), str(limit)])
+        human = table(rows, ["GROUP", "RESOURCE", "IN USE", "LIMIT"]) if rows else "No quota applies to you."
+        emit(args, groups, human)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    top = parser()
+    argcomplete.autocomplete(top)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] = []
+    if "--" in argv:  # everything after -- is the job's command, whatever it looks like
+        at = argv.index("--")
+        argv, command = argv[:at], argv[at + 1 :]
+    args = top.parse_args(argv)
+    args.command = command
+    try:
+        return run(args)
+    except JobsError as e:
+        print(f"jhub-jobs: {e}", file=sys.stderr)
+        return EXIT_UNREACHABLE if e.status is None and e.field is None else EXIT_REFUSED
+    except KeyboardInterrupt:
+        return 130
+
+
+__all__ = ["STATUSES", "main"]
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""A Python client for the jobs service, for notebooks, scripts and the ``jhub-jobs`` command.
+
+Inside a server started by the hub, ``JobsClient()`` needs no arguments: it finds the
+service from ``$JHUB_EXT_JOBS_URL`` and authenticates with the server's own
+``$JUPYTERHUB_API_TOKEN``. Elsewhere, pass ``url`` and ``token`` (a token from the hub's
+token page)::
+
+    from jhub_ext.client import JobsClient
+    jobs = JobsClient()
+    jobs.submit("news", "scraper", ["python", "scrape.py"], files={"scrape.py": code})
+    print(jobs.logs("news", tail=20))
+
+Every refusal raises :class:`JobsError`, carrying the service's message and the field at fault.
+This module imports only the standard library and ``requests``: it runs in users' servers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+DEFAULT_URL = "http://127.0.0.1:8000/services/jobs/"
+STATUSES = ("pending", "running", "succeeded", "failed", "stopped")
+
+
+class JobsError(Exception):
+    """The jobs service refused a request, or could not be reached."""
+
+    def __init__(self, message: str, field: str | None = None, status: int | None = None):
+        self.message = message
+        self.field = field
+        self.status = status
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return f"{self.message} (field: {self.field})" if self.field else self.message
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    user: str
+    kind: str
+    profile: str | None
+    status: str
+    created: datetime
+    started: datetime | None = None
+    finished: datetime | None = None
+    exit_code: int | None = None
+    restarts: int = 0
+    message: str | None = None
+    command: tuple[str, ...] = ()
+    schedule: str | None = None
+    timezone: str | None = None
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Job:
+        created = _time(body.get("created")) or datetime.now(UTC)
+        return cls(
+            name=body["name"],
+            user=body["user"],
+            kind=body["kind"],
+            profile=body.get("profile"),
+            status=body["status"],
+            created=created,
+            started=_time(body.get("started")),
+            finished=_time(body.get("finished")),
+            exit_code=body.get("exit_code"),
+            restarts=body.get("restarts", 0),
+            message=body.get("message"),
+            command=tuple(body.get("command") or ()),
+            schedule=body.get("schedule"),
+            timezone=body.get("timezone"),
+        )
+
+    def age(self, now: datetime | None = None) -> str:
+        """How long ago it was submitted, for people: "5s", "12m", "3h", "2d"."""
+        seconds = max(0, int(((now or datetime.now(UTC)) - self.created).total_seconds()))
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+            if seconds >= size:
+                return f"{seconds // size}{unit}"
+        return f"{seconds}s"
+
+
+@dataclass(frozen=True)
+class Profile:
+    slug: str
+    display_name: str
+    description: str
+    summary: str
+    cost_per_hour: float
+    kinds: tuple[str, ...] = ()
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Profile:
+        return cls(
+            slug=body["slug"],
+            display_name=body["display_name"],
+            description=body.get("description", ""),
+            summary=(body.get("resources") or {}).get("summary", ""),
+            cost_per_hour=body.get("cost_per_hour", 0.0),
+            kinds=tuple(body.get("kinds") or ()),
+            raw=body,
+        )
+
+
+def snapshot(path: str | Path, max_files: int = 200) -> dict[str, str]:
+    """The code snapshot of a file or a small directory: relative path -> text."""
+    root = Path(path)
+    if root.is_file():
+        return {root.name: root.read_text()}
+    if not root.is_dir():
+        raise JobsError(f"{path} is neither a file nor a directory", "files")
+    files: dict[str, str] = {}
+    for item in sorted(root.rglob("*")):
+        parts = item.relative_to(root).parts
+        if any(part.startswith(".") or part == "__pycache__" for part in parts) or not item.is_file():
+            continue
+        try:
+            files["/".join(parts)] = item.read_text()
+        except UnicodeDecodeError:
+            raise JobsError(
+                f"{item} is not a text file; ship code only, and read data from storage", "files"
+            ) from None
+        if len(files) > max_files:
+            raise JobsError(f"{path} has more than {max_files} files; ship a smaller directory", "files")
+    return files
+
+
+class JobsClient:
+    """Every call of the jobs API, as methods."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 60):
+        self.url = (url or os.environ.get("JHUB_EXT_JOBS_URL") or DEFAULT_URL).rstrip("/") + "/"
+        self.token = token or os.environ.get("JUPYTERHUB_API_TOKEN") or os.environ.get("JHUB_EXT_TOKEN")
+        if not self.token:
+            raise JobsError(
+                "no JupyterHub token: run this in a server started by the hub, or set JUPYTERHUB_API_TOKEN "
+                "to a token from the hub's token page",
+                "token",
+            )
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"token {self.token}"
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        try:
+            response = self.session.request(method, f"{self.url}api/{path}", timeout=self.timeout, **kwargs)
+        except requests.ConnectionError:
+            raise JobsError(f"cannot reach the jobs service at {self.url}; is the hub running?") from None
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                message, fld = body.get("error") or response.reason, body.get("field")
+            except ValueError:
+                message, fld = f"the jobs service answered {response.status_code} {response.reason}", None
+            raise JobsError(message, fld, response.status_code)
+        return response
+
+    @staticmethod
+    def _owner(user: str | None) -> dict[str, str]:
+        return {"user": user} if user else {}
+
+    # --- jobs ----------------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        name: str,
+        kind: str,
+        command: list[str],
+        *,
+        files: Mapping[str, str] | None = None,
+        profile: str | None = None,
+        env: Mapping[str, str] | None = None,
+        schedule: str | None = None,
+        timezone: str | None = None,
+        **options: Any,
+    ) -> Job:
+        body: dict[str, Any] = {"name": name, "kind": kind, "command": list(command), **options}
+        for key, value in (
+            ("files", files),
+            ("profile", profile),
+            ("env", env),
+            ("schedule", schedule),
+            ("timezone", timezone),
+        ):
+            if value is not None:
+                body[key] = dict(value) if isinstance(value, Mapping) else value
+        return Job.from_json(self._request("POST", "jobs", json=body).json())
+
+    def jobs(self, user: str | None = None) -> list[Job]:
+        """Your jobs, newest first; admins may name a user, or ``"*"`` for everyone's."""
+        body = self._request("GET", "jobs", params=self._owner(user)).json()
+        return [Job.from_json(job) for job in body["jobs"]]
+
+    def job(self, name: str, user: str | None = None) -> Job:
+        return Job.from_json(self._request("GET", f"jobs/{quote(name)}", params=self._owner(user)).json())
+
+    def logs(self, name: str, *, tail: int | None = None, user: str | None = None) -> str:
+        params = {**self._owner(user), **({"tail": str(tail)} if tail is not None else {})}
+        return self._request("GET", f"jobs/{quote(name)}/logs", params=params).text
+
+    def follow(self, name: str, *, tail: int | None = None, user: str | None = None) -> Iterator[str]:
+        """Yield the job's output as it is written, until the job ends."""
+        params = {**self._owner(user), "follow": "1", **({"tail": str(tail)} if tail is not None else {})}
+        response = self._request("GET", f"jobs/{quote(name)}/logs", params=params, stream=True)
+        with response:
+            response.encoding = "utf-8"
+            for chunk in response.iter_content(chunk_size=None, decode_unicode=True):
+                yield chunk if isinstance(chunk, str) else chunk.decode("utf-8", errors="replace")
+
+    def stop(self, name: str, user: str | None = None) -> Job:
+        return Job.from_json(
+            self._request("POST", f"jobs/{quote(name)}/stop", params=self._owner(user)).json()
+        )
+
+    def restart(self, name: str, user: str | None = None) -> Job:
+        return Job.from_json(
+            self._request("POST", f"jobs/{quote(name)}/restart", params=self._owner(user)).json()
+        )
+
+    def delete(self, name: str, user: str | None = None) -> None:
+        self._request("DELETE", f"jobs/{quote(name)}", params=self._owner(user))
+
+    # --- the catalog and quotas -------------------------------------------------------------------------
+
+    def profiles(self) -> list[Profile]:
+        return [Profile.from_json(p) for p in self._request("GET", "profiles").json()["profiles"]]
+
+    def quota(self) -> list[dict[str, Any]]:
+        groups: list[dict[str, Any]] = self._request("GET", "quota").json()["groups"]
+        return groups
