@@ -140,6 +140,8 @@ c.JupyterHub.services = [
             "PATH": env.get("PATH", ""),
         },
         "oauth_no_confirm": True,
+        # the dashboard's OAuth login may act on jobs as the user could with a token
+        "oauth_client_allowed_scopes": ["custom:jobs:use", "custom:jobs:admin", "read:users:groups!user"],
         "display": True,
     }
 ]

@@ -27,6 +27,7 @@ from ..backends.base import JobBackend
 from ..backends.local import LocalJobBackend
 from ..catalog import CatalogError
 from ..catalog.reload import CatalogSource
+from .dashboard import dashboard_handlers
 from .handlers import api_handlers
 from .hub import HubClient
 from .manager import JobManager
@@ -63,13 +64,19 @@ class JobsService(Application):
 
     def make_app(self, manager: JobManager) -> web.Application:
         prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/jobs/")
-        handlers = [*api_handlers(prefix), (f"{prefix}oauth_callback", HubOAuthCallbackHandler)]
+        handlers = [
+            *api_handlers(prefix),
+            (f"{prefix}oauth_callback", HubOAuthCallbackHandler),
+            *dashboard_handlers(prefix),
+        ]
         return web.Application(
-            handlers,  # type: ignore[arg-type]
+            handlers,
             jobs_manager=manager,
+            jobs_prefix=prefix,
             jobs_log=self.log,
             cookie_secret=os.urandom(32),
-            xsrf_cookies=False,  # the API is token-authenticated; the dashboard will add its own checks
+            # Token requests need no XSRF token; HubOAuth checks it on cookie-authenticated actions.
+            xsrf_cookies=False,
         )
 
     async def run(self) -> None:

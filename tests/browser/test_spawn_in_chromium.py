@@ -1,8 +1,9 @@
-"""A researcher's path in a real browser: log in, choose a profile, start, land in JupyterLab."""
+"""A researcher's path in a real browser: the spawn menu into JupyterLab, and the jobs dashboard."""
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,4 +77,60 @@ def test_log_in_choose_a_profile_and_land_in_jupyterlab(hub: HubProcess, browser
     page.wait_for_selector("#jp-main-dock-panel", timeout=120_000)  # JupyterLab's main area rendered
     assert "JupyterLab" in page.title()
     page.screenshot(path=str(SCREENSHOTS / "jupyterlab.png"))
+    page.close()
+
+
+def api_token(hub: HubProcess, user: str) -> str:
+    client = hub.client(user)
+    client.login()
+    return str(client.api("POST", f"/users/{user}/tokens", json={"note": "browser test"}).json()["token"])
+
+
+def test_the_jobs_dashboard_shows_live_logs_as_text_and_stops_a_job(hub: HubProcess, browser) -> None:  # type: ignore[no-untyped-def]
+    import requests
+
+    token = api_token(hub, "alice")
+    code = (
+        "import time\nprint('<img src=x onerror=\"document.title=1\">', flush=True)\n"
+        "for i in range(600):\n    print('page', i, flush=True)\n    time.sleep(0.5)\n"
+    )
+    api = f"{hub.url}/services/jobs/api"
+    headers = {"Authorization": f"token {token}"}
+    wait = 0
+    while wait < 60 and requests.get(f"{api}/jobs", headers=headers, timeout=10).status_code != 200:
+        wait += 1
+        time.sleep(0.5)
+    created = requests.post(
+        f"{api}/jobs",
+        headers=headers,
+        json={"name": "headlines", "kind": "scraper", "command": ["python", "-c", code]},
+        timeout=30,
+    )
+    assert created.status_code == 201, created.text
+
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.set_default_timeout(30_000)
+    page.goto(f"{hub.url}/hub/login")
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("input[type=submit], button[type=submit]")
+    page.wait_for_url("**/hub/spawn")
+    page.goto(f"{hub.url}/hub/home")
+    page.click("text=Services")  # the hub's own Services menu lists the dashboard
+    page.click("a.dropdown-item:has-text('jobs')")
+    page.wait_for_url("**/services/jobs/")
+    row = page.locator("tr[data-name=headlines]")
+    assert "scraper" in row.inner_text()
+
+    page.click("a:has-text('headlines')")
+    page.wait_for_selector("#log:has-text('page 3')")  # the log updates live
+    log = page.locator("#log").inner_text()
+    assert '<img src=x onerror="document.title=1">' in log  # shown as text
+    assert page.locator("#log img").count() == 0 and page.title() != "1"
+    page.screenshot(path=str(SCREENSHOTS / "job-page.png"))
+
+    page.click("button[data-action=stop]")
+    page.wait_for_selector("#status:has-text('stopped')")
+    job = requests.get(f"{api}/jobs/headlines", headers=headers, timeout=10).json()
+    assert job["status"] == "stopped"
     page.close()

@@ -1,0 +1,108 @@
+"""The jobs dashboard at ``/services/jobs/``: pages for people, logged in with JupyterHub OAuth.
+
+Server-rendered with autoescaping; the page's script inserts everything from the API as text.
+Actions go through the same API as scripts, authenticated by the OAuth cookie and checked
+against the page's XSRF token.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from tornado import web
+
+from .handlers import APIHandler
+from .manager import Refused
+from .store import JobRecord
+
+_templates = Environment(
+    loader=PackageLoader("jhub_ext.jobs", "templates"), autoescape=select_autoescape(default=True)
+)
+
+
+def _age(since: datetime, now: datetime) -> str:
+    seconds = max(0, int((now - since).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+class PageHandler(APIHandler):
+    """Like the API, but a visitor without a session is sent to log in, and answers are HTML."""
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.set_header(
+            "Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'self'"
+        )
+
+    async def prepare(self) -> None:
+        model = await self.hub_auth.get_user(self, sync=False)
+        if not model:
+            self.redirect(self.get_login_url())
+            return
+        await super().prepare()
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        message = str(error) if isinstance(error, Refused) else self._reason
+        if isinstance(error, Refused):
+            self.set_status(error.status)
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(self.page("error.html", message=message))
+
+    def page(self, template: str, **namespace: Any) -> str:
+        prefix = self.settings["jobs_prefix"]
+        return _templates.get_template(template).render(
+            prefix=prefix,
+            hub_prefix=self.hub_auth.hub_prefix,
+            user=self.caller.name if hasattr(self, "caller") else "",
+            admin=getattr(getattr(self, "caller", None), "admin", False),
+            xsrf_token=self.xsrf_token.decode() if isinstance(self.xsrf_token, bytes) else self.xsrf_token,
+            **namespace,
+        )
+
+    def view(self, job: JobRecord, now: datetime) -> dict[str, Any]:
+        body = job.to_json()
+        catalog = self.manager.catalog
+        profile = catalog.profile(job.profile) if job.profile else None
+        hours = 0.0
+        if job.started is not None:
+            hours = ((job.finished or now) - job.started).total_seconds() / 3600
+        cost = (profile.cost_per_hour if profile else 0.0) * hours
+        body.update(
+            age=_age(job.created, now),
+            cost=f"{catalog.currency}{cost:.2f}",
+            created=f"{job.created:%Y-%m-%d %H:%M} UTC",
+        )
+        return body
+
+
+class JobsPage(PageHandler):
+    async def get(self) -> None:
+        requested = self.get_argument("user", None)
+        jobs = self.manager.list_jobs(self.caller, requested)
+        now = datetime.now(UTC)
+        owner = "*" if requested == "*" else self.manager.owner_for(self.caller, requested)
+        users = sorted({job.user for job in self.manager.store.list_jobs()}) if self.caller.admin else []
+        self.finish(self.page("jobs.html", jobs=[self.view(j, now) for j in jobs], owner=owner, users=users))
+
+
+class JobPage(PageHandler):
+    async def get(self, name: str) -> None:
+        job = self.manager.job(self.caller, self.owner(), self.check_job_name(name))
+        self.finish(self.page("job.html", job=self.view(job, datetime.now(UTC))))
+
+
+def dashboard_handlers(prefix: str) -> list[Any]:
+    static = str(resources.files("jhub_ext.jobs").joinpath("static"))
+    return [
+        (prefix, JobsPage),
+        (f"{prefix}jobs/([^/]+)", JobPage),
+        (f"{prefix}static/(.*)", web.StaticFileHandler, {"path": static}),
+    ]

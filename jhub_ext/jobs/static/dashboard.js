@@ -1,0 +1,106 @@
+// The jobs dashboard: live status and logs, and stop/restart/delete with the page's XSRF token.
+// Every value from the service is inserted with textContent, never as HTML.
+(function () {
+  "use strict";
+  const meta = (name) => document.querySelector(`meta[name="${name}"]`).content;
+  const api = meta("jobs-api");
+  const xsrf = meta("xsrf-token");
+
+  function call(method, path, user) {
+    const query = user ? `?user=${encodeURIComponent(user)}` : "";
+    return fetch(`${api}${path}${query}`, {
+      method,
+      credentials: "same-origin",
+      headers: { "X-XSRFToken": xsrf },
+    });
+  }
+
+  function setStatus(element, status) {
+    element.textContent = status;
+    element.className = `jhub-ext-status status-${status}`;
+  }
+
+  const filter = document.getElementById("user-filter");
+  if (filter) filter.addEventListener("change", () => filter.form.submit());
+
+  // The list: refresh each row's status.
+  const table = document.querySelector("table.jhub-ext-jobs");
+  if (table) {
+    const owner = table.dataset.owner;
+    const refresh = async () => {
+      const response = await call("GET", "jobs", owner && owner !== "" ? owner : null);
+      if (!response.ok) return;
+      const body = await response.json();
+      for (const job of body.jobs) {
+        const row = [...table.querySelectorAll("tbody tr")].find(
+          (r) => r.dataset.name === job.name && r.dataset.user === job.user
+        );
+        if (row) setStatus(row.querySelector(".jhub-ext-status"), job.status);
+      }
+    };
+    setInterval(refresh, 3000);
+  }
+
+  // One job: stream its log, keep its status fresh, act on it.
+  const page = document.querySelector(".jhub-ext-job");
+  if (page) {
+    const name = page.dataset.name;
+    const log = document.getElementById("log");
+    const status = document.getElementById("status");
+    const error = document.getElementById("error");
+    const owner = new URLSearchParams(location.search).get("user");
+
+    const showError = (text) => {
+      error.textContent = text;
+      error.classList.remove("d-none");
+    };
+
+    const stream = async () => {
+      const query = new URLSearchParams({ follow: "1", tail: "2000" });
+      if (owner) query.set("user", owner);
+      const response = await fetch(`${api}jobs/${encodeURIComponent(name)}/logs?${query}`, {
+        credentials: "same-origin",
+        headers: { "X-XSRFToken": xsrf }, // cookie-authenticated fetches need it, GETs included
+      });
+      if (!response.ok || !response.body) return;
+      log.textContent = "";
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        log.append(document.createTextNode(decoder.decode(value, { stream: true })));
+        log.scrollTop = log.scrollHeight;
+      }
+    };
+
+    const refresh = async () => {
+      const response = await call("GET", `jobs/${encodeURIComponent(name)}`, owner);
+      if (response.ok) setStatus(status, (await response.json()).status);
+    };
+
+    for (const button of page.querySelectorAll("button[data-action]")) {
+      button.addEventListener("click", async () => {
+        const action = button.dataset.action;
+        if (action === "delete" && !confirm(`Delete ${name} and its log?`)) return;
+        const response =
+          action === "delete"
+            ? await call("DELETE", `jobs/${encodeURIComponent(name)}`, owner)
+            : await call("POST", `jobs/${encodeURIComponent(name)}/${action}`, owner);
+        if (!response.ok) {
+          const body = await response.json().catch(() => ({ error: response.statusText }));
+          showError(body.error);
+          return;
+        }
+        if (action === "delete") {
+          location.href = meta("jobs-api").replace(/api\/$/, "") + (owner ? `?user=${encodeURIComponent(owner)}` : "");
+          return;
+        }
+        setStatus(status, (await response.json()).status);
+        if (action === "restart") stream();
+      });
+    }
+    stream();
+    setInterval(refresh, 2000);
+  }
+})();
