@@ -2,8 +2,8 @@
 
 Inside a server started by the hub, ``JobsClient()`` needs no arguments: it finds the
 service from ``$JHUB_EXT_JOBS_URL`` and authenticates with the server's own
-``$JUPYTERHUB_API_TOKEN``. Elsewhere, pass ``url`` and ``token`` (a token from the hub's
-token page)::
+``$JUPYTERHUB_API_TOKEN`` (``$JHUB_EXT_TOKEN``, when set, wins: Binder uses it).
+Elsewhere, pass ``url`` and ``token`` (a token from the hub's token page)::
 
     from jhub_ext.client import JobsClient
     jobs = JobsClient()
@@ -144,7 +144,7 @@ class JobsClient:
 
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 60):
         self.url = (url or os.environ.get("JHUB_EXT_JOBS_URL") or DEFAULT_URL).rstrip("/") + "/"
-        self.token = token or os.environ.get("JUPYTERHUB_API_TOKEN") or os.environ.get("JHUB_EXT_TOKEN")
+        self.token = token or os.environ.get("JHUB_EXT_TOKEN") or os.environ.get("JUPYTERHUB_API_TOKEN")
         if not self.token:
             raise JobsError(
                 "no JupyterHub token: run this in a server started by the hub, or set JUPYTERHUB_API_TOKEN "

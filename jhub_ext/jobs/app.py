@@ -7,6 +7,8 @@ address, prefix and token, and these of its own:
 - ``JHUB_EXT_CATALOG``: the profile catalog (the same file as the hub's).
 - ``JHUB_EXT_JOBS_DB_URL``: the jobs database (default ``sqlite:///jobs.sqlite``).
 - ``JHUB_EXT_JOBS_DIR``: where the local backend keeps job directories (default ``jobs``).
+- ``JHUB_EXT_STANDALONE_TOKEN``: run without a hub (Binder, a laptop): every request must carry
+  this token, and all jobs belong to ``$JHUB_EXT_STANDALONE_USER`` (default: ``$USER``).
 """
 
 from __future__ import annotations
@@ -73,6 +75,10 @@ class JobsService(Application):
             handlers,
             jobs_manager=manager,
             jobs_prefix=prefix,
+            standalone_token=os.environ.get("JHUB_EXT_STANDALONE_TOKEN"),
+            standalone_user=os.environ.get("JHUB_EXT_STANDALONE_USER")
+            or os.environ.get("USER")
+            or "researcher",
             jobs_log=self.log,
             cookie_secret=os.urandom(32),
             # Token requests need no XSRF token; HubOAuth checks it on cookie-authenticated actions.
@@ -90,7 +96,9 @@ class JobsService(Application):
         store = JobStore(self.db_url)
         backend = self.backend_class(parent=self, log=self.log)
         hub = None
-        if os.environ.get("JUPYTERHUB_API_URL") and os.environ.get("JUPYTERHUB_API_TOKEN"):
+        if os.environ.get("JHUB_EXT_STANDALONE_TOKEN"):
+            self.log.info("Standalone mode: no hub; one user, one token")
+        elif os.environ.get("JUPYTERHUB_API_URL") and os.environ.get("JUPYTERHUB_API_TOKEN"):
             hub = HubClient(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
         manager = JobManager(store, backend, catalog, hub, self.submits_per_minute)
         await backend.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 from importlib import resources
 from typing import Any
@@ -37,6 +38,15 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
         self.set_header("Cache-Control", "no-store")
 
     async def prepare(self) -> None:
+        standalone = self.settings.get("standalone_token")
+        if standalone:  # no hub (Binder, a laptop): one user, one token
+            sent = self.request.headers.get("Authorization", "").partition(" ")[2]
+            if not sent or not hmac.compare_digest(sent, standalone):
+                raise Refused(
+                    401, "send the service's token as 'Authorization: token <token>' ($JHUB_EXT_TOKEN)"
+                )
+            self.caller = Caller(self.settings["standalone_user"], frozenset(), admin=False)
+            return
         model = await self.hub_auth.get_user(self, sync=False)
         if not model:
             raise Refused(401, "not logged in: send a JupyterHub token as 'Authorization: token <token>'")
