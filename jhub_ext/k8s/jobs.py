@@ -1,0 +1,209 @@
+"""Kubernetes objects for a job, as plain dicts: a ConfigMap with the code snapshot, and a workload.
+
+- ``batch`` -> a ``batch/v1`` Job: ``backoffLimit`` retries (the Job controller backs off
+  exponentially), ``activeDeadlineSeconds`` for the deadline.
+- ``scraper`` -> an ``apps/v1`` Deployment of one replica with the ``Recreate`` strategy: restarted
+  forever (with the kubelet's backoff), rescheduled when its node is drained, never two at once.
+- ``scheduled`` -> a ``batch/v1`` CronJob with ``timeZone``, ``concurrencyPolicy`` and history limits.
+
+Every pod runs under the "restricted" Pod Security Standard, without a service-account token,
+with its profile's resources and scheduling, and labels that attribute it to its user, kind,
+profile and groups. The snapshot is copied from the read-only ConfigMap into a writable work
+directory by an init container, so jobs can write files next to their code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from ..catalog.model import Kind, Profile
+from ..jobs.model import ConcurrencyPolicy, JobKind, JobSpec
+from .pods import (
+    LABEL_PREFIX,
+    RESTRICTED_CONTAINER_SECURITY_CONTEXT,
+    RESTRICTED_POD_SECURITY_CONTEXT,
+    affinity,
+    label_value,
+    node_selector,
+    resource_requirements,
+    tolerations,
+    workload_labels,
+)
+
+CODE_DIR = "/jhub-ext/code"
+WORK_DIR = "/jhub-ext/work"
+JOB_LABEL = f"{LABEL_PREFIX}/job"
+PROFILE_KIND = {JobKind.BATCH: Kind.JOB, JobKind.SCHEDULED: Kind.JOB, JobKind.SCRAPER: Kind.SCRAPER}
+_POLICIES = {
+    ConcurrencyPolicy.FORBID: "Forbid",
+    ConcurrencyPolicy.REPLACE: "Replace",
+    ConcurrencyPolicy.ALLOW: "Allow",
+}
+
+
+@dataclass(frozen=True)
+class JobPlacement:
+    """Everything besides the spec that a job's objects need, decided by the service."""
+
+    user: str
+    profile: Profile
+    image: str
+    namespace: str
+    groups: frozenset[str] = frozenset()
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    uid: int = 1000
+    gid: int = 100
+
+
+def object_name(user: str, name: str) -> str:
+    """A name for a user's job's objects: readable, unique per (user, name), valid for a CronJob (<= 52)."""
+    digest = hashlib.sha256(f"{user}\0{name}".encode()).hexdigest()[:6]
+    user_part = label_value(user.lower())[:16].strip("-_.").replace("_", "-").replace(".", "-") or "u"
+    return f"{user_part}-{name[:26].rstrip('-')}-{digest}"
+
+
+def _labels(spec: JobSpec, placement: JobPlacement) -> dict[str, str]:
+    labels = workload_labels(placement.user, placement.profile, PROFILE_KIND[spec.kind], placement.groups)
+    labels[f"{LABEL_PREFIX}/job-kind"] = spec.kind.value
+    labels[JOB_LABEL] = object_name(placement.user, spec.name)
+    return labels
+
+
+def _annotations(spec: JobSpec, placement: JobPlacement) -> dict[str, str]:
+    # labels are sanitised; the exact owner and name live in annotations
+    return {f"{LABEL_PREFIX}/user": placement.user, f"{LABEL_PREFIX}/name": spec.name}
+
+
+def _metadata(spec: JobSpec, placement: JobPlacement) -> dict[str, Any]:
+    return {
+        "name": object_name(placement.user, spec.name),
+        "namespace": placement.namespace,
+        "labels": _labels(spec, placement),
+        "annotations": _annotations(spec, placement),
+    }
+
+
+def build_configmap(spec: JobSpec, placement: JobPlacement) -> dict[str, Any]:
+    """The code snapshot. Keys are ``f0``, ``f1``, ...: ConfigMap keys cannot hold paths."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(spec, placement),
+        "data": {f"f{i}": text for i, text in enumerate(spec.files.values())},
+        "immutable": True,
+    }
+
+
+def _pod_template(spec: JobSpec, placement: JobPlacement, restart_policy: str) -> dict[str, Any]:
+    name = object_name(placement.user, spec.name)
+    env = {**placement.env, **spec.env, "JHUB_EXT_JOB": spec.name, "JHUB_EXT_JOB_KIND": spec.kind.value}
+    env["JHUB_EXT_PROFILE"] = placement.profile.slug
+    security = dict(RESTRICTED_CONTAINER_SECURITY_CONTEXT)
+    volume_mounts = [{"name": "work", "mountPath": WORK_DIR}, {"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108 - an emptyDir
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": restart_policy,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            **RESTRICTED_POD_SECURITY_CONTEXT,
+            "runAsUser": placement.uid,
+            "runAsGroup": placement.gid,
+            "fsGroup": placement.gid,
+        },
+        "initContainers": [
+            {
+                "name": "code",
+                "image": placement.image,
+                "command": ["sh", "-c", f"cp -RL {CODE_DIR}/. {WORK_DIR}/"],
+                "securityContext": security,
+                "resources": {
+                    "requests": {"cpu": "50m", "memory": "32Mi"},
+                    "limits": {"cpu": "500m", "memory": "128Mi"},
+                },
+                "volumeMounts": [{"name": "code", "mountPath": CODE_DIR, "readOnly": True}, volume_mounts[0]],
+            }
+        ],
+        "containers": [
+            {
+                "name": "job",
+                "image": placement.image,
+                "command": list(spec.command),
+                "workingDir": WORK_DIR,
+                "env": [{"name": key, "value": value} for key, value in sorted(env.items())],
+                "resources": resource_requirements(placement.profile.resources),
+                "securityContext": security,
+                "volumeMounts": volume_mounts,
+            }
+        ],
+        "volumes": [
+            {
+                "name": "code",
+                "configMap": {
+                    "name": name,
+                    "items": [{"key": f"f{i}", "path": path} for i, path in enumerate(spec.files)],
+                },
+            },
+            {"name": "work", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    }
+    if selector := node_selector(placement.profile):
+        pod_spec["nodeSelector"] = selector
+    if tolerated := tolerations(placement.profile):
+        pod_spec["tolerations"] = tolerated
+    if placed := affinity(placement.profile):
+        pod_spec["affinity"] = placed
+    return {
+        "metadata": {"labels": _labels(spec, placement), "annotations": _annotations(spec, placement)},
+        "spec": pod_spec,
+    }
+
+
+def build_workload(spec: JobSpec, placement: JobPlacement) -> dict[str, Any]:
+    """The Job, Deployment or CronJob that runs ``spec``."""
+    metadata = _metadata(spec, placement)
+    selector = {"matchLabels": {JOB_LABEL: metadata["name"]}}
+    if spec.kind is JobKind.SCRAPER:
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": metadata,
+            "spec": {
+                "replicas": 1,
+                "strategy": {"type": "Recreate"},
+                "selector": selector,
+                "template": _pod_template(spec, placement, "Always"),
+            },
+        }
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.retries if spec.kind is JobKind.BATCH else 0,
+        "template": _pod_template(spec, placement, "Never"),
+    }
+    if spec.kind is JobKind.BATCH:
+        if spec.deadline_seconds is not None:
+            job_spec["activeDeadlineSeconds"] = spec.deadline_seconds
+        return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
+    schedule = spec.schedule
+    assert schedule is not None
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": metadata,
+        "spec": {
+            "schedule": schedule.cron,
+            "timeZone": schedule.timezone,
+            "concurrencyPolicy": _POLICIES[schedule.concurrency_policy],
+            "successfulJobsHistoryLimit": schedule.history_limit,
+            "failedJobsHistoryLimit": schedule.history_limit,
+            "jobTemplate": {"metadata": {"labels": _labels(spec, placement)}, "spec": job_spec},
+        },
+    }
+
+
+def build_manifests(spec: JobSpec, placement: JobPlacement) -> list[dict[str, Any]]:
+    """Everything to create for a job, in order: the code first, then what runs it."""
+    return [build_configmap(spec, placement), build_workload(spec, placement)]

@@ -1,0 +1,177 @@
+"""Job manifests: valid against the official Kubernetes schema, restricted, and shaped as documented."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from jhub_ext.catalog import load_catalog
+from jhub_ext.jobs.model import parse_submission
+from jhub_ext.k8s.jobs import JobPlacement, build_manifests, build_workload, object_name
+
+from ..conftest import SHIPPED_CATALOG
+
+KUBERNETES = "1.37.0"
+CATALOG = load_catalog(SHIPPED_CATALOG)
+GPU = CATALOG.profile("gpu-a100")
+SMALL = CATALOG.profile("small")
+PLACEMENT = JobPlacement(
+    user="alice@example.org", profile=SMALL, image="example.org/scipy:1", namespace="jhub"
+)
+
+SUBMISSIONS = {
+    "batch": {
+        "name": "count",
+        "kind": "batch",
+        "command": ["python", "count.py"],
+        "retries": 2,
+        "deadline_seconds": 600,
+    },
+    "scraper": {"name": "news", "kind": "scraper", "command": ["python", "scrape.py"]},
+    "scheduled": {
+        "name": "nightly",
+        "kind": "scheduled",
+        "command": ["python", "run.py"],
+        "schedule": "0 2 * * *",
+        "timezone": "Europe/Berlin",
+        "concurrency_policy": "replace",
+        "history_limit": 5,
+    },
+}
+FILES = {"count.py": "print(1)", "lib/util.py": "X = 1"}
+
+
+def pod_spec_of(workload: dict[str, Any]) -> dict[str, Any]:
+    if workload["kind"] == "CronJob":
+        return workload["spec"]["jobTemplate"]["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+    return workload["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+
+
+def restricted_problems(pod: dict[str, Any]) -> list[str]:
+    """The checks of the "restricted" Pod Security Standard that our pods could fail."""
+    problems = []
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key):
+            problems.append(key)
+    if not pod.get("securityContext", {}).get("runAsNonRoot"):
+        problems.append("runAsNonRoot")
+    if pod.get("securityContext", {}).get("seccompProfile", {}).get("type") not in (
+        "RuntimeDefault",
+        "Localhost",
+    ):
+        problems.append("seccompProfile")
+    allowed_volumes = {
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    }
+    for volume in pod.get("volumes", []):
+        if not set(volume) - {"name"} <= allowed_volumes:
+            problems.append(f"volume {volume['name']}")
+    for container in pod.get("initContainers", []) + pod["containers"]:
+        context = container.get("securityContext", {})
+        if context.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{container['name']}: allowPrivilegeEscalation")
+        if context.get("privileged"):
+            problems.append(f"{container['name']}: privileged")
+        if context.get("capabilities", {}).get("drop") != ["ALL"]:
+            problems.append(f"{container['name']}: capabilities")
+        if set(context.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}:
+            problems.append(f"{container['name']}: added capabilities")
+        if any(port.get("hostPort") for port in container.get("ports", [])):
+            problems.append(f"{container['name']}: hostPort")
+    return problems
+
+
+@pytest.mark.parametrize("kind", SUBMISSIONS)
+@pytest.mark.parametrize("profile", [SMALL, GPU], ids=["small", "gpu"])
+def test_every_manifest_passes_the_official_schema_and_the_restricted_standard(
+    kind: str, profile: Any
+) -> None:
+    spec = parse_submission({**SUBMISSIONS[kind], "files": FILES})
+    placement = JobPlacement(
+        user="alice", profile=profile, image="example.org/x:1", namespace="jhub", groups=frozenset({"gpu"})
+    )
+    for manifest in build_manifests(spec, placement):
+        kubernetes_validate.validate(manifest, KUBERNETES, strict=True)
+    assert restricted_problems(pod_spec_of(build_workload(spec, placement))) == []
+
+
+def test_a_batch_job_maps_retries_deadline_and_profile() -> None:
+    spec = parse_submission({**SUBMISSIONS["batch"], "files": FILES})
+    configmap, job = build_manifests(spec, PLACEMENT)
+    name = object_name("alice@example.org", "count")
+    assert job["kind"] == "Job" and job["metadata"]["name"] == name == configmap["metadata"]["name"]
+    assert job["spec"]["backoffLimit"] == 2 and job["spec"]["activeDeadlineSeconds"] == 600
+    pod = pod_spec_of(job)
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    container = pod["containers"][0]
+    assert container["command"] == ["python", "count.py"] and container["workingDir"] == "/jhub-ext/work"
+    assert container["resources"] == {
+        "requests": {"cpu": "500m", "memory": "1Gi"},
+        "limits": {"cpu": "1", "memory": "4Gi"},
+    }
+    assert configmap["data"] == {"f0": "print(1)", "f1": "X = 1"}
+    assert pod["volumes"][0]["configMap"]["items"] == [
+        {"key": "f0", "path": "count.py"},
+        {"key": "f1", "path": "lib/util.py"},
+    ]
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert labels["jhub-ext.io/user"] == "alice-example.org" and labels["jhub-ext.io/kind"] == "job"
+    assert (
+        job["metadata"]["annotations"]["jhub-ext.io/user"] == "alice@example.org"
+    )  # exact, unlike the label
+
+
+def test_a_scraper_is_a_single_replica_deployment_that_restarts_forever() -> None:
+    deployment = build_workload(parse_submission(SUBMISSIONS["scraper"]), PLACEMENT)
+    assert deployment["kind"] == "Deployment"
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert pod_spec_of(deployment)["restartPolicy"] == "Always"
+    assert (
+        deployment["spec"]["selector"]["matchLabels"].items()
+        <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+
+
+def test_a_scheduled_job_is_a_cronjob_with_time_zone_and_policy() -> None:
+    cronjob = build_workload(parse_submission(SUBMISSIONS["scheduled"]), PLACEMENT)
+    assert cronjob["kind"] == "CronJob"
+    assert {
+        k: cronjob["spec"][k]
+        for k in ("schedule", "timeZone", "concurrencyPolicy", "successfulJobsHistoryLimit")
+    } == {
+        "schedule": "0 2 * * *",
+        "timeZone": "Europe/Berlin",
+        "concurrencyPolicy": "Replace",
+        "successfulJobsHistoryLimit": 5,
+    }
+
+
+def test_a_gpu_job_gets_the_gpu_limit_toleration_and_node_selector() -> None:
+    placement = JobPlacement(
+        user="bob", profile=GPU, image="example.org/torch:1", namespace="jhub", groups=frozenset({"gpu"})
+    )
+    pod = pod_spec_of(build_workload(parse_submission(SUBMISSIONS["batch"]), placement))
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def test_object_names_are_unique_valid_and_short() -> None:
+    names = {
+        object_name(user, job) for user in ("alice", "Alice", "alice.x", "a" * 80) for job in ("n", "n" * 63)
+    }
+    assert len(names) == 8
+    for name in names:
+        assert len(name) <= 52 and name[0].isalnum() and name[-1].isalnum()
+        kubernetes_validate.validate(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}}, KUBERNETES, strict=True
+        )
