@@ -30,6 +30,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/hadolint images/*/Dockerfile
 	$(BIN)/mypy --strict --follow-imports=silent jhub_ext/catalog jhub_ext/k8s jhub_ext/jobs/model.py jhub_ext/jobs/store.py jhub_ext/client.py jhub_ext/cli.py
 
 format: $(STAMP)

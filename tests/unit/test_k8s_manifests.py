@@ -1,0 +1,43 @@
+"""The manifests shipped in hub_config/k8s/ are valid Kubernetes objects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from ..conftest import HUB_CONFIG
+
+KUBERNETES = "1.37.0"
+MANIFESTS = sorted((HUB_CONFIG / "k8s").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=[p.name for p in MANIFESTS])
+def test_shipped_manifests_pass_the_official_schema(path: Path) -> None:
+    documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    assert documents
+    for document in documents:
+        kubernetes_validate.validate(document, KUBERNETES, strict=True)
+
+
+def test_the_namespace_enforces_the_restricted_standard() -> None:
+    namespace = yaml.safe_load((HUB_CONFIG / "k8s" / "namespace.yaml").read_text())
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_job_pods_cannot_reach_the_cloud_metadata_address() -> None:
+    policy = yaml.safe_load((HUB_CONFIG / "k8s" / "networkpolicy.yaml").read_text())
+    internet = policy["spec"]["egress"][0]["to"][0]["ipBlock"]
+    assert internet["cidr"] == "0.0.0.0/0" and "169.254.169.254/32" in internet["except"]
+    assert policy["spec"]["ingress"] == []
+
+
+def test_the_rbac_grants_no_write_access_cluster_wide() -> None:
+    documents = list(yaml.safe_load_all((HUB_CONFIG / "k8s" / "rbac.yaml").read_text()))
+    for role in (d for d in documents if d["kind"] == "ClusterRole"):
+        for rule in role["rules"]:
+            assert set(rule["verbs"]) <= {"get", "list", "watch"}
+    for role in (d for d in documents if d["kind"] == "Role"):
+        assert all("*" not in rule["verbs"] and "*" not in rule["resources"] for rule in role["rules"])
