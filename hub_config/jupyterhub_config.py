@@ -22,7 +22,8 @@ Environment variables (all optional):
   ``state/`` in the repository). ``JHUB_EXT_DB_URL`` overrides the database URL.
 - ``JHUB_EXT_PORT``, ``JHUB_EXT_PROXY_API_PORT``, ``JHUB_EXT_HUB_PORT``: the public port
   (8000), the proxy's API port (8001) and the hub's internal port (8081), on 127.0.0.1.
-- ``JHUB_EXT_DEMO_PASSWORD``: the demo users' password.
+- ``JHUB_EXT_DEMO_PASSWORD``: the demo users' password; ``JHUB_EXT_DEMO_USERS`` (JSON, user -> groups)
+  replaces the demo users alice and bob.
 - ``JHUB_EXT_JOBS_PORT``: the jobs service's port on 127.0.0.1 (default 8082);
   ``JHUB_EXT_JOBS_DB_URL`` its database (default SQLite in the state directory).
 - ``JHUB_EXT_NAMESPACE``: the namespace for server pods (kubernetes mode).
@@ -37,6 +38,7 @@ Environment variables (all optional):
   ``JHUB_EXT_OAUTH_ALLOWED_GROUPS`` (comma-separated) decide who may log in and who is admin.
 """
 
+import json
 import os
 import shutil
 import sys
@@ -118,7 +120,10 @@ if env.get("JHUB_EXT_OAUTH_CLIENT_ID"):
 else:
     c.JupyterHub.authenticator_class = "jhub_ext.demo_auth.DemoAuthenticator"
     c.DemoAuthenticator.password = env.get("JHUB_EXT_DEMO_PASSWORD") or "demo"
-    c.DemoAuthenticator.users = {"alice": ["researchers"], "bob": ["researchers", "gpu"]}
+    demo_users = {"alice": ["researchers"], "bob": ["researchers", "gpu"]}
+    c.DemoAuthenticator.users = (
+        json.loads(env["JHUB_EXT_DEMO_USERS"]) if env.get("JHUB_EXT_DEMO_USERS") else demo_users
+    )
     admin_users = {"admin"}
     c.Authenticator.admin_users = admin_users
 

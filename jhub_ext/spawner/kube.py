@@ -164,7 +164,7 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
         profile = self.catalog.profile(slug)
         if profile is None or nodes is None or pods is None:
             return None
-        key = (profile, nodes.changes, pods.changes)
+        key = (self.catalog_path, self.catalog_source.loaded_at, slug, nodes.changes, pods.changes)
         text = self._availability_memo.get(key)
         if text is None:
             if len(self._availability_memo) > 1024:

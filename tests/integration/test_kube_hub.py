@@ -1,0 +1,120 @@
+"""Kubernetes mode end to end: a real hub with ProfileKubeSpawner against the API emulator."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ..hubprocess import HubProcess, profiles_in_form, wait_for
+from ..kubeapi import KubeEmulator
+from ..kubeapi.pss import restricted_violations
+
+pytestmark = pytest.mark.integration
+
+A100 = "NVIDIA-A100-SXM4-80GB"
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[KubeEmulator]:
+    with KubeEmulator() as api:
+        api.add_namespace("jhub", {"pod-security.kubernetes.io/enforce": "restricted"})
+        api.add_node("cpu-1", cpu="16", memory="64Gi")
+        api.add_node(
+            "gpu-1",
+            labels={"nvidia.com/gpu.product": A100},
+            taints=[GPU_TAINT],
+            cpu="32",
+            memory="256Gi",
+            **{"nvidia.com/gpu": "4"},
+        )
+        yield api
+
+
+@pytest.fixture(scope="module")
+def hub(emulator: KubeEmulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
+    workdir = Path(tmp_path_factory.mktemp("kubehub"))
+    kubeconfig = emulator.write_kubeconfig(workdir / "kubeconfig", namespace="jhub")
+    users = {"alice": ["researchers"], "bob": ["researchers", "gpu"], "carol": ["gpu"]}
+    process = HubProcess(
+        workdir,
+        extra_env={
+            "JHUB_EXT_MODE": "kubernetes",
+            "KUBECONFIG": str(kubeconfig),
+            "JHUB_EXT_NAMESPACE": "jhub",
+            "JHUB_EXT_DEMO_USERS": json.dumps(users),
+        },
+    )
+    process.env["JHUB_EXT_HUB_CONNECT_URL"] = f"http://127.0.0.1:{process.env['JHUB_EXT_HUB_PORT']}"
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def gpu_line(html: str) -> str:
+    start = html.index('data-slug="gpu-a100"')
+    return html[start : html.index("</div>", html.index("jhub-ext-availability", start))]
+
+
+def test_bob_spawns_the_gpu_profile_onto_the_gpu_node(hub: HubProcess, emulator: KubeEmulator) -> None:
+    bob = hub.client("bob")
+    bob.login()
+    page = bob.spawn_page().text
+    assert profiles_in_form(page) == ["small", "large-memory", "gpu-a100"]
+    assert f"4 of 4 {A100} GPUs free · starts now" in page
+    response = bob.submit_spawn_form({"profile": "gpu-a100"})
+    assert response.status_code == 200, response.text[-2000:]
+    try:
+        bob.wait_ready(timeout=180)
+        pod = emulator.get("pods", "jhub", "jupyter-bob")
+        assert pod is not None and pod["spec"]["nodeName"] == "gpu-1"
+        container = pod["spec"]["containers"][0]
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": A100}
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["spec"][
+            "tolerations"
+        ]
+        assert pod["spec"]["automountServiceAccountToken"] is False
+        assert restricted_violations(pod["spec"]) == []
+        labels = pod["metadata"]["labels"]
+        assert labels["jhub-ext.io/user"] == "bob" and labels["jhub-ext.io/profile"] == "gpu-a100"
+        assert labels["group.jhub-ext.io/gpu"] == "true"
+        lab = bob.session.get(bob.url("/user/bob/lab"))  # through the proxy to the pod's IP, with OAuth
+        assert lab.status_code == 200 and "JupyterLab" in lab.text
+        assert bob.session.get(bob.url("/user/bob/api/status")).status_code == 200
+
+        carol = hub.client("carol")  # another member of the gpu group, looking at the menu
+        carol.login()
+        wait_for(
+            lambda: f"3 of 4 {A100} GPUs free" in carol.spawn_page().text, 10, "the free-GPU figure to drop"
+        )
+    finally:
+        bob.stop_server()
+    assert emulator.get("pods", "jhub", "jupyter-bob") is None
+
+
+def test_alice_cannot_forge_the_gpu_profile(hub: HubProcess, emulator: KubeEmulator) -> None:
+    alice = hub.client("alice")
+    alice.login()
+    refused = alice.submit_spawn_form({"profile": "gpu-a100"})
+    assert (
+        refused.status_code == 400
+        and "there is no profile &#39;gpu-a100&#39; that you can use" in refused.text
+    )
+    assert emulator.get("pods", "jhub", "jupyter-alice") is None
+
+
+def test_the_menu_makes_no_api_calls(hub: HubProcess, emulator: KubeEmulator) -> None:
+    alice = hub.client("alice")
+    alice.login()
+    alice.spawn_page()  # caches are warm
+    emulator.reset_requests()
+    for _ in range(20):
+        assert alice.spawn_page().status_code == 200
+    calls = [r for r in emulator.requests if r.verb != "watch"]
+    assert calls == []
