@@ -15,7 +15,7 @@ from typing import Any
 
 from ..catalog.model import Kind, Profile
 from ..catalog.quota import Usage, Workload
-from .pods import LABEL_PREFIX, MANAGED_BY, group_label, node_selector
+from .pods import LABEL_PREFIX, group_label, node_selector
 from .quantities import parse_count_quantity, parse_cpu_quantity, parse_memory_quantity
 
 Json = Mapping[str, Any]
@@ -65,7 +65,7 @@ def pod_workload(pod: Json, quota_groups: Iterable[str], gpu_resources: Iterable
     Like :meth:`Usage.of`, a pod counts its limits, or its requests where it has no limit.
     """
     labels = pod.get("metadata", {}).get("labels") or {}
-    if labels.get("app.kubernetes.io/managed-by") != MANAGED_BY:
+    if f"{LABEL_PREFIX}/kind" not in labels:  # KubeSpawner sets its own managed-by label on servers
         return None
     member_of = frozenset(g for g in quota_groups if labels.get(group_label(g)) == "true")
     if not member_of:

@@ -118,3 +118,41 @@ def test_the_menu_makes_no_api_calls(hub: HubProcess, emulator: KubeEmulator) ->
         assert alice.spawn_page().status_code == 200
     calls = [r for r in emulator.requests if r.verb != "watch"]
     assert calls == []
+
+
+def test_catalog_edits_and_group_quotas_apply_to_the_next_spawn(
+    hub: HubProcess, emulator: KubeEmulator
+) -> None:
+    shipped = hub.catalog.read_text()
+    edited = shipped.replace("cpu: {guarantee: 4, limit: 8}", "cpu: {guarantee: 4, limit: 6}")
+    hub.catalog.write_text(edited.replace("gpu: {gpus: 2}", "gpu: {gpus: 1}"))
+    bob, carol = hub.client("bob"), hub.client("carol")
+    bob.login()
+    carol.login()
+    try:
+        assert bob.submit_spawn_form({"profile": "gpu-a100"}).status_code == 200
+        bob.wait_ready(timeout=180)
+        pod = emulator.get("pods", "jhub", "jupyter-bob")
+        assert pod is not None and float(pod["spec"]["containers"][0]["resources"]["limits"]["cpu"]) == 6
+        refused = carol.submit_spawn_form({"profile": "gpu-a100"})  # counted from bob's pod
+        assert refused.status_code == 403
+        assert "group &#39;gpu&#39; may use 1 GPU at once and uses 1; this needs 1 more" in refused.text
+        assert emulator.get("pods", "jhub", "jupyter-carol") is None
+    finally:
+        hub.catalog.write_text(shipped)
+        bob.stop_server()
+
+
+def test_an_expired_watch_is_listed_again_and_the_menu_stays_right(
+    hub: HubProcess, emulator: KubeEmulator
+) -> None:
+    carol = hub.client("carol")
+    carol.login()
+    assert f"4 of 4 {A100} GPUs free" in carol.spawn_page().text
+    gpu_node = {"labels": {"nvidia.com/gpu.product": A100}, "taints": [GPU_TAINT], "nvidia.com/gpu": "4"}
+    emulator.add_node("gpu-2", **gpu_node)
+    wait_for(lambda: f"8 of 8 {A100} GPUs free" in carol.spawn_page().text, 20, "the second node to show")
+    emulator.expire_watches()  # every cache must list again
+    wait_for(lambda: "expired (410 Gone); listing again" in hub.log(), 30, "the caches to see 410 Gone")
+    emulator.add_node("gpu-3", **gpu_node)
+    wait_for(lambda: f"12 of 12 {A100} GPUs free" in carol.spawn_page().text, 20, "the third node to show")

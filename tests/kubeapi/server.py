@@ -283,6 +283,19 @@ class KubeEmulator:
 
         self.call(self._async(forget))
 
+    def expire_watches(self) -> None:
+        """End every open watch and forget all history, as when etcd compacts past every client's
+        resourceVersion while the API server restarts: clients that watch again get 410 Gone."""
+
+        def expire() -> None:
+            self.history.clear()
+            self.resource_version += 1
+            self.oldest_rv = self.resource_version
+            for watcher in list(self.watchers):
+                watcher.queue.put_nowait(None)
+
+        self.call(self._async(expire))
+
     def reset_requests(self) -> None:
         self.requests.clear()
 

@@ -226,6 +226,12 @@ def test_fields_become_immutable_profiles() -> None:
             id="toleration-operator",
         ),
         pytest.param(
+            "slug: big\ndisplay_name: Big\naffinity: {nodeAffinity: {requiredDuringScheduling: {}}}",
+            "profiles.yaml: profile 'big': unknown field 'affinity.nodeAffinity.requiredDuringScheduling'; "
+            "did you mean 'requiredDuringSchedulingIgnoredDuringExecution'?",
+            id="affinity-typo",
+        ),
+        pytest.param(
             "slug: big\ndisplay_name: Big\nhost_network: true",
             "profiles.yaml: profile 'big': unknown field 'host_network'; the fields are:",
             id="no-host-network",
