@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,3 +23,15 @@ def free_port() -> int:
 @pytest.fixture
 def shipped_catalog_text() -> str:
     return SHIPPED_CATALOG.read_text()
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real hub (and proxy, and jobs service) for a test module, from hub_config/ in local mode."""
+    from .hubprocess import HubProcess
+
+    process = HubProcess(Path(tmp_path_factory.mktemp("hub"))).start()
+    try:
+        yield process
+    finally:
+        process.stop()

@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,15 +75,6 @@ def check_against_openapi(method: str, path: str, response: requests.Response) -
         # the document's components ride along in the root, so "#/components/..." references resolve
         schema = {**content[media]["schema"], "components": document["components"]}
         jsonschema.Draft202012Validator(schema).validate(response.json())
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
-    process = HubProcess(Path(tmp_path_factory.mktemp("hub"))).start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 def token_for(hub: HubProcess, user: str) -> str:

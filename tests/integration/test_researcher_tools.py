@@ -18,15 +18,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
-    process = HubProcess(Path(tmp_path_factory.mktemp("hub"))).start()
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
-@pytest.fixture(scope="module")
 def server_env(hub: HubProcess) -> dict[str, str]:
     """The environment a spawned server gives its notebooks: the service's URL and a token."""
     client = hub.client("alice")

@@ -12,6 +12,7 @@ from jhub_ext.jobs.model import parse_submission
 from jhub_ext.k8s.jobs import JobPlacement, build_manifests, build_workload, object_name
 
 from ..conftest import SHIPPED_CATALOG
+from ..kubeapi.pss import restricted_violations
 
 KUBERNETES = "1.37.0"
 CATALOG = load_catalog(SHIPPED_CATALOG)
@@ -49,47 +50,6 @@ def pod_spec_of(workload: dict[str, Any]) -> dict[str, Any]:
     return workload["spec"]["template"]["spec"]  # type: ignore[no-any-return]
 
 
-def restricted_problems(pod: dict[str, Any]) -> list[str]:
-    """The checks of the "restricted" Pod Security Standard that our pods could fail."""
-    problems = []
-    for key in ("hostNetwork", "hostPID", "hostIPC"):
-        if pod.get(key):
-            problems.append(key)
-    if not pod.get("securityContext", {}).get("runAsNonRoot"):
-        problems.append("runAsNonRoot")
-    if pod.get("securityContext", {}).get("seccompProfile", {}).get("type") not in (
-        "RuntimeDefault",
-        "Localhost",
-    ):
-        problems.append("seccompProfile")
-    allowed_volumes = {
-        "configMap",
-        "csi",
-        "downwardAPI",
-        "emptyDir",
-        "ephemeral",
-        "persistentVolumeClaim",
-        "projected",
-        "secret",
-    }
-    for volume in pod.get("volumes", []):
-        if not set(volume) - {"name"} <= allowed_volumes:
-            problems.append(f"volume {volume['name']}")
-    for container in pod.get("initContainers", []) + pod["containers"]:
-        context = container.get("securityContext", {})
-        if context.get("allowPrivilegeEscalation") is not False:
-            problems.append(f"{container['name']}: allowPrivilegeEscalation")
-        if context.get("privileged"):
-            problems.append(f"{container['name']}: privileged")
-        if context.get("capabilities", {}).get("drop") != ["ALL"]:
-            problems.append(f"{container['name']}: capabilities")
-        if set(context.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}:
-            problems.append(f"{container['name']}: added capabilities")
-        if any(port.get("hostPort") for port in container.get("ports", [])):
-            problems.append(f"{container['name']}: hostPort")
-    return problems
-
-
 @pytest.mark.parametrize("kind", SUBMISSIONS)
 @pytest.mark.parametrize("profile", [SMALL, GPU], ids=["small", "gpu"])
 def test_every_manifest_passes_the_official_schema_and_the_restricted_standard(
@@ -101,7 +61,7 @@ def test_every_manifest_passes_the_official_schema_and_the_restricted_standard(
     )
     for manifest in build_manifests(spec, placement):
         kubernetes_validate.validate(manifest, KUBERNETES, strict=True)
-    assert restricted_problems(pod_spec_of(build_workload(spec, placement))) == []
+    assert restricted_violations(pod_spec_of(build_workload(spec, placement))) == []
 
 
 def test_a_batch_job_maps_retries_deadline_and_profile() -> None:
