@@ -143,6 +143,22 @@ c.JupyterHub.services = [
             "JHUB_EXT_JOBS_DB_URL": jobs_db_url,
             "JHUB_EXT_JOBS_DIR": str(jobs_dir / "run"),
             "PATH": env.get("PATH", ""),
+            **(
+                {
+                    "JHUB_EXT_JOBS_BACKEND": "kubernetes",
+                    "JHUB_EXT_NAMESPACE": env.get("JHUB_EXT_NAMESPACE", "jhub"),
+                    "JHUB_EXT_SINGLEUSER_IMAGE": env.get(
+                        "JHUB_EXT_SINGLEUSER_IMAGE", "quay.io/jupyter/scipy-notebook:2024-12-09"
+                    ),
+                    **{
+                        k: env[k]
+                        for k in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
+                        if k in env
+                    },
+                }
+                if mode == "kubernetes"
+                else {}
+            ),
         },
         "oauth_no_confirm": True,
         # the dashboard's OAuth login may act on jobs as the user could with a token

@@ -56,6 +56,7 @@ class WatchCache:
         timeout_seconds: int = 300,
         max_backoff: float = 30.0,
         logger: logging.Logger | None = None,
+        on_change: Callable[[str, Json], None] | None = None,
     ):
         self.list_method = list_method
         self.kind = kind
@@ -69,6 +70,7 @@ class WatchCache:
         self.stale_since: float | None = None
         self.last_error: str | None = None
         self.changes = 0  # bumped on every change, so callers can cache derived figures
+        self.on_change = on_change  # called with (event type, object) after each change
         self._task: asyncio.Task[None] | None = None
         self._first_load: asyncio.Future[None] | None = None
 
@@ -144,6 +146,8 @@ class WatchCache:
         self.objects = {_key(item): item for item in body.get("items", [])}
         self.resource_version = body["metadata"]["resourceVersion"]
         self.changes += 1
+        if self.on_change is not None:
+            self.on_change("RELISTED", {})
         self.stale_since = None
         self.last_error = None
         if self._first_load is not None and not self._first_load.done():
@@ -186,3 +190,5 @@ class WatchCache:
         else:
             self.objects[_key(obj)] = obj
         self.changes += 1
+        if self.on_change is not None:
+            self.on_change(str(kind), obj)

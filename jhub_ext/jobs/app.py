@@ -7,6 +7,8 @@ address, prefix and token, and these of its own:
 - ``JHUB_EXT_CATALOG``: the profile catalog (the same file as the hub's).
 - ``JHUB_EXT_JOBS_DB_URL``: the jobs database (default ``sqlite:///jobs.sqlite``).
 - ``JHUB_EXT_JOBS_DIR``: where the local backend keeps job directories (default ``jobs``).
+- ``JHUB_EXT_JOBS_BACKEND``: ``kubernetes`` runs jobs as Kubernetes workloads in
+  ``$JHUB_EXT_NAMESPACE``; anything else, as local processes.
 - ``JHUB_EXT_STANDALONE_TOKEN``: run without a hub (Binder, a laptop): every request must carry
   this token, and all jobs belong to ``$JHUB_EXT_STANDALONE_USER`` (default: ``$USER``).
 """
@@ -43,7 +45,6 @@ class JobsService(Application):
     catalog_path = Unicode(config=True, help="The profile catalog (YAML). Default: $JHUB_EXT_CATALOG.")
     db_url = Unicode(config=True, help="SQLAlchemy URL of the jobs database. Default: $JHUB_EXT_JOBS_DB_URL.")
     backend_class = Type(
-        LocalJobBackend,
         klass=JobBackend,
         config=True,
         help="""
@@ -55,6 +56,14 @@ class JobsService(Application):
         """,
     )
     submits_per_minute = Integer(30, config=True, help="Most job submissions per user per minute.")
+
+    @default("backend_class")
+    def _default_backend_class(self) -> type[JobBackend]:
+        if os.environ.get("JHUB_EXT_JOBS_BACKEND") == "kubernetes":
+            from ..backends.kubernetes import KubernetesJobBackend
+
+            return KubernetesJobBackend
+        return LocalJobBackend
 
     @default("catalog_path")
     def _default_catalog_path(self) -> str:

@@ -156,3 +156,33 @@ def test_an_expired_watch_is_listed_again_and_the_menu_stays_right(
     wait_for(lambda: "expired (410 Gone); listing again" in hub.log(), 30, "the caches to see 410 Gone")
     emulator.add_node("gpu-3", **gpu_node)
     wait_for(lambda: f"12 of 12 {A100} GPUs free" in carol.spawn_page().text, 20, "the third node to show")
+
+
+def test_jobs_run_as_kubernetes_workloads_through_the_service(
+    hub: HubProcess, emulator: KubeEmulator
+) -> None:
+    import requests
+
+    client = hub.client("alice")
+    client.login()
+    token = client.api("POST", "/users/alice/tokens", json={"note": "jobs"}).json()["token"]
+    api, headers = f"{hub.url}/services/jobs/api", {"Authorization": f"token {token}"}
+    wait_for(
+        lambda: requests.get(f"{api}/jobs", headers=headers, timeout=10).status_code == 200, 30, "the service"
+    )
+    body = {
+        "name": "exit-three",
+        "kind": "batch",
+        "command": ["python", "-c", "print('hi'); raise SystemExit(3)"],
+        "retries": 0,
+    }
+    assert requests.post(f"{api}/jobs", headers=headers, json=body, timeout=30).status_code == 201
+
+    def finished() -> dict[str, object] | None:
+        job = requests.get(f"{api}/jobs/exit-three", headers=headers, timeout=10).json()
+        return job if job["status"] in ("failed", "succeeded") else None
+
+    job = wait_for(finished, 60, "the Kubernetes Job to end")
+    assert job["status"] == "failed" and job["exit_code"] == 3
+    assert emulator.list("jobs", "jhub", group="batch")  # it really was a Kubernetes Job
+    assert "hi" in requests.get(f"{api}/jobs/exit-three/logs", headers=headers, timeout=10).text

@@ -224,11 +224,42 @@ class Kubelet:
             containerStatuses=[self._container_status(container, True, {"running": {}})],
         )
         self.api.touch(PODS, stored)
-        code = await proc.wait()
+        restarts = 0
+        while True:
+            code = await proc.wait()
+            code = 128 - code if code < 0 else code
+            stored = self.api.objects[PODS].get((meta["namespace"], meta["name"]))
+            if stored is None or "deletionTimestamp" in stored["metadata"]:
+                break
+            policy = stored["spec"].get("restartPolicy", "Always")
+            if policy == "Never" or (policy == "OnFailure" and code == 0):
+                self._finish(stored, code, "Completed" if code == 0 else "Error")
+                break
+            # restart the container in place, with the kubelet's (shortened) backoff
+            restarts += 1
+            status = stored["status"]["containerStatuses"][0]
+            status.update(
+                restartCount=restarts,
+                ready=False,
+                lastState={"terminated": {"exitCode": code, "reason": "Error" if code else "Completed"}},
+                state={"waiting": {"reason": "CrashLoopBackOff"}},
+            )
+            self.api.touch(PODS, stored)
+            await asyncio.sleep(min(0.2 * 2 ** (restarts - 1), 2.0))
+            with log_path.open("ab") as log:
+                proc = await asyncio.create_subprocess_exec(
+                    *command,
+                    env=self._env(stored, container, ip),
+                    cwd=workdir,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            self.processes[key] = proc
+            status.update(ready=True, state={"running": {}})
+            self.api.touch(PODS, stored)
         self.processes.pop(key, None)
-        stored = self.api.objects[PODS].get((meta["namespace"], meta["name"]))
-        if stored is not None and "deletionTimestamp" not in stored["metadata"]:
-            self._finish(stored, 128 - code if code < 0 else code, "Completed" if code == 0 else "Error")
         shutil.rmtree(workdir, ignore_errors=True)
 
     @staticmethod

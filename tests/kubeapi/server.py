@@ -150,9 +150,11 @@ class KubeEmulator:
         self._started = threading.Event()
         self.kubelet = None
         if kubelet:
+            from .controllers import Controllers
             from .kubelet import Kubelet
 
             self.kubelet = Kubelet(self)
+            self.controllers = Controllers(self)
 
     # --- life cycle ---------------------------------------------------------------------------------
 

@@ -1,0 +1,121 @@
+"""The Kubernetes jobs backend against the API emulator: workloads, status from watches, logs, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jhub_ext.backends.base import Observed, Placement
+from jhub_ext.backends.kubernetes import KubernetesJobBackend
+from jhub_ext.catalog import load_catalog
+from jhub_ext.jobs.model import JobStatus, parse_submission
+from jhub_ext.k8s.jobs import object_name
+
+from ..conftest import SHIPPED_CATALOG
+from ..kubeapi import KubeEmulator
+
+pytestmark = pytest.mark.integration
+SMALL = load_catalog(SHIPPED_CATALOG).profile("small")
+ALICE = Placement(
+    user="alice", groups=frozenset({"researchers"}), profile=SMALL, image="example.org/python:3"
+)
+
+
+@pytest.fixture
+def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    with KubeEmulator() as api:
+        api.add_namespace("jhub", {"pod-security.kubernetes.io/enforce": "restricted"})
+        api.add_node("n1", cpu="16", memory="64Gi")
+        monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path / "kubeconfig", namespace="jhub")))
+        yield api
+
+
+class Seen:
+    def __init__(self) -> None:
+        self.events: list[Observed] = []
+        self.changed = asyncio.Event()
+
+    def __call__(self, user: str, name: str, observed: Observed) -> None:
+        self.events.append(observed)
+        self.changed.set()
+
+    async def until(self, predicate: Any, timeout: float = 30) -> Observed:
+        async def wait() -> Observed:
+            while True:
+                for observed in reversed(self.events):
+                    if predicate(observed):
+                        return observed
+                self.changed.clear()
+                await self.changed.wait()
+
+        return await asyncio.wait_for(wait(), timeout)
+
+
+@pytest.fixture
+async def backend(emulator: KubeEmulator) -> AsyncIterator[KubernetesJobBackend]:
+    b = KubernetesJobBackend(namespace="jhub", watch_timeout_seconds=30)
+    b.on_change = Seen()
+    await b.start()
+    yield b
+    await b.shutdown()
+
+
+def spec(name: str, kind: str, code: str, **extra: Any) -> Any:
+    return parse_submission({"name": name, "kind": kind, "command": [sys.executable, "-c", code], **extra})
+
+
+async def test_a_batch_job_exiting_3_fails_after_its_retries_with_its_logs(
+    backend: KubernetesJobBackend, emulator: KubeEmulator
+) -> None:
+    await backend.submit(
+        spec("exit-three", "batch", "print('working'); raise SystemExit(3)", retries=1), ALICE
+    )
+    seen: Seen = backend.on_change  # type: ignore[assignment]
+    final = await seen.until(lambda o: o.status.finished)
+    assert (final.status, final.exit_code) == (JobStatus.FAILED, 3)
+    job = emulator.get("jobs", "jhub", object_name("alice", "exit-three"), group="batch")
+    assert job is not None and job["spec"]["backoffLimit"] == 1 and job["status"]["failed"] == 2
+    logs = "".join([chunk async for chunk in backend.logs("alice", "exit-three")])
+    assert "working" in logs
+
+
+async def test_a_scraper_runs_as_a_deployment_until_stopped(
+    backend: KubernetesJobBackend, emulator: KubeEmulator
+) -> None:
+    code = "import time\nprint('scraping', flush=True)\ntime.sleep(120)\n"
+    job = spec("news", "scraper", code)
+    await backend.submit(job, ALICE)
+    await backend.submit(job, ALICE)  # idempotent: the same objects, nothing twice
+    seen: Seen = backend.on_change  # type: ignore[assignment]
+    await seen.until(lambda o: o.status is JobStatus.RUNNING)
+    name = object_name("alice", "news")
+    assert len(emulator.list("deployments", "jhub", group="apps")) == 1
+    pods = [
+        p for p in emulator.list("pods", "jhub") if p["metadata"]["labels"].get("jhub-ext.io/job") == name
+    ]
+    assert len(pods) == 1 and pods[0]["metadata"]["labels"]["jhub-ext.io/kind"] == "scraper"
+    await backend.stop("alice", "news")
+    assert backend.observed("alice", "news").status is JobStatus.STOPPED
+    assert emulator.get("deployments", "jhub", name, group="apps") is None
+    assert emulator.get("configmaps", "jhub", name) is None
+
+
+async def test_a_restarted_service_finds_its_jobs_in_the_cluster(
+    backend: KubernetesJobBackend, emulator: KubeEmulator
+) -> None:
+    await backend.submit(spec("keeper", "scraper", "import time\ntime.sleep(120)\n"), ALICE)
+    seen: Seen = backend.on_change  # type: ignore[assignment]
+    await seen.until(lambda o: o.status is JobStatus.RUNNING)
+    second = KubernetesJobBackend(namespace="jhub", watch_timeout_seconds=30)
+    await second.start()
+    try:
+        observed = second.observed("alice", "keeper")
+        assert observed is not None and observed.status is JobStatus.RUNNING
+        assert len(emulator.list("deployments", "jhub", group="apps")) == 1  # nothing created again
+    finally:
+        await second.shutdown()
