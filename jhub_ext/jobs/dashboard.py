@@ -86,10 +86,10 @@ class PageHandler(APIHandler):
 class JobsPage(PageHandler):
     async def get(self) -> None:
         requested = self.get_argument("user", None)
-        jobs = self.manager.list_jobs(self.caller, requested)
+        jobs, _ = self.manager.list_jobs(self.caller, requested, limit=500)
         now = datetime.now(UTC)
         owner = "*" if requested == "*" else self.manager.owner_for(self.caller, requested)
-        users = sorted({job.user for job in self.manager.store.list_jobs()}) if self.caller.admin else []
+        users = self.manager.store.users() if self.caller.admin else []
         self.finish(self.page("jobs.html", jobs=[self.view(j, now) for j in jobs], owner=owner, users=users))
 
 

@@ -17,6 +17,8 @@ from .model import JobSpecError, parse_name
 SCOPE_USE = "custom:jobs:use"
 SCOPE_ADMIN = "custom:jobs:admin"
 MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_PAGE = 200
+MAX_PAGE = 1000
 
 
 def openapi_document() -> dict[str, Any]:
@@ -67,6 +69,14 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
     def owner(self) -> str:
         return self.manager.owner_for(self.caller, self.get_argument("user", None))
 
+    def whole_number(self, name: str, fallback: int, low: int, high: int) -> int:
+        text = self.get_argument(name, None)
+        if text is None:
+            return fallback
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise Refused(400, f"{name} must be a whole number from {low} to {high}", name)
+        return int(text)
+
     def check_job_name(self, name: str) -> str:
         try:
             return parse_name(name)
@@ -106,8 +116,17 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
 
 class JobsHandler(APIHandler):
     async def get(self) -> None:
-        jobs = self.manager.list_jobs(self.caller, self.get_argument("user", None))
-        self.reply({"jobs": [job.to_json() for job in jobs]})
+        limit = self.whole_number("limit", DEFAULT_PAGE, 1, MAX_PAGE)
+        offset = self.whole_number("offset", 0, 0, 10**9)
+        jobs, total = self.manager.list_jobs(self.caller, self.get_argument("user", None), limit, offset)
+        following = offset + len(jobs)
+        self.reply(
+            {
+                "jobs": [job.to_json() for job in jobs],
+                "total": total,
+                "next": following if following < total else None,
+            }
+        )
 
     async def post(self) -> None:
         if len(self.request.body) > MAX_BODY_BYTES:
@@ -150,12 +169,8 @@ class RestartHandler(APIHandler):
 class LogsHandler(APIHandler):
     async def get(self, name: str) -> None:
         follow = self.get_argument("follow", "0") in ("1", "true")
-        tail_arg = self.get_argument("tail", None)
-        tail = None
-        if tail_arg is not None:
-            if not tail_arg.isdigit():
-                raise Refused(400, "tail must be a whole number of lines, such as 100", "tail")
-            tail = int(tail_arg)
+        tail = self.whole_number("tail", -1, 0, 10**7)
+        tail = None if tail < 0 else tail
         chunks = self.manager.logs(self.caller, self.owner(), self.check_job_name(name), follow, tail)
         first = True
         async for chunk in chunks:

@@ -118,12 +118,17 @@ class JobManager:
             raise Refused(404, f"there is no job '{name[:70]}'; list your jobs with GET jobs", "name")
         return record
 
-    def list_jobs(self, caller: Caller, requested: str | None) -> list[JobRecord]:
+    def list_jobs(
+        self, caller: Caller, requested: str | None, limit: int | None = None, offset: int = 0
+    ) -> tuple[list[JobRecord], int]:
+        """A page of the jobs the caller asked for, newest first, and how many there are in all."""
         if requested == "*":
             if not caller.admin:
                 raise Refused(403, "only admins may list everyone's jobs; leave out ?user=", "user")
-            return self.store.list_jobs()
-        return self.store.list_jobs(self.owner_for(caller, requested))
+            owner = None
+        else:
+            owner = self.owner_for(caller, requested)
+        return self.store.list_jobs(owner, limit, offset), self.store.count_jobs(owner)
 
     # --- profiles and quotas ----------------------------------------------------------------------------
 
@@ -137,8 +142,8 @@ class JobManager:
         if not groups:
             return {}
         workloads: list[Workload] = []
-        for record in self.store.list_jobs():
-            if not record.status.finished and record.usage:
+        for record in self.store.active_jobs():
+            if record.usage:
                 workloads.append(Workload(frozenset(record.groups), Usage(**record.usage)))
         if self.hub is not None:
             for _user, owner_groups, options in await self.hub.active_servers():

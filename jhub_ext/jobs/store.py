@@ -25,6 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    func,
     select,
 )
 from sqlalchemy.exc import IntegrityError
@@ -55,7 +56,7 @@ class JobRow(Base):
     groups: Mapped[list[str]] = mapped_column(JSON, default=list)
     usage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), default=JobStatus.PENDING.value)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.PENDING.value, index=True)
     exit_code: Mapped[int | None] = mapped_column(Integer)
     message: Mapped[str | None] = mapped_column(Text)
     restarts: Mapped[int] = mapped_column(Integer, default=0)
@@ -211,13 +212,38 @@ class JobStore:
             row = self._row(session, user, name)
             return JobRecord.of(row) if row else None
 
-    def list_jobs(self, user: str | None = None) -> list[JobRecord]:
-        """Jobs of ``user`` (everyone's when None), newest first."""
+    def list_jobs(
+        self, user: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> list[JobRecord]:
+        """Jobs of ``user`` (everyone's when None), newest first; a page of them with ``limit``."""
         with self.session() as session:
-            query = select(JobRow).order_by(JobRow.created.desc(), JobRow.id.desc())
+            query = select(JobRow).order_by(JobRow.id.desc())
             if user is not None:
                 query = query.where(JobRow.user == user)
+            if limit is not None:
+                query = query.limit(limit).offset(offset)
             return [JobRecord.of(row) for row in session.scalars(query)]
+
+    def active_jobs(self) -> list[JobRecord]:
+        """Jobs that are pending or running: what counts against quotas now."""
+        unfinished = [JobStatus.PENDING.value, JobStatus.RUNNING.value]
+        with self.session() as session:
+            return [
+                JobRecord.of(row)
+                for row in session.scalars(select(JobRow).where(JobRow.status.in_(unfinished)))
+            ]
+
+    def users(self) -> list[str]:
+        """Everyone who has a job, for the admins' filter."""
+        with self.session() as session:
+            return sorted(session.scalars(select(JobRow.user).distinct()))
+
+    def count_jobs(self, user: str | None = None) -> int:
+        with self.session() as session:
+            query = select(func.count()).select_from(JobRow)
+            if user is not None:
+                query = query.where(JobRow.user == user)
+            return int(session.scalar(query) or 0)
 
     def set_status(
         self,

@@ -55,8 +55,8 @@ class LocalProfileSpawner(ProfileMenuMixin, SimpleLocalProcessSpawner):
         if self.jobs_db_url:
             workloads += [
                 Workload(frozenset(job.groups), Usage(**job.usage))
-                for job in _job_store(self.jobs_db_url).list_jobs()
-                if not job.status.finished and job.usage and groups & set(job.groups)
+                for job in _job_store(self.jobs_db_url).active_jobs()
+                if job.usage and groups & set(job.groups)
             ]
         return workloads
 

@@ -365,3 +365,25 @@ def test_servers_and_jobs_count_against_one_quota(hub: HubProcess, users: dict[s
         hub.catalog.write_text(shipped)
         bob_web.stop_server()
         alice.call("DELETE", "/jobs/quota-a")
+
+
+def test_job_lists_come_in_pages(users: dict[str, Jobs]) -> None:
+    alice = users["alice"]
+    everything = alice.call("GET", "/jobs").json()
+    first = alice.call("GET", "/jobs?limit=2").json()
+    assert first["total"] == everything["total"] >= 3 and len(first["jobs"]) == 2 and first["next"] == 2
+    second = alice.call("GET", "/jobs?limit=2&offset=2").json()
+    assert [j["name"] for j in first["jobs"] + second["jobs"]] == [j["name"] for j in everything["jobs"][:4]]
+    refused = alice.call("GET", "/jobs?limit=0")
+    assert refused.status_code == 400 and refused.json()["field"] == "limit"
+
+
+def test_submissions_are_rate_limited_per_user(users: dict[str, Jobs]) -> None:
+    bob, alice = users["bob"], users["alice"]
+    answers = [bob.submit(name="Not Valid", kind="batch", command=["x"]).status_code for _ in range(31)]
+    assert answers[-1] == 429 and set(answers[:-1]) <= {400, 429} and 429 in answers
+    limited = bob.submit(name="Not Valid", kind="batch", command=["x"])
+    assert limited.status_code == 429 and "too many submissions" in limited.json()["error"]
+    assert (
+        alice.submit(name="Not Valid", kind="batch", command=["x"]).status_code == 400
+    )  # others are not limited
