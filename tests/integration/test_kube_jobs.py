@@ -119,3 +119,34 @@ async def test_a_restarted_service_finds_its_jobs_in_the_cluster(
         assert len(emulator.list("deployments", "jhub", group="apps")) == 1  # nothing created again
     finally:
         await second.shutdown()
+
+
+async def test_the_role_grants_exactly_what_the_jobs_backend_uses(
+    backend: KubernetesJobBackend, emulator: KubeEmulator
+) -> None:
+    """hub_config/k8s/rbac.yaml's Role, compared with the requests the backend really makes."""
+    import yaml
+
+    from ..conftest import HUB_CONFIG
+
+    seen: Seen = backend.on_change  # type: ignore[assignment]
+    await backend.submit(spec("once", "batch", "print('done')"), ALICE)
+    await seen.until(lambda o: o.status is JobStatus.SUCCEEDED)
+    assert "done" in "".join([chunk async for chunk in backend.logs("alice", "once")])
+    await backend.submit(spec("nightly", "scheduled", "print(1)", schedule="@daily"), ALICE)
+    await backend.submit(spec("scrape", "scraper", "import time; time.sleep(60)"), ALICE)
+    await seen.until(lambda o: o.status is JobStatus.RUNNING)
+    for name in ("once", "nightly", "scrape"):
+        await backend.stop("alice", name)
+        await backend.delete("alice", name)
+
+    def plural(recorded: str) -> str:  # "batch/jobs" -> "jobs"; "pods/log" stays
+        return recorded if recorded.startswith("pods") else recorded.rsplit("/", 1)[-1]
+
+    used = {(r.verb, plural(r.resource)) for r in emulator.requests if r.namespace == "jhub"}
+    documents = list(yaml.safe_load_all((HUB_CONFIG / "k8s" / "rbac.yaml").read_text()))
+    role = next(d for d in documents if d["kind"] == "Role")
+    granted = {
+        (verb, resource) for rule in role["rules"] for resource in rule["resources"] for verb in rule["verbs"]
+    }
+    assert used == granted, f"used but not granted: {used - granted}; granted but unused: {granted - used}"
