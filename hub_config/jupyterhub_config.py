@@ -135,7 +135,8 @@ jobs_db_url = env.get("JHUB_EXT_JOBS_DB_URL", f"sqlite:///{jobs_dir / 'jobs.sqli
 c.JupyterHub.services = [
     {
         "name": "jobs",
-        "url": f"http://127.0.0.1:{jobs_port}",
+        # in a cluster the proxy reaches the service through the hub's Service (JHUB_EXT_JOBS_HOST=hub)
+        "url": f"http://{env.get('JHUB_EXT_JOBS_HOST', '127.0.0.1')}:{jobs_port}",
         "command": [sys.executable, "-m", "jhub_ext.jobs.app"],
         "cwd": str(jobs_dir),
         "environment": {
@@ -143,6 +144,7 @@ c.JupyterHub.services = [
             "JHUB_EXT_JOBS_DB_URL": jobs_db_url,
             "JHUB_EXT_JOBS_DIR": str(jobs_dir / "run"),
             "PATH": env.get("PATH", ""),
+            "JHUB_EXT_JOBS_BIND_IP": "0.0.0.0" if in_cluster else "127.0.0.1",  # noqa: S104 - the pod's own address
             **(
                 {
                     "JHUB_EXT_JOBS_BACKEND": "kubernetes",

@@ -112,7 +112,8 @@ class JobsService(Application):
         manager = JobManager(store, backend, catalog, hub, self.submits_per_minute)
         await backend.start()
         url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
-        server = self.make_app(manager).listen(url.port or 80, url.hostname or "127.0.0.1")
+        bind = os.environ.get("JHUB_EXT_JOBS_BIND_IP") or url.hostname or "127.0.0.1"
+        server = self.make_app(manager).listen(url.port or 80, bind)
         self.log.info("Jobs service listening on %s://%s:%s", url.scheme, url.hostname, url.port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -41,3 +41,17 @@ def test_the_rbac_grants_no_write_access_cluster_wide() -> None:
             assert set(rule["verbs"]) <= {"get", "list", "watch"}
     for role in (d for d in documents if d["kind"] == "Role"):
         assert all("*" not in rule["verbs"] and "*" not in rule["resources"] for rule in role["rules"])
+
+
+def test_the_values_file_wires_the_catalog_and_the_jobs_service() -> None:
+    values = yaml.safe_load((HUB_CONFIG / "values.yaml").read_text())
+    env = values["hub"]["extraEnv"]
+    assert env["JHUB_EXT_MODE"] == "kubernetes"
+    mount = values["hub"]["extraVolumeMounts"][0]
+    assert (
+        env["JHUB_EXT_CATALOG"].startswith(mount["mountPath"] + "/") and "subPath" not in mount
+    )  # hot reload
+    assert values["hub"]["extraVolumes"][0]["configMap"]["name"] == "jhub-ext-catalog"
+    assert values["hub"]["service"]["extraPorts"][0]["port"] == int(env["JHUB_EXT_JOBS_PORT"])
+    assert values["cull"]["enabled"] is True
+    assert "jhub_ext_config.py" in values["hub"]["extraConfig"]["jhub_ext"]
