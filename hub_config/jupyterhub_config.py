@@ -143,6 +143,8 @@ c.JupyterHub.services = [
             "JHUB_EXT_CATALOG": catalog_path,
             "JHUB_EXT_JOBS_DB_URL": jobs_db_url,
             "JHUB_EXT_JOBS_DIR": str(jobs_dir / "run"),
+            "JHUB_EXT_JOBS_OUTPUT_DIR": env.get("JHUB_EXT_JOBS_OUTPUT_DIR", str(state_dir / "outputs")),
+            "JHUB_EXT_JOBS_OUTPUT_CLAIM": env.get("JHUB_EXT_JOBS_OUTPUT_CLAIM", ""),
             "PATH": env.get("PATH", ""),
             "JHUB_EXT_JOBS_BIND_IP": "0.0.0.0" if in_cluster else "127.0.0.1",  # noqa: S104 - the pod's own address
             **(

@@ -38,6 +38,23 @@ class KubernetesJobBackend(JobBackend):
         help="Image for jobs whose profile names none. Default: $JHUB_EXT_SINGLEUSER_IMAGE.",
     )
     uid = Integer(1000, config=True, help="User id jobs run as.")
+    output_claim = Unicode(
+        config=True,
+        help="""
+        A PersistentVolumeClaim in the namespace for job outputs, mounted at /jhub-ext/output
+        (``$JHUB_EXT_OUTPUT_DIR`` in the job), one sub-directory per user. Empty: no output volume.
+        Default: $JHUB_EXT_JOBS_OUTPUT_CLAIM.
+
+        Example::
+
+            c.KubernetesJobBackend.output_claim = "jobs-output"
+        """,
+    )
+
+    @default("output_claim")
+    def _default_output_claim(self) -> str:
+        return os.environ.get("JHUB_EXT_JOBS_OUTPUT_CLAIM", "")
+
     gid = Integer(100, config=True, help="Group id jobs run as.")
     watch_timeout_seconds = Integer(300, config=True, help="Length of one watch request.")
 
@@ -119,6 +136,7 @@ class KubernetesJobBackend(JobBackend):
             env=placement.env,
             uid=self.uid,
             gid=self.gid,
+            output_claim=self.output_claim or None,
         )
         key = (placement.user, spec.name)
         self.specs[key] = (spec, _KINDS[spec.kind])

@@ -151,6 +151,22 @@ class LocalJobBackend(JobBackend):
             c.LocalJobBackend.backoff_base = 2.0
         """,
     )
+    output_dir = Unicode(
+        config=True,
+        help="""
+        Where jobs write outputs that outlive them: each user gets a sub-directory, given to the job
+        as ``$JHUB_EXT_OUTPUT_DIR``. Empty: none. Default: $JHUB_EXT_JOBS_OUTPUT_DIR.
+
+        Example::
+
+            c.LocalJobBackend.output_dir = "/srv/jhub/outputs"
+        """,
+    )
+
+    @default("output_dir")
+    def _default_output_dir(self) -> str:
+        return os.environ.get("JHUB_EXT_JOBS_OUTPUT_DIR", "")
+
     backoff_max = Float(300.0, config=True, help="Longest wait between restarts, in seconds.")
     stable_seconds = Float(
         60.0, config=True, help="A scraper run that lasted this long resets the restart backoff."
@@ -325,6 +341,10 @@ class LocalJobBackend(JobBackend):
             env["CPU_LIMIT"] = str(float(job.placement["cpu_limit"]))
         if job.placement.get("mem_limit"):
             env["MEM_LIMIT"] = str(int(job.placement["mem_limit"]))
+        if self.output_dir:
+            output = Path(self.output_dir) / f"u-{quote(job.user, safe='')}"
+            output.mkdir(parents=True, exist_ok=True)
+            env["JHUB_EXT_OUTPUT_DIR"] = str(output)
         env.update(job.placement.get("env") or {})
         env.update(job.spec.env)
         return env

@@ -36,6 +36,7 @@ from .pods import (
 
 CODE_DIR = "/jhub-ext/code"
 WORK_DIR = "/jhub-ext/work"
+OUTPUT_DIR = "/jhub-ext/output"
 JOB_LABEL = f"{LABEL_PREFIX}/job"
 PROFILE_KIND = {JobKind.BATCH: Kind.JOB, JobKind.SCHEDULED: Kind.JOB, JobKind.SCRAPER: Kind.SCRAPER}
 _POLICIES = {
@@ -57,6 +58,7 @@ class JobPlacement:
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     uid: int = 1000
     gid: int = 100
+    output_claim: str | None = None  # a PersistentVolumeClaim for outputs; each user gets a sub-directory
 
 
 def object_name(user: str, name: str) -> str:
@@ -103,7 +105,8 @@ def _pod_template(spec: JobSpec, placement: JobPlacement, restart_policy: str) -
     env = {**placement.env, **spec.env, "JHUB_EXT_JOB": spec.name, "JHUB_EXT_JOB_KIND": spec.kind.value}
     env["JHUB_EXT_PROFILE"] = placement.profile.slug
     security = dict(RESTRICTED_CONTAINER_SECURITY_CONTEXT)
-    volume_mounts = [{"name": "work", "mountPath": WORK_DIR}, {"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108 - an emptyDir
+    tmp = "/tmp"  # noqa: S108 - an emptyDir of the pod's own
+    volume_mounts = [{"name": "work", "mountPath": WORK_DIR}, {"name": "tmp", "mountPath": tmp}]
     pod_spec: dict[str, Any] = {
         "restartPolicy": restart_policy,
         "automountServiceAccountToken": False,
@@ -124,7 +127,10 @@ def _pod_template(spec: JobSpec, placement: JobPlacement, restart_policy: str) -
                     "requests": {"cpu": "50m", "memory": "32Mi"},
                     "limits": {"cpu": "500m", "memory": "128Mi"},
                 },
-                "volumeMounts": [{"name": "code", "mountPath": CODE_DIR, "readOnly": True}, volume_mounts[0]],
+                "volumeMounts": [
+                    {"name": "code", "mountPath": CODE_DIR, "readOnly": True},
+                    dict(volume_mounts[0]),
+                ],
             }
         ],
         "containers": [
@@ -136,7 +142,7 @@ def _pod_template(spec: JobSpec, placement: JobPlacement, restart_policy: str) -
                 "env": [{"name": key, "value": value} for key, value in sorted(env.items())],
                 "resources": resource_requirements(placement.profile.resources),
                 "securityContext": security,
-                "volumeMounts": volume_mounts,
+                "volumeMounts": [dict(mount) for mount in volume_mounts],
             }
         ],
         "volumes": [
@@ -151,6 +157,19 @@ def _pod_template(spec: JobSpec, placement: JobPlacement, restart_policy: str) -
             {"name": "tmp", "emptyDir": {}},
         ],
     }
+    if placement.output_claim:
+        # outputs outlive the job; users see only their own sub-directory of the admin's volume
+        pod_spec["volumes"].append(
+            {"name": "output", "persistentVolumeClaim": {"claimName": placement.output_claim}}
+        )
+        job_container = pod_spec["containers"][0]
+        job_container["volumeMounts"].append(
+            {"name": "output", "mountPath": OUTPUT_DIR, "subPath": label_value(placement.user)}
+        )
+        job_container["env"] = sorted(
+            [*job_container["env"], {"name": "JHUB_EXT_OUTPUT_DIR", "value": OUTPUT_DIR}],
+            key=lambda e: e["name"],
+        )
     if selector := node_selector(placement.profile):
         pod_spec["nodeSelector"] = selector
     if tolerated := tolerations(placement.profile):

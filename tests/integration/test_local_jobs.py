@@ -243,3 +243,20 @@ def test_schedule_times_respect_the_time_zone() -> None:
     after = job.schedule.next_after(datetime(2026, 11, 25, 0, 30, tzinfo=UTC))
     assert after.astimezone(UTC) == datetime(2026, 11, 26, 0, 0, tzinfo=UTC)
     assert after - datetime(2026, 11, 25, 0, 30, tzinfo=UTC) == timedelta(hours=23, minutes=30)
+
+
+async def test_outputs_outlive_the_job(tmp_path: Path) -> None:
+    b = make_backend(tmp_path)
+    b.output_dir = str(tmp_path / "outputs")
+    await b.start()
+    try:
+        code = (
+            "import os, pathlib\n"
+            "pathlib.Path(os.environ['JHUB_EXT_OUTPUT_DIR'], 'result.csv').write_text('a,b\\n')\n"
+        )
+        await b.submit(spec("writer", "batch", code), ALICE)
+        await recorder(b).until(lambda o: o.status is JobStatus.SUCCEEDED)
+        await b.delete("alice", "writer")
+        assert (tmp_path / "outputs" / "u-alice" / "result.csv").read_text() == "a,b\n"
+    finally:
+        await b.shutdown()

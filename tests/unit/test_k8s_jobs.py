@@ -135,3 +135,18 @@ def test_object_names_are_unique_valid_and_short() -> None:
         kubernetes_validate.validate(
             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}}, KUBERNETES, strict=True
         )
+
+
+def test_an_output_volume_is_mounted_per_user() -> None:
+    placement = JobPlacement(
+        user="alice@example.org", profile=SMALL, image="x/y:1", namespace="jhub", output_claim="outputs"
+    )
+    job = build_workload(parse_submission(SUBMISSIONS["batch"]), placement)
+    kubernetes_validate.validate(job, KUBERNETES, strict=True)
+    pod = pod_spec_of(job)
+    assert restricted_violations(pod) == []
+    assert {"name": "output", "persistentVolumeClaim": {"claimName": "outputs"}} in pod["volumes"]
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "output")
+    assert mount == {"name": "output", "mountPath": "/jhub-ext/output", "subPath": "alice-example.org"}
+    assert {"name": "JHUB_EXT_OUTPUT_DIR", "value": "/jhub-ext/output"} in pod["containers"][0]["env"]
+    assert all(m["name"] != "output" for m in pod["initContainers"][0]["volumeMounts"])
