@@ -29,6 +29,12 @@ class HubClient:
         model = await self._get(f"/users/{quote(user, safe='')}")
         return frozenset(model.get("groups") or [])
 
+    async def server_options(self, user: str) -> dict[str, Any] | None:
+        """The options of the user's default server while it runs (or starts); None otherwise."""
+        model = await self._get(f"/users/{quote(user, safe='')}")
+        server = (model.get("servers") or {}).get("")
+        return dict(server.get("user_options") or {}) if server else None
+
     async def active_servers(self) -> list[tuple[str, frozenset[str], dict[str, Any]]]:
         """(user, groups, user_options) of every server that is running or starting."""
         users = await self._get("/users?state=active&limit=10000")

@@ -205,15 +205,32 @@ class JobManager:
             )
         except JobExists:
             raise Refused(409, f"you already have a job named '{spec.name}'", "name") from None
-        await self.backend.submit(spec, self._placement(caller.name, caller.groups, selection))
+        image = None if spec.profile else await self.notebook_image(caller)
+        await self.backend.submit(spec, self._placement(caller.name, caller.groups, selection, image))
         return self.store.get(caller.name, spec.name) or record
 
-    def _placement(self, user: str, groups: frozenset[str], selection: Any) -> Placement:
+    async def notebook_image(self, caller: Caller) -> str | None:
+        """The image of the caller's running notebook server: a job runs where its code was written."""
+        if self.hub is None:
+            return None
+        options = await self.hub.server_options(caller.name)
+        if options is None:
+            return None
+        try:
+            selection = resolve_selection(self.catalog, options, caller.groups, Kind.SERVER)
+        except SelectionError:
+            return None
+        return selection.image.image if selection.image else None
+
+    def _placement(
+        self, user: str, groups: frozenset[str], selection: Any, image: str | None = None
+    ) -> Placement:
+        """Where a job runs: its profile; the notebook's image unless the job named a profile."""
         return Placement(
             user=user,
             groups=groups,
             profile=selection.profile,
-            image=selection.image.image if selection.image else None,
+            image=image or (selection.image.image if selection.image else None),
         )
 
     async def stop(self, caller: Caller, owner: str, name: str) -> JobRecord:

@@ -186,3 +186,36 @@ def test_jobs_run_as_kubernetes_workloads_through_the_service(
     assert job["status"] == "failed" and job["exit_code"] == 3
     assert emulator.list("jobs", "jhub", group="batch")  # it really was a Kubernetes Job
     assert "hi" in requests.get(f"{api}/jobs/exit-three/logs", headers=headers, timeout=10).text
+
+
+def test_a_job_runs_in_the_notebooks_image_unless_it_names_a_profile(
+    hub: HubProcess, emulator: KubeEmulator
+) -> None:
+    import requests
+
+    alice = hub.client("alice")
+    alice.login()
+    token = alice.api("POST", "/users/alice/tokens", json={"note": "image"}).json()["token"]
+    api, headers = f"{hub.url}/services/jobs/api", {"Authorization": f"token {token}"}
+    assert (
+        alice.submit_spawn_form({"profile": "small", "profile-option-small--image": "r"}).status_code == 200
+    )
+    try:
+        alice.wait_ready(timeout=180)
+        wait_for(
+            lambda: requests.get(f"{api}/jobs", headers=headers, timeout=10).status_code == 200, 30, "service"
+        )
+        command = ["python", "-c", "pass"]
+        for name, extra in (("same-image", {}), ("profile-image", {"profile": "small"})):
+            body = {"name": name, "kind": "batch", "command": command, **extra}
+            assert requests.post(f"{api}/jobs", headers=headers, json=body, timeout=30).status_code == 201
+        images = {
+            job["metadata"]["annotations"]["jhub-ext.io/name"]: job["spec"]["template"]["spec"]["containers"][
+                0
+            ]["image"]
+            for job in emulator.list("jobs", "jhub", group="batch")
+        }
+        assert images["same-image"] == "quay.io/jupyter/r-notebook:2024-12-09"  # alice's notebook
+        assert images["profile-image"] == "quay.io/jupyter/scipy-notebook:2024-12-09"  # the profile's default
+    finally:
+        alice.stop_server()
