@@ -150,3 +150,24 @@ async def test_the_role_grants_exactly_what_the_jobs_backend_uses(
         (verb, resource) for rule in role["rules"] for resource in rule["resources"] for verb in rule["verbs"]
     }
     assert used == granted, f"used but not granted: {used - granted}; granted but unused: {granted - used}"
+
+
+async def test_a_scheduled_job_runs_when_the_cronjob_fires(
+    backend: KubernetesJobBackend, emulator: KubeEmulator
+) -> None:
+    from datetime import timedelta
+
+    await backend.submit(
+        spec("nightly", "scheduled", "print('tick')", schedule="0 2 * * *", timezone="Europe/Berlin"), ALICE
+    )
+    seen: Seen = backend.on_change  # type: ignore[assignment]
+    cronjob = emulator.get("cronjobs", "jhub", object_name("alice", "nightly"), group="batch")
+    assert cronjob is not None and cronjob["spec"]["timeZone"] == "Europe/Berlin"
+    assert emulator.list("jobs", "jhub", group="batch") == []
+    emulator.advance_clock(emulator.controllers.now + timedelta(days=1))
+    done = await seen.until(lambda o: o.exit_code == 0)
+    assert done.status in (JobStatus.PENDING, JobStatus.RUNNING)  # waiting for its next run
+    assert len(emulator.list("jobs", "jhub", group="batch")) == 1
+    assert "tick" in "".join([chunk async for chunk in backend.logs("alice", "nightly")])
+    await backend.delete("alice", "nightly")
+    assert emulator.list("jobs", "jhub", group="batch") == []  # the CronJob took its Jobs with it

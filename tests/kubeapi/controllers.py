@@ -4,7 +4,9 @@
   then the Job is Failed (BackoffLimitExceeded); a succeeded pod makes it Complete.
 - A Deployment keeps one pod from its template (the kubelet restarts its container in place).
 - Deleting a Job or Deployment deletes its pods (their ownerReferences).
-CronJobs are stored but not run.
+- A CronJob creates a Job from its template at each time of its schedule (in ``timeZone``) when
+  the test moves the emulator's clock with :meth:`Controllers.advance`, honouring
+  ``concurrencyPolicy`` (Forbid, Replace, Allow) and the history limits.
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ from __future__ import annotations
 import asyncio
 import copy
 import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
 
 from .server import ApiError, now
 
@@ -22,12 +28,14 @@ if TYPE_CHECKING:
 Json = dict[str, Any]
 PODS = ("", "v1", "pods")
 JOBS = ("batch", "v1", "jobs")
+CRONJOBS = ("batch", "v1", "cronjobs")
 DEPLOYMENTS = ("apps", "v1", "deployments")
 
 
 class Controllers:
     def __init__(self, api: KubeEmulator):
         self.api = api
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)  # the CronJob clock; tests move it with advance()
         self.counted: set[str] = set()  # pods whose end a Job has already counted
         api.listeners.append(self.on_change)
 
@@ -35,7 +43,7 @@ class Controllers:
         loop = asyncio.get_running_loop()
         if gvp in (JOBS, DEPLOYMENTS) and kind == "ADDED":
             loop.call_soon(self.create_pod, gvp, obj["metadata"]["namespace"], obj["metadata"]["name"])
-        elif gvp in (JOBS, DEPLOYMENTS) and kind == "DELETED":
+        elif gvp in (JOBS, DEPLOYMENTS, CRONJOBS) and kind == "DELETED":
             loop.call_soon(self.delete_owned, obj["metadata"]["uid"])
         elif gvp == PODS and kind == "MODIFIED":
             loop.call_soon(self.pod_changed, obj)
@@ -120,6 +128,74 @@ class Controllers:
         self.api.touch(JOBS, job)
 
     def delete_owned(self, uid: str) -> None:
-        for (namespace, name), pod in list(self.api.objects[PODS].items()):
-            if any(ref.get("uid") == uid for ref in pod["metadata"].get("ownerReferences") or []):
-                self.api.delete_object(PODS, namespace, name)
+        for gvp in (JOBS, PODS):  # a CronJob owns Jobs, which own pods
+            for (namespace, name), obj in list(self.api.objects[gvp].items()):
+                if any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or []):
+                    self.api.delete_object(gvp, namespace, name)
+
+    # --- CronJobs ---------------------------------------------------------------------------------------
+
+    def advance(self, to: datetime) -> None:
+        """Move the clock to ``to``, running every CronJob once for each schedule time it passes."""
+        for cronjob in list(self.api.objects[CRONJOBS].values()):
+            spec = cronjob["spec"]
+            if spec.get("suspend"):
+                continue
+            zone = ZoneInfo(spec.get("timeZone") or "UTC")
+            times = croniter(spec["schedule"], self.now.astimezone(zone))
+            due = times.get_next(datetime)
+            fired = False
+            while due <= to.astimezone(zone):
+                fired = True
+                due = times.get_next(datetime)
+            if fired:
+                self.fire(cronjob)
+        self.now = to
+
+    def fire(self, cronjob: Json) -> None:
+        namespace, name = cronjob["metadata"]["namespace"], cronjob["metadata"]["name"]
+        owned = [
+            job
+            for job in self.api.objects[JOBS].values()
+            if any(
+                ref.get("uid") == cronjob["metadata"]["uid"]
+                for ref in job["metadata"].get("ownerReferences") or []
+            )
+        ]
+        active = [job for job in owned if not (job.get("status") or {}).get("conditions")]
+        policy = cronjob["spec"].get("concurrencyPolicy", "Allow")
+        if active and policy == "Forbid":
+            return
+        if active and policy == "Replace":
+            for job in active:
+                self.api.delete_object(JOBS, namespace, job["metadata"]["name"])
+        template = copy.deepcopy(cronjob["spec"]["jobTemplate"])
+        job = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": f"{name}-{int(self.now.timestamp()) // 60}-{uuid.uuid4().hex[:4]}"[:63],
+                "namespace": namespace,
+                "labels": dict((template.get("metadata") or {}).get("labels") or {}),
+                "ownerReferences": [
+                    {
+                        "apiVersion": "batch/v1",
+                        "kind": "CronJob",
+                        "name": name,
+                        "uid": cronjob["metadata"]["uid"],
+                        "controller": True,
+                    }
+                ],
+            },
+            "spec": template["spec"],
+        }
+        self.api.create_object(JOBS, namespace, job)
+        finished = sorted(
+            (j for j in owned if (j.get("status") or {}).get("conditions")),
+            key=lambda j: j["metadata"]["creationTimestamp"],
+        )
+        keep = cronjob["spec"].get("successfulJobsHistoryLimit", 3)
+        for old in finished[: max(0, len(finished) - keep)]:
+            self.api.delete_object(JOBS, namespace, old["metadata"]["name"])
+        cronjob.setdefault("status", {})["lastScheduleTime"] = self.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.api.touch(CRONJOBS, cronjob)

@@ -298,6 +298,10 @@ class KubeEmulator:
 
         self.call(self._async(expire))
 
+    def advance_clock(self, to: datetime) -> None:
+        """Move the CronJob clock (see controllers.Controllers.advance)."""
+        self.call(self._async(lambda: self.controllers.advance(to)))
+
     def reset_requests(self) -> None:
         self.requests.clear()
 
