@@ -21,7 +21,7 @@ install: $(STAMP)
 	scripts/install-system.sh proxy
 
 system: install
-	scripts/install-system.sh proxy chromium
+	scripts/install-system.sh proxy chromium postgres
 
 demo: install
 	$(BIN)/jupyterhub -f hub_config/jupyterhub_config.py

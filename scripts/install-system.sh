@@ -3,6 +3,7 @@
 #   proxy     configurable-http-proxy (Node.js), linked into .venv/bin
 #   chromium  Debian's Chromium, for the browser tests
 #   venv      Debian's python3-venv, where `python3 -m venv` is missing
+#   postgres  Debian's PostgreSQL server, for the tests of the jobs store on PostgreSQL
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.venv
@@ -33,6 +34,12 @@ install_chromium() {
   echo "install-system: chromium installed"
 }
 
+install_postgres() {
+  if compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null; then return; fi
+  apt_install postgresql
+  echo "install-system: postgresql installed"
+}
+
 install_venv() {
   apt_install python3-venv
 }
@@ -42,6 +49,7 @@ for part in "$@"; do
     proxy) install_proxy ;;
     chromium) install_chromium ;;
     venv) install_venv ;;
-    *) echo "install-system: unknown part '$part' (use proxy, chromium, venv)" >&2; exit 2 ;;
+    postgres) install_postgres ;;
+    *) echo "install-system: unknown part '$part' (use proxy, chromium, venv, postgres)" >&2; exit 2 ;;
   esac
 done

@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from jhub_ext.jobs.model import JobStatus, parse_submission
-from jhub_ext.jobs.store import LOG_TAIL_BYTES, JobExists, JobStore, StatusConflict
+from jhub_ext.jobs.store import LOG_TAIL_BYTES, Base, JobExists, JobStore, StatusConflict
+
+from ..pgserver import postgres_server
 
 SPEC = parse_submission({"name": "news", "kind": "batch", "command": ["python", "run.py"]})
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    s = JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite'}")
-    yield s  # type: ignore[misc]
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    """The same tests on SQLite (the default) and on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        s = JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite'}")
+    else:
+        s = JobStore(request.getfixturevalue("postgres_url"))
+    yield s
+    Base.metadata.drop_all(s.engine)
     s.close()
 
 
