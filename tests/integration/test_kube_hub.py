@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
-from ..hubprocess import HubProcess, profiles_in_form, wait_for
+from ..hubprocess import HubClient, HubProcess, profiles_in_form, wait_for
 from ..kubeapi import KubeEmulator
 from ..kubeapi.pss import restricted_violations
 
@@ -158,18 +159,24 @@ def test_an_expired_watch_is_listed_again_and_the_menu_stays_right(
     wait_for(lambda: f"12 of 12 {A100} GPUs free" in carol.spawn_page().text, 20, "the third node to show")
 
 
+def jobs_api(hub: HubProcess, client: HubClient) -> tuple[str, dict[str, str]]:
+    """The jobs API's address and a token header for ``client``'s user, once the service answers."""
+    token = client.api("POST", f"/users/{client.username}/tokens", json={"note": "tests"}).json()["token"]
+    api, headers = f"{hub.url}/services/jobs/api", {"Authorization": f"token {token}"}
+
+    def answers() -> bool:
+        return requests.get(f"{api}/jobs", headers=headers, timeout=10).status_code == 200
+
+    wait_for(answers, 30, "the jobs service")
+    return api, headers
+
+
 def test_jobs_run_as_kubernetes_workloads_through_the_service(
     hub: HubProcess, emulator: KubeEmulator
 ) -> None:
-    import requests
-
     client = hub.client("alice")
     client.login()
-    token = client.api("POST", "/users/alice/tokens", json={"note": "jobs"}).json()["token"]
-    api, headers = f"{hub.url}/services/jobs/api", {"Authorization": f"token {token}"}
-    wait_for(
-        lambda: requests.get(f"{api}/jobs", headers=headers, timeout=10).status_code == 200, 30, "the service"
-    )
+    api, headers = jobs_api(hub, client)
     body = {
         "name": "exit-three",
         "kind": "batch",
@@ -191,20 +198,14 @@ def test_jobs_run_as_kubernetes_workloads_through_the_service(
 def test_a_job_runs_in_the_notebooks_image_unless_it_names_a_profile(
     hub: HubProcess, emulator: KubeEmulator
 ) -> None:
-    import requests
-
     alice = hub.client("alice")
     alice.login()
-    token = alice.api("POST", "/users/alice/tokens", json={"note": "image"}).json()["token"]
-    api, headers = f"{hub.url}/services/jobs/api", {"Authorization": f"token {token}"}
+    api, headers = jobs_api(hub, alice)
     assert (
         alice.submit_spawn_form({"profile": "small", "profile-option-small--image": "r"}).status_code == 200
     )
     try:
         alice.wait_ready(timeout=180)
-        wait_for(
-            lambda: requests.get(f"{api}/jobs", headers=headers, timeout=10).status_code == 200, 30, "service"
-        )
         command = ["python", "-c", "pass"]
         for name, extra in (("same-image", {}), ("profile-image", {"profile": "small"})):
             body = {"name": name, "kind": "batch", "command": command, **extra}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from jhub_ext.backends.base import Observed, Placement
+from jhub_ext.backends.base import Placement
 from jhub_ext.backends.kubernetes import KubernetesJobBackend
 from jhub_ext.catalog import load_catalog
 from jhub_ext.jobs.model import JobStatus, parse_submission
@@ -18,6 +17,7 @@ from jhub_ext.k8s.jobs import object_name
 
 from ..conftest import SHIPPED_CATALOG
 from ..kubeapi import KubeEmulator
+from ..observations import Recorder
 
 pytestmark = pytest.mark.integration
 SMALL = load_catalog(SHIPPED_CATALOG).profile("small")
@@ -35,31 +35,10 @@ def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
         yield api
 
 
-class Seen:
-    def __init__(self) -> None:
-        self.events: list[Observed] = []
-        self.changed = asyncio.Event()
-
-    def __call__(self, user: str, name: str, observed: Observed) -> None:
-        self.events.append(observed)
-        self.changed.set()
-
-    async def until(self, predicate: Any, timeout: float = 30) -> Observed:
-        async def wait() -> Observed:
-            while True:
-                for observed in reversed(self.events):
-                    if predicate(observed):
-                        return observed
-                self.changed.clear()
-                await self.changed.wait()
-
-        return await asyncio.wait_for(wait(), timeout)
-
-
 @pytest.fixture
 async def backend(emulator: KubeEmulator) -> AsyncIterator[KubernetesJobBackend]:
     b = KubernetesJobBackend(namespace="jhub", watch_timeout_seconds=30)
-    b.on_change = Seen()
+    b.on_change = Recorder()
     await b.start()
     yield b
     await b.shutdown()
@@ -75,7 +54,7 @@ async def test_a_batch_job_exiting_3_fails_after_its_retries_with_its_logs(
     await backend.submit(
         spec("exit-three", "batch", "print('working'); raise SystemExit(3)", retries=1), ALICE
     )
-    seen: Seen = backend.on_change  # type: ignore[assignment]
+    seen: Recorder = backend.on_change  # type: ignore[assignment]
     final = await seen.until(lambda o: o.status.finished)
     assert (final.status, final.exit_code) == (JobStatus.FAILED, 3)
     job = emulator.get("jobs", "jhub", object_name("alice", "exit-three"), group="batch")
@@ -91,7 +70,7 @@ async def test_a_scraper_runs_as_a_deployment_until_stopped(
     job = spec("news", "scraper", code)
     await backend.submit(job, ALICE)
     await backend.submit(job, ALICE)  # idempotent: the same objects, nothing twice
-    seen: Seen = backend.on_change  # type: ignore[assignment]
+    seen: Recorder = backend.on_change  # type: ignore[assignment]
     await seen.until(lambda o: o.status is JobStatus.RUNNING)
     name = object_name("alice", "news")
     assert len(emulator.list("deployments", "jhub", group="apps")) == 1
@@ -109,7 +88,7 @@ async def test_a_restarted_service_finds_its_jobs_in_the_cluster(
     backend: KubernetesJobBackend, emulator: KubeEmulator
 ) -> None:
     await backend.submit(spec("keeper", "scraper", "import time\ntime.sleep(120)\n"), ALICE)
-    seen: Seen = backend.on_change  # type: ignore[assignment]
+    seen: Recorder = backend.on_change  # type: ignore[assignment]
     await seen.until(lambda o: o.status is JobStatus.RUNNING)
     second = KubernetesJobBackend(namespace="jhub", watch_timeout_seconds=30)
     await second.start()
@@ -129,7 +108,7 @@ async def test_the_role_grants_exactly_what_the_jobs_backend_uses(
 
     from ..conftest import HUB_CONFIG
 
-    seen: Seen = backend.on_change  # type: ignore[assignment]
+    seen: Recorder = backend.on_change  # type: ignore[assignment]
     await backend.submit(spec("once", "batch", "print('done')"), ALICE)
     await seen.until(lambda o: o.status is JobStatus.SUCCEEDED)
     assert "done" in "".join([chunk async for chunk in backend.logs("alice", "once")])
@@ -160,7 +139,7 @@ async def test_a_scheduled_job_runs_when_the_cronjob_fires(
     await backend.submit(
         spec("nightly", "scheduled", "print('tick')", schedule="0 2 * * *", timezone="Europe/Berlin"), ALICE
     )
-    seen: Seen = backend.on_change  # type: ignore[assignment]
+    seen: Recorder = backend.on_change  # type: ignore[assignment]
     cronjob = emulator.get("cronjobs", "jhub", object_name("alice", "nightly"), group="batch")
     assert cronjob is not None and cronjob["spec"]["timeZone"] == "Europe/Berlin"
     assert emulator.list("jobs", "jhub", group="batch") == []

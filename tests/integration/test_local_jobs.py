@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from jhub_ext.backends.base import Observed, Placement
+from jhub_ext.backends.base import Placement
 from jhub_ext.backends.local import Clock, LocalJobBackend
 from jhub_ext.jobs.model import JobStatus, parse_submission
+
+from ..observations import Recorder
 
 ALICE = Placement(user="alice", groups=frozenset({"researchers"}))
 PY = sys.executable
@@ -37,27 +39,6 @@ class FakeClock(Clock):
         async with self.changed:
             self.moment = when
             self.changed.notify_all()
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, str, Observed]] = []
-        self.changed = asyncio.Event()
-
-    def __call__(self, user: str, name: str, observed: Observed) -> None:
-        self.seen.append((user, name, observed))
-        self.changed.set()
-
-    async def until(self, predicate, timeout: float = 20) -> Observed:  # type: ignore[no-untyped-def]
-        async def wait() -> Observed:
-            while True:
-                for _, _, observed in reversed(self.seen):
-                    if predicate(observed):
-                        return observed
-                self.changed.clear()
-                await self.changed.wait()
-
-        return await asyncio.wait_for(wait(), timeout)
 
 
 @pytest.fixture

@@ -179,6 +179,22 @@ class Kubelet:
             command.append("--allow-root")
         return command
 
+    @staticmethod
+    async def _spawn(
+        command: list[str], env: dict[str, str], workdir: Path, log_path: Path
+    ) -> asyncio.subprocess.Process:
+        """Start a container's process in its own process group, its output appended to the pod's log."""
+        with log_path.open("ab") as log:
+            return await asyncio.create_subprocess_exec(
+                *command,
+                env=env,
+                cwd=workdir,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+
     async def run(self, pod: Json) -> None:
         meta = pod["metadata"]
         key = f"{meta['namespace']}/{meta['name']}"
@@ -192,16 +208,7 @@ class Kubelet:
         try:
             if not command:
                 raise FileNotFoundError("no command")
-            with log_path.open("ab") as log:
-                proc = await asyncio.create_subprocess_exec(
-                    *command,
-                    env=self._env(pod, container, ip),
-                    cwd=workdir,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=asyncio.subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            proc = await self._spawn(command, self._env(pod, container, ip), workdir, log_path)
             started = True
         except OSError as e:
             log_path.write_text(f"failed to start container: {e}\n")
@@ -246,16 +253,7 @@ class Kubelet:
             )
             self.api.touch(PODS, stored)
             await asyncio.sleep(min(0.2 * 2 ** (restarts - 1), 2.0))
-            with log_path.open("ab") as log:
-                proc = await asyncio.create_subprocess_exec(
-                    *command,
-                    env=self._env(stored, container, ip),
-                    cwd=workdir,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=asyncio.subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            proc = await self._spawn(command, self._env(stored, container, ip), workdir, log_path)
             self.processes[key] = proc
             status.update(ready=True, state={"running": {}})
             self.api.touch(PODS, stored)
