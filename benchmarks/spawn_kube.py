@@ -83,7 +83,6 @@ def run_variant(stock: bool, workdir: Path) -> dict[str, float]:
         api.add_namespace("jhub", {"pod-security.kubernetes.io/enforce": "restricted"})
         for i in range(20):
             api.add_node(f"node-{i}", cpu="16", memory="64Gi", pods="250")
-        kubeconfig = api.write_kubeconfig(workdir / "kubeconfig", namespace="jhub")
         overlay = workdir / "bench_config.py"
         overlay.write_text(
             OVERLAY.format(
@@ -92,18 +91,8 @@ def run_variant(stock: bool, workdir: Path) -> dict[str, float]:
             )
         )
         users = {f"user{i}": ["researchers"] for i in range(USERS)}
-        hub = HubProcess(
-            workdir,
-            extra_env={
-                "JHUB_EXT_MODE": "kubernetes",
-                "KUBECONFIG": str(kubeconfig),
-                "JHUB_EXT_NAMESPACE": "jhub",
-                "JHUB_EXT_DEMO_USERS": json.dumps(users),
-                "BENCH_TOKEN": TOKEN,
-                **({"BENCH_STOCK": "1"} if stock else {}),
-            },
-        )
-        hub.env["JHUB_EXT_HUB_CONNECT_URL"] = f"http://127.0.0.1:{hub.env['JHUB_EXT_HUB_PORT']}"
+        bench_env = {"BENCH_TOKEN": TOKEN, **({"BENCH_STOCK": "1"} if stock else {})}
+        hub = HubProcess.kubernetes(workdir, api, users, bench_env)
         hub.command = lambda: [str(Path(sys.executable).parent / "jupyterhub"), "-f", str(overlay)]  # type: ignore[method-assign]
         # a generous quota, so the benchmark measures spawning rather than refusals
         generous = {

@@ -6,6 +6,7 @@ edit the catalog under a running hub without touching the repository's file.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -62,6 +63,28 @@ class HubProcess:
             **(extra_env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def kubernetes(
+        cls,
+        workdir: Path,
+        emulator: Any,
+        users: dict[str, list[str]],
+        extra_env: dict[str, str] | None = None,
+    ) -> HubProcess:
+        """A hub in kubernetes mode against ``emulator`` (namespace jhub), with these demo users."""
+        kubeconfig = emulator.write_kubeconfig(workdir / "kubeconfig", namespace="jhub")
+        env = {
+            "JHUB_EXT_MODE": "kubernetes",
+            "KUBECONFIG": str(kubeconfig),
+            "JHUB_EXT_NAMESPACE": "jhub",
+            "JHUB_EXT_DEMO_USERS": json.dumps(users),
+            **(extra_env or {}),
+        }
+        process = cls(workdir, extra_env=env)
+        # the emulated pods run on this machine: they reach the hub on loopback
+        process.env["JHUB_EXT_HUB_CONNECT_URL"] = f"http://127.0.0.1:{process.env['JHUB_EXT_HUB_PORT']}"
+        return process
 
     def command(self) -> list[str]:
         return [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,18 +37,8 @@ def emulator() -> Iterator[KubeEmulator]:
 @pytest.fixture(scope="module")
 def hub(emulator: KubeEmulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
     workdir = Path(tmp_path_factory.mktemp("kubehub"))
-    kubeconfig = emulator.write_kubeconfig(workdir / "kubeconfig", namespace="jhub")
     users = {"alice": ["researchers"], "bob": ["researchers", "gpu"], "carol": ["gpu"]}
-    process = HubProcess(
-        workdir,
-        extra_env={
-            "JHUB_EXT_MODE": "kubernetes",
-            "KUBECONFIG": str(kubeconfig),
-            "JHUB_EXT_NAMESPACE": "jhub",
-            "JHUB_EXT_DEMO_USERS": json.dumps(users),
-        },
-    )
-    process.env["JHUB_EXT_HUB_CONNECT_URL"] = f"http://127.0.0.1:{process.env['JHUB_EXT_HUB_PORT']}"
+    process = HubProcess.kubernetes(workdir, emulator, users)
     process.start()
     try:
         yield process
