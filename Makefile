@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test lint format install system clean bench
+.PHONY: demo test lint format install system clean bench control-plane cluster
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || \
@@ -23,6 +23,15 @@ install: $(STAMP)
 system: install
 	scripts/install-system.sh proxy chromium postgres
 
+# kube-apiserver, kube-controller-manager, kube-scheduler and etcd, built from their Go modules
+# into ~/.cache/jhub_ext/ (minutes the first time, nothing after)
+control-plane:
+	scripts/build-control-plane.sh >/dev/null
+
+# the local control plane with its node agent, in the foreground (Ctrl-C stops it all)
+cluster: install control-plane
+	$(BIN)/python -m jhub_ext.devcluster --state state/cluster
+
 demo: install
 	$(BIN)/jupyterhub -f hub_config/jupyterhub_config.py
 
@@ -31,13 +40,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/hadolint images/*/Dockerfile
-	$(BIN)/mypy --strict --follow-imports=silent jhub_ext/catalog jhub_ext/k8s jhub_ext/jobs/model.py jhub_ext/jobs/store.py jhub_ext/client.py jhub_ext/cli.py
+	$(BIN)/mypy --strict --follow-imports=silent jhub_ext/catalog jhub_ext/k8s jhub_ext/devcluster jhub_ext/jobs/model.py jhub_ext/jobs/store.py jhub_ext/client.py jhub_ext/cli.py
 
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: system lint
+test: system lint control-plane
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
