@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,3 +37,27 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Any]:
+    """The real control plane (etcd, kube-apiserver, controller manager, scheduler) and node agents,
+    started once for the session. Built from Go modules on first use (scripts/build-control-plane.sh)."""
+    from jhub_ext.devcluster.cluster import LocalCluster
+
+    # not under pytest's 0700 temp root: pods run as their own user and must reach their directories
+    directory = Path(tempfile.mkdtemp(prefix="jhub-ext-cluster-"))
+    try:
+        with LocalCluster(directory, restart_backoff=(1.0, 10.0)) as started:
+            yield started
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def kube_namespace(cluster: Any) -> Iterator[Any]:
+    """A fresh namespace set up from hub_config/k8s/, with the hub's kubeconfig for it."""
+    from .kube import namespace
+
+    with namespace(cluster) as created:
+        yield created

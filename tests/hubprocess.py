@@ -63,26 +63,26 @@ class HubProcess:
             **(extra_env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None
+        self.clients: list[HubClient] = []  # closed with the hub, so no socket outlives it
 
     @classmethod
     def kubernetes(
         cls,
         workdir: Path,
-        emulator: Any,
+        namespace: Any,
         users: dict[str, list[str]],
         extra_env: dict[str, str] | None = None,
     ) -> HubProcess:
-        """A hub in kubernetes mode against ``emulator`` (namespace jhub), with these demo users."""
-        kubeconfig = emulator.write_kubeconfig(workdir / "kubeconfig", namespace="jhub")
+        """A hub in kubernetes mode in ``namespace`` (a tests.kube.Namespace), with these demo users."""
         env = {
             "JHUB_EXT_MODE": "kubernetes",
-            "KUBECONFIG": str(kubeconfig),
-            "JHUB_EXT_NAMESPACE": "jhub",
+            "KUBECONFIG": str(namespace.kubeconfig),
+            "JHUB_EXT_NAMESPACE": namespace.name,
             "JHUB_EXT_DEMO_USERS": json.dumps(users),
             **(extra_env or {}),
         }
         process = cls(workdir, extra_env=env)
-        # the emulated pods run on this machine: they reach the hub on loopback
+        # the node agent's pods run on this machine: they reach the hub on loopback
         process.env["JHUB_EXT_HUB_CONNECT_URL"] = f"http://127.0.0.1:{process.env['JHUB_EXT_HUB_PORT']}"
         return process
 
@@ -121,6 +121,9 @@ class HubProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> None:
+        for client in self.clients:
+            client.session.close()
+        self.clients.clear()
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGTERM)
@@ -131,7 +134,9 @@ class HubProcess:
             self.process.wait()
 
     def client(self, username: str, password: str = PASSWORD) -> HubClient:
-        return HubClient(self, username, password)
+        client = HubClient(self, username, password)
+        self.clients.append(client)
+        return client
 
 
 class HubClient:

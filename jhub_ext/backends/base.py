@@ -42,6 +42,14 @@ class Observed:
 ChangeCallback = Callable[[str, str, Observed], Awaitable[None] | None]
 
 
+class JobRejected(Exception):
+    """What the backend (for Kubernetes: the API server) would refuse about a job, in plain words."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.message, self.field = message, field
+
+
 class JobBackend(LoggingConfigurable):
     """Runs jobs. Every method is keyed by (user, job name); names are unique per user."""
 
@@ -55,8 +63,12 @@ class JobBackend(LoggingConfigurable):
         """Stop watching. Running jobs keep running (scrapers survive service restarts)."""
         raise NotImplementedError
 
+    async def validate(self, spec: JobSpec, placement: Placement) -> None:
+        """Raise :class:`JobRejected` for a job that could not run, before anything is stored."""
+
     async def submit(self, spec: JobSpec, placement: Placement) -> None:
-        """Start ``spec``. Idempotent: submitting a job that already runs changes nothing."""
+        """Start ``spec``. Idempotent: submitting a job that already runs changes nothing.
+        Raises :class:`JobRejected`, leaving nothing behind, where it cannot be started."""
         raise NotImplementedError
 
     async def stop(self, user: str, name: str) -> None:

@@ -12,7 +12,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any
 
-from ..backends.base import JobBackend, Observed, Placement
+from ..backends.base import JobBackend, JobRejected, Observed, Placement
 from ..catalog.model import Catalog, Kind
 from ..catalog.quota import QuotaExceeded, Usage, Workload, check_quota, usage_by_group
 from ..catalog.reload import CatalogSource
@@ -199,14 +199,23 @@ class JobManager:
             check_quota(catalog, caller.groups, usage, await self.usage(catalog, caller.groups))
         except QuotaExceeded as e:
             raise Refused(403, str(e), "profile") from None
+        image = None if spec.profile else await self.notebook_image(caller)
+        placement = self._placement(caller.name, caller.groups, selection, image)
+        try:
+            await self.backend.validate(spec, placement)  # what would fail later is refused now
+        except JobRejected as e:
+            raise Refused(400, e.message, e.field) from None
         try:
             record = self.store.create(
                 caller.name, spec, selection.profile.slug, groups=caller.groups, usage=usage.to_json()
             )
         except JobExists:
             raise Refused(409, f"you already have a job named '{spec.name}'", "name") from None
-        image = None if spec.profile else await self.notebook_image(caller)
-        await self.backend.submit(spec, self._placement(caller.name, caller.groups, selection, image))
+        try:
+            await self.backend.submit(spec, placement)
+        except JobRejected as e:
+            self.store.delete(caller.name, spec.name, actor="jobs service: not started")
+            raise Refused(400, e.message, e.field) from None
         return self.store.get(caller.name, spec.name) or record
 
     async def notebook_image(self, caller: Caller) -> str | None:
@@ -261,7 +270,11 @@ class JobManager:
         except QuotaExceeded as e:
             raise Refused(403, str(e), "profile") from None
         self.store.set_status(owner, name, JobStatus.PENDING, message="restarted", actor=caller.name)
-        await self.backend.submit(spec, self._placement(owner, groups, selection))
+        try:
+            await self.backend.submit(spec, self._placement(owner, groups, selection))
+        except JobRejected as e:
+            self.store.set_status(owner, name, JobStatus.FAILED, message=f"could not start: {e.message}")
+            raise Refused(400, e.message, e.field) from None
         return self.job(caller, owner, name)
 
     async def delete(self, caller: Caller, owner: str, name: str) -> None:

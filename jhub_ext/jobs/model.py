@@ -110,6 +110,7 @@ class Limits:
     max_path_length: int = 255
     max_env: int = 100
     max_env_value_bytes: int = 32 * 1024
+    max_env_total_bytes: int = 256 * 1024  # the whole object must stay far below etcd's 1.5 MiB
     max_command_args: int = 256
     max_retries: int = 20
     max_history: int = 100
@@ -314,6 +315,11 @@ def _parse_env(env: Any, limits: Limits) -> dict[str, str]:
             raise JobSpecError(
                 f"env.{key}", f"the value of {key} is too long; ship large data in files instead"
             )
+    total = sum(len(str(k).encode()) + len(v.encode("utf-8")) for k, v in env.items())
+    if total > limits.max_env_total_bytes:
+        raise JobSpecError(
+            "env", f"env holds {total} bytes; keep it under {limits.max_env_total_bytes}, ship data in files"
+        )
     return dict(env)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from ..catalog.model import Kind, Profile
 from ..catalog.quota import Usage, Workload
 from .pods import LABEL_PREFIX, group_label, node_selector
-from .quantities import parse_count_quantity, parse_cpu_quantity, parse_memory_quantity
+from .quantities import parse_cpu_quantity, parse_memory_quantity, parse_quantity
 
 Json = Mapping[str, Any]
 Amounts = dict[str, float]
@@ -26,7 +26,8 @@ _FINISHED = ("Succeeded", "Failed")
 
 
 def _parse(resource: str, value: Any) -> float:
-    return float(_PARSERS.get(resource, parse_count_quantity)(value))
+    """Any resource a node or pod names (ephemeral-storage, hugepages-2Mi, vendor devices...)."""
+    return float(_PARSERS.get(resource, parse_quantity)(value))
 
 
 def _container_amounts(container: Json, prefer: str) -> Amounts:

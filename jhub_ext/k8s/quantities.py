@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+import re
+from decimal import Decimal, InvalidOperation
 
 from ..catalog.quantities import QuantityError, parse_memory
 
@@ -44,6 +45,41 @@ def parse_memory_quantity(text: str | int) -> int:
         raise
 
 
+_SUFFIXES = {
+    **_DECIMAL_SUFFIXES,
+    "k": Decimal(10**3),
+    "M": Decimal(10**6),
+    "G": Decimal(10**9),
+    "T": Decimal(10**12),
+    "P": Decimal(10**15),
+    "E": Decimal(10**18),
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+    "Pi": Decimal(2**50),
+    "Ei": Decimal(2**60),
+}
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+|[a-zA-Z]{0,2})$")
+
+
+def parse_quantity(text: str | int | float) -> Decimal:
+    """Any Kubernetes quantity ("100Gi", "1.5", "250m", "1e3", "2k") as a number."""
+    match = _QUANTITY.match(str(text).strip())
+    if match is None:
+        raise QuantityError(f"{text!r} is not a Kubernetes quantity")
+    number, suffix = match.groups()
+    try:
+        value = Decimal(number)
+        if suffix in _SUFFIXES:
+            return value * _SUFFIXES[suffix]
+        if suffix[0] in "eE" and suffix[1:].lstrip("+-").isdigit():
+            return value * Decimal(10) ** int(suffix[1:])
+    except (InvalidOperation, IndexError):
+        pass
+    raise QuantityError(f"{text!r} is not a Kubernetes quantity")
+
+
 def parse_count_quantity(text: str | int) -> int:
     """An extended resource such as nvidia.com/gpu: a whole number."""
-    return int(Decimal(str(text)))
+    return int(parse_quantity(text))

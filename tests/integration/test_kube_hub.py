@@ -1,16 +1,17 @@
-"""Kubernetes mode end to end: a real hub with ProfileKubeSpawner against the API emulator."""
+"""Kubernetes mode end to end: a real hub with ProfileKubeSpawner against the real control plane."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
 from ..hubprocess import HubClient, HubProcess, profiles_in_form, wait_for
-from ..kubeapi import KubeEmulator
-from ..kubeapi.pss import restricted_violations
+from ..kube import Namespace, namespace
 
 pytestmark = pytest.mark.integration
 
@@ -19,26 +20,16 @@ GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"
 
 
 @pytest.fixture(scope="module")
-def emulator() -> Iterator[KubeEmulator]:
-    with KubeEmulator() as api:
-        api.add_namespace("jhub", {"pod-security.kubernetes.io/enforce": "restricted"})
-        api.add_node("cpu-1", cpu="16", memory="64Gi")
-        api.add_node(
-            "gpu-1",
-            labels={"nvidia.com/gpu.product": A100},
-            taints=[GPU_TAINT],
-            cpu="32",
-            memory="256Gi",
-            **{"nvidia.com/gpu": "4"},
-        )
-        yield api
+def ns(cluster: Any) -> Iterator[Namespace]:
+    with namespace(cluster, "hub") as created:
+        yield created
 
 
 @pytest.fixture(scope="module")
-def hub(emulator: KubeEmulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
+def hub(ns: Namespace, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
     workdir = Path(tmp_path_factory.mktemp("kubehub"))
     users = {"alice": ["researchers"], "bob": ["researchers", "gpu"], "carol": ["gpu"]}
-    process = HubProcess.kubernetes(workdir, emulator, users)
+    process = HubProcess.kubernetes(workdir, ns, users)
     process.start()
     try:
         yield process
@@ -51,7 +42,7 @@ def gpu_line(html: str) -> str:
     return html[start : html.index("</div>", html.index("jhub-ext-availability", start))]
 
 
-def test_bob_spawns_the_gpu_profile_onto_the_gpu_node(hub: HubProcess, emulator: KubeEmulator) -> None:
+def test_bob_spawns_the_gpu_profile_onto_the_gpu_node(hub: HubProcess, ns: Namespace) -> None:
     bob = hub.client("bob")
     bob.login()
     page = bob.spawn_page().text
@@ -61,8 +52,8 @@ def test_bob_spawns_the_gpu_profile_onto_the_gpu_node(hub: HubProcess, emulator:
     assert response.status_code == 200, response.text[-2000:]
     try:
         bob.wait_ready(timeout=180)
-        pod = emulator.get("pods", "jhub", "jupyter-bob")
-        assert pod is not None and pod["spec"]["nodeName"] == "gpu-1"
+        pod = ns.admin.get("Pod", "jupyter-bob", ns.name)
+        assert pod["spec"]["nodeName"] == "gpu-1"
         container = pod["spec"]["containers"][0]
         assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
         assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": A100}
@@ -70,7 +61,10 @@ def test_bob_spawns_the_gpu_profile_onto_the_gpu_node(hub: HubProcess, emulator:
             "tolerations"
         ]
         assert pod["spec"]["automountServiceAccountToken"] is False
-        assert restricted_violations(pod["spec"]) == []
+        # admitted by the API server in a namespace that enforces the restricted standard
+        namespace_labels = ns.admin.get("Namespace", ns.name)["metadata"]["labels"]
+        assert namespace_labels["pod-security.kubernetes.io/enforce"] == "restricted"
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
         labels = pod["metadata"]["labels"]
         assert labels["jhub-ext.io/user"] == "bob" and labels["jhub-ext.io/profile"] == "gpu-a100"
         assert labels["group.jhub-ext.io/gpu"] == "true"
@@ -85,10 +79,10 @@ def test_bob_spawns_the_gpu_profile_onto_the_gpu_node(hub: HubProcess, emulator:
         )
     finally:
         bob.stop_server()
-    assert emulator.get("pods", "jhub", "jupyter-bob") is None
+    wait_for(lambda: ns.admin.find("Pod", "jupyter-bob", ns.name) is None, 30, "bob's pod to go")
 
 
-def test_alice_cannot_forge_the_gpu_profile(hub: HubProcess, emulator: KubeEmulator) -> None:
+def test_alice_cannot_forge_the_gpu_profile(hub: HubProcess, ns: Namespace) -> None:
     alice = hub.client("alice")
     alice.login()
     refused = alice.submit_spawn_form({"profile": "gpu-a100"})
@@ -96,23 +90,21 @@ def test_alice_cannot_forge_the_gpu_profile(hub: HubProcess, emulator: KubeEmula
         refused.status_code == 400
         and "there is no profile &#39;gpu-a100&#39; that you can use" in refused.text
     )
-    assert emulator.get("pods", "jhub", "jupyter-alice") is None
+    assert ns.admin.find("Pod", "jupyter-alice", ns.name) is None
 
 
-def test_the_menu_makes_no_api_calls(hub: HubProcess, emulator: KubeEmulator) -> None:
+def test_the_menu_makes_no_api_calls(hub: HubProcess, ns: Namespace) -> None:
     alice = hub.client("alice")
     alice.login()
     alice.spawn_page()  # caches are warm
-    emulator.reset_requests()
+    before = len(ns.requests())
     for _ in range(20):
         assert alice.spawn_page().status_code == 200
-    calls = [r for r in emulator.requests if r.verb != "watch"]
+    calls = [(e["verb"], e["requestURI"]) for e in ns.requests()[before:] if e["verb"] != "watch"]
     assert calls == []
 
 
-def test_catalog_edits_and_group_quotas_apply_to_the_next_spawn(
-    hub: HubProcess, emulator: KubeEmulator
-) -> None:
+def test_catalog_edits_and_group_quotas_apply_to_the_next_spawn(hub: HubProcess, ns: Namespace) -> None:
     shipped = hub.catalog.read_text()
     edited = shipped.replace("cpu: {guarantee: 4, limit: 8}", "cpu: {guarantee: 4, limit: 6}")
     hub.catalog.write_text(edited.replace("gpu: {gpus: 2}", "gpu: {gpus: 1}"))
@@ -122,30 +114,53 @@ def test_catalog_edits_and_group_quotas_apply_to_the_next_spawn(
     try:
         assert bob.submit_spawn_form({"profile": "gpu-a100"}).status_code == 200
         bob.wait_ready(timeout=180)
-        pod = emulator.get("pods", "jhub", "jupyter-bob")
-        assert pod is not None and float(pod["spec"]["containers"][0]["resources"]["limits"]["cpu"]) == 6
+        pod = ns.admin.get("Pod", "jupyter-bob", ns.name)
+        assert float(pod["spec"]["containers"][0]["resources"]["limits"]["cpu"]) == 6
         refused = carol.submit_spawn_form({"profile": "gpu-a100"})  # counted from bob's pod
         assert refused.status_code == 403
         assert "group &#39;gpu&#39; may use 1 GPU at once and uses 1; this needs 1 more" in refused.text
-        assert emulator.get("pods", "jhub", "jupyter-carol") is None
+        assert ns.admin.find("Pod", "jupyter-carol", ns.name) is None
     finally:
         hub.catalog.write_text(shipped)
         bob.stop_server()
 
 
-def test_an_expired_watch_is_listed_again_and_the_menu_stays_right(
-    hub: HubProcess, emulator: KubeEmulator
+def test_after_an_api_server_restart_the_caches_recover_and_the_menu_stays_right(
+    hub: HubProcess, ns: Namespace
 ) -> None:
+    """Every watch breaks when the API server restarts (and may come back 410 Gone): the hub's caches
+    list again, and a node added afterwards shows in the menu."""
     carol = hub.client("carol")
     carol.login()
     assert f"4 of 4 {A100} GPUs free" in carol.spawn_page().text
-    gpu_node = {"labels": {"nvidia.com/gpu.product": A100}, "taints": [GPU_TAINT], "nvidia.com/gpu": "4"}
-    emulator.add_node("gpu-2", **gpu_node)
-    wait_for(lambda: f"8 of 8 {A100} GPUs free" in carol.spawn_page().text, 20, "the second node to show")
-    emulator.expire_watches()  # every cache must list again
-    wait_for(lambda: "expired (410 Gone); listing again" in hub.log(), 30, "the caches to see 410 Gone")
-    emulator.add_node("gpu-3", **gpu_node)
-    wait_for(lambda: f"12 of 12 {A100} GPUs free" in carol.spawn_page().text, 20, "the third node to show")
+    cluster = ns.cluster
+    gpu_node = {
+        "cpu": "32",
+        "memory": "256Gi",
+        "gpus": 4,
+        "labels": {"nvidia.com/gpu.product": A100},
+        "taints": [GPU_TAINT],
+    }
+    second = cluster.start_agent([{"name": "gpu-2", **gpu_node}])
+    try:
+        wait_for(lambda: f"8 of 8 {A100} GPUs free" in carol.spawn_page().text, 20, "the second node to show")
+        assert cluster.control_plane is not None
+        cluster.control_plane.restart_apiserver()
+        wait_for(
+            lambda: "listing again" in hub.log() or "Watching nodes failed" in hub.log(),
+            60,
+            "the caches to notice",
+        )
+        third = cluster.start_agent([{"name": "gpu-3", **gpu_node}])
+        try:
+            wait_for(
+                lambda: f"12 of 12 {A100} GPUs free" in carol.spawn_page().text, 60, "the third node to show"
+            )
+        finally:
+            cluster.remove_agent(third)
+    finally:
+        cluster.remove_agent(second)
+    wait_for(lambda: f"4 of 4 {A100} GPUs free" in carol.spawn_page().text, 30, "the extra nodes to go")
 
 
 def jobs_api(hub: HubProcess, client: HubClient) -> tuple[str, dict[str, str]]:
@@ -160,9 +175,7 @@ def jobs_api(hub: HubProcess, client: HubClient) -> tuple[str, dict[str, str]]:
     return api, headers
 
 
-def test_jobs_run_as_kubernetes_workloads_through_the_service(
-    hub: HubProcess, emulator: KubeEmulator
-) -> None:
+def test_jobs_run_as_kubernetes_workloads_through_the_service(hub: HubProcess, ns: Namespace) -> None:
     client = hub.client("alice")
     client.login()
     api, headers = jobs_api(hub, client)
@@ -180,13 +193,21 @@ def test_jobs_run_as_kubernetes_workloads_through_the_service(
 
     job = wait_for(finished, 60, "the Kubernetes Job to end")
     assert job["status"] == "failed" and job["exit_code"] == 3
-    assert emulator.list("jobs", "jhub", group="batch")  # it really was a Kubernetes Job
+    [first] = ns.admin.list("Job", ns.name)  # it really was a Kubernetes Job
     assert "hi" in requests.get(f"{api}/jobs/exit-three/logs", headers=headers, timeout=10).text
 
+    # a restart of the finished job runs it again, and following its logs at once waits for the output
+    restarted = requests.post(f"{api}/jobs/exit-three/restart", headers=headers, timeout=60)
+    assert restarted.status_code == 200, restarted.text
+    followed = requests.get(f"{api}/jobs/exit-three/logs?follow=1", headers=headers, timeout=60)
+    assert followed.text == "hi\n"
+    job = wait_for(finished, 60, "the second run to end")
+    assert job["status"] == "failed" and job["exit_code"] == 3
+    [second] = ns.admin.list("Job", ns.name)
+    assert second["metadata"]["uid"] != first["metadata"]["uid"]
 
-def test_a_job_runs_in_the_notebooks_image_unless_it_names_a_profile(
-    hub: HubProcess, emulator: KubeEmulator
-) -> None:
+
+def test_a_job_runs_in_the_notebooks_image_unless_it_names_a_profile(hub: HubProcess, ns: Namespace) -> None:
     alice = hub.client("alice")
     alice.login()
     api, headers = jobs_api(hub, alice)
@@ -203,9 +224,67 @@ def test_a_job_runs_in_the_notebooks_image_unless_it_names_a_profile(
             job["metadata"]["annotations"]["jhub-ext.io/name"]: job["spec"]["template"]["spec"]["containers"][
                 0
             ]["image"]
-            for job in emulator.list("jobs", "jhub", group="batch")
+            for job in ns.admin.list("Job", ns.name)
         }
         assert images["same-image"] == "quay.io/jupyter/r-notebook:2024-12-09"  # alice's notebook
         assert images["profile-image"] == "quay.io/jupyter/scipy-notebook:2024-12-09"  # the profile's default
     finally:
         alice.stop_server()
+
+
+def test_a_job_the_cluster_would_refuse_gets_a_400_and_leaves_nothing(hub: HubProcess, ns: Namespace) -> None:
+    """An admin's profile beyond the namespace's LimitRange: the researcher is told at submit time,
+    and neither a record nor a Kubernetes object is left behind."""
+    shipped = hub.catalog.read_text()
+    edited = shipped.replace("cpu: {guarantee: 500m, limit: 1}", "cpu: {guarantee: 1, limit: 24}")
+    hub.catalog.write_text(edited.replace("cpu: 16,", "cpu: 100,"))  # the group's quota allows it
+    try:
+        client = hub.client("alice")
+        client.login()
+        api, headers = jobs_api(hub, client)
+        body = {"name": "greedy", "kind": "batch", "command": ["python", "-c", "pass"], "profile": "small"}
+
+        def edited_catalog_applies() -> bool:
+            profiles = requests.get(f"{api}/profiles", headers=headers, timeout=10).json()["profiles"]
+            return "24" in json.dumps(next(p for p in profiles if p["slug"] == "small"))
+
+        wait_for(edited_catalog_applies, 30, "the service to read the edited catalog")
+        answer = requests.post(f"{api}/jobs", headers=headers, json=body, timeout=30)
+        assert answer.status_code == 400, answer.text
+        assert "maximum cpu usage per Container is 16" in answer.json()["error"]
+        listed = requests.get(f"{api}/jobs", headers=headers, timeout=10).json()
+        assert all(job["name"] != "greedy" for job in listed["jobs"])
+        name = "jhub-ext.io/name"  # other tests' jobs live in this namespace too
+        leftovers = [
+            c
+            for c in ns.admin.list("ConfigMap", ns.name)
+            if c["metadata"].get("annotations", {}).get(name) == "greedy"
+        ]
+        assert leftovers == []
+    finally:
+        hub.catalog.write_text(shipped)
+
+
+def test_a_finished_gpu_job_gives_its_gpu_back_to_the_menu(hub: HubProcess, ns: Namespace) -> None:
+    """The capacity cache watches unfinished pods only (a field selector): when a pod succeeds, the API
+    server sends DELETED for it although the pod itself stays, and the GPU shows free again."""
+    bob = hub.client("bob")
+    bob.login()
+    api, headers = jobs_api(hub, bob)
+    assert f"4 of 4 {A100} GPUs free" in bob.spawn_page().text
+    body = {
+        "name": "train",
+        "kind": "batch",
+        "profile": "gpu-a100",
+        "command": ["python", "-c", "import time; time.sleep(4)"],
+    }
+    assert requests.post(f"{api}/jobs", headers=headers, json=body, timeout=30).status_code == 201
+    wait_for(lambda: f"3 of 4 {A100} GPUs free" in bob.spawn_page().text, 30, "the job to take a GPU")
+
+    def succeeded() -> bool:
+        return requests.get(f"{api}/jobs/train", headers=headers, timeout=10).json()["status"] == "succeeded"
+
+    wait_for(succeeded, 60, "the job to succeed")
+    [pod] = ns.pods("jhub-ext.io/profile=gpu-a100")
+    assert pod["status"]["phase"] == "Succeeded"  # still there, finished
+    wait_for(lambda: f"4 of 4 {A100} GPUs free" in bob.spawn_page().text, 30, "the GPU to show free again")

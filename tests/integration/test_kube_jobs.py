@@ -1,22 +1,23 @@
-"""The Kubernetes jobs backend against the API emulator: workloads, status from watches, logs, stop."""
+"""The Kubernetes jobs backend against the real control plane: workloads, status from watches, logs, stop."""
 
 from __future__ import annotations
 
-import sys
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from jhub_ext.backends.base import Placement
+from jhub_ext.backends.base import JobRejected, Placement
 from jhub_ext.backends.kubernetes import KubernetesJobBackend
-from jhub_ext.catalog import load_catalog
+from jhub_ext.catalog import load_catalog, parse_catalog
 from jhub_ext.jobs.model import JobStatus, parse_submission
 from jhub_ext.k8s.jobs import object_name
 
 from ..conftest import SHIPPED_CATALOG
-from ..kubeapi import KubeEmulator
+from ..hubprocess import wait_for
+from ..kube import Namespace
 from ..observations import Recorder
 
 pytestmark = pytest.mark.integration
@@ -27,17 +28,14 @@ ALICE = Placement(
 
 
 @pytest.fixture
-def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    with KubeEmulator() as api:
-        api.add_namespace("jhub", {"pod-security.kubernetes.io/enforce": "restricted"})
-        api.add_node("n1", cpu="16", memory="64Gi")
-        monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path / "kubeconfig", namespace="jhub")))
-        yield api
+def ns(kube_namespace: Namespace, monkeypatch: pytest.MonkeyPatch) -> Namespace:
+    monkeypatch.setenv("KUBECONFIG", str(kube_namespace.kubeconfig))
+    return kube_namespace
 
 
 @pytest.fixture
-async def backend(emulator: KubeEmulator) -> AsyncIterator[KubernetesJobBackend]:
-    b = KubernetesJobBackend(namespace="jhub", watch_timeout_seconds=30)
+async def backend(ns: Namespace) -> AsyncIterator[KubernetesJobBackend]:
+    b = KubernetesJobBackend(namespace=ns.name, watch_timeout_seconds=30)
     b.on_change = Recorder()
     await b.start()
     yield b
@@ -45,11 +43,11 @@ async def backend(emulator: KubeEmulator) -> AsyncIterator[KubernetesJobBackend]
 
 
 def spec(name: str, kind: str, code: str, **extra: Any) -> Any:
-    return parse_submission({"name": name, "kind": kind, "command": [sys.executable, "-c", code], **extra})
+    return parse_submission({"name": name, "kind": kind, "command": ["python", "-c", code], **extra})
 
 
 async def test_a_batch_job_exiting_3_fails_after_its_retries_with_its_logs(
-    backend: KubernetesJobBackend, emulator: KubeEmulator
+    backend: KubernetesJobBackend, ns: Namespace
 ) -> None:
     await backend.submit(
         spec("exit-three", "batch", "print('working'); raise SystemExit(3)", retries=1), ALICE
@@ -57,14 +55,14 @@ async def test_a_batch_job_exiting_3_fails_after_its_retries_with_its_logs(
     seen: Recorder = backend.on_change  # type: ignore[assignment]
     final = await seen.until(lambda o: o.status.finished)
     assert (final.status, final.exit_code) == (JobStatus.FAILED, 3)
-    job = emulator.get("jobs", "jhub", object_name("alice", "exit-three"), group="batch")
+    job = ns.admin.get("Job", object_name("alice", "exit-three"), ns.name)
     assert job is not None and job["spec"]["backoffLimit"] == 1 and job["status"]["failed"] == 2
     logs = "".join([chunk async for chunk in backend.logs("alice", "exit-three")])
     assert "working" in logs
 
 
 async def test_a_scraper_runs_as_a_deployment_until_stopped(
-    backend: KubernetesJobBackend, emulator: KubeEmulator
+    backend: KubernetesJobBackend, ns: Namespace
 ) -> None:
     code = "import time\nprint('scraping', flush=True)\ntime.sleep(120)\n"
     job = spec("news", "scraper", code)
@@ -73,35 +71,38 @@ async def test_a_scraper_runs_as_a_deployment_until_stopped(
     seen: Recorder = backend.on_change  # type: ignore[assignment]
     await seen.until(lambda o: o.status is JobStatus.RUNNING)
     name = object_name("alice", "news")
-    assert len(emulator.list("deployments", "jhub", group="apps")) == 1
-    pods = [
-        p for p in emulator.list("pods", "jhub") if p["metadata"]["labels"].get("jhub-ext.io/job") == name
-    ]
+    assert len(ns.admin.list("Deployment", ns.name)) == 1
+    pods = ns.pods(f"jhub-ext.io/job={name}")
     assert len(pods) == 1 and pods[0]["metadata"]["labels"]["jhub-ext.io/kind"] == "scraper"
     await backend.stop("alice", "news")
     assert backend.observed("alice", "news").status is JobStatus.STOPPED
-    assert emulator.get("deployments", "jhub", name, group="apps") is None
-    assert emulator.get("configmaps", "jhub", name) is None
+    # foreground deletion: the Deployment goes once its pods have gone
+    wait_for(
+        lambda: ns.admin.find("Deployment", name, ns.name) is None and not ns.pods(f"jhub-ext.io/job={name}"),
+        30,
+        "the scraper's objects to go",
+    )
+    assert ns.admin.find("ConfigMap", name, ns.name) is None
 
 
 async def test_a_restarted_service_finds_its_jobs_in_the_cluster(
-    backend: KubernetesJobBackend, emulator: KubeEmulator
+    backend: KubernetesJobBackend, ns: Namespace
 ) -> None:
     await backend.submit(spec("keeper", "scraper", "import time\ntime.sleep(120)\n"), ALICE)
     seen: Recorder = backend.on_change  # type: ignore[assignment]
     await seen.until(lambda o: o.status is JobStatus.RUNNING)
-    second = KubernetesJobBackend(namespace="jhub", watch_timeout_seconds=30)
+    second = KubernetesJobBackend(namespace=ns.name, watch_timeout_seconds=30)
     await second.start()
     try:
         observed = second.observed("alice", "keeper")
         assert observed is not None and observed.status is JobStatus.RUNNING
-        assert len(emulator.list("deployments", "jhub", group="apps")) == 1  # nothing created again
+        assert len(ns.admin.list("Deployment", ns.name)) == 1  # nothing created again
     finally:
         await second.shutdown()
 
 
 async def test_the_role_grants_exactly_what_the_jobs_backend_uses(
-    backend: KubernetesJobBackend, emulator: KubeEmulator
+    backend: KubernetesJobBackend, ns: Namespace
 ) -> None:
     """hub_config/k8s/rbac.yaml's Role, compared with the requests the backend really makes."""
     import yaml
@@ -109,20 +110,29 @@ async def test_the_role_grants_exactly_what_the_jobs_backend_uses(
     from ..conftest import HUB_CONFIG
 
     seen: Recorder = backend.on_change  # type: ignore[assignment]
-    await backend.submit(spec("once", "batch", "print('done')"), ALICE)
+
+    async def submit(job: Any) -> None:  # as the service does: check, then create
+        await backend.validate(job, ALICE)
+        await backend.submit(job, ALICE)
+
+    await submit(spec("once", "batch", "print('done')"))
     await seen.until(lambda o: o.status is JobStatus.SUCCEEDED)
     assert "done" in "".join([chunk async for chunk in backend.logs("alice", "once")])
-    await backend.submit(spec("nightly", "scheduled", "print(1)", schedule="@daily"), ALICE)
-    await backend.submit(spec("scrape", "scraper", "import time; time.sleep(60)"), ALICE)
+    await submit(spec("nightly", "scheduled", "print(1)", schedule="@daily"))
+    await submit(spec("scrape", "scraper", "import time; time.sleep(60)"))
     await seen.until(lambda o: o.status is JobStatus.RUNNING)
     for name in ("once", "nightly", "scrape"):
         await backend.stop("alice", name)
         await backend.delete("alice", name)
 
-    def plural(recorded: str) -> str:  # "batch/jobs" -> "jobs"; "pods/log" stays
-        return recorded if recorded.startswith("pods") else recorded.rsplit("/", 1)[-1]
+    def resource(ref: dict[str, str]) -> str:  # "pods/log" for a subresource
+        return f"{ref['resource']}/{ref['subresource']}" if ref.get("subresource") else ref["resource"]
 
-    used = {(r.verb, plural(r.resource)) for r in emulator.requests if r.namespace == "jhub"}
+    used = {
+        (e["verb"], resource(e["objectRef"]))
+        for e in ns.requests()
+        if e.get("objectRef", {}).get("namespace") == ns.name
+    }
     documents = list(yaml.safe_load_all((HUB_CONFIG / "k8s" / "rbac.yaml").read_text()))
     role = next(d for d in documents if d["kind"] == "Role")
     granted = {
@@ -132,21 +142,130 @@ async def test_the_role_grants_exactly_what_the_jobs_backend_uses(
 
 
 async def test_a_scheduled_job_runs_when_the_cronjob_fires(
-    backend: KubernetesJobBackend, emulator: KubeEmulator
+    backend: KubernetesJobBackend, ns: Namespace
 ) -> None:
-    from datetime import timedelta
-
+    """The real CronJob controller, on the real clock: an every-minute schedule fires within a minute."""
     await backend.submit(
-        spec("nightly", "scheduled", "print('tick')", schedule="0 2 * * *", timezone="Europe/Berlin"), ALICE
+        spec("minutely", "scheduled", "print('tick')", schedule="* * * * *", timezone="Europe/Berlin"), ALICE
     )
     seen: Recorder = backend.on_change  # type: ignore[assignment]
-    cronjob = emulator.get("cronjobs", "jhub", object_name("alice", "nightly"), group="batch")
-    assert cronjob is not None and cronjob["spec"]["timeZone"] == "Europe/Berlin"
-    assert emulator.list("jobs", "jhub", group="batch") == []
-    emulator.advance_clock(emulator.controllers.now + timedelta(days=1))
-    done = await seen.until(lambda o: o.exit_code == 0)
+    cronjob = ns.admin.get("CronJob", object_name("alice", "minutely"), ns.name)
+    assert cronjob["spec"]["timeZone"] == "Europe/Berlin"
+    done = await seen.until(lambda o: o.exit_code == 0, timeout=150)
     assert done.status in (JobStatus.PENDING, JobStatus.RUNNING)  # waiting for its next run
-    assert len(emulator.list("jobs", "jhub", group="batch")) == 1
-    assert "tick" in "".join([chunk async for chunk in backend.logs("alice", "nightly")])
-    await backend.delete("alice", "nightly")
-    assert emulator.list("jobs", "jhub", group="batch") == []  # the CronJob took its Jobs with it
+    assert len(ns.admin.list("Job", ns.name)) >= 1
+    assert "tick" in "".join([chunk async for chunk in backend.logs("alice", "minutely")])
+    await backend.delete("alice", "minutely")
+    ns.admin.wait_for("Namespace", ns.name, None, lambda _: not ns.admin.list("Job", ns.name))
+
+
+async def collect(stream: AsyncIterator[str], timeout: float = 60) -> str:
+    async def read() -> str:
+        return "".join([chunk async for chunk in stream])
+
+    return await asyncio.wait_for(read(), timeout)
+
+
+async def test_a_finished_batch_job_runs_again_when_submitted_again(
+    backend: KubernetesJobBackend, ns: Namespace
+) -> None:
+    """A restart of a finished job: the old run's objects make way, and a new run happens."""
+    job = spec("twice", "batch", "print('run')")
+    await backend.submit(job, ALICE)
+    seen: Recorder = backend.on_change  # type: ignore[assignment]
+    await seen.until(lambda o: o.status is JobStatus.SUCCEEDED)
+    name = object_name("alice", "twice")
+    first = ns.admin.get("Job", name, ns.name)["metadata"]["uid"]
+    seen.seen.clear()
+    await backend.submit(job, ALICE)
+    await seen.until(lambda o: o.status is JobStatus.SUCCEEDED)
+    second = ns.admin.get("Job", name, ns.name)
+    assert second["metadata"]["uid"] != first and second["status"]["succeeded"] == 1
+    assert len(ns.pods(f"jhub-ext.io/job={name}")) == 1  # the first run's pod went with its Job
+    assert "run" in await collect(backend.logs("alice", "twice"))
+
+
+async def test_following_logs_right_after_a_submit_waits_for_every_attempt(
+    backend: KubernetesJobBackend, ns: Namespace
+) -> None:
+    """The API server answers 400 while a container is created; follow waits, then streams each retry."""
+    code = "import time\nfor i in range(2):\n    print('line', i, flush=True)\n    time.sleep(0.3)\nexit(1)"
+    await backend.submit(spec("chatty", "batch", code, retries=1), ALICE)
+    text = await collect(backend.logs("alice", "chatty", follow=True))
+    assert text.splitlines() == ["line 0", "line 1"] * 2
+
+
+async def test_the_code_snapshot_runs_from_its_directory_and_outputs_persist(
+    ns: Namespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ConfigMap snapshot + init container + workingDir, and the output claim's per-user subPath."""
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "outputs", "namespace": ns.name},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    ns.admin.create(claim)
+    backend = KubernetesJobBackend(namespace=ns.name, output_claim="outputs")
+    backend.on_change = seen = Recorder()
+    await backend.start()
+    try:
+        files = {
+            "main.py": "import os\nfrom lib.util import ANSWER\n"
+            "open(os.path.join(os.environ['JHUB_EXT_OUTPUT_DIR'], 'answer.txt'), 'w').write(str(ANSWER))\n"
+            "print('answer', ANSWER, os.getuid())\n",
+            "lib/util.py": "ANSWER = 42\n",
+        }
+        job = parse_submission(
+            {"name": "snap", "kind": "batch", "command": ["python", "main.py"], "files": files}
+        )
+        await backend.submit(job, ALICE)
+        final = await seen.until(lambda o: o.status.finished, timeout=60)
+        logs = await collect(backend.logs("alice", "snap"))
+        assert final.status is JobStatus.SUCCEEDED, logs
+        assert "answer 42" in logs
+        pvc = ns.admin.get("PersistentVolumeClaim", "outputs", ns.name)
+        volume = ns.admin.get("PersistentVolume", pvc["spec"]["volumeName"])
+        written = Path(volume["spec"]["hostPath"]["path"]).glob("*/answer.txt")
+        assert [p.read_text() for p in written] == ["42"]
+    finally:
+        await backend.shutdown()
+
+
+async def test_a_batch_job_past_its_deadline_fails_and_says_so(backend: KubernetesJobBackend) -> None:
+    await backend.submit(spec("slow", "batch", "import time; time.sleep(120)", deadline_seconds=3), ALICE)
+    seen: Recorder = backend.on_change  # type: ignore[assignment]
+    final = await seen.until(lambda o: o.status.finished, timeout=60)
+    assert final.status is JobStatus.FAILED and "deadline of 3 s" in (final.message or "")
+
+
+async def test_a_job_over_its_memory_limit_is_oom_killed_and_says_so(backend: KubernetesJobBackend) -> None:
+    tiny = parse_catalog(
+        SHIPPED_CATALOG.read_text().replace(
+            "memory: {guarantee: 1Gi, limit: 4Gi}", "memory: {guarantee: 64Mi, limit: 128Mi}"
+        )
+    ).profile("small")
+    hungry = "import time\nblob = b'x' * (400 * 2**20)\ntime.sleep(30)\n"
+    await backend.submit(spec("hungry", "batch", hungry, retries=0), Placement(user="alice", profile=tiny))
+    seen: Recorder = backend.on_change  # type: ignore[assignment]
+    final = await seen.until(lambda o: o.status.finished, timeout=60)
+    assert (final.status, final.exit_code) == (JobStatus.FAILED, 137)
+    assert "ran out of memory" in (final.message or "")
+
+
+async def test_a_job_the_cluster_would_refuse_is_refused_before_anything_exists(
+    backend: KubernetesJobBackend, ns: Namespace
+) -> None:
+    """A profile over the namespace's LimitRange (16 CPUs a container): the pods would never be
+    created. The dry run says so at submit time, and nothing is left behind."""
+    greedy = parse_catalog(
+        SHIPPED_CATALOG.read_text().replace(
+            "cpu: {guarantee: 500m, limit: 1}", "cpu: {guarantee: 1, limit: 64}"
+        )
+    ).profile("small")
+    job = spec("greedy", "batch", "print(1)")
+    with pytest.raises(JobRejected) as refused:
+        await backend.validate(job, Placement(user="alice", profile=greedy))
+    assert "maximum cpu usage per Container is 16" in refused.value.message
+    assert ns.admin.list("ConfigMap", ns.name, labels="jhub-ext.io/job") == []
+    assert ns.admin.list("Job", ns.name) == []

@@ -15,6 +15,7 @@ from jhub_ext.k8s.quantities import (
     memory_quantity,
     parse_cpu_quantity,
     parse_memory_quantity,
+    parse_quantity,
 )
 
 from ..conftest import SHIPPED_CATALOG
@@ -28,7 +29,15 @@ GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"
 
 def node(name: str, cpu: str = "8", memory: str = "32Gi", gpus: int = 0, **extra: Any) -> dict[str, Any]:
     labels = {"kubernetes.io/hostname": name, **extra.get("labels", {})}
-    allocatable = {"cpu": cpu, "memory": memory, "pods": "110"}
+    # as real nodes report them: ephemeral storage and huge pages besides CPU and memory
+    allocatable = {
+        "cpu": cpu,
+        "memory": memory,
+        "pods": "110",
+        "ephemeral-storage": "95551679124",
+        "hugepages-2Mi": "0",
+        "hugepages-1Gi": "0",
+    }
     if gpus:
         allocatable["nvidia.com/gpu"] = str(gpus)
         labels["nvidia.com/gpu.product"] = A100
@@ -49,6 +58,31 @@ def pod(node_name: str, requests: dict[str, str], phase: str = "Running", **meta
         "spec": {"nodeName": node_name, "containers": [{"name": "c", "resources": {"requests": requests}}]},
         "status": {"phase": phase},
     }
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("100Gi", 100 * 2**30),
+        ("1.5", 1.5),
+        ("250m", 0.25),
+        ("1e3", 1000),
+        ("2k", 2000),
+        ("1Ei", 2**60),
+        ("2E3", 2000),
+        ("95551679124", 95551679124),
+    ],
+)
+def test_every_quantity_form_the_api_returns_parses(text: str, value: float) -> None:
+    assert float(parse_quantity(text)) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["abc", "1Xi", "", "1e", "Gi"])
+def test_what_is_not_a_quantity_is_refused(text: str) -> None:
+    from jhub_ext.catalog.quantities import QuantityError
+
+    with pytest.raises(QuantityError):
+        parse_quantity(text)
 
 
 def test_quantities_round_trip() -> None:

@@ -1,0 +1,60 @@
+"""Helpers for tests against the local control plane (see ``jhub_ext.devcluster``).
+
+One cluster serves the whole test session; each test module or test gets namespaces of its own,
+prepared from ``hub_config/k8s/`` exactly as an admin would, with the hub's ServiceAccount
+kubeconfig. Tests look at the cluster as an admin (``cluster.admin``) and read what the product
+asked the API server from its audit log.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from jhub_ext.devcluster.cluster import LocalCluster
+from jhub_ext.devcluster.rest import KubeClient
+
+_numbers = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    kubeconfig: Path  # the hub's ServiceAccount, bound to the Roles in hub_config/k8s/
+    cluster: LocalCluster
+
+    @property
+    def admin(self) -> KubeClient:
+        return self.cluster.admin
+
+    @property
+    def hub_user(self) -> str:
+        return f"system:serviceaccount:{self.name}:hub"
+
+    def pods(self, labels: str = "") -> list[dict]:  # type: ignore[type-arg]
+        return self.admin.list("Pod", self.name, labels=labels)
+
+    def requests(self) -> list[dict]:  # type: ignore[type-arg]
+        """What the hub's ServiceAccount asked the API server, from the audit log."""
+        log = self.cluster.control_plane.audit_log  # type: ignore[union-attr]
+        events = []
+        for line in log.read_text().splitlines():
+            event = json.loads(line)
+            if event.get("user", {}).get("username") == self.hub_user:
+                events.append(event)
+        return events
+
+
+@contextmanager
+def namespace(cluster: LocalCluster, prefix: str = "t", wait: bool = False) -> Iterator[Namespace]:
+    """A fresh namespace, deleted afterwards (with ``wait``: until its pods are gone)."""
+    name = f"{prefix}-{next(_numbers)}"
+    kubeconfig = cluster.prepare_namespace(name)
+    try:
+        yield Namespace(name, kubeconfig, cluster)
+    finally:
+        cluster.delete_namespace(name, wait=wait)
