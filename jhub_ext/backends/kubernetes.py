@@ -88,6 +88,7 @@ class KubernetesJobBackend(JobBackend):
         self.stopped: set[tuple[str, str]] = set()
         self._last: dict[tuple[str, str], Observed] = {}
         self._change = asyncio.Event()  # set on every watch event
+        self._by_object: dict[str, tuple[str, str]] = {}
 
     # --- life cycle ----------------------------------------------------------------------------------
 
@@ -164,7 +165,8 @@ class KubernetesJobBackend(JobBackend):
         template = (workload["spec"].get("jobTemplate") or workload)["spec"]["template"]
         pod = {"apiVersion": "v1", "kind": "Pod", **template}
         pod["metadata"] = {**template["metadata"], "name": configmap["metadata"]["name"]}
-        for manifest in (configmap, workload, pod):
+        # (the ConfigMap needs no asking: the submission's own limits keep it far below 1 MiB)
+        for manifest in (workload, pod):
             try:
                 await self._create(manifest, dry_run=True)
             except ApiException as e:
@@ -330,15 +332,34 @@ class KubernetesJobBackend(JobBackend):
         return derive_status(kind, self._workload(user, name, kind), self._run_pods(user, name, kind))
 
     def _changed(self, kind: str, obj: Json) -> None:
-        """A watched object changed: report every job whose observed state moved."""
+        """A watched object changed: report the job it belongs to if its observed state moved
+        (after a relist, every job)."""
         self._change.set()
         if not self.caches or any(not cache.ready for cache in self.caches.values()):
             return
-        for user, name in list(self.specs):
+        if kind == "RELISTED":
+            keys = list(self.specs)
+        else:
+            labels = (obj.get("metadata") or {}).get("labels") or {}
+            annotations = (obj.get("metadata") or {}).get("annotations") or {}
+            owner = (annotations.get("jhub-ext.io/user"), annotations.get("jhub-ext.io/name"))
+            keys = [owner] if owner in self.specs else []  # type: ignore[comparison-overlap]
+            if not keys and labels.get(JOB_LABEL):  # a CronJob's Jobs carry only the label
+                found = self._owner_of(labels[JOB_LABEL])
+                keys = [found] if found else []
+        for user, name in keys:
             observed = self.observed(user, name)
             if observed is not None and observed != self._last.get((user, name)):
                 self._last[(user, name)] = observed
                 asyncio.get_running_loop().create_task(self.notify(user, name, observed))
+
+    def _owner_of(self, object_id: str) -> tuple[str, str] | None:
+        """The (user, name) whose objects are called ``object_id`` (an index rebuilt on a miss)."""
+        found = self._by_object.get(object_id)
+        if found is None or found not in self.specs:
+            self._by_object = {object_name(*key): key for key in self.specs}
+            found = self._by_object.get(object_id)
+        return found
 
     async def logs(
         self, user: str, name: str, *, follow: bool = False, tail: int | None = None
