@@ -32,7 +32,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.spawn_kube import RUNS, summarise  # noqa: E402
+from benchmarks.spawn_kube import RUNS, removed, summarise  # noqa: E402
 from jhub_ext.catalog import load_catalog  # noqa: E402
 from jhub_ext.devcluster.cluster import LocalCluster  # noqa: E402
 from jhub_ext.jobs.model import parse_submission  # noqa: E402
@@ -138,10 +138,20 @@ async def directly(kubeconfig: Path, ns: str) -> dict[str, float]:
     async with client.ApiClient(configuration) as api:
         core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
 
+        async def create(call: Any, manifest: dict[str, Any]) -> None:
+            for attempt in range(6):  # what any client must do: retry a contended ResourceQuota
+                try:
+                    await call(ns, manifest)
+                    return
+                except client.ApiException as e:
+                    if e.status != 409 or '"AlreadyExists"' in str(e.body) or attempt == 5:
+                        raise
+                    await asyncio.sleep(0.05 * 2**attempt)
+
         async def submit(name: str) -> None:
             configmap, job = build_manifests(parse_submission(body(name)), placement)
-            await core.create_namespaced_config_map(ns, configmap)
-            await batch.create_namespaced_job(ns, job)
+            await create(core.create_namespaced_config_map, configmap)
+            await create(batch.create_namespaced_job, job)
 
         sequential = await timed_submits(submit, [f"seq-{i}" for i in range(SEQUENTIAL)], 1)
         concurrent = await timed_submits(submit, [f"par-{i}" for i in range(CONCURRENT)], SUBMITTERS)
@@ -267,6 +277,7 @@ def main() -> dict[str, Any]:
     with (
         LocalCluster(directory, nodes=[dict(n) for n in NODES]) as cluster,
         tempfile.TemporaryDirectory() as tmp,
+        removed(directory),
     ):
         for index in range(2 * RUNS):  # baseline, ours, baseline, ours...
             workdir = Path(tmp) / f"run-{index}"

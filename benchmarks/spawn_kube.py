@@ -13,18 +13,22 @@ the figures are medians, with the spread (min, max) beside them.
 - hub_cpu_seconds_per_spawn: the hub process's CPU time during the spawns, per spawn
 - seconds_to_all_ready: from the first spawn request until the hub has called every server ready,
   observed through each server's progress event stream (the hub's own "ready" event), not by polling
-- api_requests_per_1000_page_views: requests during 1,000 views of the spawn page (goal 0)
+- api_requests_per_1000_page_views: requests during 1,000 views of the spawn page, less those of an
+  idle window of the same length (the reflectors' periodic lists), per 1,000 views (goal 0)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -156,10 +160,17 @@ def measure(hub: HubProcess, ns: Namespace) -> dict[str, float]:
     cpu = cpu_seconds(hub.process.pid) - cpu_before
     spawn_requests = len(ns.requests()) - before
 
-    before = len(ns.requests())
-    for _ in range(PAGE_VIEWS):
-        viewer.spawn_page()
-    page_requests = len([e for e in ns.requests()[before:] if e["verb"] != "watch"])
+    def calls_during(action: Any) -> int:
+        before = len(ns.requests())
+        action()
+        return len([e for e in ns.requests()[before:] if e["verb"] != "watch"])
+
+    started = time.monotonic()
+    with_views = calls_during(lambda: [viewer.spawn_page() for _ in range(PAGE_VIEWS)])
+    # KubeSpawner's own reflectors list again now and then, views or not: what an idle window of the
+    # same length sees is background, not the page views' doing
+    background = calls_during(lambda: time.sleep(time.monotonic() - started))
+    page_requests = max(0, with_views - background)
     spawns = len(names) - 1
     return {
         "api_requests_per_spawn": spawn_requests / spawns,
@@ -185,6 +196,16 @@ GOALS = {
     "seconds_to_all_ready": ("<= 1.05", "s"),
     "api_requests_per_1000_page_views": ("ours == 0", "requests"),
 }
+
+
+@contextlib.contextmanager
+def removed(directory: Path) -> Iterator[None]:
+    """Remove the cluster's directory afterwards (it is not under a TemporaryDirectory: pods must
+    reach it as another user, and TemporaryDirectory makes it private)."""
+    try:
+        yield
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def ratio(ours: float, baseline: float) -> float | None:
@@ -221,6 +242,7 @@ def main() -> dict[str, Any]:
     with (
         LocalCluster(directory, nodes=[dict(n) for n in NODES]) as cluster,
         tempfile.TemporaryDirectory() as tmp,
+        removed(directory),
     ):
         for index in range(2 * RUNS):  # stock, ours, stock, ours...: drift hits both alike
             stock = index % 2 == 0

@@ -170,7 +170,7 @@ class KubernetesJobBackend(JobBackend):
             try:
                 await self._create(manifest, dry_run=True)
             except ApiException as e:
-                if e.status == 409:  # the names are taken by an earlier run: submit replaces it
+                if e.status == 409 and _reason(e) == "AlreadyExists":  # an earlier run's: submit replaces it
                     continue
                 raise _rejected(e) from None
 
@@ -193,7 +193,7 @@ class KubernetesJobBackend(JobBackend):
         try:
             await self._create(configmap)
         except ApiException as e:
-            if e.status != 409:
+            if e.status != 409 or _reason(e) != "AlreadyExists":
                 raise
             # code left behind without its workload (or an identical concurrent submit): renew it
             with _ignore_missing():
@@ -204,7 +204,7 @@ class KubernetesJobBackend(JobBackend):
         try:
             await self._create(workload)
         except ApiException as e:
-            if e.status == 409:
+            if e.status == 409 and _reason(e) == "AlreadyExists":
                 # a concurrent identical submit created it: fine once the cache shows it is ours and active
                 await self._until(lambda: object_key in self.caches[kind].objects, 10)
                 if self._active(key, kind):
@@ -233,7 +233,20 @@ class KubernetesJobBackend(JobBackend):
             return not any(c["type"] in ("Complete", "Failed") and c["status"] == "True" for c in conditions)
         return True
 
-    async def _create(self, manifest: Json, dry_run: bool = False) -> None:
+    async def _create(self, manifest: Json, dry_run: bool = False, attempts: int = 6) -> None:
+        """Create (or dry-run) one object. A 409 Conflict that is not AlreadyExists (the namespace's
+        ResourceQuota was updated by a concurrent create) and a 429 are retried with back-off."""
+        for attempt in range(attempts):
+            try:
+                await self._create_once(manifest, dry_run)
+                return
+            except ApiException as e:
+                retryable = e.status == 429 or (e.status == 409 and _reason(e) != "AlreadyExists")
+                if not retryable or attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(0.05 * 2**attempt)
+
+    async def _create_once(self, manifest: Json, dry_run: bool) -> None:
         assert self.api is not None
         options: dict[str, Any] = {"field_validation": "Strict"}
         if dry_run:
@@ -428,6 +441,14 @@ class KubernetesJobBackend(JobBackend):
 
 
 __all__ = ["KubernetesJobBackend"]
+
+
+def _reason(error: ApiException) -> str:
+    """The machine-readable reason of an API error (AlreadyExists, Conflict, NotFound...)."""
+    try:
+        return str(json.loads(error.body).get("reason", ""))
+    except (TypeError, ValueError, AttributeError):
+        return ""
 
 
 def _rejected(error: ApiException) -> JobRejected:

@@ -269,3 +269,23 @@ async def test_a_job_the_cluster_would_refuse_is_refused_before_anything_exists(
     assert "maximum cpu usage per Container is 16" in refused.value.message
     assert ns.admin.list("ConfigMap", ns.name, labels="jhub-ext.io/job") == []
     assert ns.admin.list("Job", ns.name) == []
+
+
+async def test_concurrent_submits_all_land_despite_the_namespace_quota(
+    backend: KubernetesJobBackend, ns: Namespace
+) -> None:
+    """The namespace's ResourceQuota is one object every create updates: concurrent creates meet 409
+    Conflict (not AlreadyExists), which is retried, never taken for "it exists"."""
+    jobs = [spec(f"many-{i}", "batch", "pass") for i in range(20)]
+    await asyncio.gather(*(backend.submit(job, ALICE) for job in jobs))
+    assert len(ns.admin.list("Job", ns.name)) == 20
+    assert (
+        len(
+            [
+                c
+                for c in ns.admin.list("ConfigMap", ns.name)
+                if c["metadata"]["name"].startswith("alice-many-")
+            ]
+        )
+        == 20
+    )
