@@ -62,6 +62,7 @@ class NodeSpec:
     pods: int = 110
     labels: dict[str, str] = field(default_factory=dict)
     taints: list[Json] = field(default_factory=list)
+    unschedulable: bool = False  # cordoned from the start
 
 
 class NodeAgent:
@@ -184,7 +185,10 @@ class NodeAgent:
             "apiVersion": "v1",
             "kind": "Node",
             "metadata": {"name": node.name, "labels": labels},
-            "spec": {"taints": node.taints} if node.taints else {},
+            "spec": {
+                **({"taints": node.taints} if node.taints else {}),
+                **({"unschedulable": True} if node.unschedulable else {}),
+            },
         }
         try:
             await self.api.request("POST", "/api/v1/nodes", manifest)
