@@ -38,6 +38,7 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")  # a log is never run as a script
 
     async def prepare(self) -> None:
         standalone = self.settings.get("standalone_token")
@@ -168,6 +169,8 @@ class RestartHandler(APIHandler):
 
 class LogsHandler(APIHandler):
     async def get(self, name: str) -> None:
+        # a job's output is text written by whoever ran it: never a page a browser should render
+        self.set_header("Content-Security-Policy", "default-src 'none'; sandbox")
         follow = self.get_argument("follow", "0") in ("1", "true")
         tail = self.whole_number("tail", -1, 0, 10**7)
         tail = None if tail < 0 else tail

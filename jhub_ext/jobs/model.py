@@ -19,12 +19,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # used with fullmatch: no "$\n" slips by
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 
-#: Set by the service for every job; a submission may not override them.
-RESERVED_ENV_PREFIXES = ("JUPYTERHUB_", "JHUB_EXT_", "KUBERNETES_")
+#: Set by the service for every job, or steering the dynamic loader or the interpreter; a submission
+#: may not set them, in any letter case.
+RESERVED_ENV_PREFIXES = ("JUPYTERHUB_", "JHUB_EXT_", "KUBERNETES_", "LD_", "PYTHON")
 RESERVED_ENV = frozenset(
     {
         "PATH",
@@ -224,7 +225,7 @@ def parse_submission(body: Any, limits: Limits = Limits()) -> JobSpec:
 
 
 def parse_name(name: Any) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         shown = f"'{name[:70]}'" if isinstance(name, str) else "the name"
         raise JobSpecError(
             "name",
@@ -301,11 +302,11 @@ def _parse_env(env: Any, limits: Limits) -> dict[str, str]:
     if len(env) > limits.max_env:
         raise JobSpecError("env", f"env has {len(env)} variables; set at most {limits.max_env}")
     for key, value in env.items():
-        if not isinstance(key, str) or not ENV_NAME_RE.match(key):
+        if not isinstance(key, str) or not ENV_NAME_RE.fullmatch(key):
             raise JobSpecError(
                 "env", f"'{str(key)[:70]}' is not a valid variable name; use letters, digits and _"
             )
-        if key in RESERVED_ENV or key.startswith(RESERVED_ENV_PREFIXES):
+        if key.upper() in RESERVED_ENV or key.upper().startswith(RESERVED_ENV_PREFIXES):
             raise JobSpecError(
                 f"env.{key}", f"{key} is set by the jobs service and cannot be overridden; rename it"
             )

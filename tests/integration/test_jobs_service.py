@@ -100,6 +100,10 @@ def test_a_batch_job_exiting_3_fails_and_keeps_its_logs(users: dict[str, Jobs]) 
     assert job["exit_code"] == 3
     logs = alice.call("GET", "/jobs/exit-three/logs")
     assert logs.headers["Content-Type"].startswith("text/plain") and "collecting" in logs.text
+    # a browser must never sniff a log into a page, nor run anything in it
+    assert logs.headers["X-Content-Type-Options"] == "nosniff"
+    assert logs.headers["Content-Security-Policy"] == "default-src 'none'; sandbox"
+    assert created.headers["X-Content-Type-Options"] == "nosniff"
 
 
 def test_a_scraper_with_its_code_snapshot_runs_until_stopped(users: dict[str, Jobs]) -> None:

@@ -146,3 +146,15 @@ def test_status_transitions() -> None:
 def test_a_spec_round_trips_through_json(body: dict[str, Any]) -> None:
     spec = parse_submission(body)
     assert parse_submission(spec.to_json()) == spec
+
+
+@pytest.mark.parametrize("name", ["news\n", "news-\n", "a\nb"])
+def test_names_must_match_whole_not_up_to_a_newline(name: str) -> None:
+    assert refused(name=name).field == "name"
+
+
+@pytest.mark.parametrize(
+    "key", ["LD_AUDIT", "ld_preload", "PYTHONHOME", "PYTHONINSPECT", "pythonpath", "path", "Home", "PATH\n"]
+)
+def test_env_cannot_steer_the_loader_the_interpreter_or_the_service(key: str) -> None:
+    assert refused(env={key: "x"}).field.startswith("env")
