@@ -1,9 +1,8 @@
-"""Shared fixtures: paths, free ports, and catalog text."""
+"""Shared fixtures: paths, free ports (``free_port``, re-exported), the cluster, and catalog text."""
 
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,15 +10,11 @@ from typing import Any
 
 import pytest
 
+from jhub_ext.devcluster.controlplane import free_port as free_port  # re-exported for the tests
+
 ROOT = Path(__file__).resolve().parent.parent
 HUB_CONFIG = ROOT / "hub_config"
 SHIPPED_CATALOG = HUB_CONFIG / "profiles.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

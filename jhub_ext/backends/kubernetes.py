@@ -40,6 +40,15 @@ def _ignore_missing() -> Iterator[None]:
 
 
 _CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
+
+
+def _owner(obj: Json) -> tuple[str, str] | None:
+    """(user, job name) from an object's annotations (labels are sanitised; these are exact)."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    user, name = annotations.get("jhub-ext.io/user"), annotations.get("jhub-ext.io/name")
+    return (user, name) if user and name else None
+
+
 _KINDS = {JobKind.BATCH: "jobs", JobKind.SCRAPER: "deployments", JobKind.SCHEDULED: "cronjobs"}
 
 
@@ -127,10 +136,8 @@ class KubernetesJobBackend(JobBackend):
         # re-adopt: everything our label selects belongs to a job
         for kind in ("jobs", "deployments", "cronjobs"):
             for obj in self.caches[kind].values():
-                annotations = obj["metadata"].get("annotations") or {}
-                user, name = annotations.get("jhub-ext.io/user"), annotations.get("jhub-ext.io/name")
-                if user and name:
-                    self.specs.setdefault((user, name), (None, kind))  # type: ignore[arg-type]
+                if (owner := _owner(obj)) is not None:
+                    self.specs.setdefault(owner, (None, kind))  # type: ignore[arg-type]
         self._changed("RELISTED", {})
 
     async def shutdown(self) -> None:
@@ -196,10 +203,7 @@ class KubernetesJobBackend(JobBackend):
             if e.status != 409 or _reason(e) != "AlreadyExists":
                 raise
             # code left behind without its workload (or an identical concurrent submit): renew it
-            with _ignore_missing():
-                await client.CoreV1Api(self.api).delete_namespaced_config_map(
-                    object_name(*key), self.namespace
-                )
+            await self._delete_code(object_name(*key))
             await self._create(configmap)
         try:
             await self._create(workload)
@@ -210,10 +214,7 @@ class KubernetesJobBackend(JobBackend):
                 if self._active(key, kind):
                     return
             # never leave the code without its workload
-            with _ignore_missing():
-                await client.CoreV1Api(self.api).delete_namespaced_config_map(
-                    object_name(*key), self.namespace
-                )
+            await self._delete_code(object_name(*key))
             self.specs.pop(key, None)
             if e.status in (400, 403, 409, 422):
                 raise _rejected(e) from None
@@ -222,11 +223,10 @@ class KubernetesJobBackend(JobBackend):
 
     def _active(self, key: tuple[str, str], kind: str) -> bool:
         """Whether the job's workload exists, is ours, is not being deleted and has not finished."""
-        workload = self.caches[kind].objects.get(f"{self.namespace}/{object_name(*key)}")
+        workload = self._workload(*key, kind)
         if key in self.stopped or workload is None or workload["metadata"].get("deletionTimestamp"):
             return False
-        annotations = workload["metadata"].get("annotations") or {}
-        if (annotations.get("jhub-ext.io/user"), annotations.get("jhub-ext.io/name")) != key:
+        if _owner(workload) != key:
             return False
         if kind == "jobs":
             conditions = workload.get("status", {}).get("conditions") or []
@@ -282,13 +282,16 @@ class KubernetesJobBackend(JobBackend):
         for kind in kinds:
             with _ignore_missing():
                 await calls[kind](object_id, self.namespace, body=foreground)
-        with _ignore_missing():
-            await client.CoreV1Api(self.api).delete_namespaced_config_map(object_id, self.namespace)
+        await self._delete_code(object_id)
         if wait:
             await self._until(
                 lambda: not any(key in self.caches[k].objects for k in kinds) and not self._pods(user, name),
                 timeout,
             )
+
+    async def _delete_code(self, object_id: str) -> None:
+        with _ignore_missing():
+            await client.CoreV1Api(self.api).delete_namespaced_config_map(object_id, self.namespace)
 
     async def _until(self, predicate: Any, timeout: float) -> None:
         """Wait until ``predicate()`` holds in the watch caches."""
@@ -354,9 +357,8 @@ class KubernetesJobBackend(JobBackend):
             keys = list(self.specs)
         else:
             labels = (obj.get("metadata") or {}).get("labels") or {}
-            annotations = (obj.get("metadata") or {}).get("annotations") or {}
-            owner = (annotations.get("jhub-ext.io/user"), annotations.get("jhub-ext.io/name"))
-            keys = [owner] if owner in self.specs else []  # type: ignore[comparison-overlap]
+            owner = _owner(obj)
+            keys = [owner] if owner in self.specs else []
             if not keys and labels.get(JOB_LABEL):  # a CronJob's Jobs carry only the label
                 found = self._owner_of(labels[JOB_LABEL])
                 keys = [found] if found else []
@@ -443,20 +445,23 @@ class KubernetesJobBackend(JobBackend):
 __all__ = ["KubernetesJobBackend"]
 
 
+def _status(error: ApiException) -> Json:
+    """The API server's Status body of an error ({} where there is none)."""
+    try:
+        body = json.loads(error.body)
+    except (TypeError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 def _reason(error: ApiException) -> str:
     """The machine-readable reason of an API error (AlreadyExists, Conflict, NotFound...)."""
-    try:
-        return str(json.loads(error.body).get("reason", ""))
-    except (TypeError, ValueError, AttributeError):
-        return ""
+    return str(_status(error).get("reason", ""))
 
 
 def _rejected(error: ApiException) -> JobRejected:
     """The API server's refusal, as a message for the researcher naming the submit field at fault."""
-    try:
-        status = json.loads(error.body)
-    except (TypeError, ValueError):
-        status = {}
+    status = _status(error)
     causes = (status.get("details") or {}).get("causes") or []
     where = " ".join(str(c.get("field", "")) for c in causes)
     field = None

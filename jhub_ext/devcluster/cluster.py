@@ -19,7 +19,7 @@ from typing import Any
 
 from .controlplane import ROOT, ControlPlane, binaries_dir, free_port, write_kubeconfig
 from .image import NodeImage, node_image
-from .rest import KubeClient
+from .rest import KubeClient, poll
 
 Json = dict[str, Any]
 HUB_K8S = ROOT / "hub_config" / "k8s"
@@ -150,13 +150,11 @@ class LocalCluster:
         return self
 
     def _wait_for_default_namespaces(self) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        def created() -> bool:
             names = {n["metadata"]["name"] for n in self.admin.list("Namespace")}
-            if {"default", "kube-system", "kube-node-lease"} <= names:
-                return
-            time.sleep(0.2)
-        raise TimeoutError("the API server did not create its default namespaces")
+            return {"default", "kube-system", "kube-node-lease"} <= names
+
+        poll(created, 60, "the API server to create its default namespaces")
 
     def start_agent(self, nodes: list[Json], provisioner: bool = False) -> NodeAgentProcess:
         """Another node agent for ``nodes`` (each agent has its own port and pod addresses)."""
@@ -230,11 +228,12 @@ class LocalCluster:
     def delete_namespace(self, namespace: str, wait: bool = False, timeout: float = 300) -> None:
         """Delete a namespace (and with it its pods and jobs); with ``wait``, until it is gone."""
         self.admin.delete("Namespace", namespace)
-        deadline = time.monotonic() + timeout
-        while wait and self.admin.find("Namespace", namespace) is not None:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"namespace {namespace} still terminating after {timeout} s")
-            time.sleep(0.5)
+        if wait:
+
+            def gone() -> bool:
+                return self.admin.find("Namespace", namespace) is None
+
+            poll(gone, timeout, f"namespace {namespace} to finish terminating", interval=0.5)
 
     def stop(self) -> None:
         for agent in reversed(self.agents):

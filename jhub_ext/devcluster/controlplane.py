@@ -245,44 +245,36 @@ class ControlPlane:
         self._wait_ready(
             "kube-apiserver", f"{self.server}/readyz", pki.cert("admin"), pki.key("admin"), timeout, ok=b"ok"
         )
-        cm_kubeconfig = self.kubeconfig("controller-manager")
-        self.components["kube-controller-manager"] = Component(
-            "kube-controller-manager",
-            [
-                str(bin_ / "kube-controller-manager"),
-                f"--kubeconfig={cm_kubeconfig}",
-                f"--authentication-kubeconfig={cm_kubeconfig}",
-                f"--authorization-kubeconfig={cm_kubeconfig}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={free_port()}",
-                "--leader-elect=false",
-                "--use-service-account-credentials=true",
-                f"--service-account-private-key-file={pki.sa_key}",
-                f"--root-ca-file={pki.ca_cert}",
-                f"--cluster-signing-cert-file={pki.ca_cert}",
-                f"--cluster-signing-key-file={pki.ca_key}",
-                "--controllers=*",
-                "--profiling=false",
-                "--v=1",
-            ],
-            logs / "kube-controller-manager.log",
-        )
-        scheduler_kubeconfig = self.kubeconfig("scheduler")
-        self.components["kube-scheduler"] = Component(
-            "kube-scheduler",
-            [
-                str(bin_ / "kube-scheduler"),
-                f"--kubeconfig={scheduler_kubeconfig}",
-                f"--authentication-kubeconfig={scheduler_kubeconfig}",
-                f"--authorization-kubeconfig={scheduler_kubeconfig}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={free_port()}",
-                "--leader-elect=false",
-                "--profiling=false",
-                "--v=1",
-            ],
-            logs / "kube-scheduler.log",
-        )
+        controller_flags = [
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={pki.sa_key}",
+            f"--root-ca-file={pki.ca_cert}",
+            f"--cluster-signing-cert-file={pki.ca_cert}",
+            f"--cluster-signing-key-file={pki.ca_key}",
+            "--controllers=*",
+        ]
+        for name, stem, own_flags in (
+            ("kube-controller-manager", "controller-manager", controller_flags),
+            ("kube-scheduler", "scheduler", []),
+        ):
+            kubeconfig = self.kubeconfig(stem)
+            self.components[name] = Component(
+                name,
+                [
+                    str(bin_ / name),
+                    # a client of the API server, authenticating the callers of its own endpoint by it
+                    f"--kubeconfig={kubeconfig}",
+                    f"--authentication-kubeconfig={kubeconfig}",
+                    f"--authorization-kubeconfig={kubeconfig}",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={free_port()}",
+                    "--leader-elect=false",
+                    "--profiling=false",
+                    "--v=1",
+                    *own_flags,
+                ],
+                logs / f"{name}.log",
+            )
         self.components["kube-controller-manager"].start()
         self.components["kube-scheduler"].start()
         return self

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,18 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "ClusterRole": ("/apis/rbac.authorization.k8s.io/v1", "clusterroles", False),
     "ClusterRoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
 }
+
+
+def poll(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    """Call ``predicate`` until it returns something true, and return that; TimeoutError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
 
 
 class KubeError(Exception):
@@ -174,13 +186,6 @@ class KubeClient:
         path = resource_path(obj["kind"], meta.get("namespace"), meta["name"])
         return self.request("PUT", path, replacement)  # type: ignore[no-any-return]
 
-    def patch(
-        self, kind: str, name: str, patch: Json, namespace: str | None = None, subresource: str = ""
-    ) -> Json:
-        path = resource_path(kind, namespace, name) + (f"/{subresource}" if subresource else "")
-        headers = {"Content-Type": "application/merge-patch+json"}
-        return self.request("PATCH", path, patch, headers=headers)  # type: ignore[no-any-return]
-
     def delete(self, kind: str, name: str, namespace: str | None = None, **options: Any) -> None:
         body = {"kind": "DeleteOptions", "apiVersion": "v1", **options} if options else None
         try:
@@ -193,16 +198,12 @@ class KubeClient:
         self, kind: str, name: str, namespace: str | None, predicate: Any, timeout: float = 60
     ) -> Json:
         """Poll until ``predicate(obj)`` is true (for tests and bootstrap; the product watches)."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def met() -> Json | None:
             obj = self.find(kind, name, namespace)
-            if obj is not None and predicate(obj):
-                return obj
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"{kind} {namespace or ''}/{name}: condition not met in {timeout} s: {obj}"
-                )
-            time.sleep(0.2)
+            return obj if obj is not None and predicate(obj) else None
+
+        return poll(met, timeout, f"{kind} {namespace or ''}/{name}")  # type: ignore[no-any-return]
 
     def pod_log(self, name: str, namespace: str, container: str | None = None, **params: Any) -> str:
         query = {"container": container, **params} if container else params

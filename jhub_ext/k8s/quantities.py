@@ -78,8 +78,3 @@ def parse_quantity(text: str | int | float) -> Decimal:
     except (InvalidOperation, IndexError):
         pass
     raise QuantityError(f"{text!r} is not a Kubernetes quantity")
-
-
-def parse_count_quantity(text: str | int) -> int:
-    """An extended resource such as nvidia.com/gpu: a whole number."""
-    return int(parse_quantity(text))

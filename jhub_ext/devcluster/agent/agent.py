@@ -258,24 +258,22 @@ class NodeAgent:
                 if phase in ("Succeeded", "Failed"):
                     continue  # finished before this agent started: nothing to run
                 if meta.get("deletionTimestamp"):
-                    await self._finish_deletion(pod)
+                    await self.remove_pod(meta["namespace"], meta["name"], meta["uid"])
                     continue
                 worker = PodWorker(self, pod, next(self._ips))
                 self.workers[key] = worker
             worker.update(pod)
 
-    async def _finish_deletion(self, pod: Json) -> None:
-        meta = pod["metadata"]
+    async def remove_pod(self, namespace: str, name: str, uid: str) -> None:
+        """The kubelet's last word on a pod it has stopped: delete it now, if it is still that pod."""
         body = {
             "kind": "DeleteOptions",
             "apiVersion": "v1",
             "gracePeriodSeconds": 0,
-            "preconditions": {"uid": meta["uid"]},
+            "preconditions": {"uid": uid},
         }
         with contextlib.suppress(ApiError):
-            await self.api.request(
-                "DELETE", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}", body
-            )
+            await self.api.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}", body)
 
     def forget(self, worker: PodWorker) -> None:
         if self.workers.get(worker.key) is worker:

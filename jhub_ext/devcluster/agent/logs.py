@@ -13,12 +13,13 @@ import datetime
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 if TYPE_CHECKING:
     from .agent import NodeAgent
+    from .pods import ContainerState, PodWorker
 
 BLOCK = 64 * 1024
 
@@ -34,26 +35,23 @@ def _parse(line: bytes) -> tuple[str, bytes, bool] | None:
 
 def tail_offset(path: Path, lines: int) -> int:
     """The byte offset at which the last ``lines`` lines of ``path`` start, read from the end."""
-    if lines <= 0:
-        return path.stat().st_size
     with path.open("rb") as f:
-        f.seek(0, os.SEEK_END)
-        position = f.tell()
-        seen = 0
+        end = f.seek(0, os.SEEK_END)
+        if lines <= 0:
+            return end
+        position, seen = end, 0
         while position > 0:
             step = min(BLOCK, position)
             position -= step
             f.seek(position)
             block = f.read(step)
-            # the file ends with a newline: the last one does not start a line
-            if position + step == f.seek(0, os.SEEK_END):
-                block = block[:-1] if block.endswith(b"\n") else block
-            for index in range(len(block) - 1, -1, -1):
-                if block[index] == 10:
-                    seen += 1
-                    if seen == lines:
-                        return position + index + 1
-            f.seek(position)
+            # the file's final newline ends its last line; it does not start another
+            stop = len(block) - 1 if position + step == end and block.endswith(b"\n") else len(block)
+            while (index := block.rfind(b"\n", 0, stop)) >= 0:
+                seen += 1
+                if seen == lines:
+                    return position + index + 1
+                stop = index
         return 0
 
 
@@ -142,7 +140,7 @@ class LogServer:
         return response
 
     @staticmethod
-    def _log_instance(pod: str, container: str, state: Any, previous: bool) -> int:
+    def _log_instance(pod: str, container: str, state: ContainerState, previous: bool) -> int:
         """Which run of the container to read, by the rules a kubelet applies (400 where none fits):
         the previous one if asked, else the running one, else the last that ended."""
         # Run n of a container logs to n.log; between runs (CrashLoopBackOff) the count still names
@@ -163,10 +161,7 @@ class LogServer:
         )
 
     @staticmethod
-    def _still_writing(worker: object, state: object, restart: int) -> bool:
-        from .pods import ContainerState, PodWorker
-
-        assert isinstance(worker, PodWorker) and isinstance(state, ContainerState)
+    def _still_writing(worker: PodWorker, state: ContainerState, restart: int) -> bool:
         if worker.agent.workers.get(worker.key) is not worker:
             return False
         return state.restarts == restart and state.running is not None

@@ -314,14 +314,7 @@ class PodWorker:
         if delete and not self.deleted:
             await self.report()
             ns, name = self.key.split("/")
-            body = {
-                "kind": "DeleteOptions",
-                "apiVersion": "v1",
-                "gracePeriodSeconds": 0,
-                "preconditions": {"uid": self.uid},
-            }
-            with contextlib.suppress(ApiError):
-                await self.agent.api.request("DELETE", f"/api/v1/namespaces/{ns}/pods/{name}", body)
+            await self.agent.remove_pod(ns, name, self.uid)
         self.agent.forget(self)
 
     # --- status ---------------------------------------------------------------------------------------

@@ -63,19 +63,19 @@ class Mounts:
     """Container paths -> local directories."""
 
     paths: dict[str, Path] = field(default_factory=dict)
+    _pattern: re.Pattern[str] | None = None
 
     def add(self, container_path: str, local: Path) -> None:
         self.paths[container_path.rstrip("/") or "/"] = local
+        longest_first = sorted(self.paths, key=len, reverse=True)
+        alternatives = "|".join(re.escape(p) for p in longest_first)
+        self._pattern = re.compile(r"(?<![\w.\-/])(" + alternatives + r")(?![\w.\-])")
 
     def rewrite(self, text: str) -> str:
         """Every mount path in ``text`` (a path, a flag's value, a shell command line) made local."""
-        if not self.paths:
+        if self._pattern is None:
             return text
-        longest_first = sorted(self.paths, key=len, reverse=True)
-        pattern = re.compile(
-            r"(?<![\w.\-/])(" + "|".join(re.escape(p) for p in longest_first) + r")(?![\w.\-])"
-        )
-        return pattern.sub(lambda m: str(self.paths[m.group(1)]), text)
+        return self._pattern.sub(lambda m: str(self.paths[m.group(1)]), text)
 
 
 def rewrite_value(text: str, mounts: Mounts, pod_ip: str) -> str:
