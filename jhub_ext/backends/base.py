@@ -15,7 +15,7 @@ from types import MappingProxyType
 from traitlets.config import LoggingConfigurable
 
 from ..catalog.model import Profile
-from ..jobs.model import JobSpec, JobStatus
+from ..jobs.model import JobSpec, JobStatus, Limits
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,8 @@ class JobBackend(LoggingConfigurable):
     """Runs jobs. Every method is keyed by (user, job name); names are unique per user."""
 
     on_change: ChangeCallback | None = None
+    #: the admin's bounds on submissions, set by the service; saved jobs are checked against them
+    limits: Limits = Limits()
 
     async def start(self) -> None:
         """Begin: re-adopt running work, settle work that ended while nobody watched."""

@@ -22,6 +22,7 @@ Semantics, as on Kubernetes:
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import json
 import os
@@ -41,6 +42,7 @@ from traitlets import Float, Integer, Unicode, default
 from ..jobs.model import ConcurrencyPolicy, JobKind, JobSpec, JobStatus, parse_submission
 from .base import JobBackend, Observed, Placement
 from .limits import limiter
+from .logfile import note, read_tail
 
 EXIT_KILLED = 128 + signal.SIGKILL
 
@@ -176,7 +178,9 @@ class LocalJobBackend(JobBackend):
     )
     poll_interval = Float(0.2, config=True, help="How often adopted runs are checked, in seconds.")
     max_log_bytes = Integer(
-        10 * 2**20, config=True, help="A job's output.log is cut to its last half when it grows past this."
+        10 * 2**20,
+        config=True,
+        help="A job's output.log is cut to its last half (saying so) whenever it grows past this.",
     )
 
     def __init__(self, clock: Clock | None = None, **kwargs: Any):
@@ -211,9 +215,9 @@ class LocalJobBackend(JobBackend):
             try:
                 saved = json.loads(spec_file.read_text())
                 state = _State(**json.loads((spec_file.parent / "state.json").read_text()))
-                spec = parse_submission(saved["spec"])
-            except (OSError, ValueError, TypeError) as e:
-                self.log.error("Cannot re-adopt job in %s: %s", spec_file.parent, e)
+                spec = parse_submission(saved["spec"], self.limits)
+            except (OSError, ValueError, TypeError, KeyError) as e:
+                await self._cannot_adopt(spec_file.parent, e)
                 continue
             job = _Job(spec_file.parent, spec, saved["placement"], state)
             self._jobs[(job.user, spec.name)] = job
@@ -226,14 +230,35 @@ class LocalJobBackend(JobBackend):
                 )
                 job.task = asyncio.create_task(self._supervise(job, resumed=True))
 
+    async def _cannot_adopt(self, directory: Path, error: Exception) -> None:
+        """A job saved by an earlier start that cannot run now (e.g. refused by today's validation):
+        it ends ``failed``, whatever it was, and is never started again."""
+        self.log.error("Cannot re-adopt the job in %s: %s", directory, error)
+        try:
+            saved = json.loads((directory / "spec.json").read_text())
+            user, name = str(saved["placement"]["user"]), str(saved["spec"]["name"])
+        except (OSError, ValueError, TypeError, KeyError):
+            return
+        reason = f"failed: it cannot run any more ({str(error)[:200]}); delete it and submit it again"
+        await self.notify(user, name, Observed(JobStatus.FAILED, message=reason))
+
     async def shutdown(self) -> None:
         """Stop supervising; the processes keep running and are re-adopted by the next start()."""
         for job in self._jobs.values():
-            if job.task is not None:
-                job.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await job.task
-                job.task = None
+            await self._cancel(job)
+
+    async def _cancel(self, job: _Job) -> None:
+        """Stop supervising ``job``: whatever its task raised is logged, never passed on."""
+        task, job.task = job.task, None
+        if task is None:
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            self.log.exception("Supervising job %s/%s failed", job.user, job.spec.name)
 
     # --- the interface -----------------------------------------------------------------------------
 
@@ -279,21 +304,16 @@ class LocalJobBackend(JobBackend):
             return
         job.state.desired = "stop"
         self._save(job)
-        if job.task is not None:
-            job.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await job.task
-            job.task = None
+        await self._cancel(job)
         await asyncio.gather(*(self._terminate(job, run) for run in job.runs()))
         await self._set(job, JobStatus.STOPPED, message="stopped", runs=[])
 
     async def delete(self, user: str, name: str) -> None:
         job = self._jobs.get((user, name))
-        if job is None:
-            return
-        await self.stop(user, name)
-        self._jobs.pop((user, name), None)
-        shutil.rmtree(job.dir, ignore_errors=True)
+        if job is not None:
+            await self.stop(user, name)
+            self._jobs.pop((user, name), None)
+        shutil.rmtree(self._dir(user, name), ignore_errors=True)  # also what could not be adopted
 
     def observed(self, user: str, name: str) -> Observed | None:
         job = self._jobs.get((user, name))
@@ -306,20 +326,23 @@ class LocalJobBackend(JobBackend):
         if job is None:
             return
         path = job.dir / "output.log"
-        text = path.read_text(errors="replace") if path.exists() else ""
-        position = len(text.encode("utf-8", errors="replace"))
-        if tail is not None:
-            text = "".join(text.splitlines(keepends=True)[-tail:]) if tail > 0 else ""
-        if text:
-            yield text
+        data, position, inode = read_tail(path, tail)
+        text = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        if data:
+            yield text.decode(data)
         while follow:
-            with contextlib.suppress(OSError), path.open("rb") as f:
-                f.seek(position)
-                chunk = f.read()
-                position += len(chunk)
-                if chunk:
-                    yield chunk.decode("utf-8", errors="replace")
-                    continue
+            try:
+                with path.open("rb") as f:
+                    if os.fstat(f.fileno()).st_ino != inode:  # the log was cut: it starts again
+                        inode, position = os.fstat(f.fileno()).st_ino, 0
+                    f.seek(position)
+                    chunk = f.read(256 * 1024)
+            except FileNotFoundError:
+                chunk = b""
+            position += len(chunk)
+            if chunk:
+                yield text.decode(chunk)
+                continue
             if JobStatus(job.state.status).finished and not job.runs():
                 return
             await asyncio.sleep(self.poll_interval)
@@ -327,6 +350,7 @@ class LocalJobBackend(JobBackend):
     # --- supervision -------------------------------------------------------------------------------
 
     def _env(self, job: _Job) -> dict[str, str]:
+        """The job's environment: what the service sets, then what the job asked for."""
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ", "VIRTUAL_ENV")}
         env.update(
             HOME=str(job.dir / "files"),
@@ -356,17 +380,26 @@ class LocalJobBackend(JobBackend):
         for stale in job.dir.glob("exit.*"):
             if str(stale) not in current:
                 stale.unlink(missing_ok=True)
-        self._trim_log(job)
+        # The job's environment goes to the runner in a file only the service can read, so it
+        # reaches the job's command and never the runner (a Python process of the service's own).
+        env_file = job.dir / f"env.{job.state.run_seq}.json"
+        with os.fdopen(os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            json.dump(self._env(job), f)
         with (job.dir / "output.log").open("ab") as log:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
+                "-I",  # no PYTHON* variables, no user site
                 "-m",
                 "jhub_ext.backends.runner",
                 exit_file,
+                f"--log={job.dir / 'output.log'}",
+                f"--max-log-bytes={self.max_log_bytes}",
+                f"--env={env_file}",
+                f"--cwd={job.dir / 'files'}",
                 "--",
                 *job.spec.command,
-                cwd=job.dir / "files",
-                env=self._env(job),
+                cwd=job.dir,
+                env={"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8"},
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
@@ -417,24 +450,33 @@ class LocalJobBackend(JobBackend):
     def _backoff(self, failures: int) -> float:
         return float(min(self.backoff_base * 2 ** max(0, failures - 1), self.backoff_max))
 
-    def _trim_log(self, job: _Job) -> None:
-        path = job.dir / "output.log"
-        with contextlib.suppress(OSError):
-            if path.stat().st_size > self.max_log_bytes:
-                data = path.read_bytes()[-self.max_log_bytes // 2 :]
-                path.write_bytes(data)
-
     def _note(self, job: _Job, text: str) -> None:
         """A line from the supervisor in the job's output, so researchers see restarts in the logs."""
-        with (job.dir / "output.log").open("a") as log:
-            log.write(f"[jhub-ext {self.clock.now():%Y-%m-%d %H:%M:%S} UTC] {text}\n")
+        with (job.dir / "output.log").open("ab") as log:
+            log.write(note(text))
 
     async def _supervise(self, job: _Job, resumed: bool) -> None:
+        """Run ``job`` as its kind says. Whatever goes wrong here ends the job ``failed`` with the
+        reason, its processes stopped: a job never stays pending (and counted) for ever."""
         kind = JobKind(job.spec.kind)
-        if kind is JobKind.SCHEDULED:
-            await self._run_schedule(job, resumed)
-        else:
-            await self._run_until_done(job, resumed, forever=kind is JobKind.SCRAPER)
+        try:
+            if kind is JobKind.SCHEDULED:
+                await self._run_schedule(job, resumed)
+            else:
+                await self._run_until_done(job, resumed, forever=kind is JobKind.SCRAPER)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self.log.exception("Job %s/%s failed in its supervisor", job.user, job.spec.name)
+            reason = f"failed: {type(e).__name__}: {str(e)[:300]}"
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*(self._terminate(job, run) for run in job.runs()))
+                self._note(job, reason)
+            job.state.desired = "stop"
+            try:
+                await self._set(job, JobStatus.FAILED, message=reason, runs=[])
+            except Exception:
+                self.log.exception("Cannot record the end of job %s/%s", job.user, job.spec.name)
 
     async def _run_until_done(self, job: _Job, resumed: bool, forever: bool) -> None:
         runs = job.runs() if resumed else []
@@ -499,6 +541,17 @@ class LocalJobBackend(JobBackend):
             running = [t for t in active if not t.done()]
             if running and schedule.concurrency_policy is ConcurrencyPolicy.FORBID:
                 self._note(job, "skipped a run: the previous run is still going (concurrency policy forbid)")
+                when = schedule.next_after(max(when, self.clock.now()))
+                continue
+            if (
+                len(running) >= schedule.max_live_runs
+                and schedule.concurrency_policy is ConcurrencyPolicy.ALLOW
+            ):
+                self._note(
+                    job,
+                    f"skipped a run: {len(running)} run(s) still going, the most this schedule may have "
+                    "at once (max_live_runs)",
+                )
                 when = schedule.next_after(max(when, self.clock.now()))
                 continue
             if running and schedule.concurrency_policy is ConcurrencyPolicy.REPLACE:

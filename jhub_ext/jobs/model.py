@@ -7,6 +7,7 @@ Pure: no tornado, no Kubernetes client, no database. Every refusal is a
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 from collections.abc import Mapping
@@ -15,12 +16,23 @@ from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, available_timezones
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # used with fullmatch: no "$\n" slips by
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: One cron field as Kubernetes (robfig/cron's standard parser) reads it: numbers, ranges, steps,
+#: lists, ``*`` and ``?``, and three-letter month and weekday names. No seconds, ``L``, ``W``, ``#``, ``H``.
+_CRON_ITEM = r"(\*|\?|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?"
+CRON_FIELD_RE = re.compile(rf"{_CRON_ITEM}(,{_CRON_ITEM})*")
+CRON_NAMES = (
+    frozenset[str](),
+    frozenset[str](),
+    frozenset[str](),
+    frozenset(["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]),
+    frozenset(["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]),
+)
 CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 
 #: Set by the service for every job, or steering the dynamic loader or the interpreter; a submission
@@ -115,6 +127,8 @@ class Limits:
     max_command_args: int = 256
     max_retries: int = 20
     max_history: int = 100
+    #: the most runs of one scheduled job alive at once (``concurrency_policy: allow`` may ask up to this)
+    max_live_runs: int = 1
 
 
 @dataclass(frozen=True)
@@ -123,6 +137,7 @@ class Schedule:
     timezone: str = "UTC"
     concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.FORBID
     history_limit: int = 3
+    max_live_runs: int = 1  # runs alive at once; more than 1 only with ``allow``
 
     def next_after(self, moment: datetime) -> datetime:
         """The first run strictly after ``moment`` (an aware datetime), in the schedule's time zone."""
@@ -161,6 +176,7 @@ class JobSpec:
                 timezone=self.schedule.timezone,
                 concurrency_policy=self.schedule.concurrency_policy.value,
                 history_limit=self.schedule.history_limit,
+                max_live_runs=self.schedule.max_live_runs,
             )
         return body
 
@@ -176,6 +192,7 @@ SUBMIT_FIELDS = (
     "timezone",
     "concurrency_policy",
     "history_limit",
+    "max_live_runs",
     "retries",
     "deadline_seconds",
 )
@@ -243,6 +260,17 @@ def _parse_kind(kind: Any) -> JobKind:
         raise JobSpecError("kind", f"kind must be one of: {options}") from None
 
 
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be passed to a process or stored as UTF-8, or None if it can."""
+    if "\0" in text:
+        return "contains a NUL character (\\u0000)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate (\\ud800-\\udfff), which is not text"
+    return None
+
+
 def _parse_command(command: Any, limits: Limits) -> tuple[str, ...]:
     if isinstance(command, str) or not isinstance(command, list) or not command:
         raise JobSpecError(
@@ -252,6 +280,9 @@ def _parse_command(command: Any, limits: Limits) -> tuple[str, ...]:
         raise JobSpecError("command", f"command has more than {limits.max_command_args} arguments")
     if not all(isinstance(arg, str) for arg in command) or not command[0]:
         raise JobSpecError("command", "every argument of command must be a string, and the first not empty")
+    for index, arg in enumerate(command):
+        if problem := text_problem(arg):
+            raise JobSpecError("command", f"argument {index} of command {problem}; remove it")
     return tuple(command)
 
 
@@ -285,8 +316,21 @@ def _parse_files(files: Any, limits: Limits) -> dict[str, str]:
             )
         if not isinstance(text, str):
             raise JobSpecError(where, f"the content of '{path}' must be text")
+        if (problem := text_problem(path) or text_problem(text)) is not None:
+            raise JobSpecError(where, f"'{path}' {problem}; ship UTF-8 text only")
+        if normal in result:
+            raise JobSpecError(where, f"'{path}' is given twice; ship each file once")
         total += len(text.encode("utf-8")) + len(path)
         result[normal] = text
+    for normal in result:  # a file cannot also be a directory: "a" and "a/b"
+        parent = posixpath.dirname(normal)
+        while parent:
+            if parent in result:
+                raise JobSpecError(
+                    f"files.{parent}"[:106],
+                    f"'{parent}' is both a file and the directory of '{normal}'; rename one of them",
+                )
+            parent = posixpath.dirname(parent)
     if total > limits.max_snapshot_bytes:
         raise JobSpecError(
             "files",
@@ -312,6 +356,8 @@ def _parse_env(env: Any, limits: Limits) -> dict[str, str]:
             )
         if not isinstance(value, str):
             raise JobSpecError(f"env.{key}", f"the value of {key} must be a string; quote it")
+        if problem := text_problem(value):
+            raise JobSpecError(f"env.{key}", f"the value of {key} {problem}; remove it")
         if len(value.encode("utf-8")) > limits.max_env_value_bytes:
             raise JobSpecError(
                 f"env.{key}", f"the value of {key} is too long; ship large data in files instead"
@@ -342,27 +388,8 @@ def _parse_schedule(body: Mapping[str, Any], kind: JobKind, limits: Limits) -> S
                     key, f'{key} applies to scheduled jobs only; use kind "scheduled" or remove it'
                 )
         return None
-    cron = body.get("schedule")
-    if not isinstance(cron, str) or not cron.strip():
-        raise JobSpecError(
-            "schedule", 'a scheduled job needs a cron schedule such as "0 6 * * *" (06:00 daily)'
-        )
-    cron = " ".join(cron.split())
-    if not (cron in CRON_MACROS or (len(cron.split(" ")) == 5 and croniter.is_valid(cron))):
-        raise JobSpecError(
-            "schedule",
-            f"'{cron[:70]}' is not a cron schedule; use five fields (minute hour day month weekday) "
-            'such as "*/30 * * * *" or "0 6 * * 1-5", or @hourly/@daily',
-        )
-    timezone = body.get("timezone") or "UTC"
-    try:
-        if not isinstance(timezone, str):
-            raise ZoneInfoNotFoundError(timezone)
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise JobSpecError(
-            "timezone", f"'{str(timezone)[:70]}' is not a time zone; use a name such as Europe/Berlin or UTC"
-        ) from None
+    cron = _parse_cron(body.get("schedule"))
+    timezone = parse_timezone(body.get("timezone"))
     policy = body.get("concurrency_policy") or ConcurrencyPolicy.FORBID.value
     try:
         concurrency = ConcurrencyPolicy(policy)
@@ -371,4 +398,57 @@ def _parse_schedule(body: Mapping[str, Any], kind: JobKind, limits: Limits) -> S
             "concurrency_policy", "concurrency_policy must be one of: forbid, replace, allow"
         ) from None
     history = _parse_int(body, "history_limit", 3, 0, limits.max_history)
-    return Schedule(cron, timezone, concurrency, history)
+    live = _parse_int(body, "max_live_runs", 1, 1, max(limits.max_live_runs, 1))
+    if live > 1 and concurrency is not ConcurrencyPolicy.ALLOW:
+        raise JobSpecError(
+            "max_live_runs", 'more than one live run needs concurrency_policy "allow"; remove max_live_runs'
+        )
+    schedule = Schedule(cron, timezone, concurrency, history, live)
+    try:
+        schedule.next_after(datetime.now(ZoneInfo("UTC")))
+    except CroniterError:
+        raise JobSpecError(
+            "schedule", f"'{cron}' never fires (no such date, such as 31 February); choose days that exist"
+        ) from None
+    return schedule
+
+
+def _parse_cron(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise JobSpecError(
+            "schedule", 'a scheduled job needs a cron schedule such as "0 6 * * *" (06:00 daily)'
+        )
+    cron = " ".join(value.split())
+    if cron in CRON_MACROS:
+        return cron
+    fields = cron.split(" ")
+    standard = len(fields) == 5 and all(
+        CRON_FIELD_RE.fullmatch(text)
+        and set(re.findall("[A-Za-z]+", text.upper())) <= names
+        and ("?" not in text or index in (2, 4))  # "?": day of month or of week only
+        for index, (text, names) in enumerate(zip(fields, CRON_NAMES, strict=True))
+    )
+    if not standard or not croniter.is_valid(cron):
+        raise JobSpecError(
+            "schedule",
+            f"'{cron[:70]}' is not a cron schedule; use five fields (minute hour day month weekday) "
+            'such as "*/30 * * * *" or "0 6 * * 1-5", or @hourly/@daily',
+        )
+    return cron
+
+
+@functools.cache
+def _time_zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def parse_timezone(timezone: Any) -> str:
+    """A time zone name of the tz database (as Kubernetes' CronJob ``timeZone`` takes), or UTC."""
+    if timezone is None or timezone == "":
+        return "UTC"
+    if isinstance(timezone, str) and timezone in _time_zones():
+        return timezone
+    shown = str(timezone)[:70].encode("unicode_escape").decode()
+    raise JobSpecError(
+        "timezone", f"'{shown}' is not a time zone; use a tz database name such as Europe/Berlin or UTC"
+    )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -13,7 +15,7 @@ import pytest
 
 from jhub_ext.backends.base import Placement
 from jhub_ext.backends.local import Clock, LocalJobBackend
-from jhub_ext.jobs.model import JobStatus, parse_submission
+from jhub_ext.jobs.model import JobStatus, Limits, parse_submission
 
 from ..observations import Recorder
 
@@ -160,7 +162,7 @@ async def test_forbid_skips_a_run_while_the_previous_one_is_going(tmp_path: Path
         await recorder(b).until(lambda o: o.status is JobStatus.RUNNING)
         await clock.advance_to(datetime(2026, 11, 25, 9, 2, tzinfo=UTC))
         for _ in range(100):
-            if "skipped a run" in await logs(b, "long"):
+            if "skipped a run" in (text := await logs(b, "long")) and "run\n" in text:
                 break
             await asyncio.sleep(0.05)
         output = await logs(b, "long")
@@ -240,4 +242,131 @@ async def test_outputs_outlive_the_job(tmp_path: Path) -> None:
         await b.delete("alice", "writer")
         assert (tmp_path / "outputs" / "u-alice" / "result.csv").read_text() == "a,b\n"
     finally:
+        await b.shutdown()
+
+
+# --- what hostile or broken jobs cannot do ---------------------------------------------------------
+
+
+async def test_the_log_stays_under_its_cap_while_the_job_runs(tmp_path: Path) -> None:
+    b = make_backend(tmp_path)
+    b.max_log_bytes = 64 * 1024
+    await b.start()
+    try:
+        code = "for i in range(40000):\n    print('line %06d' % i + 'x' * 40)\n"  # ~2 MiB in one run
+        await b.submit(spec("loud", "batch", code), ALICE)
+        await recorder(b).until(lambda o: o.status.finished)
+        log = tmp_path / "jobs" / "u-alice" / "loud" / "output.log"
+        assert log.stat().st_size <= 64 * 1024
+        text = await logs(b, "loud")
+        assert "earlier output was cut" in text and text.rstrip().endswith("line 039999" + "x" * 40)
+        tail = "".join([c async for c in b.logs("alice", "loud", tail=2)])
+        assert tail.splitlines() == [f"line {i:06d}" + "x" * 40 for i in (39998, 39999)]
+    finally:
+        await b.delete("alice", "loud")
+        await b.shutdown()
+
+
+async def test_a_job_that_cannot_start_fails_with_the_reason(backend: LocalJobBackend) -> None:
+    job = dataclasses.replace(spec("nothing", "batch", "", retries=0), command=("/no/such/program",))
+    await backend.submit(job, ALICE)
+    final = await recorder(backend).until(lambda o: o.status.finished)
+    assert (final.status, final.exit_code) == (JobStatus.FAILED, 127)
+    assert "cannot start '/no/such/program'" in await logs(backend, "nothing")
+
+
+async def test_an_error_in_supervision_ends_the_job_failed_and_stop_delete_shutdown_still_work(
+    tmp_path: Path,
+) -> None:
+    # A schedule that never fires (validation refuses it; a job saved before that would not be)
+    job = spec("never", "scheduled", "print(1)", schedule="@daily")
+    assert job.schedule is not None
+    broken = dataclasses.replace(job, schedule=dataclasses.replace(job.schedule, cron="0 0 31 2 *"))
+    b = make_backend(tmp_path)
+    await b.start()
+    await b.submit(broken, ALICE)
+    final = await recorder(b).until(lambda o: o.status.finished)
+    assert final.status is JobStatus.FAILED and final.message is not None
+    assert final.message.startswith("failed: CroniterBadDateError")
+    await b.stop("alice", "never")
+    await b.shutdown()  # nothing raised
+    again = make_backend(tmp_path)
+    await again.start()  # never started again: today's validation refuses it
+    assert ("alice", "never") not in again._jobs
+    await again.delete("alice", "never")
+    assert not (tmp_path / "jobs" / "u-alice" / "never").exists()
+    await again.shutdown()
+
+
+async def test_a_saved_job_that_cannot_run_any_more_ends_failed_on_start(tmp_path: Path) -> None:
+    first = make_backend(tmp_path)
+    await first.start()
+    await first.submit(spec("old", "scraper", "import time\ntime.sleep(60)"), ALICE)
+    await recorder(first).until(lambda o: o.status is JobStatus.RUNNING)
+    await first.stop("alice", "old")
+    await first.shutdown()
+    saved = tmp_path / "jobs" / "u-alice" / "old" / "spec.json"
+    body = json.loads(saved.read_text())
+    body["spec"]["command"] = ["python", "a\0b"]  # saved by a release that did not refuse NUL bytes
+    saved.write_text(json.dumps(body))
+    state = saved.with_name("state.json")
+    state.write_text(json.dumps({**json.loads(state.read_text()), "desired": "run", "status": "pending"}))
+
+    second = make_backend(tmp_path)
+    await second.start()
+    try:
+        final = await recorder(second).until(lambda o: o.status.finished)
+        assert final.status is JobStatus.FAILED and final.message is not None
+        assert "cannot run any more" in final.message and "NUL" in final.message
+        assert ("alice", "old") not in second._jobs
+        await second.delete("alice", "old")
+        assert not saved.parent.exists()
+    finally:
+        await second.shutdown()
+
+
+async def test_the_jobs_environment_reaches_the_job_but_not_the_runner(backend: LocalJobBackend) -> None:
+    code = "import os, time\nprint('FOO=' + os.environ['FOO'], flush=True)\ntime.sleep(60)\n"
+    await backend.submit(spec("env", "scraper", code, env={"FOO": "from-the-user"}), ALICE)
+    await recorder(backend).until(lambda o: o.status is JobStatus.RUNNING)
+    runner = backend._jobs[("alice", "env")].runs()[0].pid
+    for _ in range(100):
+        if "FOO=from-the-user" in await logs(backend, "env"):
+            break
+        await asyncio.sleep(0.05)
+    assert "FOO=from-the-user" in await logs(backend, "env")
+    assert b"FOO=" not in Path(f"/proc/{runner}/environ").read_bytes()
+    assert not list((tmp_dir := backend._jobs[("alice", "env")].dir).glob("env.*.json")), tmp_dir
+
+
+async def test_allow_keeps_at_most_max_live_runs(tmp_path: Path) -> None:
+    clock = FakeClock(datetime(2026, 11, 25, 9, 0, 30, tzinfo=UTC))
+    b = make_backend(tmp_path, clock)
+    await b.start()
+    try:
+        code = "import time\nprint('run', flush=True)\ntime.sleep(60)\n"
+        body = {"schedule": "* * * * *", "concurrency_policy": "allow", "max_live_runs": 2}
+        job = parse_submission(
+            {
+                "name": "many",
+                "kind": "scheduled",
+                "command": [PY, "job.py"],
+                "files": {"job.py": code},
+                **body,
+            },
+            Limits(max_live_runs=2),
+        )
+        await b.submit(job, ALICE)
+        await recorder(b).until(lambda o: o.status is JobStatus.PENDING)
+        for minute in (1, 2, 3):
+            await clock.advance_to(datetime(2026, 11, 25, 9, minute, tzinfo=UTC))
+            await asyncio.sleep(0.5)
+        for _ in range(100):
+            if "skipped a run" in await logs(b, "many"):
+                break
+            await asyncio.sleep(0.05)
+        assert len(b._jobs[("alice", "many")].runs()) == 2
+        assert "max_live_runs" in await logs(b, "many")
+    finally:
+        await b.delete("alice", "many")
         await b.shutdown()

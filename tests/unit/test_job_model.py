@@ -158,3 +158,72 @@ def test_names_must_match_whole_not_up_to_a_newline(name: str) -> None:
 )
 def test_env_cannot_steer_the_loader_the_interpreter_or_the_service(key: str) -> None:
     assert refused(env={key: "x"}).field.startswith("env")
+
+
+SCHEDULED: dict[str, Any] = {"kind": "scheduled", "schedule": "@daily"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "message"),
+    [
+        # what a process or a file could not take would wedge the job later: refused now
+        ({"command": ["python", "a\0b"]}, "command", "argument 1 of command contains a NUL"),
+        ({"command": ["python", "\ud800"]}, "command", "contains a lone surrogate"),
+        ({"env": {"A": "x\0y"}}, "env.A", "the value of A contains a NUL"),
+        ({"env": {"A": "\udfff"}}, "env.A", "contains a lone surrogate"),
+        ({"files": {"a.py": "\ud83d"}}, "files.a.py", "contains a lone surrogate"),
+        ({"files": {"a": "x", "a/b": "y"}}, "files.a", "'a' is both a file and the directory of 'a/b'"),
+        ({"files": {"a/b": "x", "a/b/c/d": "y"}}, "files.a/b", "is both a file and the directory"),
+        ({"files": {"a": "x", "a/": "y"}}, "files.a/", "'a/' is given twice"),
+        # crons Kubernetes would refuse, and crons that never fire
+        ({**SCHEDULED, "schedule": "0 0 31 2 *"}, "schedule", "never fires"),
+        ({**SCHEDULED, "schedule": "0 0 30 2 *"}, "schedule", "never fires"),
+        ({**SCHEDULED, "schedule": "0 0 L * *"}, "schedule", "is not a cron schedule"),
+        ({**SCHEDULED, "schedule": "0 0 * * 1#2"}, "schedule", "is not a cron schedule"),
+        ({**SCHEDULED, "schedule": "H * * * *"}, "schedule", "is not a cron schedule"),
+        ({**SCHEDULED, "schedule": "0 0 * FOO *"}, "schedule", "is not a cron schedule"),
+        ({**SCHEDULED, "schedule": "TZ=UTC 0 * * *"}, "schedule", "is not a cron schedule"),
+        ({**SCHEDULED, "schedule": "*/0 * * * *"}, "schedule", "is not a cron schedule"),
+        # time zones by the tz database, not by the file system
+        ({**SCHEDULED, "timezone": "America"}, "timezone", "'America' is not a time zone"),
+        ({**SCHEDULED, "timezone": "../../etc/passwd"}, "timezone", "is not a time zone"),
+        ({**SCHEDULED, "timezone": "Europe/Berlin\0"}, "timezone", "is not a time zone"),
+        ({**SCHEDULED, "timezone": "x" * 5000}, "timezone", "is not a time zone"),
+        ({**SCHEDULED, "timezone": 3}, "timezone", "'3' is not a time zone"),
+        # live runs of a schedule: one unless the admin allows more, and several only with "allow"
+        (
+            {**SCHEDULED, "max_live_runs": 2},
+            "max_live_runs",
+            "max_live_runs must be a whole number from 1 to 1",
+        ),
+    ],
+)
+def test_what_would_fail_later_is_refused_now(changes: dict[str, Any], field: str, message: str) -> None:
+    error = refused(**changes)
+    assert (error.field, error.to_json()["field"]) == (field, field)
+    assert message in str(error)
+
+
+def test_long_time_zones_are_not_echoed_whole() -> None:
+    assert len(str(refused(**SCHEDULED, timezone="x" * 5000))) < 200
+
+
+def test_the_admin_may_allow_several_live_runs_with_allow_only() -> None:
+    limits = Limits(max_live_runs=3)
+    body = {**BASE, **SCHEDULED, "concurrency_policy": "allow", "max_live_runs": 3}
+    spec = parse_submission(body, limits)
+    assert spec.schedule is not None and spec.schedule.max_live_runs == 3
+    assert parse_submission(spec.to_json(), limits) == spec
+    with pytest.raises(JobSpecError, match='needs concurrency_policy "allow"') as caught:
+        parse_submission({**body, "concurrency_policy": "forbid"}, limits)
+    assert caught.value.field == "max_live_runs"
+
+
+@pytest.mark.parametrize("cron", ["0 6 * * MON-FRI", "0 0 29 2 *", "*/15 9-17 ? JAN,JUL *", "@hourly"])
+def test_crons_kubernetes_takes_are_accepted(cron: str) -> None:
+    spec = parse_submission({**BASE, **SCHEDULED, "schedule": cron})
+    assert spec.schedule is not None and spec.schedule.cron == cron
+
+
+def test_code_is_text_without_nul_bytes() -> None:
+    assert refused(files={"data.txt": "a\0b"}).field == "files.data.txt"

@@ -1,4 +1,4 @@
-"""The node agent reads a log's tail backwards from its end, across blocks, without loading the file."""
+"""A log's tail is found by reading backwards from its end, across blocks, without loading the file."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from jhub_ext.devcluster.agent import logs
+from jhub_ext.backends import logfile as logs
 
 
 @pytest.mark.parametrize("ending", [b"\n", b""])

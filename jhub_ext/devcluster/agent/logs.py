@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from ...backends.logfile import BLOCK, tail_offset
+
 if TYPE_CHECKING:
     from .agent import NodeAgent
     from .pods import ContainerState, PodWorker
-
-BLOCK = 64 * 1024
-
 
 def _parse(line: bytes) -> tuple[str, bytes, bool] | None:
     """A CRI log line -> (timestamp, content, ends a line)."""
@@ -31,28 +28,6 @@ def _parse(line: bytes) -> tuple[str, bytes, bool] | None:
         return None
     content = parts[3] if len(parts) == 4 else b""
     return parts[0].decode(), content, parts[2] == b"F"
-
-
-def tail_offset(path: Path, lines: int) -> int:
-    """The byte offset at which the last ``lines`` lines of ``path`` start, read from the end."""
-    with path.open("rb") as f:
-        end = f.seek(0, os.SEEK_END)
-        if lines <= 0:
-            return end
-        position, seen = end, 0
-        while position > 0:
-            step = min(BLOCK, position)
-            position -= step
-            f.seek(position)
-            block = f.read(step)
-            # the file's final newline ends its last line; it does not start another
-            stop = len(block) - 1 if position + step == end and block.endswith(b"\n") else len(block)
-            while (index := block.rfind(b"\n", 0, stop)) >= 0:
-                seen += 1
-                if seen == lines:
-                    return position + index + 1
-                stop = index
-        return 0
 
 
 def _since(value: str) -> datetime.datetime:
