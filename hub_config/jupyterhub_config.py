@@ -132,6 +132,8 @@ jobs_port = int(env.get("JHUB_EXT_JOBS_PORT", "8082"))
 jobs_dir = state_dir / "jobs"
 jobs_dir.mkdir(parents=True, exist_ok=True)
 jobs_db_url = env.get("JHUB_EXT_JOBS_DB_URL", f"sqlite:///{jobs_dir / 'jobs.sqlite'}")
+# the hub and the service take the same per-group locks while they check and record quota use
+quota_lock_dir = str(state_dir / "locks") if mode == "local" else ""
 c.JupyterHub.services = [
     {
         "name": "jobs",
@@ -142,6 +144,8 @@ c.JupyterHub.services = [
         "environment": {
             "JHUB_EXT_CATALOG": catalog_path,
             "JHUB_EXT_JOBS_DB_URL": jobs_db_url,
+            "JHUB_EXT_QUOTA_LOCK_DIR": quota_lock_dir,
+            "JHUB_EXT_JOBS_CONFIG": env.get("JHUB_EXT_JOBS_CONFIG", str(here / "jobs_config.py")),
             "JHUB_EXT_JOBS_DIR": str(jobs_dir / "run"),
             "JHUB_EXT_JOBS_OUTPUT_DIR": env.get("JHUB_EXT_JOBS_OUTPUT_DIR", str(state_dir / "outputs")),
             "JHUB_EXT_JOBS_OUTPUT_CLAIM": env.get("JHUB_EXT_JOBS_OUTPUT_CLAIM", ""),
@@ -212,6 +216,7 @@ if mode == "local":
     c.LocalProfileSpawner.catalog_path = catalog_path
     c.LocalProfileSpawner.home_dir_template = str(state_dir / "home" / "{username}")
     c.LocalProfileSpawner.jobs_db_url = jobs_db_url  # quotas count jobs as well as servers
+    c.LocalProfileSpawner.quota_lock_dir = quota_lock_dir
     c.Spawner.cmd = [str(bin_dir / "jupyterhub-singleuser")]
 else:
     c.JupyterHub.spawner_class = "jhub_ext.spawner.kube.ProfileKubeSpawner"

@@ -33,7 +33,8 @@ class HubProcess:
         self.workdir = workdir
         self.state_dir = workdir / "state"
         self.catalog = workdir / "profiles.yaml"
-        self.catalog.write_text(catalog_text if catalog_text is not None else SHIPPED_CATALOG.read_text())
+        self.initial_catalog = catalog_text if catalog_text is not None else SHIPPED_CATALOG.read_text()
+        self.catalog.write_text(self.initial_catalog)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "hub.log"

@@ -9,6 +9,9 @@ address, prefix and token, and these of its own:
 - ``JHUB_EXT_JOBS_DIR``: where the local backend keeps job directories (default ``jobs``).
 - ``JHUB_EXT_JOBS_BACKEND``: ``kubernetes`` runs jobs as Kubernetes workloads in
   ``$JHUB_EXT_NAMESPACE``; anything else, as local processes.
+- ``JHUB_EXT_JOBS_CONFIG``: a traitlets config file (``c.JobsService...``), such as
+  ``hub_config/jobs_config.py``.
+- ``JHUB_EXT_QUOTA_LOCK_DIR``: per-group quota locks shared with the hub (local mode).
 - ``JHUB_EXT_STANDALONE_TOKEN``: run without a hub (Binder, a laptop): every request must carry
   this token, and all jobs belong to ``$JHUB_EXT_STANDALONE_USER`` (default: ``$USER``).
 """
@@ -26,15 +29,18 @@ from jupyterhub.services.auth import HubOAuthCallbackHandler
 from tornado import web
 from traitlets import Integer, Type, Unicode, default
 from traitlets.config import Application
+from traitlets.config.loader import PyFileConfigLoader
 
 from ..backends.base import JobBackend
 from ..backends.local import LocalJobBackend
 from ..catalog import CatalogError
+from ..catalog.quotalock import QuotaLock
 from ..catalog.reload import CatalogSource
 from .dashboard import dashboard_handlers
-from .handlers import api_handlers
+from .handlers import READ_BODY_BYTES, api_handlers
 from .hub import HubClient
 from .manager import JobManager
+from .model import Limits
 from .store import JobStore
 
 
@@ -55,7 +61,67 @@ class JobsService(Application):
             c.JobsService.backend_class = "jhub_ext.backends.local.LocalJobBackend"
         """,
     )
-    submits_per_minute = Integer(30, config=True, help="Most job submissions per user per minute.")
+    submits_per_minute = Integer(
+        30,
+        config=True,
+        help="""
+        Most job submissions and restarts per user per minute; more are answered 429 with Retry-After.
+
+        Example::
+
+            c.JobsService.submits_per_minute = 30
+        """,
+    )
+    actions_per_minute = Integer(
+        120,
+        config=True,
+        help="""
+        Most stops and deletes per user per minute; more are answered 429 with Retry-After.
+
+        Example::
+
+            c.JobsService.actions_per_minute = 120
+        """,
+    )
+    follows_per_user = Integer(
+        5,
+        config=True,
+        help="""
+        Most ``logs?follow=1`` streams one user may keep open at once.
+
+        Example::
+
+            c.JobsService.follows_per_user = 5
+        """,
+    )
+    max_live_runs = Integer(
+        1,
+        config=True,
+        help="""
+        Most runs of one scheduled job alive at once. Above 1, a job with ``concurrency_policy: allow``
+        may ask for up to this many (``max_live_runs``); each live run counts against the group quota.
+
+        Example::
+
+            c.JobsService.max_live_runs = 3
+        """,
+    )
+    quota_lock_dir = Unicode(
+        config=True,
+        help="""
+        A directory shared with the hub (local mode), holding the per-group quota locks, so that a
+        spawn and a submit never both take the last of a quota. Empty: locks within this process
+        only. Default: $JHUB_EXT_QUOTA_LOCK_DIR.
+
+        Example::
+
+            c.JobsService.quota_lock_dir = "/srv/jhub/locks"
+        """,
+    )
+
+    @default("quota_lock_dir")
+    def _default_quota_lock_dir(self) -> str:
+        return os.environ.get("JHUB_EXT_QUOTA_LOCK_DIR", "")
 
     @default("backend_class")
     def _default_backend_class(self) -> type[JobBackend]:
@@ -72,6 +138,19 @@ class JobsService(Application):
     @default("db_url")
     def _default_db_url(self) -> str:
         return os.environ.get("JHUB_EXT_JOBS_DB_URL", "sqlite:///jobs.sqlite")
+
+    def load_admin_config(self, path: str) -> None:
+        """Read the admin's ``jobs_config.py``. A broken file is reported and skipped (the service
+        starts with the settings it had), so an edit cannot take job submission down."""
+        try:
+            config = PyFileConfigLoader(path, log=self.log).load_config()
+            JobsService(config=config)  # every value checked before any is used
+        except Exception as e:
+            self.log.critical(
+                "Ignoring %s, which cannot be used (fix it and restart the service): %s", path, e
+            )
+            return
+        self.update_config(config)
 
     def make_app(self, manager: JobManager) -> web.Application:
         prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/jobs/")
@@ -109,11 +188,22 @@ class JobsService(Application):
             self.log.info("Standalone mode: no hub; one user, one token")
         elif os.environ.get("JUPYTERHUB_API_URL") and os.environ.get("JUPYTERHUB_API_TOKEN"):
             hub = HubClient(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
-        manager = JobManager(store, backend, catalog, hub, self.submits_per_minute)
+        manager = JobManager(
+            store,
+            backend,
+            catalog,
+            hub,
+            self.submits_per_minute,
+            actions_per_minute=self.actions_per_minute,
+            follows_per_user=self.follows_per_user,
+            limits=Limits(max_live_runs=self.max_live_runs),
+            quota_lock=QuotaLock(self.quota_lock_dir or None),
+        )
         await backend.start()
         url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
         bind = os.environ.get("JHUB_EXT_JOBS_BIND_IP") or url.hostname or "127.0.0.1"
-        server = self.make_app(manager).listen(url.port or 80, bind)
+        # bodies are small JSON: anything far larger is cut off before it is buffered
+        server = self.make_app(manager).listen(url.port or 80, bind, max_body_size=READ_BODY_BYTES)
         self.log.info("Jobs service listening on %s://%s:%s", url.scheme, url.hostname, url.port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -132,6 +222,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
     app = JobsService.instance()
     app.initialize(argv)
+    if path := os.environ.get("JHUB_EXT_JOBS_CONFIG"):
+        app.load_admin_config(path)
     app.start()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 from importlib import resources
@@ -9,7 +10,7 @@ from typing import Any
 
 import yaml
 from jupyterhub.services.auth import HubOAuthenticated
-from tornado import web
+from tornado import httpclient, iostream, web
 
 from .manager import Caller, JobManager, Refused
 from .model import JobSpecError, parse_name
@@ -17,6 +18,10 @@ from .model import JobSpecError, parse_name
 SCOPE_USE = "custom:jobs:use"
 SCOPE_ADMIN = "custom:jobs:admin"
 MAX_BODY_BYTES = 1024 * 1024
+#: bodies up to this are read (and dropped past MAX_BODY_BYTES) to answer 413; larger ones at once
+READ_BODY_BYTES = 16 * MAX_BODY_BYTES
+#: how long a client should wait before trying again when the hub or the cluster does not answer
+UNAVAILABLE_RETRY_SECONDS = 10
 DEFAULT_PAGE = 200
 MAX_PAGE = 1000
 
@@ -26,10 +31,26 @@ def openapi_document() -> dict[str, Any]:
     return yaml.safe_load(text)  # type: ignore[no-any-return]
 
 
+@web.stream_request_body
 class APIHandler(HubOAuthenticated, web.RequestHandler):
-    """Token (or OAuth cookie) authentication, scopes, and JSON errors for every API route."""
+    """Token (or OAuth cookie) authentication, scopes, and JSON errors for every API route.
+
+    Request bodies are counted as they arrive and kept only up to :data:`MAX_BODY_BYTES` (the rest
+    is read and dropped, so the answer can still be a JSON 413): none is ever buffered whole.
+    """
 
     caller: Caller
+    body: bytearray
+    body_too_large = False
+
+    def data_received(self, chunk: bytes) -> None:
+        if self.body_too_large:
+            return
+        if len(self.body) + len(chunk) > MAX_BODY_BYTES:
+            self.body_too_large = True
+            self.body.clear()
+        else:
+            self.body += chunk
 
     @property
     def manager(self) -> JobManager:
@@ -40,7 +61,13 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Content-Type-Options", "nosniff")  # a log is never run as a script
 
+    def initialize(self) -> None:
+        self.body = bytearray()
+
     async def prepare(self) -> None:
+        length = self.request.headers.get("Content-Length", "0")
+        if not (length.isascii() and length.isdigit()) or int(length) > READ_BODY_BYTES:
+            raise body_too_large()
         standalone = self.settings.get("standalone_token")
         if standalone:  # no hub (Binder, a laptop): one user, one token
             sent = self.request.headers.get("Authorization", "").partition(" ")[2]
@@ -74,7 +101,7 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
         text = self.get_argument(name, None)
         if text is None:
             return fallback
-        if not text.isdigit() or not low <= int(text) <= high:
+        if not (text.isascii() and text.isdigit() and len(text) <= 12) or not low <= int(text) <= high:
             raise Refused(400, f"{name} must be a whole number from {low} to {high}", name)
         return int(text)
 
@@ -92,9 +119,17 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]
+        if unavailable(error):
+            error = Refused(
+                503,
+                "the hub or the cluster is not answering just now; nothing was changed, try again shortly",
+                retry_after=UNAVAILABLE_RETRY_SECONDS,
+            )
         if isinstance(error, Refused):
             self.set_status(error.status)
             body = error.to_json()
+            if error.retry_after:
+                self.set_header("Retry-After", str(error.retry_after))
         elif isinstance(error, web.HTTPError):
             body = {"error": error.log_message or self._reason, "field": None}
         else:
@@ -103,7 +138,9 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
         self.finish(json.dumps(body))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, Refused):
+        if unavailable(value):
+            self.log.warning("%s %s: unavailable: %r", self.request.method, self.request.path, value)
+        elif isinstance(value, Refused):
             self.log.info(
                 "%s %s refused (%d): %s", self.request.method, self.request.path, value.status, value
             )
@@ -115,7 +152,21 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
         return self.settings["jobs_log"]
 
 
+def body_too_large() -> Refused:
+    return Refused(413, f"the request is larger than {MAX_BODY_BYTES // 1024} KiB; ship less code", "files")
+
+
+def unavailable(error: BaseException | None) -> bool:
+    """Whether ``error`` says the hub or the cluster did not answer (a 503 for the client), not a bug."""
+    if isinstance(error, TimeoutError | ConnectionError | httpclient.HTTPClientError):
+        return True
+    status = getattr(error, "status", None)  # the Kubernetes client's ApiException
+    return isinstance(status, int) and (status >= 500 or status == 429) and not isinstance(error, Refused)
+
+
 class JobsHandler(APIHandler):
+    """``GET jobs`` lists; ``POST jobs`` submits."""
+
     async def get(self) -> None:
         limit = self.whole_number("limit", DEFAULT_PAGE, 1, MAX_PAGE)
         offset = self.whole_number("offset", 0, 0, 10**9)
@@ -130,16 +181,16 @@ class JobsHandler(APIHandler):
         )
 
     async def post(self) -> None:
-        if len(self.request.body) > MAX_BODY_BYTES:
-            raise Refused(
-                413, f"the request is larger than {MAX_BODY_BYTES // 1024} KiB; ship less code", "files"
-            )
+        if self.body_too_large:
+            raise body_too_large()
         try:
-            body = json.loads(self.request.body or b"")
+            body = json.loads(bytes(self.body))
         except ValueError:
             raise Refused(
                 400, "the body is not JSON; send a JSON object with name, kind and command", "body"
             ) from None
+        except RecursionError:
+            raise Refused(400, "the body is nested too deeply; send a flat JSON object", "body") from None
         job = await self.manager.submit(self.caller, body)
         self.reply(job.to_json(), status=201)
 
@@ -174,18 +225,20 @@ class LogsHandler(APIHandler):
         follow = self.get_argument("follow", "0") in ("1", "true")
         tail = self.whole_number("tail", -1, 0, 10**7)
         tail = None if tail < 0 else tail
-        chunks = self.manager.logs(self.caller, self.owner(), self.check_job_name(name), follow, tail)
-        first = True
-        async for chunk in chunks:
-            if first:
-                self.set_header("Content-Type", "text/plain; charset=utf-8")
-                first = False
-            self.write(chunk)
-            if follow:
-                await self.flush()
-        if first:
+        owner, job = self.owner(), self.check_job_name(name)
+        self.manager.job(self.caller, owner, job)  # a 404 before anything is sent
+        with self.manager.follow_slot(self.caller) if follow else contextlib.nullcontext():
             self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish()
+            try:
+                if follow:
+                    await self.flush()  # the reader knows at once that it is following
+                async for chunk in self.manager.logs(self.caller, owner, job, follow, tail):
+                    self.write(chunk)
+                    if follow:
+                        await self.flush()
+            except iostream.StreamClosedError:
+                return  # the reader went away: free the stream
+            self.finish()
 
 
 class ProfilesHandler(APIHandler):

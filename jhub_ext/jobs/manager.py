@@ -7,6 +7,7 @@ sees; the store keeps history. Both modes share all of it.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
@@ -15,10 +16,11 @@ from typing import Any
 from ..backends.base import JobBackend, JobRejected, Observed, Placement
 from ..catalog.model import Catalog, Kind
 from ..catalog.quota import QuotaExceeded, Usage, Workload, check_quota, usage_by_group
+from ..catalog.quotalock import QuotaLock
 from ..catalog.reload import CatalogSource
 from ..catalog.selection import SelectionError, resolve_selection
 from .hub import HubClient
-from .model import JobKind, JobSpecError, JobStatus, parse_submission
+from .model import JobKind, JobSpec, JobSpecError, JobStatus, Limits, parse_submission
 from .store import JobExists, JobRecord, JobStore, StatusConflict
 
 #: Which profile kind each job kind needs (the catalog's ``kinds``).
@@ -28,9 +30,10 @@ PROFILE_KIND = {JobKind.BATCH: Kind.JOB, JobKind.SCHEDULED: Kind.JOB, JobKind.SC
 class Refused(Exception):
     """A request the service refuses: HTTP ``status``, with the field at fault and the fix."""
 
-    def __init__(self, status: int, message: str, field: str | None = None):
+    def __init__(self, status: int, message: str, field: str | None = None, retry_after: int | None = None):
         self.status = status
         self.field = field
+        self.retry_after = retry_after  # seconds, for 429 and 503
         super().__init__(message)
 
     def to_json(self) -> dict[str, Any]:
@@ -64,6 +67,23 @@ class RateLimiter:
         events.append(now)
         return True
 
+    def retry_after(self, key: str, now: float | None = None) -> int:
+        """Whole seconds until ``key`` may act again."""
+        now = time.monotonic() if now is None else now
+        events = self._events[key]
+        return max(1, math.ceil(events[0] + self.window - now)) if events else 1
+
+    def check(self, key: str, what: str) -> None:
+        """Raise a 429 :class:`Refused` (with ``Retry-After``) once ``key`` is over the limit."""
+        if not self.allow(key):
+            wait = self.retry_after(key)
+            raise Refused(
+                429,
+                f"too many {what}: at most {self.limit} a minute; try again in {wait} s",
+                None,
+                retry_after=wait,
+            )
+
 
 class JobManager:
     def __init__(
@@ -73,13 +93,24 @@ class JobManager:
         catalog: CatalogSource,
         hub: HubClient | None,
         submits_per_minute: int = 30,
+        *,
+        actions_per_minute: int = 120,
+        follows_per_user: int = 5,
+        limits: Limits | None = None,
+        quota_lock: QuotaLock | None = None,
     ):
         self.store = store
         self.backend = backend
         self.catalog_source = catalog
         self.hub = hub
-        self.rate = RateLimiter(submits_per_minute)
+        self.rate = RateLimiter(submits_per_minute)  # submissions and restarts
+        self.actions = RateLimiter(actions_per_minute)  # stops and deletes
+        self.follows_per_user = follows_per_user
+        self.following: dict[str, int] = defaultdict(int)  # open ``follow`` streams per user
+        self.limits = limits or Limits()
+        self.quota_lock = quota_lock or QuotaLock()
         backend.on_change = self.on_change
+        backend.limits = self.limits
 
     # --- keeping the store in step with the backend --------------------------------------------------
 
@@ -172,13 +203,16 @@ class JobManager:
 
     # --- actions -------------------------------------------------------------------------------------------
 
+    def usage_of(self, spec: JobSpec, selection: Any) -> Usage:
+        """What a job counts against quotas: each run that may be alive at once counts."""
+        one = Usage.of(selection.profile, PROFILE_KIND[spec.kind])
+        runs = spec.schedule.max_live_runs if spec.schedule is not None else 1
+        return Usage(cpu=one.cpu * runs, memory=one.memory * runs, gpus=one.gpus * runs, jobs=1)
+
     async def submit(self, caller: Caller, body: Any) -> JobRecord:
-        if not self.rate.allow(caller.name):
-            raise Refused(
-                429, f"too many submissions; wait a minute (at most {self.rate.limit} a minute)", None
-            )
+        self.rate.check(caller.name, "submissions")
         try:
-            spec = parse_submission(body)
+            spec = parse_submission(body, self.limits)
         except JobSpecError as e:
             raise Refused(400, str(e), e.field) from None
         catalog = self.catalog
@@ -194,28 +228,36 @@ class JobManager:
                 f"you already have a job named '{spec.name}'; choose another name or delete it first",
                 "name",
             )
-        usage = Usage.of(selection.profile, kind)
-        try:
-            check_quota(catalog, caller.groups, usage, await self.usage(catalog, caller.groups))
-        except QuotaExceeded as e:
-            raise Refused(403, str(e), "profile") from None
+        usage = self.usage_of(spec, selection)
         image = None if spec.profile else await self.notebook_image(caller)
         placement = self._placement(caller.name, caller.groups, selection, image)
         try:
             await self.backend.validate(spec, placement)  # what would fail later is refused now
         except JobRejected as e:
             raise Refused(400, e.message, e.field) from None
-        try:
-            record = self.store.create(
-                caller.name, spec, selection.profile.slug, groups=caller.groups, usage=usage.to_json()
-            )
-        except JobExists:
-            raise Refused(409, f"you already have a job named '{spec.name}'", "name") from None
+        # Counting, checking and recording are one step per quota group (see QuotaLock).
+        async with self.quota_lock.hold(caller.groups & catalog.quotas.keys()):
+            try:
+                check_quota(catalog, caller.groups, usage, await self.usage(catalog, caller.groups))
+            except QuotaExceeded as e:
+                raise Refused(403, str(e), "profile") from None
+            try:
+                record = self.store.create(
+                    caller.name, spec, selection.profile.slug, groups=caller.groups, usage=usage.to_json()
+                )
+            except JobExists:
+                raise Refused(409, f"you already have a job named '{spec.name}'", "name") from None
         try:
             await self.backend.submit(spec, placement)
         except JobRejected as e:
             self.store.delete(caller.name, spec.name, actor="jobs service: not started")
             raise Refused(400, e.message, e.field) from None
+        except Exception:
+            # nothing may stay pending (and counted) for a job that never started
+            with contextlib.suppress(Exception):
+                await self.backend.delete(caller.name, spec.name)
+            self.store.delete(caller.name, spec.name, actor="jobs service: not started")
+            raise
         return self.store.get(caller.name, spec.name) or record
 
     async def notebook_image(self, caller: Caller) -> str | None:
@@ -243,6 +285,7 @@ class JobManager:
         )
 
     async def stop(self, caller: Caller, owner: str, name: str) -> JobRecord:
+        self.actions.check(caller.name, "stops and deletes")
         record = self.job(caller, owner, name)
         if not record.status.finished:
             await self.backend.stop(owner, name)
@@ -251,36 +294,68 @@ class JobManager:
         return self.job(caller, owner, name)
 
     async def restart(self, caller: Caller, owner: str, name: str) -> JobRecord:
+        self.rate.check(caller.name, "submissions and restarts")
         record = self.job(caller, owner, name)
+        try:
+            spec = parse_submission(record.spec, self.limits)
+        except JobSpecError as e:
+            raise Refused(
+                409, f"this job cannot run any more ({e}); delete it and submit it again", e.field
+            ) from None
         if not record.status.finished:
             await self.backend.stop(owner, name)
             self.store.set_status(owner, name, JobStatus.STOPPED, message="stopped for a restart")
-        spec = parse_submission(record.spec)
         catalog = self.catalog
-        kind = PROFILE_KIND[spec.kind]
         groups = frozenset(record.groups)
         try:
             selection = resolve_selection(
-                catalog, {"profile": record.profile} if record.profile else {}, groups, kind
+                catalog,
+                {"profile": record.profile} if record.profile else {},
+                groups,
+                PROFILE_KIND[spec.kind],
             )
-            usage = Usage.of(selection.profile, kind)
-            check_quota(catalog, groups, usage, await self.usage(catalog, groups))
         except SelectionError as e:
             raise Refused(403, str(e), "profile") from None
-        except QuotaExceeded as e:
-            raise Refused(403, str(e), "profile") from None
-        self.store.set_status(owner, name, JobStatus.PENDING, message="restarted", actor=caller.name)
+        usage = self.usage_of(spec, selection)
+        async with self.quota_lock.hold(groups & catalog.quotas.keys()):
+            try:
+                check_quota(catalog, groups, usage, await self.usage(catalog, groups))
+            except QuotaExceeded as e:
+                raise Refused(403, str(e), "profile") from None
+            self.store.set_status(owner, name, JobStatus.PENDING, message="restarted", actor=caller.name)
         try:
             await self.backend.submit(spec, self._placement(owner, groups, selection))
         except JobRejected as e:
             self.store.set_status(owner, name, JobStatus.FAILED, message=f"could not start: {e.message}")
             raise Refused(400, e.message, e.field) from None
+        except Exception as e:
+            self.store.set_status(owner, name, JobStatus.FAILED, message=f"failed: could not start ({e})")
+            raise
         return self.job(caller, owner, name)
 
     async def delete(self, caller: Caller, owner: str, name: str) -> None:
+        self.actions.check(caller.name, "stops and deletes")
         self.job(caller, owner, name)
         await self.backend.delete(owner, name)
         self.store.delete(owner, name, actor=caller.name)
+
+    @contextlib.contextmanager
+    def follow_slot(self, caller: Caller) -> Any:
+        """One of the caller's few concurrent ``follow`` streams, for as long as the stream lasts."""
+        if self.following[caller.name] >= self.follows_per_user:
+            raise Refused(
+                429,
+                f"you follow {self.follows_per_user} logs already; close one (Ctrl-C) and try again",
+                "follow",
+                retry_after=10,
+            )
+        self.following[caller.name] += 1
+        try:
+            yield
+        finally:
+            self.following[caller.name] -= 1
+            if not self.following[caller.name]:
+                del self.following[caller.name]
 
     async def logs(self, caller: Caller, owner: str, name: str, follow: bool, tail: int | None) -> Any:
         self.job(caller, owner, name)

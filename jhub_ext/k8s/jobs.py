@@ -10,11 +10,18 @@ Every pod runs under the "restricted" Pod Security Standard, without a service-a
 with its profile's resources and scheduling, and labels that attribute it to its user, kind,
 profile and groups. The snapshot is copied from the read-only ConfigMap into a writable work
 directory by an init container, so jobs can write files next to their code.
+
+Identity: every object is named by :func:`object_name` from the exact (user, job name), with a
+64-bit hash of the pair, and carries that pair exactly in its annotations ``jhub-ext.io/user`` and
+``jhub-ext.io/name`` (pods and a CronJob's Jobs too, through their templates). Those annotations
+are what says whose an object is. Labels (``jhub-ext.io/user`` and the rest) are sanitised and
+lossy (``jürgen`` and ``jörgen`` share one): they select objects (watches, quotas), never identify.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -27,7 +34,6 @@ from .pods import (
     RESTRICTED_CONTAINER_SECURITY_CONTEXT,
     RESTRICTED_POD_SECURITY_CONTEXT,
     affinity,
-    label_value,
     node_selector,
     resource_requirements,
     tolerations,
@@ -38,6 +44,21 @@ CODE_DIR = "/jhub-ext/code"
 WORK_DIR = "/jhub-ext/work"
 OUTPUT_DIR = "/jhub-ext/output"
 JOB_LABEL = f"{LABEL_PREFIX}/job"
+#: the exact owner and job name of an object: what identifies it (labels are lossy)
+USER_ANNOTATION = f"{LABEL_PREFIX}/user"
+NAME_ANNOTATION = f"{LABEL_PREFIX}/name"
+#: on a CronJob: how many of its runs may be alive at once (the backend deletes the newest extra ones)
+MAX_LIVE_RUNS_ANNOTATION = f"{LABEL_PREFIX}/max-live-runs"
+#: on a workload (set by the backend when it creates one): the uid of the ConfigMap it runs, so that
+#: only that very object is ever deleted as the job's code
+CODE_UID_ANNOTATION = f"{LABEL_PREFIX}/code-uid"
+#: a CronJob appends "-" and up to 10 digits to the names of the Jobs it creates, which are label
+#: values (``job-name``) of at most 63 characters
+MAX_NAME_LENGTH = 52
+HASH_HEX = 16  # 64 bits of sha256: no collision to find by trying names
+_USER_PART = 12
+_NAME_PART = MAX_NAME_LENGTH - _USER_PART - HASH_HEX - 2
+_NOT_NAME = re.compile(r"[^a-z0-9]+")
 PROFILE_KIND = {JobKind.BATCH: Kind.JOB, JobKind.SCHEDULED: Kind.JOB, JobKind.SCRAPER: Kind.SCRAPER}
 _POLICIES = {
     ConcurrencyPolicy.FORBID: "Forbid",
@@ -61,14 +82,40 @@ class JobPlacement:
     output_claim: str | None = None  # a PersistentVolumeClaim for outputs; each user gets a sub-directory
 
 
+def _readable(text: str, limit: int) -> str:
+    """Lower-case letters and digits of ``text`` (any run of anything else: one '-'), at most ``limit``
+    characters, alphanumeric at both ends; possibly empty. Lossy: only ever a prefix for the eye."""
+    return _NOT_NAME.sub("-", text.lower())[:limit].strip("-")
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_HEX]
+
+
 def object_name(user: str, name: str) -> str:
-    """A name for a user's job's objects: readable, unique per (user, name), valid for a CronJob (<= 52)."""
-    digest = hashlib.sha256(f"{user}\0{name}".encode()).hexdigest()[:6]
-    user_part = label_value(user.lower())[:16].strip("-_.").replace("_", "-").replace(".", "-") or "u"
-    return f"{user_part}-{name[:26].rstrip('-')}-{digest}"
+    """The name of a user's job's objects: a readable prefix (the sanitised, truncated user and job
+    name) and a 64-bit hash of the exact pair, so distinct (user, name) pairs get distinct names
+    (``jürgen``/``jörgen``, long names alike up to the cut). A DNS-1123 label of at most 52
+    characters: valid for every kind, including a CronJob (whose Jobs append 11 characters).
+
+    The name is only where to look: whose an object under it is comes from its annotations
+    (``USER_ANNOTATION``, ``NAME_ANNOTATION``), which the backend checks before using it.
+    """
+    # job names cannot contain NUL: the encoding is unambiguous whatever the user name holds
+    digest = _digest(f"{user}\0{name}")
+    parts = [_readable(user, _USER_PART) or "u", _readable(name, _NAME_PART)]
+    return "-".join([*(part for part in parts if part), digest])
+
+
+def output_subdir(user: str) -> str:
+    """The user's sub-directory of the output volume (the mount's ``subPath``): a readable prefix and
+    a 64-bit hash of the exact user name, so no two users share one (unlike ``label_value``)."""
+    return f"{_readable(user, 40) or 'u'}-{_digest(user)}"
 
 
 def _labels(spec: JobSpec, placement: JobPlacement) -> dict[str, str]:
+    """Labels to select by (watches, quotas, ``kubectl``): sanitised, so they say nothing certain
+    about whose an object is; the annotations do."""
     labels = workload_labels(placement.user, placement.profile, PROFILE_KIND[spec.kind], placement.groups)
     labels[f"{LABEL_PREFIX}/job-kind"] = spec.kind.value
     labels[JOB_LABEL] = object_name(placement.user, spec.name)
@@ -76,8 +123,8 @@ def _labels(spec: JobSpec, placement: JobPlacement) -> dict[str, str]:
 
 
 def _annotations(spec: JobSpec, placement: JobPlacement) -> dict[str, str]:
-    # labels are sanitised; the exact owner and name live in annotations
-    return {f"{LABEL_PREFIX}/user": placement.user, f"{LABEL_PREFIX}/name": spec.name}
+    # labels are sanitised and lossy; the exact owner and name, which identify the job, live here
+    return {USER_ANNOTATION: placement.user, NAME_ANNOTATION: spec.name}
 
 
 def _metadata(spec: JobSpec, placement: JobPlacement) -> dict[str, Any]:
@@ -164,7 +211,7 @@ def _pod_template(spec: JobSpec, placement: JobPlacement, restart_policy: str) -
         )
         job_container = pod_spec["containers"][0]
         job_container["volumeMounts"].append(
-            {"name": "output", "mountPath": OUTPUT_DIR, "subPath": label_value(placement.user)}
+            {"name": "output", "mountPath": OUTPUT_DIR, "subPath": output_subdir(placement.user)}
         )
         job_container["env"] = sorted(
             [*job_container["env"], {"name": "JHUB_EXT_OUTPUT_DIR", "value": OUTPUT_DIR}],
@@ -208,6 +255,7 @@ def build_workload(spec: JobSpec, placement: JobPlacement) -> dict[str, Any]:
         return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
     schedule = spec.schedule
     assert schedule is not None
+    metadata["annotations"][MAX_LIVE_RUNS_ANNOTATION] = str(schedule.max_live_runs)
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
@@ -218,7 +266,14 @@ def build_workload(spec: JobSpec, placement: JobPlacement) -> dict[str, Any]:
             "concurrencyPolicy": _POLICIES[schedule.concurrency_policy],
             "successfulJobsHistoryLimit": schedule.history_limit,
             "failedJobsHistoryLimit": schedule.history_limit,
-            "jobTemplate": {"metadata": {"labels": _labels(spec, placement)}, "spec": job_spec},
+            # its Jobs carry the exact owner too
+            "jobTemplate": {
+                "metadata": {
+                    "labels": _labels(spec, placement),
+                    "annotations": _annotations(spec, placement),
+                },
+                "spec": job_spec,
+            },
         },
     }
 

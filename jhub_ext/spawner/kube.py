@@ -189,9 +189,22 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
             return []
         gpu_resources = {p.resources.gpu_resource for p in catalog.profiles}
         own = (self.namespace, self.pod_name)
-        return [
+        counted = [
             workload
             for pod in pods.values()
             if (pod["metadata"].get("namespace"), pod["metadata"]["name"]) != own
             and (workload := pod_workload(pod, groups, gpu_resources)) is not None
         ]
+        # A server that is starting has its hub record before its pod: count it from the record,
+        # so that two spawns at the same moment cannot both take the last of a quota.
+        with_pods = {
+            (annotations.get("hub.jupyter.org/username"), annotations.get("hub.jupyter.org/servername", ""))
+            for pod in pods.values()
+            if (annotations := pod["metadata"].get("annotations") or {})
+        }
+        starting = [
+            workload
+            for row, workload in self.server_records(catalog, groups)
+            if (row.user.name, row.name) not in with_pods
+        ]
+        return counted + starting

@@ -12,6 +12,7 @@ The form uses KubeSpawner's field names (``profile`` carries the slug, and optio
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -23,6 +24,7 @@ from traitlets.config import LoggingConfigurable
 
 from ..catalog import Catalog, Kind
 from ..catalog.quota import QuotaExceeded, Usage, Workload, check_quota, usage_by_group
+from ..catalog.quotalock import QuotaLock, QuotaLockTimeout
 from ..catalog.reload import CatalogSource
 from ..catalog.selection import (
     PROFILE_FIELD,
@@ -39,6 +41,12 @@ _templates = Environment(
     loader=PackageLoader("jhub_ext.spawner", "templates"),
     autoescape=select_autoescape(default=True, default_for_string=True),
 )
+
+
+@functools.cache
+def shared_quota_lock(directory: str) -> QuotaLock:
+    """One lock per directory for the whole hub, so that concurrent spawns wait for each other."""
+    return QuotaLock(directory or None)
 
 
 class ProfileChoiceError(web.HTTPError):
@@ -65,6 +73,20 @@ class ProfileMenuMixin(LoggingConfigurable):
         Example::
 
             c.LocalProfileSpawner.catalog_path = "/etc/jupyterhub/profiles.yaml"
+        """,
+    )
+
+    quota_lock_dir = Unicode(
+        "",
+        config=True,
+        help="""
+        A directory shared with the jobs service (local mode), holding per-group quota locks, so that
+        a spawn and a job submission never both take the last of a group's quota. Empty: spawns
+        wait for each other within the hub only.
+
+        Example::
+
+            c.LocalProfileSpawner.quota_lock_dir = "/srv/jhub/locks"
         """,
     )
 
@@ -147,10 +169,14 @@ class ProfileMenuMixin(LoggingConfigurable):
         selection = self.resolve(user_options)
         usage = Usage.of(selection.profile, Kind.SERVER)
         catalog = self.catalog
+        # This server's hub record exists already, so a start that checks after this one counts it.
         try:
-            check_quota(catalog, self.user_groups, usage, self.group_usage(catalog))
+            async with shared_quota_lock(self.quota_lock_dir).hold(self.user_groups & catalog.quotas.keys()):
+                check_quota(catalog, self.user_groups, usage, self.group_usage(catalog))
         except QuotaExceeded as e:
             raise ProfileChoiceError(str(e), status_code=403) from None
+        except QuotaLockTimeout as e:
+            raise ProfileChoiceError(str(e), status_code=503) from None
         self.user_options = selection.to_user_options()
         self._usage = usage
         self.log.info(
@@ -176,6 +202,10 @@ class ProfileMenuMixin(LoggingConfigurable):
 
     def running_workloads(self, catalog: Catalog, groups: frozenset[str]) -> list[Workload]:
         """Servers of members of ``groups`` running or starting now (not this one), from the hub database."""
+        return [workload for _row, workload in self.server_records(catalog, groups)]
+
+    def server_records(self, catalog: Catalog, groups: frozenset[str]) -> list[tuple[orm.Spawner, Workload]]:
+        """The hub's records of servers running or starting now (not this one) of members of ``groups``."""
         running = (
             self.db.query(orm.Spawner)
             .join(orm.User)
@@ -183,7 +213,7 @@ class ProfileMenuMixin(LoggingConfigurable):
             .filter(orm.User.groups.any(orm.Group.name.in_(groups)))
         )
         return [
-            Workload(frozenset(g.name for g in row.user.groups), self._usage_of(catalog, row))
+            (row, Workload(frozenset(g.name for g in row.user.groups), self._usage_of(catalog, row)))
             for row in running
             if row is not self.orm_spawner
         ]

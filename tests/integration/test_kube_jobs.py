@@ -181,6 +181,8 @@ async def test_a_finished_batch_job_runs_again_when_submitted_again(
     await seen.until(lambda o: o.status is JobStatus.SUCCEEDED)
     second = ns.admin.get("Job", name, ns.name)
     assert second["metadata"]["uid"] != first and second["status"]["succeeded"] == 1
+    code = ns.admin.get("ConfigMap", name, ns.name)  # the new code, recorded by uid on the new run
+    assert second["metadata"]["annotations"]["jhub-ext.io/code-uid"] == code["metadata"]["uid"]
     assert len(ns.pods(f"jhub-ext.io/job={name}")) == 1  # the first run's pod went with its Job
     assert "run" in await collect(backend.logs("alice", "twice"))
 
@@ -289,3 +291,147 @@ async def test_concurrent_submits_all_land_despite_the_namespace_quota(
         )
         == 20
     )
+
+
+async def eventually(predicate: Any, what: str, timeout: float = 30) -> None:
+    """Poll the cluster (as the admin) without blocking the loop: the backend under test must run."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+STRANGER = {"jhub-ext.io/user": "mallory", "jhub-ext.io/name": "x"}
+NEVER = "0 0 1 1 *"  # a schedule that does not fire while a test runs
+
+
+def stranger(ns: Namespace, kind: str, name: str, annotations: Any = None, labelled: bool = False) -> Any:
+    """An object of someone else's under ``name``, created by the admin: labelled like a job's (so
+    the backend's caches see it) or not, annotated for another owner or not at all."""
+    meta: dict[str, Any] = {"name": name, "namespace": ns.name}
+    if annotations is not None:
+        meta["annotations"] = annotations
+    if labelled:
+        meta["labels"] = {"jhub-ext.io/job": name}
+    template = {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x/y:1"}]}}
+    bodies: dict[str, Any] = {
+        "ConfigMap": {"apiVersion": "v1", "data": {"mine": "mallory's"}},
+        "Job": {"apiVersion": "batch/v1", "spec": {"suspend": True, "template": template}},
+        "CronJob": {
+            "apiVersion": "batch/v1",
+            "spec": {"schedule": NEVER, "suspend": True, "jobTemplate": {"spec": {"template": template}}},
+        },
+    }
+    return ns.admin.create({"kind": kind, "metadata": meta, **bodies[kind]})
+
+
+def untouched(ns: Namespace, obj: Any) -> bool:
+    now = ns.admin.find(obj["kind"], obj["metadata"]["name"], ns.name)
+    return (
+        now is not None
+        and now["metadata"]["uid"] == obj["metadata"]["uid"]
+        and "deletionTimestamp" not in now["metadata"]
+        and now["metadata"].get("annotations") == obj["metadata"].get("annotations")
+        and now.get("data") == obj.get("data")
+    )
+
+
+async def test_a_name_held_by_someone_elses_object_is_refused_and_the_object_left_alone(
+    backend: KubernetesJobBackend, ns: Namespace
+) -> None:
+    """Names are only where to look; annotations say whose an object is. A stranger's ConfigMap
+    (no annotations), labelled Job (another owner's annotations; the caches see it) or unlabelled
+    CronJob (the caches do not) under a job's object name: validate and submit refuse the job
+    (field "name"), and neither they nor stop and delete touch the object."""
+    squatters = {
+        "squat-code": stranger(ns, "ConfigMap", object_name("alice", "squat-code")),
+        "squat-job": stranger(ns, "Job", object_name("alice", "squat-job"), STRANGER, labelled=True),
+        "squat-cron": stranger(ns, "CronJob", object_name("alice", "squat-cron"), {}),
+    }
+    jobs = {
+        "squat-code": spec("squat-code", "batch", "print(1)"),
+        "squat-job": spec("squat-job", "batch", "print(1)"),
+        "squat-cron": spec("squat-cron", "scheduled", "print(1)", schedule=NEVER),
+    }
+    with pytest.raises(JobRejected) as early:  # the workload's dry run meets it already
+        await backend.validate(jobs["squat-cron"], ALICE)
+    assert early.value.field == "name"
+    for name, job in jobs.items():
+        with pytest.raises(JobRejected) as refused:
+            await backend.submit(job, ALICE)
+        assert refused.value.field == "name" and object_name("alice", name) in refused.value.message
+        assert backend.observed("alice", name) is None
+        await backend.stop("alice", name)
+        await backend.delete("alice", name)
+    for name, obj in squatters.items():
+        assert untouched(ns, obj), name
+    # nothing of alice's left behind: the code created before the CronJob's refusal went again
+    assert ns.admin.list("ConfigMap", ns.name, labels="jhub-ext.io/job") == []
+    assert [j["metadata"]["name"] for j in ns.admin.list("Job", ns.name)] == [
+        object_name("alice", "squat-job")
+    ]
+    deleted = [
+        (e["objectRef"]["resource"], e["objectRef"]["name"]) for e in ns.requests() if e["verb"] == "delete"
+    ]
+    assert deleted == [("configmaps", object_name("alice", "squat-cron"))]  # its own code, nothing else
+
+
+async def test_a_jobs_name_taken_over_after_it_ran_is_refused_and_left_alone(
+    backend: KubernetesJobBackend, ns: Namespace
+) -> None:
+    """The job ran and was stopped; then a stranger's CronJob took its object name (labelled, so the
+    backend's caches hold it). A restart (stop, submit) is refused, and stop and delete of the job,
+    which the backend knows as a CronJob, leave the stranger's alone. A workload deleted by someone
+    else takes its code with it (the code is the job's by the uid the workload records)."""
+    await backend.submit(spec("taken", "scheduled", "print(1)", schedule=NEVER), ALICE)
+    name = object_name("alice", "taken")
+    cronjob = ns.admin.get("CronJob", name, ns.name)
+    code = ns.admin.get("ConfigMap", name, ns.name)
+    assert cronjob["metadata"]["annotations"]["jhub-ext.io/code-uid"] == code["metadata"]["uid"]
+    ns.admin.delete("CronJob", name, ns.name)  # an admin's clean-up: the code follows
+    await eventually(lambda: ns.admin.find("ConfigMap", name, ns.name) is None, "the code to go")
+    squatter = stranger(ns, "CronJob", name, STRANGER, labelled=True)
+    await eventually(lambda: f"{ns.name}/{name}" in backend.caches["cronjobs"].objects, "the cache")
+    await backend.stop("alice", "taken")
+    with pytest.raises(JobRejected) as refused:
+        await backend.submit(spec("taken", "scheduled", "print(1)", schedule=NEVER), ALICE)
+    assert refused.value.field == "name"
+    await backend.stop("alice", "taken")
+    await backend.delete("alice", "taken")
+    assert untouched(ns, squatter)
+    assert ns.admin.find("ConfigMap", name, ns.name) is None
+
+
+async def test_a_scheduled_jobs_live_runs_beyond_its_bound_are_deleted_newest_first(
+    backend: KubernetesJobBackend, ns: Namespace
+) -> None:
+    """With concurrency_policy allow, a CronJob starts a run on every tick however many are alive:
+    the backend deletes the newest beyond max_live_runs. Forbid (and replace) need no help."""
+    runs: dict[str, list[str]] = {}
+    for job in ("held", "free"):
+        policy = "allow" if job == "free" else "forbid"
+        await backend.submit(
+            spec(job, "scheduled", "print(1)", schedule=NEVER, concurrency_policy=policy), ALICE
+        )
+        name = object_name("alice", job)
+        cronjob = ns.admin.get("CronJob", name, ns.name)
+        assert cronjob["metadata"]["annotations"]["jhub-ext.io/max-live-runs"] == "1"
+        template = cronjob["spec"]["jobTemplate"]
+        runs[job] = [f"{name}-2900000{i}" for i in range(3)]
+        for run in runs[job]:  # as the CronJob controller creates runs; suspended: no pods needed
+            owner = {"apiVersion": "batch/v1", "kind": "CronJob", "name": name, "controller": True}
+            meta = {**template["metadata"], "name": run, "namespace": ns.name}
+            meta["ownerReferences"] = [{**owner, "uid": cronjob["metadata"]["uid"]}]
+            body = {"spec": {**template["spec"], "suspend": True}, "metadata": meta}
+            ns.admin.create({"apiVersion": "batch/v1", "kind": "Job", **body})
+
+    def live(job: str) -> list[str]:
+        return sorted(
+            j["metadata"]["name"]
+            for j in ns.admin.list("Job", ns.name)
+            if j["metadata"]["name"] in runs[job] and not j["metadata"].get("deletionTimestamp")
+        )
+
+    await eventually(lambda: live("free") == runs["free"][:1], "the newest runs to go")
+    assert live("held") == runs["held"]  # (its events came first: nothing was done about them)

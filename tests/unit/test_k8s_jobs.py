@@ -12,7 +12,7 @@ import pytest
 
 from jhub_ext.catalog import load_catalog
 from jhub_ext.jobs.model import parse_submission
-from jhub_ext.k8s.jobs import JobPlacement, build_manifests, build_workload, object_name
+from jhub_ext.k8s.jobs import JobPlacement, build_manifests, build_workload, object_name, output_subdir
 
 from ..conftest import SHIPPED_CATALOG
 
@@ -114,6 +114,18 @@ def test_a_scheduled_job_is_a_cronjob_with_time_zone_and_policy() -> None:
     }
 
 
+def test_a_scheduled_jobs_runs_and_pods_carry_the_exact_owner_and_its_bound() -> None:
+    body = {**SUBMISSIONS["scheduled"], "concurrency_policy": "allow"}
+    placement = JobPlacement(user="Jürgen.M", profile=SMALL, image="x/y:1", namespace="jhub")
+    cronjob = build_workload(parse_submission(body), placement)
+    owner = {"jhub-ext.io/user": "Jürgen.M", "jhub-ext.io/name": "nightly"}
+    template = cronjob["spec"]["jobTemplate"]
+    assert template["metadata"]["annotations"] == owner  # the Jobs it creates
+    assert template["spec"]["template"]["metadata"]["annotations"] == owner  # and their pods
+    assert cronjob["metadata"]["annotations"] == {**owner, "jhub-ext.io/max-live-runs": "1"}
+    kubernetes_validate.validate(cronjob, KUBERNETES, strict=True)
+
+
 def test_a_gpu_job_gets_the_gpu_limit_toleration_and_node_selector() -> None:
     placement = JobPlacement(
         user="bob", profile=GPU, image="example.org/torch:1", namespace="jhub", groups=frozenset({"gpu"})
@@ -145,6 +157,11 @@ def test_an_output_volume_is_mounted_per_user() -> None:
     pod = pod_spec_of(job)
     assert {"name": "output", "persistentVolumeClaim": {"claimName": "outputs"}} in pod["volumes"]
     mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "output")
-    assert mount == {"name": "output", "mountPath": "/jhub-ext/output", "subPath": "alice-example.org"}
+    assert mount == {
+        "name": "output",
+        "mountPath": "/jhub-ext/output",
+        "subPath": output_subdir("alice@example.org"),
+    }
+    assert mount["subPath"].startswith("alice-example-org-")  # readable, and the user's alone
     assert {"name": "JHUB_EXT_OUTPUT_DIR", "value": "/jhub-ext/output"} in pod["containers"][0]["env"]
     assert all(m["name"] != "output" for m in pod["initContainers"][0]["volumeMounts"])

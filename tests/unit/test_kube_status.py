@@ -1,11 +1,14 @@
-"""A job's status from its Kubernetes objects, as the watch caches hold them (literal objects)."""
+"""A job's status from its Kubernetes objects, as the watch caches hold them (literal objects); which
+objects are a job's; which runs of a scheduled job are too many."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from jhub_ext.backends.kubernetes import derive_status
+from jhub_ext.backends.kubernetes import KubernetesJobBackend, derive_status, extra_runs
+from jhub_ext.backends.watch import WatchCache
 from jhub_ext.jobs.model import JobStatus
+from jhub_ext.k8s.jobs import object_name
 
 
 def job(*conditions: tuple[str, str], failed: int = 0, deadline: int | None = None) -> dict[str, Any]:
@@ -71,3 +74,119 @@ def test_workloads_without_a_result_are_pending_or_running() -> None:
     assert derive_status("jobs", None, []).status is JobStatus.PENDING
     assert derive_status("deployments", {"metadata": {}}, [pod("Running")]).status is JobStatus.RUNNING
     assert derive_status("cronjobs", {"metadata": {}}, [pod("Succeeded", code=0)]).exit_code == 0
+
+
+# --- whose objects: annotations, not names ----------------------------------------------------------
+
+OWNER = {"jhub-ext.io/user": "alice", "jhub-ext.io/name": "x"}
+STRANGER = {"jhub-ext.io/user": "mallory", "jhub-ext.io/name": "x"}
+
+
+def backend_holding(**objects: list[dict[str, Any]]) -> KubernetesJobBackend:
+    """A backend whose watch caches hold ``objects`` (by kind), as if listed from the cluster."""
+    backend = KubernetesJobBackend(namespace="jhub")
+    for kind in ("pods", "jobs", "deployments", "cronjobs"):
+        cache = WatchCache(lambda **_: None, kind=kind)  # type: ignore[arg-type, return-value]
+        cache.objects = {f"jhub/{o['metadata']['name']}": o for o in objects.get(kind, [])}
+        backend.caches[kind] = cache
+    return backend
+
+
+def named(obj: dict[str, Any], name: str, annotations: dict[str, str] | None, uid: str) -> dict[str, Any]:
+    meta = {**obj["metadata"], "name": name, "namespace": "jhub", "uid": uid}
+    meta["labels"] = {"jhub-ext.io/job": object_name("alice", "x")}
+    if annotations is not None:
+        meta["annotations"] = annotations
+    return {**obj, "metadata": meta}
+
+
+def job_pod(name: str, annotations: dict[str, str] | None, controller: str, **status: Any) -> dict[str, Any]:
+    p = named(pod("Running", **status), name, annotations, f"pod-{name}")
+    p["metadata"]["labels"]["batch.kubernetes.io/controller-uid"] = controller
+    return p
+
+
+def test_an_object_under_the_jobs_name_that_is_someone_elses_is_never_the_jobs() -> None:
+    name = object_name("alice", "x")
+    squatter = named(job(("Complete", "")), name, STRANGER, "j-other")
+    backend = backend_holding(
+        jobs=[squatter], pods=[job_pod(f"{name}-abcde", STRANGER, "j-other", code=0, reason="Completed")]
+    )
+    backend.specs[("alice", "x")] = (None, "jobs")  # type: ignore[assignment]
+    assert backend._workload("alice", "x", "jobs") is None
+    assert not backend._active(("alice", "x"), "jobs")
+    assert backend._pods("alice", "x") == [] and backend._log_target("alice", "x", "jobs") is None
+    observed = backend.observed("alice", "x")
+    assert observed is not None and observed.status is JobStatus.PENDING  # not the stranger's success
+    unannotated = backend_holding(jobs=[named(job(("Complete", "")), name, None, "j-other")])
+    assert unannotated._workload("alice", "x", "jobs") is None
+
+
+def test_the_jobs_own_pods_are_those_carrying_its_exact_owner() -> None:
+    name = object_name("alice", "x")
+    ours = job_pod(f"{name}-aaaaa", OWNER, "j1")
+    foreign = job_pod(f"{name}-bbbbb", STRANGER, "j1")  # labelled alike, even under the same Job uid
+    backend = backend_holding(jobs=[named(job(), name, OWNER, "j1")], pods=[ours, foreign])
+    backend.specs[("alice", "x")] = (None, "jobs")  # type: ignore[assignment]
+    assert backend._pods("alice", "x") == [ours]
+    assert backend._log_target("alice", "x", "jobs") == (f"{name}-aaaaa", f"pod-{name}-aaaaa", 0)
+    observed = backend.observed("alice", "x")
+    assert observed is not None and observed.status is JobStatus.RUNNING
+
+
+# --- a scheduled job's live runs ----------------------------------------------------------------------
+
+
+def cronjob(uid: str = "c1") -> dict[str, Any]:
+    return {"metadata": {"name": "cj", "uid": uid, "annotations": OWNER}, "spec": {}}
+
+
+def run(
+    name: str,
+    second: int,
+    *,
+    parent: str = "c1",
+    finished: bool = False,
+    deleting: bool = False,
+    annotations: dict[str, str] | None = OWNER,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "uid": f"uid-{name}",
+        "creationTimestamp": f"2026-11-25T10:00:{second:02d}Z",
+        "ownerReferences": [{"kind": "CronJob", "name": "cj", "uid": parent, "controller": True}],
+    }
+    if annotations is not None:
+        meta["annotations"] = annotations
+    if deleting:
+        meta["deletionTimestamp"] = "2026-11-25T10:01:00Z"
+    conditions = [{"type": "Complete", "status": "True"}] if finished else []
+    return {"metadata": meta, "status": {"conditions": conditions}}
+
+
+def names(jobs: list[dict[str, Any]]) -> list[str]:
+    return [j["metadata"]["name"] for j in jobs]
+
+
+def test_the_extra_live_runs_are_the_newest_beyond_the_bound() -> None:
+    runs = [run("cj-3", 3), run("cj-1", 1), run("cj-2", 2)]
+    assert names(extra_runs(cronjob(), runs, 1)) == ["cj-3", "cj-2"]
+    assert names(extra_runs(cronjob(), runs, 2)) == ["cj-3"]
+    assert extra_runs(cronjob(), runs, 3) == []
+
+
+def test_ties_in_time_go_by_the_runs_names() -> None:
+    runs = [run("cj-29000002", 5), run("cj-29000001", 5), run("cj-29000003", 5)]
+    assert names(extra_runs(cronjob(), runs, 1)) == ["cj-29000003", "cj-29000002"]
+
+
+def test_only_live_runs_of_that_cronjob_count() -> None:
+    runs = [
+        run("old", 0, finished=True),
+        run("going", 1, deleting=True),
+        run("elsewhere", 2, parent="c2"),
+        run("strangers", 3, annotations=STRANGER),
+        run("legacy", 4, annotations=None),  # before runs carried their owner: the controller says
+        run("current", 5),
+    ]
+    assert names(extra_runs(cronjob(), runs, 1)) == ["current"]

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .agent import NodeAgent
     from .pods import ContainerState, PodWorker
 
+
 def _parse(line: bytes) -> tuple[str, bytes, bool] | None:
     """A CRI log line -> (timestamp, content, ends a line)."""
     parts = line.rstrip(b"\n").split(b" ", 3)
