@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test lint format install system clean bench control-plane cluster
+.PHONY: demo test lint format install system clean bench control-plane cluster user-env
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || \
@@ -28,11 +28,15 @@ system: install
 control-plane:
 	scripts/build-control-plane.sh >/dev/null
 
+# as root: the Python environment users' own accounts run servers and jobs in (minutes the first time)
+user-env: install
+	$(BIN)/python -m jhub_ext.backends.userenv >/dev/null
+
 # the local control plane with its node agent, in the foreground (Ctrl-C stops it all)
 cluster: install control-plane
 	$(BIN)/python -m jhub_ext.devcluster --state state/cluster
 
-demo: install
+demo: install user-env
 	$(BIN)/jupyterhub -f hub_config/jupyterhub_config.py
 
 lint: $(STAMP)
@@ -40,13 +44,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/hadolint images/*/Dockerfile
-	$(BIN)/mypy --strict --follow-imports=silent jhub_ext/catalog jhub_ext/k8s jhub_ext/devcluster jhub_ext/jobs/model.py jhub_ext/jobs/store.py jhub_ext/client.py jhub_ext/cli.py
+	$(BIN)/mypy --strict --follow-imports=silent jhub_ext/catalog jhub_ext/k8s jhub_ext/devcluster jhub_ext/jobs/model.py jhub_ext/jobs/store.py jhub_ext/client.py jhub_ext/cli.py jhub_ext/backends/accounts.py jhub_ext/backends/userenv.py jhub_ext/backends/logfile.py jhub_ext/backends/runner.py
 
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: system lint control-plane
+test: system lint control-plane user-env
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install

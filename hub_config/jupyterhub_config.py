@@ -44,6 +44,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from jhub_ext.backends.userenv import user_environment
 from jhub_ext.catalog import CatalogError
 from jhub_ext.catalog.reload import CatalogSource
 
@@ -68,6 +69,31 @@ except CatalogError as e:
     sys.exit(
         f"jhub_ext: the profile catalog cannot be used, so the hub will not start:\n{e}\n"
         f"Fix it (check with: jhub-ext validate-catalog {catalog_path}) and start the hub again."
+    )
+
+# --- local mode's isolation: a system account per user when the hub runs as root -------------------
+# (JHUB_EXT_SYSTEM_USERS=0 turns it off.) Everything the hub and the service write is then private
+# to root (umask 077): the database, the cookie secret, job state and logs; homes are 0700.
+system_users = (
+    mode == "local" and not in_cluster and os.geteuid() == 0 and env.get("JHUB_EXT_SYSTEM_USERS", "1") != "0"
+)
+account_env: dict[str, str] = {}
+if system_users:
+    os.umask(0o077)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    for item in (state_dir, *state_dir.glob("*"), *state_dir.glob("jobs/*")):
+        if item.is_symlink() or item.name == "user-env":
+            continue
+        if item.is_dir():  # accounts pass through to their own homes and job files, list nothing
+            item.chmod(0o700 if item.name == "locks" else 0o711)
+        else:  # the databases, the cookie secret, the proxy's pid: root's alone
+            item.chmod(0o600)
+    account_env = user_environment(state_dir / "user-env").env()
+elif mode == "local":
+    print(
+        "jhub_ext: WARNING: the hub does not run as root, so every user's servers and jobs run as "
+        "this one OS user and can read each other's files; see the README's security section.",
+        file=sys.stderr,
     )
 
 # --- network and state, unless a cluster deployment (the z2jh chart) provides them -----------------
@@ -131,6 +157,8 @@ else:
 jobs_port = int(env.get("JHUB_EXT_JOBS_PORT", "8082"))
 jobs_dir = state_dir / "jobs"
 jobs_dir.mkdir(parents=True, exist_ok=True)
+if system_users:
+    jobs_dir.chmod(0o711)  # the accounts pass through to their jobs' files
 jobs_db_url = env.get("JHUB_EXT_JOBS_DB_URL", f"sqlite:///{jobs_dir / 'jobs.sqlite'}")
 # the hub and the service take the same per-group locks while they check and record quota use
 quota_lock_dir = str(state_dir / "locks") if mode == "local" else ""
@@ -146,6 +174,9 @@ c.JupyterHub.services = [
             "JHUB_EXT_JOBS_DB_URL": jobs_db_url,
             "JHUB_EXT_QUOTA_LOCK_DIR": quota_lock_dir,
             "JHUB_EXT_JOBS_CONFIG": env.get("JHUB_EXT_JOBS_CONFIG", str(here / "jobs_config.py")),
+            "JHUB_EXT_SYSTEM_USERS": "1" if system_users else "0",
+            "JHUB_EXT_HOMES_DIR": str(state_dir / "home"),
+            "JHUB_EXT_ACCOUNT_ENV": json.dumps(account_env),
             "JHUB_EXT_JOBS_DIR": str(jobs_dir / "run"),
             "JHUB_EXT_JOBS_OUTPUT_DIR": env.get("JHUB_EXT_JOBS_OUTPUT_DIR", str(state_dir / "outputs")),
             "JHUB_EXT_JOBS_OUTPUT_CLAIM": env.get("JHUB_EXT_JOBS_OUTPUT_CLAIM", ""),
@@ -217,7 +248,13 @@ if mode == "local":
     c.LocalProfileSpawner.home_dir_template = str(state_dir / "home" / "{username}")
     c.LocalProfileSpawner.jobs_db_url = jobs_db_url  # quotas count jobs as well as servers
     c.LocalProfileSpawner.quota_lock_dir = quota_lock_dir
-    c.Spawner.cmd = [str(bin_dir / "jupyterhub-singleuser")]
+    c.LocalProfileSpawner.system_users = system_users
+    if system_users:  # each user's own account, in the users' Python environment
+        c.LocalProfileSpawner.homes_dir = str(state_dir / "home")
+        c.LocalProfileSpawner.account_env = account_env
+        c.Spawner.cmd = ["jupyterhub-singleuser"]
+    else:
+        c.Spawner.cmd = [str(bin_dir / "jupyterhub-singleuser")]
 else:
     c.JupyterHub.spawner_class = "jhub_ext.spawner.kube.ProfileKubeSpawner"
     c.ProfileKubeSpawner.catalog_path = catalog_path

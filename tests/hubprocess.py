@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,12 @@ class HubProcess:
         self, workdir: Path, catalog_text: str | None = None, extra_env: dict[str, str] | None = None
     ):
         self.workdir = workdir
-        self.state_dir = workdir / "state"
+        # As root, servers and jobs run as accounts of their own, which must reach their homes in
+        # the state directory: it lives where others may pass (pytest's own directory is 0700).
+        self.state_dir = (
+            Path(tempfile.mkdtemp(prefix="jhub-ext-state-")) if os.geteuid() == 0 else workdir / "state"
+        )
+        self.state_dir.chmod(0o711)
         self.catalog = workdir / "profiles.yaml"
         self.initial_catalog = catalog_text if catalog_text is not None else SHIPPED_CATALOG.read_text()
         self.catalog.write_text(self.initial_catalog)

@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from traitlets import Float, Integer, Unicode, default
+from traitlets import Bool, Dict, Float, Integer, Unicode, default
 
 from ..jobs.model import ConcurrencyPolicy, JobKind, JobSpec, JobStatus, parse_submission
+from .accounts import Account, Accounts
 from .base import JobBackend, Observed, Placement
 from .limits import limiter
 from .logfile import note, read_tail
@@ -169,6 +170,55 @@ class LocalJobBackend(JobBackend):
     def _default_output_dir(self) -> str:
         return os.environ.get("JHUB_EXT_JOBS_OUTPUT_DIR", "")
 
+    system_users = Bool(
+        config=True,
+        help="""
+        Run each user's jobs as their system account (``jupyter-<user>``, as the hub's
+        ``LocalProfileSpawner.system_users`` does for servers). Needs root.
+        Default: $JHUB_EXT_SYSTEM_USERS is 1.
+
+        Example::
+
+            c.LocalJobBackend.system_users = True
+        """,
+    )
+
+    @default("system_users")
+    def _default_system_users(self) -> bool:
+        return os.environ.get("JHUB_EXT_SYSTEM_USERS") == "1"
+
+    homes_dir = Unicode(
+        config=True,
+        help="""
+        Where the system accounts' homes are (the same as the hub's). Default: $JHUB_EXT_HOMES_DIR.
+
+        Example::
+
+            c.LocalJobBackend.homes_dir = "/srv/jhub/home"
+        """,
+    )
+
+    @default("homes_dir")
+    def _default_homes_dir(self) -> str:
+        return os.environ.get("JHUB_EXT_HOMES_DIR", "home")
+
+    account_env = Dict(
+        config=True,
+        help="""
+        ``PATH`` and ``PYTHONPATH`` for jobs that run as system accounts (the users' Python
+        environment). Default: $JHUB_EXT_ACCOUNT_ENV (a JSON object).
+
+        Example::
+
+            c.LocalJobBackend.account_env = {"PATH": "/opt/jhub/user/bin:/usr/bin:/bin"}
+        """,
+    )
+
+    @default("account_env")
+    def _default_account_env(self) -> dict[str, str]:
+        loaded = json.loads(os.environ.get("JHUB_EXT_ACCOUNT_ENV") or "{}")
+        return {str(k): str(v) for k, v in loaded.items()}
+
     backoff_max = Float(300.0, config=True, help="Longest wait between restarts, in seconds.")
     stable_seconds = Float(
         60.0, config=True, help="A scraper run that lasted this long resets the restart backoff."
@@ -187,11 +237,28 @@ class LocalJobBackend(JobBackend):
         super().__init__(**kwargs)
         self.clock = clock or Clock()
         self._jobs: dict[tuple[str, str], _Job] = {}
+        self._accounts = Accounts(self.homes_dir)
 
     # --- paths and persistence ---------------------------------------------------------------------
 
     def _dir(self, user: str, name: str) -> Path:
         return Path(self.jobs_dir) / f"u-{quote(user, safe='')}" / name
+
+    async def _account(self, user: str) -> Account | None:
+        """The system account ``user``'s jobs run as (created on first use), or None."""
+        if not self.system_users:
+            return None
+        return await asyncio.to_thread(self._accounts.ensure, user)
+
+    @staticmethod
+    def _give(path: Path, account: Account | None) -> None:
+        """Make ``path`` (a tree) the account's own, private to it."""
+        if account is None:
+            return
+        for item in (path, *path.rglob("*")):
+            os.chown(item, account.uid, account.gid, follow_symlinks=False)
+            if not item.is_symlink():
+                item.chmod(0o700 if item.is_dir() else 0o600)
 
     @staticmethod
     def _save(job: _Job) -> None:
@@ -268,15 +335,20 @@ class LocalJobBackend(JobBackend):
         if job is not None and job.task is not None and not job.task.done():
             return  # already running: submitting again changes nothing
         directory = self._dir(*key)
+        account = await self._account(placement.user)
         if job is None:
             files = directory / "files"
             if directory.exists():
                 shutil.rmtree(directory)
             files.mkdir(parents=True)
+            # only the service reads a job's state and log; its account may pass to its own files
+            for parent in (Path(self.jobs_dir), directory.parent, directory):
+                parent.chmod(0o711)
             for path, text in spec.files.items():
                 target = files / path
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(text)
+            self._give(files, account)
             resources = placement.profile.resources if placement.profile else None
             saved_placement = {
                 "user": placement.user,
@@ -349,7 +421,7 @@ class LocalJobBackend(JobBackend):
 
     # --- supervision -------------------------------------------------------------------------------
 
-    def _env(self, job: _Job) -> dict[str, str]:
+    def _env(self, job: _Job, account: Account | None) -> dict[str, str]:
         """The job's environment: what the service sets, then what the job asked for."""
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ", "VIRTUAL_ENV")}
         env.update(
@@ -359,6 +431,9 @@ class LocalJobBackend(JobBackend):
             JHUB_EXT_JOB_KIND=job.spec.kind.value,
             PYTHONUNBUFFERED="1",
         )
+        if account is not None:  # the user's own account, home and Python environment
+            env.pop("VIRTUAL_ENV", None)
+            env.update(self.account_env, HOME=str(account.home), USER=account.name)
         if job.placement.get("profile"):
             env["JHUB_EXT_PROFILE"] = job.placement["profile"]
         if job.placement.get("cpu_limit"):
@@ -368,6 +443,10 @@ class LocalJobBackend(JobBackend):
         if self.output_dir:
             output = Path(self.output_dir) / f"u-{quote(job.user, safe='')}"
             output.mkdir(parents=True, exist_ok=True)
+            if account is not None:
+                output.parent.chmod(0o711)
+                os.chown(output, account.uid, account.gid)
+                output.chmod(0o700)
             env["JHUB_EXT_OUTPUT_DIR"] = str(output)
         env.update(job.placement.get("env") or {})
         env.update(job.spec.env)
@@ -383,8 +462,10 @@ class LocalJobBackend(JobBackend):
         # The job's environment goes to the runner in a file only the service can read, so it
         # reaches the job's command and never the runner (a Python process of the service's own).
         env_file = job.dir / f"env.{job.state.run_seq}.json"
+        account = await self._account(job.user)
         with os.fdopen(os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-            json.dump(self._env(job), f)
+            json.dump(self._env(job, account), f)
+        identity = [f"--user={account.uid}", f"--group={account.gid}"] if account else []
         with (job.dir / "output.log").open("ab") as log:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -396,6 +477,7 @@ class LocalJobBackend(JobBackend):
                 f"--max-log-bytes={self.max_log_bytes}",
                 f"--env={env_file}",
                 f"--cwd={job.dir / 'files'}",
+                *identity,
                 "--",
                 *job.spec.command,
                 cwd=job.dir,

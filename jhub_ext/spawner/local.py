@@ -4,20 +4,27 @@ The embedded default for a laptop, Binder and tests. A profile's CPU limit becom
 affinity mask (rounded up to whole cores, capped to the cores this machine has) and its
 memory limit a per-process address-space limit (``RLIMIT_AS``). ``CPU_LIMIT`` and
 ``MEM_LIMIT`` (and the guarantees) are set in the server's environment as KubeSpawner
-sets them. Every server runs as the hub's own OS user, in a home directory of its own:
-it is not an isolation boundary between users, as Kubernetes mode is.
+sets them.
+
+When the hub runs as root (``system_users``), every hub user's server runs as a system account
+of their own (``jupyter-alice``, see :mod:`jhub_ext.backends.accounts`) in a 0700 home: users
+cannot read each other's files or processes' environments. Otherwise every server runs as the
+hub's own OS user, which is no isolation between users; the log and the admins' spawn page say so.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
-from traitlets import Unicode
+from traitlets import Bool, Dict, Unicode, default
 
+from ..backends.accounts import Account, Accounts, drop_to
 from ..backends.limits import limiter
 from ..catalog import Catalog
 from ..catalog.quota import Usage, Workload
@@ -29,6 +36,11 @@ from .profiles import ProfileMenuMixin
 @functools.cache
 def _job_store(url: str) -> JobStore:
     return JobStore(url)
+
+
+@functools.cache
+def _accounts(homes: str) -> Accounts:
+    return Accounts(Path(homes))
 
 
 class LocalProfileSpawner(ProfileMenuMixin, SimpleLocalProcessSpawner):
@@ -47,8 +59,65 @@ class LocalProfileSpawner(ProfileMenuMixin, SimpleLocalProcessSpawner):
         """,
     )
 
+    system_users = Bool(
+        config=True,
+        help="""
+        Run each user's server as a system account of their own (``jupyter-<user>``, created on
+        first use, home ``<homes_dir>/jupyter-<user>`` with mode 0700). Needs the hub to run as
+        root; the default is on exactly then.
+
+        Example::
+
+            c.LocalProfileSpawner.system_users = True
+        """,
+    )
+
+    @default("system_users")
+    def _default_system_users(self) -> bool:
+        return os.geteuid() == 0
+
+    homes_dir = Unicode(
+        "",
+        config=True,
+        help="""
+        Where the system accounts' homes are (with ``system_users``). Empty: the directory of
+        ``home_dir_template``.
+
+        Example::
+
+            c.LocalProfileSpawner.homes_dir = "/srv/jhub/home"
+        """,
+    )
+    account_env = Dict(
+        config=True,
+        help="""
+        Environment variables (such as ``PATH`` and ``PYTHONPATH``) that make the software the
+        servers run reachable for the system accounts (with ``system_users``).
+
+        Example::
+
+            c.LocalProfileSpawner.account_env = {"PATH": "/opt/jhub/user/bin:/usr/bin:/bin"}
+        """,
+    )
+
     image: str = ""
     profile_slug: str = ""
+    account: Account | None = None
+
+    def isolation_note(self) -> str | None:
+        if self.system_users:
+            return None
+        return (
+            "Servers and jobs run as the hub's own OS user: users can read each other's files and "
+            "processes. Run the hub as root to give each user a system account of their own."
+        )
+
+    async def start(self) -> Any:
+        if self.system_users:
+            homes = self.homes_dir or os.path.dirname(self.home_dir_template.format(username="x"))
+            self.account = await asyncio.to_thread(_accounts(homes).ensure, self.user.name)
+            self.home_dir = str(self.account.home)
+        return await super().start()
 
     def running_workloads(self, catalog: Catalog, groups: frozenset[str]) -> list[Workload]:
         workloads = super().running_workloads(catalog, groups)
@@ -80,16 +149,28 @@ class LocalProfileSpawner(ProfileMenuMixin, SimpleLocalProcessSpawner):
 
     def get_args(self) -> list[str]:
         args: list[str] = super().get_args()
-        if os.geteuid() == 0 and "--allow-root" not in args:
+        if os.geteuid() == 0 and self.account is None and "--allow-root" not in args:
             args.append("--allow-root")  # local mode runs servers as the hub's user
         return args
+
+    def user_env(self, env: dict[str, str]) -> dict[str, str]:
+        env = super().user_env(env)
+        if self.account is not None:
+            env.update(self.account_env)
+            env["USER"] = self.account.name
+        return env
 
     def make_preexec_fn(self, name: str) -> Callable[[], Any]:
         prepare_home = super().make_preexec_fn(name)
         apply_limits = limiter(self.cpu_limit, self.mem_limit, spread=self.user.name)
+        account = self.account
 
         def preexec() -> None:
             apply_limits()
-            prepare_home()
+            if account is not None:
+                drop_to(account)
+                os.chdir(account.home)
+            else:
+                prepare_home()
 
         return preexec

@@ -126,12 +126,17 @@ class ProfileMenuMixin(LoggingConfigurable):
             selected=selected.to_user_options() if selected else {},
             currency=catalog.currency,
             catalog_problem=problem,
+            isolation_note=self.isolation_note() if self.user.admin else None,
             catalog_problem_since=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(problem.since))
             if problem
             else None,
             catalog_path=self.catalog_path,
             option_prefix=OPTION_PREFIX,
         )
+
+    def isolation_note(self) -> str | None:
+        """What admins should know about how far users are kept apart; None when they are."""
+        return None
 
     def profile_availability(self, slug: str) -> str | None:
         """A short note on whether this profile can start now; spawners with capacity data override it."""
