@@ -13,7 +13,7 @@ from jhub_ext.backends.base import JobRejected, Placement
 from jhub_ext.backends.kubernetes import KubernetesJobBackend
 from jhub_ext.catalog import load_catalog, parse_catalog
 from jhub_ext.jobs.model import JobStatus, parse_submission
-from jhub_ext.k8s.jobs import object_name
+from jhub_ext.k8s.jobs import build_manifests, object_name
 
 from ..conftest import SHIPPED_CATALOG
 from ..hubprocess import wait_for
@@ -121,7 +121,17 @@ async def test_the_role_grants_exactly_what_the_jobs_backend_uses(
     await submit(spec("nightly", "scheduled", "print(1)", schedule="@daily"))
     await submit(spec("scrape", "scraper", "import time; time.sleep(60)"))
     await seen.until(lambda o: o.status is JobStatus.RUNNING)
-    for name in ("once", "nightly", "scrape"):
+    # code left behind by a submit that never made its workload (the service died in between): the
+    # backend reads it (get), finds it is this job's, replaces it and runs the job
+    again = spec("again", "batch", "print('again')")
+    ns.admin.create(build_manifests(again, backend._where(ALICE))[0])
+    await submit(again)
+    for _ in range(300):
+        if (observed := backend.observed("alice", "again")) is not None and observed.status.finished:
+            break
+        await asyncio.sleep(0.1)
+    assert observed is not None and observed.status is JobStatus.SUCCEEDED
+    for name in ("once", "nightly", "scrape", "again"):
         await backend.stop("alice", name)
         await backend.delete("alice", name)
 
