@@ -77,6 +77,16 @@ except CatalogError as e:
 system_users = (
     mode == "local" and not in_cluster and os.geteuid() == 0 and env.get("JHUB_EXT_SYSTEM_USERS", "1") != "0"
 )
+closed = [p for p in state_dir.parents if not os.stat(p).st_mode & 0o001]  # accounts could not pass
+if system_users and closed:
+    print(
+        f"jhub_ext: WARNING: users' accounts could not reach their homes in {state_dir}, because "
+        f"{closed[0]} may not be entered by other users; running everyone as root instead, without "
+        "isolation. Set JHUB_EXT_STATE_DIR to a directory under one others may enter (such as "
+        f"/srv/jhub), or allow it: chmod o+x {closed[0]}",
+        file=sys.stderr,
+    )
+    system_users = False
 account_env: dict[str, str] = {}
 if system_users:
     os.umask(0o077)
@@ -91,8 +101,9 @@ if system_users:
     account_env = user_environment(state_dir / "user-env").env()
 elif mode == "local":
     print(
-        "jhub_ext: WARNING: the hub does not run as root, so every user's servers and jobs run as "
-        "this one OS user and can read each other's files; see the README's security section.",
+        "jhub_ext: WARNING: users are not isolated: every user's servers and jobs run as the hub's "
+        "own OS user and can read each other's files (accounts of their own need the hub to run as "
+        "root); see the README's security section.",
         file=sys.stderr,
     )
 
