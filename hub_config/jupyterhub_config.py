@@ -171,8 +171,10 @@ jobs_dir.mkdir(parents=True, exist_ok=True)
 if system_users:
     jobs_dir.chmod(0o711)  # the accounts pass through to their jobs' files
 jobs_db_url = env.get("JHUB_EXT_JOBS_DB_URL", f"sqlite:///{jobs_dir / 'jobs.sqlite'}")
-# the hub and the service take the same per-group locks while they check and record quota use
-quota_lock_dir = str(state_dir / "locks") if mode == "local" else ""
+# The hub and the service (its subprocess, so on the same file system in both modes) take the same
+# per-group locks while they count, check and record quota use, and count jobs the same way: from
+# the jobs database.
+quota_lock_dir = str(state_dir / "locks")
 c.JupyterHub.services = [
     {
         "name": "jobs",
@@ -269,6 +271,8 @@ if mode == "local":
 else:
     c.JupyterHub.spawner_class = "jhub_ext.spawner.kube.ProfileKubeSpawner"
     c.ProfileKubeSpawner.catalog_path = catalog_path
+    c.ProfileKubeSpawner.jobs_db_url = jobs_db_url
+    c.ProfileKubeSpawner.quota_lock_dir = quota_lock_dir
     c.KubeSpawner.namespace = env.get("JHUB_EXT_NAMESPACE", "jhub")
     c.KubeSpawner.image = env.get("JHUB_EXT_SINGLEUSER_IMAGE", "quay.io/jupyter/scipy-notebook:2024-12-09")
     c.KubeSpawner.cmd = ["jupyterhub-singleuser"]

@@ -194,6 +194,9 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
             for pod in pods.values()
             if (pod["metadata"].get("namespace"), pod["metadata"]["name"]) != own
             and (workload := pod_workload(pod, groups, gpu_resources)) is not None
+            # with the jobs database, jobs count as the service counts them (from their records,
+            # so a job whose pod does not exist yet counts too), not by their pods
+            and not (self.jobs_db_url and workload.usage.jobs)
         ]
         # A server that is starting has its hub record before its pod: count it from the record,
         # so that two spawns at the same moment cannot both take the last of a quota.
@@ -207,4 +210,4 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
             for row, workload in self.server_records(catalog, groups)
             if (row.user.name, row.name) not in with_pods
         ]
-        return counted + starting
+        return counted + starting + self.job_workloads(groups)

@@ -26,16 +26,8 @@ from traitlets import Bool, Dict, Unicode, default
 
 from ..backends.accounts import Account, Accounts, drop_to
 from ..backends.limits import limiter
-from ..catalog import Catalog
-from ..catalog.quota import Usage, Workload
 from ..catalog.selection import Selection
-from ..jobs.store import JobStore
 from .profiles import ProfileMenuMixin
-
-
-@functools.cache
-def _job_store(url: str) -> JobStore:
-    return JobStore(url)
 
 
 @functools.cache
@@ -45,19 +37,6 @@ def _accounts(homes: str) -> Accounts:
 
 class LocalProfileSpawner(ProfileMenuMixin, SimpleLocalProcessSpawner):
     """Spawn local single-user servers with the resources of a catalog profile."""
-
-    jobs_db_url = Unicode(
-        "",
-        config=True,
-        help="""
-        The jobs service's database, so that group quotas count running jobs as well as servers
-        (in Kubernetes mode the pods are counted instead). Empty: count servers only.
-
-        Example::
-
-            c.LocalProfileSpawner.jobs_db_url = "sqlite:////srv/jhub/jobs/jobs.sqlite"
-        """,
-    )
 
     system_users = Bool(
         config=True,
@@ -118,16 +97,6 @@ class LocalProfileSpawner(ProfileMenuMixin, SimpleLocalProcessSpawner):
             self.account = await asyncio.to_thread(_accounts(homes).ensure, self.user.name)
             self.home_dir = str(self.account.home)
         return await super().start()
-
-    def running_workloads(self, catalog: Catalog, groups: frozenset[str]) -> list[Workload]:
-        workloads = super().running_workloads(catalog, groups)
-        if self.jobs_db_url:
-            workloads += [
-                Workload(frozenset(job.groups), Usage(**job.usage))
-                for job in _job_store(self.jobs_db_url).active_jobs()
-                if job.usage and groups & set(job.groups)
-            ]
-        return workloads
 
     def apply_selection(self, selection: Selection) -> None:
         resources = selection.profile.resources

@@ -33,6 +33,7 @@ from ..catalog.selection import (
     preselect,
     resolve_selection,
 )
+from ..jobs.store import JobStore
 
 OPTION_PREFIX = "profile-option-"
 STATE_KEY = "jhub_ext_usage"
@@ -41,6 +42,11 @@ _templates = Environment(
     loader=PackageLoader("jhub_ext.spawner", "templates"),
     autoescape=select_autoescape(default=True, default_for_string=True),
 )
+
+
+@functools.cache
+def _job_store(url: str) -> JobStore:
+    return JobStore(url)
 
 
 @functools.cache
@@ -76,6 +82,19 @@ class ProfileMenuMixin(LoggingConfigurable):
         """,
     )
 
+    jobs_db_url = Unicode(
+        "",
+        config=True,
+        help="""
+        The jobs service's database, so that group quotas count jobs (each by what it reserved when
+        it was submitted, as the service counts them) as well as servers. Empty: servers only (in
+        Kubernetes mode, jobs' pods are then counted).
+
+        Example::
+
+            c.LocalProfileSpawner.jobs_db_url = "sqlite:////srv/jhub/jobs/jobs.sqlite"
+        """,
+    )
     quota_lock_dir = Unicode(
         "",
         config=True,
@@ -206,8 +225,21 @@ class ProfileMenuMixin(LoggingConfigurable):
         return usage_by_group(self.running_workloads(catalog, groups), groups)
 
     def running_workloads(self, catalog: Catalog, groups: frozenset[str]) -> list[Workload]:
-        """Servers of members of ``groups`` running or starting now (not this one), from the hub database."""
-        return [workload for _row, workload in self.server_records(catalog, groups)]
+        """Servers of members of ``groups`` running or starting now (not this one), from the hub
+        database, and their jobs."""
+        return [workload for _row, workload in self.server_records(catalog, groups)] + self.job_workloads(
+            groups
+        )
+
+    def job_workloads(self, groups: frozenset[str]) -> list[Workload]:
+        """Jobs of members of ``groups`` that are pending or running, from the jobs service's database."""
+        if not self.jobs_db_url:
+            return []
+        return [
+            Workload(frozenset(job.groups), Usage(**job.usage))
+            for job in _job_store(self.jobs_db_url).active_jobs()
+            if job.usage and groups & set(job.groups)
+        ]
 
     def server_records(self, catalog: Catalog, groups: frozenset[str]) -> list[tuple[orm.Spawner, Workload]]:
         """The hub's records of servers running or starting now (not this one) of members of ``groups``."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -288,3 +291,56 @@ def test_a_finished_gpu_job_gives_its_gpu_back_to_the_menu(hub: HubProcess, ns: 
     [pod] = ns.pods("jhub-ext.io/profile=gpu-a100")
     assert pod["status"]["phase"] == "Succeeded"  # still there, finished
     wait_for(lambda: f"4 of 4 {A100} GPUs free" in bob.spawn_page().text, 30, "the GPU to show free again")
+
+
+def test_spawns_and_submits_together_never_exceed_the_quota(hub: HubProcess, ns: Namespace) -> None:
+    """Two servers and two scrapers of one CPU each, all at once, in a group that may use 2 CPUs:
+    the hub and the service take the same per-group lock and count jobs the same way (from their
+    records, whether their pods exist yet or not)."""
+    shipped = hub.catalog.read_text()
+    hub.catalog.write_text(shipped.replace("researchers: {cpu: 16,", "researchers: {cpu: 2,"))
+    people = {name: hub.client(name) for name in ("alice", "bob")}
+    for client in people.values():
+        client.login()
+    apis = {name: jobs_api(hub, client) for name, client in people.items()}
+    try:
+        api, headers = apis["alice"]
+        wait_for(
+            lambda: (
+                requests.get(f"{api}/quota", headers=headers, timeout=10).json()["groups"][0]["limits"]["cpu"]
+                == 2
+            ),
+            30,
+            "the service to read the edited quota",
+        )
+        barrier = threading.Barrier(4)
+
+        def spawn(name: str) -> int:
+            barrier.wait()
+            return people[name].api("POST", f"/users/{name}/server", json={"profile": "small"}).status_code
+
+        def submit(name: str) -> int:
+            api, headers = apis[name]
+            body = {"name": "race", "kind": "scraper", "profile": "small", "command": ["sleep", "600"]}
+            barrier.wait()
+            return requests.post(f"{api}/jobs", headers=headers, json=body, timeout=60).status_code
+
+        with ThreadPoolExecutor(4) as pool:
+            spawns = [pool.submit(spawn, name) for name in people]
+            submits = [pool.submit(submit, name) for name in people]
+            spawned = [f.result() for f in spawns]
+            submitted = [f.result() for f in submits]
+        started = sum(code in (201, 202) for code in spawned) + submitted.count(201)
+        assert 1 <= started <= 2, (spawned, submitted)
+        assert all(code in (201, 202, 403) for code in spawned) and set(submitted) <= {201, 403}
+        usage = requests.get(f"{api}/quota", headers=headers, timeout=10).json()["groups"][0]["usage"]
+        assert usage["cpu"] <= 2
+    finally:
+        hub.catalog.write_text(shipped)
+        for name, client in people.items():
+            if client.server() is not None:
+                with contextlib.suppress(RuntimeError):
+                    client.wait_ready(timeout=180)
+                client.stop_server()
+            api, headers = apis[name]
+            requests.delete(f"{api}/jobs/race", headers=headers, timeout=60)
