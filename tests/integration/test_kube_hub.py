@@ -344,3 +344,39 @@ def test_spawns_and_submits_together_never_exceed_the_quota(hub: HubProcess, ns:
                 client.stop_server()
             api, headers = apis[name]
             requests.delete(f"{api}/jobs/race", headers=headers, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"command": ["python", "-c", "print(1)\u0000"]}, "command"),
+        ({"env": {"X": "\udc80"}}, "env.X"),
+        ({"files": {"a": "x", "a/b": "y"}}, "files.a"),
+        ({"kind": "scheduled", "schedule": "0 0 31 2 *"}, "schedule"),
+        ({"kind": "scheduled", "schedule": "@daily", "timezone": "America"}, "timezone"),
+        ({"kind": "scheduled", "schedule": "0 0 L * *"}, "schedule"),
+    ],
+)
+def test_what_would_wedge_a_job_is_refused_before_anything_reaches_the_cluster(
+    hub: HubProcess, ns: Namespace, changes: dict[str, Any], field: str
+) -> None:
+    client = hub.client("alice")
+    client.login()
+    api, headers = jobs_api(hub, client)
+    body = {"name": "wedge", "kind": "batch", "command": ["true"], **changes}
+    response = requests.post(
+        f"{api}/jobs",
+        headers={**headers, "Content-Type": "application/json"},
+        data=json.dumps(body),
+        timeout=30,
+    )
+    assert response.status_code == 400 and response.json()["field"] == field, response.text
+    assert "wedge" not in [
+        j["name"] for j in requests.get(f"{api}/jobs", headers=headers, timeout=10).json()["jobs"]
+    ]
+    assert not [
+        obj
+        for kind in ("ConfigMap", "Job", "CronJob", "Deployment")
+        for obj in ns.admin.list(kind, ns.name)
+        if (obj["metadata"].get("annotations") or {}).get("jhub-ext.io/name") == "wedge"
+    ]
