@@ -65,16 +65,20 @@ def build_prefix() -> Path:
         _say(f"building the users' Python environment in {prefix} (once)")
         for stale in CACHE.glob("node-image-*"):  # environments of earlier setup.cfg versions
             shutil.rmtree(stale, ignore_errors=True)
-        subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", str(prefix)], check=True)  # noqa: S603
-        pip = [
-            str(prefix / "bin" / "python"),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ]
-        subprocess.run([*pip, f"{ROOT}[local]"], check=True, cwd=ROOT)  # noqa: S603
+        umask = os.umask(0o022)  # everyone must be able to run it, whatever the caller's umask
+        try:
+            subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", str(prefix)], check=True)  # noqa: S603
+            pip = [
+                str(prefix / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ]
+            subprocess.run([*pip, f"{ROOT}[local]"], check=True, cwd=ROOT)  # noqa: S603
+        finally:
+            os.umask(umask)
         (prefix / ".complete").write_text("ok\n")
     return prefix
 

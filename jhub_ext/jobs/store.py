@@ -5,6 +5,10 @@ the local supervisor) is the source of truth for what runs now; this keeps what 
 outlive a pod or process: who submitted what, how it ended, the end of its logs, and
 who did what to it. A job is unique per (user, name), so a retried or replayed submit
 cannot create a duplicate.
+
+The schema is versioned with Alembic (``jhub_ext/jobs/migrations/``), as JupyterHub's own
+database is: the service brings an existing database up to date when it starts, and a change to
+the tables below comes with a migration.
 """
 
 from __future__ import annotations
@@ -15,8 +19,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import (
     JSON,
+    Connection,
     DateTime,
     ForeignKey,
     Integer,
@@ -26,6 +33,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
 )
 from sqlalchemy.exc import IntegrityError
@@ -157,11 +165,15 @@ class StatusConflict(Exception):
 class JobStore:
     """All database access of the jobs service."""
 
-    def __init__(self, url: str = "sqlite:///jobs.sqlite", **engine_kwargs: Any):
+    def __init__(self, url: str = "sqlite:///jobs.sqlite", *, migrate: bool = True, **engine_kwargs: Any):
+        """Open the database at ``url``; with ``migrate`` (the service), create or upgrade its schema.
+        Other readers (the hub's quota count) pass ``migrate=False`` and leave the schema to the service."""
         self.engine = create_engine(url, **engine_kwargs)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
+        if migrate:
+            with self.engine.begin() as connection:
+                upgrade_schema(connection)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -348,6 +360,27 @@ class JobStore:
 
 
 _ACTIONS = {JobStatus.STOPPED: "stop", JobStatus.PENDING: "restart"}
+
+#: the revision of the schema the first release created (with ``create_all``, before migrations)
+BASELINE = "0001"
+
+
+def migrations(connection: Connection) -> Config:
+    """Alembic's configuration for the jobs database, working on ``connection``."""
+    config = Config()
+    config.set_main_option("script_location", "jhub_ext.jobs:migrations")
+    config.attributes["connection"] = connection
+    return config
+
+
+def upgrade_schema(connection: Connection) -> None:
+    """Create the schema, or bring an existing one to the newest revision. A database made before
+    migrations existed (it has the tables but no ``alembic_version``) is the baseline revision."""
+    config = migrations(connection)
+    tables = set(inspect(connection).get_table_names())
+    if "jobs" in tables and "alembic_version" not in tables:
+        command.stamp(config, BASELINE)
+    command.upgrade(config, "head")
 
 
 def _tail(text: str) -> str:

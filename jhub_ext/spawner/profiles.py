@@ -18,6 +18,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from jupyterhub import orm
+from sqlalchemy.exc import SQLAlchemyError
 from tornado import web
 from traitlets import Unicode, default
 from traitlets.config import LoggingConfigurable
@@ -46,7 +47,7 @@ _templates = Environment(
 
 @functools.cache
 def _job_store(url: str) -> JobStore:
-    return JobStore(url)
+    return JobStore(url, migrate=False)  # the jobs service owns (and upgrades) the schema
 
 
 @functools.cache
@@ -235,9 +236,14 @@ class ProfileMenuMixin(LoggingConfigurable):
         """Jobs of members of ``groups`` that are pending or running, from the jobs service's database."""
         if not self.jobs_db_url:
             return []
+        try:
+            active = _job_store(self.jobs_db_url).active_jobs()
+        except SQLAlchemyError as e:  # the service has not created its database yet: no jobs
+            self.log.warning("Cannot count jobs for quotas from %s: %s", self.jobs_db_url, e)
+            return []
         return [
             Workload(frozenset(job.groups), Usage(**job.usage))
-            for job in _job_store(self.jobs_db_url).active_jobs()
+            for job in active
             if job.usage and groups & set(job.groups)
         ]
 

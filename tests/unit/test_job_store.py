@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from jhub_ext.jobs.model import JobStatus, parse_submission
 from jhub_ext.jobs.store import LOG_TAIL_BYTES, Base, JobExists, JobStore, StatusConflict
@@ -30,6 +31,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
         s = JobStore(request.getfixturevalue("postgres_url"))
     yield s
     Base.metadata.drop_all(s.engine)
+    with s.engine.begin() as connection:
+        connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
     s.close()
 
 
