@@ -28,6 +28,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from traitlets import Integer, Unicode, default
 
+from ..jobs.backend import JobBackend, JobRejected, Observed, Placement
 from ..jobs.model import JobKind, JobSpec, JobStatus
 from ..k8s.jobs import (
     CODE_UID_ANNOTATION,
@@ -39,7 +40,6 @@ from ..k8s.jobs import (
     build_manifests,
     object_name,
 )
-from .base import JobBackend, JobRejected, Observed, Placement
 from .watch import WatchCache
 
 Json = dict[str, Any]

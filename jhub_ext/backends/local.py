@@ -39,9 +39,9 @@ from urllib.parse import quote
 
 from traitlets import Bool, Dict, Float, Integer, Unicode, default
 
+from ..jobs.backend import JobBackend, Observed, Placement
 from ..jobs.model import ConcurrencyPolicy, JobKind, JobSpec, JobStatus, parse_submission
 from .accounts import Account, Accounts
-from .base import JobBackend, Observed, Placement
 from .limits import limiter
 from .logfile import note, read_tail
 

@@ -31,11 +31,11 @@ from traitlets import Integer, Type, Unicode, default
 from traitlets.config import Application
 from traitlets.config.loader import PyFileConfigLoader
 
-from ..backends.base import JobBackend
 from ..backends.local import LocalJobBackend
 from ..catalog import CatalogError
 from ..catalog.quotalock import QuotaLock
 from ..catalog.reload import CatalogSource
+from .backend import JobBackend
 from .dashboard import dashboard_handlers
 from .handlers import READ_BODY_BYTES, api_handlers
 from .hub import HubClient

@@ -13,12 +13,12 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any
 
-from ..backends.base import JobBackend, JobRejected, Observed, Placement
 from ..catalog.model import Catalog, Kind
 from ..catalog.quota import QuotaExceeded, Usage, Workload, check_quota, usage_by_group
 from ..catalog.quotalock import QuotaLock
 from ..catalog.reload import CatalogSource
 from ..catalog.selection import SelectionError, resolve_selection
+from .backend import JobBackend, JobRejected, Observed, Placement
 from .hub import HubClient
 from .model import JobKind, JobSpec, JobSpecError, JobStatus, Limits, parse_submission
 from .store import JobExists, JobRecord, JobStore, StatusConflict

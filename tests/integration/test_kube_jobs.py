@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from jhub_ext.backends.base import JobRejected, Placement
 from jhub_ext.backends.kubernetes import KubernetesJobBackend
 from jhub_ext.catalog import load_catalog, parse_catalog
+from jhub_ext.jobs.backend import JobRejected, Placement
 from jhub_ext.jobs.model import JobStatus, parse_submission
 from jhub_ext.k8s.jobs import build_manifests, object_name
 

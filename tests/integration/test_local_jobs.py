@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from jhub_ext.backends.base import Placement
 from jhub_ext.backends.local import Clock, LocalJobBackend
+from jhub_ext.jobs.backend import Placement
 from jhub_ext.jobs.model import JobStatus, Limits, parse_submission
 
 from ..observations import Recorder

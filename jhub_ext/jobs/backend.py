@@ -1,9 +1,11 @@
-"""The interface every jobs backend implements (local processes, Kubernetes).
+"""The interface every jobs backend implements (local processes, Kubernetes), owned by the jobs domain.
 
-The jobs service talks only to this interface. A backend runs a job's workload and reports
-what it observes through ``on_change``; the service records it in the store. Backends are
-the source of truth for what is running now, and must survive a restart of the service:
-``start()`` re-adopts the work that is still running and settles what ended meanwhile.
+The jobs service talks only to this interface; backends (``jhub_ext.backends``) implement it,
+and only the service's app module chooses one (import-linter contracts keep it so). A backend
+runs a job's workload and reports what it observes through ``on_change``; the service records
+it in the store. Backends are the source of truth for what is running now, and must survive a
+restart of the service: ``start()`` re-adopts the work that is still running and settles what
+ended meanwhile.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from types import MappingProxyType
 from traitlets.config import LoggingConfigurable
 
 from ..catalog.model import Profile
-from ..jobs.model import JobSpec, JobStatus, Limits
+from .model import JobSpec, JobStatus, Limits
 
 
 @dataclass(frozen=True)
