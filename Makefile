@@ -44,7 +44,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/hadolint images/*/Dockerfile
-	$(BIN)/mypy --strict --follow-imports=silent jhub_ext/catalog jhub_ext/k8s jhub_ext/devcluster jhub_ext/jobs/model.py jhub_ext/jobs/store.py jhub_ext/jobs/backend.py jhub_ext/jobs/manager.py jhub_ext/client.py jhub_ext/cli.py jhub_ext/backends/accounts.py jhub_ext/backends/userenv.py jhub_ext/backends/logfile.py jhub_ext/backends/runner.py
+	$(BIN)/mypy jhub_ext
 
 format: $(STAMP)
 	$(BIN)/ruff format .

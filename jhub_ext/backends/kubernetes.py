@@ -121,7 +121,7 @@ class KubernetesJobBackend(JobBackend):
     async def start(self) -> None:
         configuration = client.Configuration()
         try:
-            config.load_incluster_config(client_configuration=configuration)
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except config.ConfigException:
             # read $KUBECONFIG now: the client's default was fixed when it was imported
             await config.load_kube_config(
@@ -612,7 +612,7 @@ class KubernetesJobBackend(JobBackend):
         if tail is not None:
             arguments["tail_lines"] = tail
         try:
-            response = await client.CoreV1Api(self.api).read_namespaced_pod_log(
+            response: Any = await client.CoreV1Api(self.api).read_namespaced_pod_log(
                 pod, self.namespace, **arguments
             )
         except ApiException as e:
@@ -647,7 +647,7 @@ __all__ = ["KubernetesJobBackend"]
 def _status(error: ApiException) -> Json:
     """The API server's Status body of an error ({} where there is none)."""
     try:
-        body = json.loads(error.body)
+        body = json.loads(error.body or b"")
     except (TypeError, ValueError):
         return {}
     return body if isinstance(body, dict) else {}

@@ -651,7 +651,8 @@ class LocalJobBackend(JobBackend):
 
     async def _finish_scheduled(self, job: _Job, run: Run, active: set[asyncio.Task[None]]) -> None:
         code = await self._wait(job, run)
-        active.discard(asyncio.current_task())  # type: ignore[arg-type]
+        if (this := asyncio.current_task()) is not None:
+            active.discard(this)
         schedule = job.spec.schedule
         assert schedule is not None
         if schedule.history_limit >= 0:

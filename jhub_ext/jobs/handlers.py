@@ -223,8 +223,8 @@ class LogsHandler(APIHandler):
         # a job's output is text written by whoever ran it: never a page a browser should render
         self.set_header("Content-Security-Policy", "default-src 'none'; sandbox")
         follow = self.get_argument("follow", "0") in ("1", "true")
-        tail = self.whole_number("tail", -1, 0, 10**7)
-        tail = None if tail < 0 else tail
+        lines = self.whole_number("tail", -1, 0, 10**7)
+        tail = None if lines < 0 else lines
         owner, job = self.owner(), self.check_job_name(name)
         self.manager.job(self.caller, owner, job)  # a 404 before anything is sent
         with self.manager.follow_slot(self.caller) if follow else contextlib.nullcontext():

@@ -178,7 +178,7 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
 
     # --- quotas: count the group's pods, servers and jobs alike ----------------------------------------
 
-    async def apply_profile_options(self, user_options: dict[str, Any]) -> None:  # type: ignore[override]
+    async def apply_profile_options(self, user_options: dict[str, Any]) -> None:
         await self.ensure_caches()
         await super().apply_profile_options(user_options)
 

@@ -111,6 +111,11 @@ class ProfileMenuMixin(LoggingConfigurable):
     )
 
     _usage: Usage | None = None
+    # provided by the JupyterHub spawner this is mixed into
+    user: Any
+    db: Any
+    orm_spawner: Any
+    _log_name: str
 
     # --- the catalog ------------------------------------------------------------------------
 
