@@ -5,6 +5,7 @@
 
 
 def load_ipython_extension(ipython):  # type: ignore[no-untyped-def]
+    """Register the jobs magics in IPython (what ``%load_ext jhub_ext`` calls)."""
     from .magics import load_ipython_extension as load
 
     load(ipython)

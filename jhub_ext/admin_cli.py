@@ -15,6 +15,7 @@ from .catalog import CatalogError, load_catalog
 
 
 def validate_catalog(path: str) -> int:
+    """Check the catalog at ``path``: print its problems and return 1, or list its profiles and return 0."""
     try:
         catalog = load_catalog(path)
     except CatalogError as e:
@@ -34,6 +35,7 @@ def validate_catalog(path: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a ``jhub-ext`` admin command; returns the exit status."""
     parser = argparse.ArgumentParser(prog="jhub-ext", description="jhub_ext admin commands")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     check = commands.add_parser(

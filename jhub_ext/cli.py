@@ -217,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``jhub-jobs`` command and return its exit status; what follows ``--`` is the job's command."""
     top = parser()
     argcomplete.autocomplete(top)
     argv = list(sys.argv[1:] if argv is None else argv)

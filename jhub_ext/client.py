@@ -49,6 +49,8 @@ def _time(text: str | None) -> datetime | None:
 
 @dataclass(frozen=True)
 class Job:
+    """A job as the service reports it: status, times, exit code and the command it runs."""
+
     name: str
     user: str
     kind: str
@@ -66,6 +68,7 @@ class Job:
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Job:
+        """The job described by an API answer; a missing creation time reads as now."""
         created = _time(body.get("created")) or datetime.now(UTC)
         return cls(
             name=body["name"],
@@ -95,6 +98,8 @@ class Job:
 
 @dataclass(frozen=True)
 class Profile:
+    """A hardware profile jobs may run on, with its price per hour; ``raw`` is the API's whole entry."""
+
     slug: str
     display_name: str
     description: str
@@ -105,6 +110,7 @@ class Profile:
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Profile:
+        """The profile described by one entry of ``GET profiles``."""
         return cls(
             slug=body["slug"],
             display_name=body["display_name"],
@@ -188,6 +194,11 @@ class JobsClient:
         timezone: str | None = None,
         **options: Any,
     ) -> Job:
+        """Submit a new job and return it as the service recorded it.
+
+        ``files`` is a code snapshot (see :func:`snapshot`); ``schedule`` is a cron line for scheduled jobs.
+        Other ``options`` (``retries``, ``deadline_seconds``, ...) are sent as they are.
+        """
         body: dict[str, Any] = {"name": name, "kind": kind, "command": list(command), **options}
         for key, value in (
             ("files", files),
@@ -206,9 +217,11 @@ class JobsClient:
         return [Job.from_json(job) for job in body["jobs"]]
 
     def job(self, name: str, user: str | None = None) -> Job:
+        """One job by name; admins may name its owner."""
         return Job.from_json(self._request("GET", f"jobs/{quote(name)}", params=self._owner(user)).json())
 
     def logs(self, name: str, *, tail: int | None = None, user: str | None = None) -> str:
+        """A job's output so far, or only its last ``tail`` lines."""
         params = {**self._owner(user), **({"tail": str(tail)} if tail is not None else {})}
         return self._request("GET", f"jobs/{quote(name)}/logs", params=params).text
 
@@ -222,23 +235,28 @@ class JobsClient:
                 yield chunk if isinstance(chunk, str) else chunk.decode("utf-8", errors="replace")
 
     def stop(self, name: str, user: str | None = None) -> Job:
+        """Stop a job and return its new state."""
         return Job.from_json(
             self._request("POST", f"jobs/{quote(name)}/stop", params=self._owner(user)).json()
         )
 
     def restart(self, name: str, user: str | None = None) -> Job:
+        """Start a job again from the top and return its new state."""
         return Job.from_json(
             self._request("POST", f"jobs/{quote(name)}/restart", params=self._owner(user)).json()
         )
 
     def delete(self, name: str, user: str | None = None) -> None:
+        """Delete a job, stopping it first if it still runs."""
         self._request("DELETE", f"jobs/{quote(name)}", params=self._owner(user))
 
     # --- the catalog and quotas -------------------------------------------------------------------------
 
     def profiles(self) -> list[Profile]:
+        """The profiles you may run jobs on."""
         return [Profile.from_json(p) for p in self._request("GET", "profiles").json()["profiles"]]
 
     def quota(self) -> list[dict[str, Any]]:
+        """For each of your groups with a quota: its limits and how much is in use."""
         groups: list[dict[str, Any]] = self._request("GET", "quota").json()["groups"]
         return groups

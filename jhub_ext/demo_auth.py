@@ -51,6 +51,7 @@ class DemoAuthenticator(Authenticator):
         return set(self.users) | set(self.admin_users)
 
     async def authenticate(self, handler: Any, data: dict[str, str]) -> dict[str, Any] | None:
+        """Let in a configured demo user who gives the shared password, with their groups and admin flag."""
         name = self.normalize_username(data.get("username", ""))
         if name not in self.allowed_users:
             return None

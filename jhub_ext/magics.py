@@ -132,6 +132,7 @@ class JobMagics(Magics):
 
     @property
     def client(self) -> JobsClient:
+        """The jobs client, made from the server's environment on first use."""
         if self._client is None:
             self._client = JobsClient()
         return self._client
@@ -263,4 +264,5 @@ class JobMagics(Magics):
 
 
 def load_ipython_extension(ipython: Any) -> None:
+    """Register the jobs magics in IPython."""
     ipython.register_magics(JobMagics)

@@ -57,6 +57,7 @@ class Accounts:
         self._lock = threading.Lock()
 
     def home_of(self, user: str) -> Path:
+        """Where the home directory of ``user``'s account is (or will be)."""
         return self.homes / account_name(user)
 
     def ensure(self, user: str) -> Account:

@@ -119,6 +119,7 @@ class KubernetesJobBackend(JobBackend):
     # --- life cycle ----------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Connect to the cluster, fill the watch caches and re-adopt the jobs whose workloads exist."""
         configuration = client.Configuration()
         try:
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
@@ -153,6 +154,7 @@ class KubernetesJobBackend(JobBackend):
         self._changed("RELISTED", {})
 
     async def shutdown(self) -> None:
+        """Stop the watches and background tasks and close the API client; the workloads keep running."""
         for cache in self.caches.values():
             await cache.stop()
         for task in list(self._tasks):
@@ -213,6 +215,7 @@ class KubernetesJobBackend(JobBackend):
                 # this job's earlier run: submit replaces it
 
     async def submit(self, spec: JobSpec, placement: Placement) -> None:
+        """Create the job's code ConfigMap and workload (replacing an earlier run's) and report it pending."""
         assert self.api is not None and placement.profile is not None
         key = (placement.user, spec.name)
         async with self._lock(key):
@@ -441,6 +444,7 @@ class KubernetesJobBackend(JobBackend):
                 await asyncio.wait_for(self._change.wait(), min(remaining, 1.0))
 
     async def stop(self, user: str, name: str) -> None:
+        """Delete the job's workload and code, and report it ``stopped``."""
         async with self._lock((user, name)):
             self.stopped.add((user, name))
             await self._remove(user, name)
@@ -448,6 +452,7 @@ class KubernetesJobBackend(JobBackend):
         await self.notify(user, name, self._last[(user, name)])
 
     async def delete(self, user: str, name: str) -> None:
+        """Delete the job's workload and code and forget the job."""
         async with self._lock((user, name)):
             await self._remove(user, name)
             self.specs.pop((user, name), None)
@@ -480,6 +485,7 @@ class KubernetesJobBackend(JobBackend):
         return pods
 
     def observed(self, user: str, name: str) -> Observed | None:
+        """The job's status from the cached workload and pods; ``None`` for a job unknown here."""
         key = (user, name)
         if key in self.stopped:
             return Observed(JobStatus.STOPPED, message="stopped")

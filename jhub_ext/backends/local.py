@@ -52,9 +52,11 @@ class Clock:
     """Wall-clock time; tests inject one they can move forward."""
 
     def now(self) -> datetime:
+        """The current time, as an aware UTC datetime."""
         return datetime.now(UTC)
 
     async def sleep_until(self, when: datetime) -> None:
+        """Sleep until ``when``, checking the clock at least once a minute (it may jump)."""
         while (remaining := (when - self.now()).total_seconds()) > 0:
             await asyncio.sleep(min(remaining, 60))
 
@@ -78,9 +80,11 @@ class Run:
     started: str
 
     def alive(self) -> bool:
+        """Whether the run's process still exists (the same one, not a reused pid) and has not exited."""
         return _start_ticks(self.pid) == self.ticks and not Path(self.exit_file).exists()
 
     def exit_code(self) -> int:
+        """The exit code the runner recorded, or that of a SIGKILL if it recorded none."""
         try:
             return int(Path(self.exit_file).read_text().strip())
         except (OSError, ValueError):
@@ -276,6 +280,7 @@ class LocalJobBackend(JobBackend):
     # --- life cycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Re-adopt every job saved under ``jobs_dir``, supervising again those that should still run."""
         root = Path(self.jobs_dir)
         root.mkdir(parents=True, exist_ok=True)
         for spec_file in sorted(root.glob("u-*/*/spec.json")):
@@ -330,6 +335,10 @@ class LocalJobBackend(JobBackend):
     # --- the interface -----------------------------------------------------------------------------
 
     async def submit(self, spec: JobSpec, placement: Placement) -> None:
+        """Write the job's directory (code snapshot, spec, state) and start supervising it.
+
+        A job that already runs is left alone; a known one that has ended is run again as a restart.
+        """
         key = (placement.user, spec.name)
         job = self._jobs.get(key)
         if job is not None and job.task is not None and not job.task.done():
@@ -371,6 +380,7 @@ class LocalJobBackend(JobBackend):
         job.task = asyncio.create_task(self._supervise(job, resumed=False))
 
     async def stop(self, user: str, name: str) -> None:
+        """Mark the job to stay stopped, terminate all its runs and record it as ``stopped``."""
         job = self._jobs.get((user, name))
         if job is None:
             return
@@ -381,6 +391,7 @@ class LocalJobBackend(JobBackend):
         await self._set(job, JobStatus.STOPPED, message="stopped", runs=[])
 
     async def delete(self, user: str, name: str) -> None:
+        """Stop the job and remove its directory, code, output and state."""
         job = self._jobs.get((user, name))
         if job is not None:
             await self.stop(user, name)
@@ -388,12 +399,17 @@ class LocalJobBackend(JobBackend):
         shutil.rmtree(self._dir(user, name), ignore_errors=True)  # also what could not be adopted
 
     def observed(self, user: str, name: str) -> Observed | None:
+        """The job's status as last saved, or ``None`` for a job this backend does not know."""
         job = self._jobs.get((user, name))
         return job.observed() if job else None
 
     async def logs(
         self, user: str, name: str, *, follow: bool = False, tail: int | None = None
     ) -> AsyncIterator[str]:
+        """The job's ``output.log`` (its last ``tail`` lines); with ``follow``, then what is appended.
+
+        Following ends once the job has finished and none of its runs is left.
+        """
         job = self._jobs.get((user, name))
         if job is None:
             return

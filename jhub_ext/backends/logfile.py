@@ -56,6 +56,7 @@ class CappedLog:
         self._size = self._file.tell()
 
     def write(self, data: bytes) -> None:
+        """Append ``data``; if that would pass the cap, cut the file to its last half (``data`` included)."""
         if self._size + len(data) > self.max_bytes:
             self._cut(data)
             return
@@ -79,6 +80,7 @@ class CappedLog:
         self._size = self._file.tell()
 
     def close(self) -> None:
+        """Close the log file."""
         self._file.close()
 
 

@@ -41,6 +41,7 @@ def exit_status(returncode: int) -> int:
 
 
 def write_atomically(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` so a reader sees all of it or none (synced, then renamed)."""
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
         f.write(text)
@@ -68,6 +69,10 @@ def _copy(source: IO[bytes], log: CappedLog) -> None:
 
 
 def main(argv: list[str]) -> int:
+    """Run the command as the arguments say, copying its output into the log; returns its exit status.
+
+    A command that cannot be started is noted in the log and ends with 127.
+    """
     args = _arguments(argv)
     env: dict[str, str] | None = None
     if args.env:

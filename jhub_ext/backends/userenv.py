@@ -30,6 +30,8 @@ CACHE = Path(os.environ.get("JHUB_EXT_IMAGE_CACHE", "/var/cache/jhub_ext"))
 
 @dataclass(frozen=True)
 class UserEnvironment:
+    """An environment users' processes can run in: a Python prefix and, maybe, a source overlay."""
+
     prefix: Path  # the environment: prefix/bin is first on PATH
     overlay: Path | None  # a copy of the jhub_ext source, first on PYTHONPATH
 
@@ -46,6 +48,10 @@ def _say(text: str) -> None:
 
 
 def separate_environment_needed() -> bool:
+    """Whether users need an environment apart from ours.
+
+    They do when we run as root from a source checkout and the system Python is there to build it from.
+    """
     return os.geteuid() == 0 and SYSTEM_PYTHON.exists() and (ROOT / "setup.cfg").exists()
 
 

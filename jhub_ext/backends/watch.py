@@ -85,6 +85,7 @@ class WatchCache:
         await asyncio.shield(self._first_load)
 
     async def stop(self) -> None:
+        """Stop following the watch; the objects already cached stay readable."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -93,9 +94,11 @@ class WatchCache:
 
     @property
     def ready(self) -> bool:
+        """Whether the first list has come in (and did not fail)."""
         return self._first_load is not None and self._first_load.done() and not self._first_load.exception()
 
     def values(self) -> list[Json]:
+        """Every cached object, as a list."""
         return list(self.objects.values())
 
     # --- the loop ---------------------------------------------------------------------------------

@@ -75,6 +75,7 @@ class Resources:
         return " · ".join(parts) or "shared resources"
 
     def to_json(self) -> dict[str, Any]:
+        """The resources as the API and the form show them, with a one-line summary."""
         return {
             "cpu": {"guarantee": self.cpu_guarantee, "limit": self.cpu_limit},
             "memory": {"guarantee": self.mem_guarantee, "limit": self.mem_limit},
@@ -85,6 +86,8 @@ class Resources:
 
 @dataclass(frozen=True)
 class ImageChoice:
+    """One image a profile offers, by slug; ``default`` marks the one preselected."""
+
     slug: str
     display_name: str
     image: str
@@ -93,6 +96,8 @@ class ImageChoice:
 
 @dataclass(frozen=True)
 class Profile:
+    """One entry of the menu: resources, images, placement, who may use it and what it costs."""
+
     slug: str
     display_name: str
     description: str = ""
@@ -112,12 +117,14 @@ class Profile:
 
     @property
     def default_image(self) -> ImageChoice | None:
+        """The image marked default, else the first one; ``None`` if the profile offers none."""
         for choice in self.images:
             if choice.default:
                 return choice
         return self.images[0] if self.images else None
 
     def image(self, slug: str) -> ImageChoice | None:
+        """The profile's image with ``slug``, or ``None``."""
         return next((choice for choice in self.images if choice.slug == slug), None)
 
     def to_json(self) -> dict[str, Any]:
@@ -150,6 +157,8 @@ class Quota:
 
 @dataclass(frozen=True)
 class Catalog:
+    """The whole validated catalog: profiles in menu order, known groups and per-group quotas."""
+
     profiles: tuple[Profile, ...]
     groups: frozenset[str] = frozenset()
     quotas: Mapping[str, Quota] = field(default_factory=lambda: MappingProxyType({}))
@@ -158,6 +167,7 @@ class Catalog:
     source: str = "profiles.yaml"
 
     def profile(self, slug: str) -> Profile | None:
+        """The profile with ``slug``, or ``None``."""
         return next((p for p in self.profiles if p.slug == slug), None)
 
     def visible_to(self, groups: frozenset[str] | set[str], kind: Kind = Kind.SERVER) -> tuple[Profile, ...]:

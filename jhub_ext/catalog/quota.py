@@ -17,6 +17,8 @@ from .quantities import format_cpu, format_memory
 
 @dataclass(frozen=True)
 class Usage:
+    """What workloads count against a quota: cores, bytes of memory, GPUs, servers and jobs."""
+
     cpu: float = 0.0
     memory: int = 0
     gpus: int = 0
@@ -39,6 +41,7 @@ class Usage:
         )
 
     def to_json(self) -> dict[str, float | int]:
+        """The usage as a plain mapping of resource to amount."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 

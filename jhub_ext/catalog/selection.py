@@ -29,6 +29,8 @@ class SelectionError(ValueError):
 
 @dataclass(frozen=True)
 class Selection:
+    """A validated choice: a profile the user may use and, if it offers images, one of them."""
+
     profile: Profile
     image: ImageChoice | None = None
 

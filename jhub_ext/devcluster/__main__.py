@@ -19,6 +19,10 @@ from .cluster import LocalCluster
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Start the local cluster and the hub's namespace, and keep them up until Ctrl-C or SIGTERM.
+
+    Returns 1 if the cluster fails to start or a component dies, else 0.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m jhub_ext.devcluster", description=__doc__.splitlines()[0]
     )

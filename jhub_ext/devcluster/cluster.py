@@ -56,11 +56,14 @@ DEFAULT_IMAGES: list[Json] = [
 
 @dataclass
 class NodeAgentProcess:
+    """A node agent running as a child process, with its config file and log."""
+
     config_path: Path
     log: Path
     process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> None:
+        """Start the agent and wait (up to ``timeout`` seconds) for it to print ``READY``."""
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(  # noqa: S603
                 [sys.executable, "-m", "jhub_ext.devcluster.agent", str(self.config_path)],
@@ -82,6 +85,7 @@ class NodeAgentProcess:
             raise RuntimeError(f"node agent did not start; log {self.log}:\n{tail}")
 
     def stop(self) -> None:
+        """Terminate the agent, killing it if it takes longer than 30 seconds."""
         if self.process is None:
             return
         if self.process.poll() is None:
@@ -107,6 +111,8 @@ class NodeAgentProcess:
 
 @dataclass
 class LocalCluster:
+    """The control plane and the node agents of a local cluster, and the admin's client for it."""
+
     directory: Path
     nodes: list[Json] = field(default_factory=lambda: [dict(n) for n in DEFAULT_NODES])
     restart_backoff: tuple[float, float] = (10.0, 300.0)
@@ -117,15 +123,18 @@ class LocalCluster:
 
     @property
     def admin_kubeconfig(self) -> Path:
+        """The cluster admin's kubeconfig, copied out of the control plane's directory."""
         return self.directory / "admin.kubeconfig"
 
     @property
     def admin(self) -> KubeClient:
+        """A Kubernetes client acting as the cluster admin, made on first use."""
         if self._admin is None:
             self._admin = KubeClient(self.admin_kubeconfig)
         return self._admin
 
     def start(self) -> LocalCluster:
+        """Start the control plane, add the default ``local`` storage class and the first node agent."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self.directory.chmod(0o755)  # pods may run as other users and need to reach their directories
         self.image = node_image(self.directory)
@@ -217,6 +226,7 @@ class LocalCluster:
         )
 
     def token(self, account: str, namespace: str, seconds: int = 7 * 24 * 3600) -> str:
+        """A token for the service account ``account`` in ``namespace``, valid for ``seconds``."""
         request = {
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenRequest",
@@ -236,6 +246,7 @@ class LocalCluster:
             poll(gone, timeout, f"namespace {namespace} to finish terminating", interval=0.5)
 
     def stop(self) -> None:
+        """Stop the node agents, then the control plane, and close the admin client."""
         for agent in reversed(self.agents):
             agent.stop()
         if self.control_plane is not None:

@@ -32,6 +32,7 @@ SERVICE_CIDR = "10.96.0.0/16"
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free just now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -91,12 +92,15 @@ def write_kubeconfig(
 
 @dataclass
 class Component:
+    """One control-plane process: its command line, its log file, and the process once started."""
+
     name: str
     command: list[str]
     log: Path
     process: subprocess.Popen[bytes] | None = None
 
     def start(self, env: dict[str, str] | None = None) -> None:
+        """Start the process in its own session, appending its output to its log."""
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(  # noqa: S603 - our own binaries and arguments
@@ -109,6 +113,7 @@ class Component:
             )
 
     def check(self) -> None:
+        """Raise, with the end of its log, if the process has exited."""
         if self.process is not None and self.process.poll() is not None:
             tail = self.log.read_text(errors="replace")[-3000:]
             raise RuntimeError(
@@ -116,6 +121,7 @@ class Component:
             )
 
     def stop(self, grace: float = 10) -> None:
+        """Terminate the process group (resuming it first if paused), killing it after ``grace`` seconds."""
         if self.process is None or self.process.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
@@ -147,18 +153,27 @@ class ControlPlane:
 
     @property
     def pki(self) -> Pki:
+        """The cluster's certificates and keys."""
         return Pki(self.directory / "pki")
 
     @property
     def admin_kubeconfig(self) -> Path:
+        """The kubeconfig of the cluster admin."""
         return self.directory / "admin.kubeconfig"
 
     def kubeconfig(self, stem: str) -> Path:
+        """Where the kubeconfig of the client ``stem`` (``admin``, ``scheduler``, ...) is written."""
         return self.directory / f"{stem}.kubeconfig"
 
     # --- life cycle ------------------------------------------------------------------------------------
 
     def start(self, timeout: float = 120) -> ControlPlane:
+        """Start etcd, kube-apiserver, kube-controller-manager and kube-scheduler on free ports.
+
+        Certificates are made once and reused while valid; a kubeconfig is written for each client.
+        Waits until etcd and the API server are ready (up to ``timeout`` seconds each) and returns
+        the started control plane.
+        """
         self.directory.mkdir(parents=True, exist_ok=True)
         pki = ensure_pki(self.directory / "pki")
         logs = self.directory / "logs"
@@ -343,6 +358,7 @@ class ControlPlane:
             component.check()
 
     def stop(self) -> None:
+        """Stop the components in the reverse order of starting them."""
         for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
             if name in self.components:
                 self.components[name].stop()

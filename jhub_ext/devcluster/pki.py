@@ -41,24 +41,30 @@ class Pki:
 
     @property
     def ca_cert(self) -> Path:
+        """The cluster CA's certificate, which every component trusts."""
         return self.directory / "ca.crt"
 
     @property
     def ca_key(self) -> Path:
+        """The cluster CA's private key (the controller manager signs certificates with it)."""
         return self.directory / "ca.key"
 
     @property
     def sa_key(self) -> Path:
+        """The private key that signs service-account tokens."""
         return self.directory / "sa.key"
 
     @property
     def sa_pub(self) -> Path:
+        """The public key that verifies service-account tokens."""
         return self.directory / "sa.pub"
 
     def cert(self, stem: str) -> Path:
+        """The certificate of the component or client ``stem`` (``apiserver``, ``admin``, ...)."""
         return self.directory / f"{stem}.crt"
 
     def key(self, stem: str) -> Path:
+        """The private key of the component or client ``stem``."""
         return self.directory / f"{stem}.key"
 
 

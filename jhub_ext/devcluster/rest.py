@@ -123,9 +123,14 @@ class KubeClient:
             self.session.headers["Authorization"] = f"Bearer {self.config.token}"
 
     def close(self) -> None:
+        """Close the HTTP session and its connections."""
         self.session.close()
 
     def request(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
+        """Send one request to the API server; the decoded JSON answer, or the text of a non-JSON one.
+
+        An error status raises :class:`KubeError` with the API server's reason and message.
+        """
         headers = kwargs.pop("headers", {})
         if body is not None:
             headers.setdefault("Content-Type", "application/json")
@@ -151,6 +156,7 @@ class KubeClient:
     # --- objects ---------------------------------------------------------------------------------------
 
     def get(self, kind: str, name: str, namespace: str | None = None) -> Json:
+        """The object of ``kind`` named ``name``; :class:`KubeError` (404) if there is none."""
         return self.request("GET", resource_path(kind, namespace, name))  # type: ignore[no-any-return]
 
     def find(self, kind: str, name: str, namespace: str | None = None) -> Json | None:
@@ -165,11 +171,13 @@ class KubeClient:
     def list(
         self, kind: str, namespace: str | None = None, *, labels: str = "", fields: str = ""
     ) -> list[Json]:
+        """The objects of ``kind`` in ``namespace`` (or everywhere), filtered by label and field selectors."""
         params = {k: v for k, v in (("labelSelector", labels), ("fieldSelector", fields)) if v}
         answer = self.request("GET", resource_path(kind, namespace), params=params)
         return list(answer["items"])
 
     def create(self, obj: Json) -> Json:
+        """Create ``obj`` (in its metadata's namespace) and return it as the API server stored it."""
         namespace = obj["metadata"].get("namespace")
         return self.request("POST", resource_path(obj["kind"], namespace), obj)  # type: ignore[no-any-return]
 
@@ -187,6 +195,7 @@ class KubeClient:
         return self.request("PUT", path, replacement)  # type: ignore[no-any-return]
 
     def delete(self, kind: str, name: str, namespace: str | None = None, **options: Any) -> None:
+        """Delete the object, with ``options`` as DeleteOptions; one that does not exist is no error."""
         body = {"kind": "DeleteOptions", "apiVersion": "v1", **options} if options else None
         try:
             self.request("DELETE", resource_path(kind, namespace, name), body)
@@ -206,6 +215,7 @@ class KubeClient:
         return poll(met, timeout, f"{kind} {namespace or ''}/{name}")  # type: ignore[no-any-return]
 
     def pod_log(self, name: str, namespace: str, container: str | None = None, **params: Any) -> str:
+        """A container's log (the pod's only one if ``container`` is not given), as text."""
         query = {"container": container, **params} if container else params
         return str(self.request("GET", resource_path("Pod", namespace, name) + "/log", params=query))
 

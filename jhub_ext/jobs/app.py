@@ -45,6 +45,8 @@ from .store import JobStore
 
 
 class JobsService(Application):
+    """The jobs service as a traitlets application: its configuration, and running the web server."""
+
     name = "jhub-ext-jobs"
     description = "Run researchers' scrapers, batch jobs and scheduled jobs for JupyterHub."
 
@@ -153,6 +155,7 @@ class JobsService(Application):
         self.update_config(config)
 
     def make_app(self, manager: JobManager) -> web.Application:
+        """The tornado application: the API, the OAuth callback and the dashboard under the service prefix."""
         prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/jobs/")
         handlers = [
             *api_handlers(prefix),
@@ -174,6 +177,10 @@ class JobsService(Application):
         )
 
     async def run(self) -> None:
+        """Start the backend and serve the API and dashboard until SIGTERM or SIGINT, then shut down.
+
+        Exits at once if the catalog cannot be used. Jobs keep running; the next start re-adopts them.
+        """
         try:
             catalog = CatalogSource.shared(self.catalog_path)
         except CatalogError as e:
@@ -215,10 +222,12 @@ class JobsService(Application):
         store.close()
 
     def start(self) -> None:
+        """Run the service until it is told to stop."""
         asyncio.run(self.run())
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Start the jobs service from the command line and ``$JHUB_EXT_JOBS_CONFIG``."""
     logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
     app = JobsService.instance()
     app.initialize(argv)

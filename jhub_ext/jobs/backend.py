@@ -94,6 +94,7 @@ class JobBackend(LoggingConfigurable):
         raise NotImplementedError
 
     async def notify(self, user: str, name: str, observed: Observed) -> None:
+        """Report what the backend now observes of a job to ``on_change``, if one is set."""
         if self.on_change is not None:
             result = self.on_change(user, name, observed)
             if result is not None:

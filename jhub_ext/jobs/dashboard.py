@@ -35,6 +35,7 @@ class PageHandler(APIHandler):
     """Like the API, but a visitor without a session is sent to log in, and answers are HTML."""
 
     def set_default_headers(self) -> None:
+        """Mark every page as uncached HTML that may load only its own scripts and styles."""
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
         self.set_header(
@@ -42,6 +43,7 @@ class PageHandler(APIHandler):
         )
 
     async def prepare(self) -> None:
+        """Send a visitor without a hub session to log in; otherwise authenticate them as the API does."""
         model = await self.hub_auth.get_user(self, sync=False)
         if not model:
             self.redirect(self.get_login_url())
@@ -49,6 +51,7 @@ class PageHandler(APIHandler):
         await super().prepare()
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Answer a failure with the error page, saying why when the service refused."""
         error = kwargs.get("exc_info", (None, None, None))[1]
         message = str(error) if isinstance(error, Refused) else self._reason
         if isinstance(error, Refused):
@@ -57,6 +60,7 @@ class PageHandler(APIHandler):
         self.finish(self.page("error.html", message=message))
 
     def page(self, template: str, **namespace: Any) -> str:
+        """Render ``template`` with the prefixes, the caller and the XSRF token every page needs."""
         prefix = self.settings["jobs_prefix"]
         return _templates.get_template(template).render(
             prefix=prefix,
@@ -68,6 +72,7 @@ class PageHandler(APIHandler):
         )
 
     def view(self, job: JobRecord, now: datetime) -> dict[str, Any]:
+        """A job as a page shows it: the API fields plus its age, cost so far and creation time."""
         body = job.to_json()
         catalog = self.manager.catalog
         profile = catalog.profile(job.profile) if job.profile else None
@@ -84,7 +89,10 @@ class PageHandler(APIHandler):
 
 
 class JobsPage(PageHandler):
+    """The dashboard's front page: a table of the caller's jobs (an admin may pick a user, or everyone)."""
+
     async def get(self) -> None:
+        """Render the job list for the ``user`` argument (the caller by default)."""
         requested = self.get_argument("user", None)
         jobs, _ = self.manager.list_jobs(self.caller, requested, limit=500)
         now = datetime.now(UTC)
@@ -94,12 +102,16 @@ class JobsPage(PageHandler):
 
 
 class JobPage(PageHandler):
+    """One job's page: its details, output and actions."""
+
     async def get(self, name: str) -> None:
+        """Render the named job's page."""
         job = self.manager.job(self.caller, self.owner(), self.check_job_name(name))
         self.finish(self.page("job.html", job=self.view(job, datetime.now(UTC))))
 
 
 def dashboard_handlers(prefix: str) -> list[Any]:
+    """The dashboard's routes under ``prefix``: the job list, job pages and static files."""
     static = str(resources.files("jhub_ext.jobs").joinpath("static"))
     return [
         (prefix, JobsPage),

@@ -27,6 +27,7 @@ MAX_PAGE = 1000
 
 
 def openapi_document() -> dict[str, Any]:
+    """The API's OpenAPI description, read from the packaged ``openapi.yaml``."""
     text = resources.files("jhub_ext.jobs").joinpath("openapi.yaml").read_text("utf-8")
     return yaml.safe_load(text)  # type: ignore[no-any-return]
 
@@ -44,6 +45,7 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
     body_too_large = False
 
     def data_received(self, chunk: bytes) -> None:
+        """Keep each arriving piece of the body, dropping all of it once it passes :data:`MAX_BODY_BYTES`."""
         if self.body_too_large:
             return
         if len(self.body) + len(chunk) > MAX_BODY_BYTES:
@@ -54,17 +56,24 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
 
     @property
     def manager(self) -> JobManager:
+        """The service's :class:`JobManager`, shared by every request."""
         return self.settings["jobs_manager"]  # type: ignore[no-any-return]
 
     def set_default_headers(self) -> None:
+        """Mark every answer as uncached JSON that a browser must not sniff into something else."""
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Content-Type-Options", "nosniff")  # a log is never run as a script
 
     def initialize(self) -> None:
+        """Start each request with an empty body buffer."""
         self.body = bytearray()
 
     async def prepare(self) -> None:
+        """Refuse oversized bodies, then authenticate the caller and check they may use the jobs service.
+
+        Sets ``self.caller`` from the standalone token or from the hub's user model (its scopes and groups).
+        """
         length = self.request.headers.get("Content-Length", "0")
         if not (length.isascii() and length.isdigit()) or int(length) > READ_BODY_BYTES:
             raise body_too_large()
@@ -95,9 +104,11 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
         self.current_user = model
 
     def owner(self) -> str:
+        """Whose jobs the request is about: the ``user`` argument (admins only), else the caller."""
         return self.manager.owner_for(self.caller, self.get_argument("user", None))
 
     def whole_number(self, name: str, fallback: int, low: int, high: int) -> int:
+        """Query argument ``name`` as an integer in ``low``..``high``, ``fallback`` if absent; else a 400."""
         text = self.get_argument(name, None)
         if text is None:
             return fallback
@@ -106,6 +117,7 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
         return int(text)
 
     def check_job_name(self, name: str) -> str:
+        """``name`` if it is a valid job name; a 404 otherwise, since no job can have it."""
         try:
             return parse_name(name)
         except JobSpecError:
@@ -114,10 +126,12 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
             ) from None
 
     def reply(self, body: Any, status: int = 200) -> None:
+        """Finish the request with ``body`` as JSON and the given status."""
         self.set_status(status)
         self.finish(json.dumps(body))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Answer a failure as ``{"error": ..., "field": ...}`` JSON; a 503 if the hub or cluster was down."""
         error = kwargs.get("exc_info", (None, None, None))[1]
         if unavailable(error):
             error = Refused(
@@ -138,6 +152,7 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
         self.finish(json.dumps(body))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """Log refusals and outages briefly and only real failures with a traceback."""
         if unavailable(value):
             self.log.warning("%s %s: unavailable: %r", self.request.method, self.request.path, value)
         elif isinstance(value, Refused):
@@ -149,10 +164,12 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
 
     @property
     def log(self) -> Any:
+        """The jobs service's own logger, so refusals and failures land in its log."""
         return self.settings["jobs_log"]
 
 
 def body_too_large() -> Refused:
+    """The 413 refusal for a request body past :data:`MAX_BODY_BYTES`."""
     return Refused(413, f"the request is larger than {MAX_BODY_BYTES // 1024} KiB; ship less code", "files")
 
 
@@ -168,6 +185,7 @@ class JobsHandler(APIHandler):
     """``GET jobs`` lists; ``POST jobs`` submits."""
 
     async def get(self) -> None:
+        """List the caller's jobs (an admin: anyone's), newest first, a page at a time."""
         limit = self.whole_number("limit", DEFAULT_PAGE, 1, MAX_PAGE)
         offset = self.whole_number("offset", 0, 0, 10**9)
         jobs, total = self.manager.list_jobs(self.caller, self.get_argument("user", None), limit, offset)
@@ -181,6 +199,7 @@ class JobsHandler(APIHandler):
         )
 
     async def post(self) -> None:
+        """Submit the JSON body as a new job and answer 201 with the job."""
         if self.body_too_large:
             raise body_too_large()
         try:
@@ -196,30 +215,43 @@ class JobsHandler(APIHandler):
 
 
 class JobHandler(APIHandler):
+    """``GET jobs/<name>`` shows one job; ``DELETE jobs/<name>`` removes it."""
+
     async def get(self, name: str) -> None:
+        """Answer with the named job."""
         job = self.manager.job(self.caller, self.owner(), self.check_job_name(name))
         self.reply(job.to_json())
 
     async def delete(self, name: str) -> None:
+        """Delete the named job (stopping it first) and answer 204."""
         await self.manager.delete(self.caller, self.owner(), self.check_job_name(name))
         self.set_status(204)
         self.finish()
 
 
 class StopHandler(APIHandler):
+    """``POST jobs/<name>/stop`` stops a job."""
+
     async def post(self, name: str) -> None:
+        """Stop the named job and answer with its new state."""
         job = await self.manager.stop(self.caller, self.owner(), self.check_job_name(name))
         self.reply(job.to_json())
 
 
 class RestartHandler(APIHandler):
+    """``POST jobs/<name>/restart`` starts a job again from the top."""
+
     async def post(self, name: str) -> None:
+        """Restart the named job and answer with its new state."""
         job = await self.manager.restart(self.caller, self.owner(), self.check_job_name(name))
         self.reply(job.to_json())
 
 
 class LogsHandler(APIHandler):
+    """``GET jobs/<name>/logs`` sends a job's output as plain text, optionally following it."""
+
     async def get(self, name: str) -> None:
+        """Stream the named job's output (all, or the last ``tail`` lines); ``follow=1`` keeps it going."""
         # a job's output is text written by whoever ran it: never a page a browser should render
         self.set_header("Content-Security-Policy", "default-src 'none'; sandbox")
         follow = self.get_argument("follow", "0") in ("1", "true")
@@ -242,7 +274,10 @@ class LogsHandler(APIHandler):
 
 
 class ProfilesHandler(APIHandler):
+    """``GET profiles`` lists the hardware profiles the caller may run jobs on."""
+
     async def get(self) -> None:
+        """Answer with the job and scraper profiles open to the caller's groups, and the catalog currency."""
         catalog = self.manager.catalog
         profiles = [
             {**p.to_json(), "availability": None}
@@ -253,17 +288,24 @@ class ProfilesHandler(APIHandler):
 
 
 class QuotaHandler(APIHandler):
+    """``GET quota`` shows the caller's group quotas: their limits and how much is in use."""
+
     async def get(self) -> None:
+        """Answer with the limits and current use of each quota the caller's groups have."""
         self.reply({"groups": await self.manager.quota(self.caller)})
 
 
 class OpenAPIHandler(web.RequestHandler):
+    """``GET openapi.json`` serves the API's description, with no login needed."""
+
     def get(self) -> None:
+        """Answer with the OpenAPI document as JSON."""
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(json.dumps(openapi_document()))
 
 
 def api_handlers(prefix: str) -> list[tuple[str, type[web.RequestHandler]]]:
+    """The API's routes under ``prefix``, as tornado ``(pattern, handler)`` pairs."""
     api = f"{prefix.rstrip('/')}/api"
     name = r"([^/]+)"
     return [

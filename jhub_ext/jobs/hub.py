@@ -14,6 +14,8 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 
 class HubClient:
+    """Reads the hub's REST API with the service's own token."""
+
     def __init__(self, api_url: str, token: str):
         self.api_url = api_url.rstrip("/")
         self.token = token
@@ -26,6 +28,7 @@ class HubClient:
         return json.loads(response.body)
 
     async def groups(self, user: str) -> frozenset[str]:
+        """The names of the groups ``user`` belongs to."""
         model = await self._get(f"/users/{quote(user, safe='')}")
         return frozenset(model.get("groups") or [])
 

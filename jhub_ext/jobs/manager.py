@@ -37,6 +37,7 @@ class Refused(Exception):
         super().__init__(message)
 
     def to_json(self) -> dict[str, Any]:
+        """The refusal as the API's error body."""
         return {"error": str(self), "field": self.field}
 
 
@@ -58,6 +59,7 @@ class RateLimiter:
         self._events: dict[str, deque[float]] = defaultdict(deque)
 
     def allow(self, key: str, now: float | None = None) -> bool:
+        """Count an event for ``key`` and say whether it fits in the window; a refused one is not counted."""
         now = time.monotonic() if now is None else now
         events = self._events[key]
         while events and events[0] <= now - self.window:
@@ -86,6 +88,11 @@ class RateLimiter:
 
 
 class JobManager:
+    """Decides every job request: permissions, rate limits, profiles and quotas, then backend and store.
+
+    Also keeps the store in step with what the backend observes.
+    """
+
     def __init__(
         self,
         store: JobStore,
@@ -115,6 +122,7 @@ class JobManager:
     # --- keeping the store in step with the backend --------------------------------------------------
 
     async def on_change(self, user: str, name: str, observed: Observed) -> None:
+        """Record a job's status as the backend now sees it, and keep its log tail once it finishes."""
         record = self.store.get(user, name)
         if record is None:
             return
@@ -144,6 +152,7 @@ class JobManager:
         return requested
 
     def job(self, caller: Caller, owner: str, name: str) -> JobRecord:
+        """The job ``owner`` has named ``name``; a 404 if there is none."""
         record = self.store.get(owner, name)
         if record is None:
             raise Refused(404, f"there is no job '{name[:70]}'; list your jobs with GET jobs", "name")
@@ -165,6 +174,7 @@ class JobManager:
 
     @property
     def catalog(self) -> Catalog:
+        """The profile and quota catalog as it stands now (it may be reloaded)."""
         return self.catalog_source.current()
 
     async def usage(self, catalog: Catalog, groups: frozenset[str]) -> dict[str, Usage]:
@@ -187,6 +197,7 @@ class JobManager:
         return usage_by_group(workloads, groups)
 
     async def quota(self, caller: Caller) -> list[dict[str, Any]]:
+        """For each quota group the caller is in, its limits and how much is in use now."""
         catalog = self.catalog
         in_use = await self.usage(catalog, caller.groups)
         return [
@@ -210,6 +221,10 @@ class JobManager:
         return Usage(cpu=one.cpu * runs, memory=one.memory * runs, gpus=one.gpus * runs, jobs=1)
 
     async def submit(self, caller: Caller, body: Any) -> JobRecord:
+        """Validate a submission, check profile access and quota, record the job and start it.
+
+        Anything that fails after the job was recorded removes it again, so nothing stays counted.
+        """
         self.rate.check(caller.name, "submissions")
         try:
             spec = parse_submission(body, self.limits)
@@ -285,6 +300,7 @@ class JobManager:
         )
 
     async def stop(self, caller: Caller, owner: str, name: str) -> JobRecord:
+        """Stop a job that is still going and return its record; a finished job is left as it is."""
         self.actions.check(caller.name, "stops and deletes")
         record = self.job(caller, owner, name)
         if not record.status.finished:
@@ -294,6 +310,7 @@ class JobManager:
         return self.job(caller, owner, name)
 
     async def restart(self, caller: Caller, owner: str, name: str) -> JobRecord:
+        """Stop a job if it runs, then start it again from its stored spec, quota permitting."""
         self.rate.check(caller.name, "submissions and restarts")
         record = self.job(caller, owner, name)
         try:
@@ -334,6 +351,7 @@ class JobManager:
         return self.job(caller, owner, name)
 
     async def delete(self, caller: Caller, owner: str, name: str) -> None:
+        """Remove a job from the backend and from the store."""
         self.actions.check(caller.name, "stops and deletes")
         self.job(caller, owner, name)
         await self.backend.delete(owner, name)
@@ -358,6 +376,7 @@ class JobManager:
                 del self.following[caller.name]
 
     async def logs(self, caller: Caller, owner: str, name: str, follow: bool, tail: int | None) -> Any:
+        """A job's output, in chunks: live from the backend, or the kept tail once the backend forgot it."""
         self.job(caller, owner, name)
         if self.backend.observed(owner, name) is None:  # gone from the backend: the kept tail
             kept = self.store.log_tail(owner, name) or ""

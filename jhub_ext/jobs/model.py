@@ -60,12 +60,16 @@ RESERVED_ENV = frozenset(
 
 
 class JobKind(StrEnum):
+    """What sort of work a job is, which decides how it is run and retried."""
+
     BATCH = "batch"  # runs to completion, retried with backoff
     SCRAPER = "scraper"  # long-running, restarted on failure
     SCHEDULED = "scheduled"  # runs on a cron schedule
 
 
 class JobStatus(StrEnum):
+    """Where a job is in its life; see :func:`can_transition` for the changes allowed."""
+
     PENDING = "pending"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -74,6 +78,7 @@ class JobStatus(StrEnum):
 
     @property
     def finished(self) -> bool:
+        """Whether the job has ended (succeeded, failed or stopped), for now."""
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED)
 
 
@@ -111,6 +116,7 @@ class JobSpecError(ValueError):
         super().__init__(message)
 
     def to_json(self) -> dict[str, str]:
+        """The refusal as the API's error body."""
         return {"error": str(self), "field": self.field}
 
 
@@ -133,6 +139,8 @@ class Limits:
 
 @dataclass(frozen=True)
 class Schedule:
+    """When a scheduled job runs: a cron line in a time zone, and what overlapping runs do."""
+
     cron: str
     timezone: str = "UTC"
     concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.FORBID
@@ -148,6 +156,8 @@ class Schedule:
 
 @dataclass(frozen=True)
 class JobSpec:
+    """A validated submission: everything needed to run a job."""
+
     name: str
     kind: JobKind
     command: tuple[str, ...]
@@ -242,6 +252,7 @@ def parse_submission(body: Any, limits: Limits = Limits()) -> JobSpec:
 
 
 def parse_name(name: Any) -> str:
+    """``name`` if it is a valid job name (a DNS label); a :class:`JobSpecError` otherwise."""
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         shown = f"'{name[:70]}'" if isinstance(name, str) else "the name"
         raise JobSpecError(

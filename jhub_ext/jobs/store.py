@@ -45,14 +45,19 @@ LOG_TAIL_BYTES = 64 * 1024
 
 
 def utcnow() -> datetime:
+    """The current time as an aware UTC datetime (the columns' default)."""
     return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
+    """The declarative base of the jobs database's tables."""
+
     pass
 
 
 class JobRow(Base):
+    """One job as stored: its spec, owner, quota groups and usage, status, and kept log tail."""
+
     __tablename__ = "jobs"
     __table_args__ = (UniqueConstraint("user", "name", name="uq_jobs_user_name"),)
 
@@ -75,6 +80,8 @@ class JobRow(Base):
 
 
 class AuditRow(Base):
+    """One entry of the audit trail: who did what to which job, and when."""
+
     __tablename__ = "audit"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -109,6 +116,7 @@ class JobRecord:
 
     @classmethod
     def of(cls, row: JobRow) -> JobRecord:
+        """The record of a stored row, with its times made aware."""
         return cls(
             id=row.id,
             user=row.user,
@@ -128,6 +136,7 @@ class JobRecord:
         )
 
     def to_json(self) -> dict[str, Any]:
+        """The job as the API shows it; ``exit_code`` only once it has finished."""
         body: dict[str, Any] = {
             "name": self.name,
             "user": self.user,
@@ -178,10 +187,12 @@ class JobStore:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
+        """A session in one transaction, committed on leaving the block and rolled back on an error."""
         with self._sessions() as session, session.begin():
             yield session
 
     def close(self) -> None:
+        """Close every pooled database connection."""
         self.engine.dispose()
 
     # --- jobs --------------------------------------------------------------------------------------
@@ -220,6 +231,7 @@ class JobStore:
             raise JobExists(f"{user}/{spec.name}") from None
 
     def get(self, user: str, name: str) -> JobRecord | None:
+        """``user``'s job named ``name``, or ``None`` if there is none."""
         with self.session() as session:
             row = self._row(session, user, name)
             return JobRecord.of(row) if row else None
@@ -251,6 +263,7 @@ class JobStore:
             return sorted(session.scalars(select(JobRow.user).distinct()))
 
     def count_jobs(self, user: str | None = None) -> int:
+        """How many jobs are stored, all users' or only ``user``'s."""
         with self.session() as session:
             query = select(func.count()).select_from(JobRow)
             if user is not None:
@@ -293,6 +306,7 @@ class JobStore:
             return JobRecord.of(row)
 
     def set_restarts(self, user: str, name: str, restarts: int) -> None:
+        """Record the backend's restart count for a job; the count never goes down."""
         with self.session() as session:
             row = self._row(session, user, name)
             if row is not None:
@@ -313,11 +327,13 @@ class JobStore:
                 row.log_tail = _tail((row.log_tail or "") + text)
 
     def log_tail(self, user: str, name: str) -> str | None:
+        """The end of a job's output kept when it finished, or ``None``."""
         with self.session() as session:
             row = self._row(session, user, name)
             return row.log_tail if row else None
 
     def delete(self, user: str, name: str, actor: str) -> bool:
+        """Remove a job, auditing it as ``actor``'s; ``False`` if there was no such job."""
         with self.session() as session:
             row = self._row(session, user, name)
             if row is None:

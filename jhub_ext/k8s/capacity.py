@@ -84,6 +84,7 @@ def pod_workload(pod: Json, quota_groups: Iterable[str], gpu_resources: Iterable
 
 
 def profile_requests(profile: Profile) -> Amounts:
+    """What a pod of ``profile`` requests of the scheduler: guarantees, or limits where none is set."""
     r = profile.resources
     amounts: Amounts = {}
     if cpu := (r.cpu_guarantee or r.cpu_limit):
@@ -183,6 +184,7 @@ class Availability:
     gpus_total: int = 0
 
     def describe(self, profile: Profile) -> str:
+        """One line for the menu: whether a server starts now, and GPUs free for GPU profiles."""
         if not self.matching_nodes:
             return "No machine of this kind is running now; starting waits for the cluster to add one"
         start = "starts now" if self.fits_now else "waits for a new machine"
@@ -192,6 +194,7 @@ class Availability:
         return start[0].upper() + start[1:]
 
     def to_json(self, profile: Profile) -> dict[str, Any]:
+        """The figures and their one-line description, for the API."""
         return {
             "matching_nodes": self.matching_nodes,
             "fits_now": self.fits_now,
@@ -202,6 +205,7 @@ class Availability:
 
 
 def availability(profile: Profile, nodes: Iterable[Json], pods: Iterable[Json]) -> Availability:
+    """Whether ``profile`` fits on a matching node now, with its GPUs free and in all."""
     nodes = list(nodes)
     capacity = free_on_nodes(nodes, pods)
     wanted = profile_requests(profile)

@@ -58,10 +58,12 @@ def node_selector(profile: Profile) -> dict[str, str]:
 
 
 def tolerations(profile: Profile) -> list[dict[str, Any]]:
+    """The profile's tolerations as plain dicts for the pod spec."""
     return [dict(t) for t in profile.tolerations]
 
 
 def affinity(profile: Profile) -> dict[str, Any]:
+    """The profile's affinity as a plain dict for the pod spec."""
     return thaw(profile.affinity)  # type: ignore[no-any-return]
 
 

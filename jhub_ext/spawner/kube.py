@@ -153,6 +153,10 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
     # --- the menu --------------------------------------------------------------------------------------
 
     async def render_profile_form(self) -> str:  # type: ignore[override]
+        """Start the node and pod caches for the capacity notes, then render the menu.
+
+        If the cluster cannot be read, the menu is shown without them.
+        """
         try:
             await self.ensure_caches()
         except Exception:
@@ -160,6 +164,7 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
         return super().render_profile_form()
 
     def profile_availability(self, slug: str) -> str | None:
+        """The capacity note for ``slug`` from the cached nodes and pods, marked if they are stale."""
         nodes, pods = self._cache("nodes"), self._cache("pods")
         profile = self.catalog.profile(slug)
         if profile is None or nodes is None or pods is None:
@@ -179,6 +184,7 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
     # --- quotas: count the group's pods, servers and jobs alike ----------------------------------------
 
     async def apply_profile_options(self, user_options: dict[str, Any]) -> None:
+        """Start the pod cache the quota check counts from, then validate, check and apply the choice."""
         await self.ensure_caches()
         await super().apply_profile_options(user_options)
 

@@ -84,6 +84,7 @@ class LocalProfileSpawner(ProfileMenuMixin, SimpleLocalProcessSpawner):
     account: Account | None = None
 
     def isolation_note(self) -> str | None:
+        """Without system accounts, a warning for admins that users are not kept apart."""
         if self.system_users:
             return None
         return (
@@ -92,6 +93,7 @@ class LocalProfileSpawner(ProfileMenuMixin, SimpleLocalProcessSpawner):
         )
 
     async def start(self) -> Any:
+        """Start the server, first creating the user's system account (with ``system_users``)."""
         if self.system_users:
             homes = self.homes_dir or os.path.dirname(self.home_dir_template.format(username="x"))
             self.account = await asyncio.to_thread(_accounts(homes).ensure, self.user.name)
@@ -99,6 +101,7 @@ class LocalProfileSpawner(ProfileMenuMixin, SimpleLocalProcessSpawner):
         return await super().start()
 
     def apply_selection(self, selection: Selection) -> None:
+        """Take the chosen profile's CPU and memory limits, image and slug for this server."""
         resources = selection.profile.resources
         self.cpu_limit = resources.cpu_limit
         self.cpu_guarantee = resources.cpu_guarantee
@@ -108,6 +111,7 @@ class LocalProfileSpawner(ProfileMenuMixin, SimpleLocalProcessSpawner):
         self.profile_slug = selection.profile.slug
 
     def get_env(self) -> dict[str, str]:
+        """The server's environment, plus the chosen profile and (named as KubeSpawner names it) image."""
         env: dict[str, str] = super().get_env()
         if self.profile_slug:
             env["JHUB_EXT_PROFILE"] = self.profile_slug
@@ -117,12 +121,14 @@ class LocalProfileSpawner(ProfileMenuMixin, SimpleLocalProcessSpawner):
         return env
 
     def get_args(self) -> list[str]:
+        """The server's arguments; ``--allow-root`` when it must run as the hub's root user."""
         args: list[str] = super().get_args()
         if os.geteuid() == 0 and self.account is None and "--allow-root" not in args:
             args.append("--allow-root")  # local mode runs servers as the hub's user
         return args
 
     def user_env(self, env: dict[str, str]) -> dict[str, str]:
+        """The user's environment, as their system account (its ``account_env`` and ``USER``) if any."""
         env = super().user_env(env)
         if self.account is not None:
             env.update(self.account_env)
@@ -130,6 +136,11 @@ class LocalProfileSpawner(ProfileMenuMixin, SimpleLocalProcessSpawner):
         return env
 
     def make_preexec_fn(self, name: str) -> Callable[[], Any]:
+        """What the child runs before the server: apply the profile's limits, then become the user.
+
+        With a system account it drops to that account in its home; otherwise it prepares the home
+        as JupyterHub would.
+        """
         prepare_home = super().make_preexec_fn(name)
         apply_limits = limiter(self.cpu_limit, self.mem_limit, spread=self.user.name)
         account = self.account

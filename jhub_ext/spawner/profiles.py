@@ -121,14 +121,17 @@ class ProfileMenuMixin(LoggingConfigurable):
 
     @property
     def catalog_source(self) -> CatalogSource:
+        """The catalog file's loader, shared by every spawner reading the same ``catalog_path``."""
         return CatalogSource.shared(self.catalog_path)
 
     @property
     def catalog(self) -> Catalog:
+        """The catalog to use now: the file's if it changed and is valid, else the last good one."""
         return self.catalog_source.current()
 
     @property
     def user_groups(self) -> frozenset[str]:
+        """The names of the user's JupyterHub groups, which decide their profiles and quotas."""
         return frozenset(group.name for group in self.user.groups)
 
     # --- the form -----------------------------------------------------------------------------
@@ -189,6 +192,7 @@ class ProfileMenuMixin(LoggingConfigurable):
         return lambda spawner, user_options: spawner.apply_profile_options(user_options)
 
     def resolve(self, user_options: Any) -> Selection:
+        """The profile and options ``user_options`` pick for this user, or a :class:`ProfileChoiceError`."""
         try:
             return resolve_selection(self.catalog, user_options, self.user_groups, Kind.SERVER)
         except SelectionError as e:
@@ -282,17 +286,20 @@ class ProfileMenuMixin(LoggingConfigurable):
         return Usage.of(selection.profile, Kind.SERVER)
 
     def get_state(self) -> dict[str, Any]:
+        """The spawner's state, plus the quota usage this server counts, so it survives a hub restart."""
         state: dict[str, Any] = super().get_state()  # type: ignore[misc]
         if self._usage is not None:
             state[STATE_KEY] = self._usage.to_json()
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
+        """Restore the spawner's state, and with it the quota usage this server counts."""
         super().load_state(state)  # type: ignore[misc]
         recorded = state.get(STATE_KEY)
         if isinstance(recorded, dict):
             self._usage = Usage(**recorded)
 
     def clear_state(self) -> None:
+        """Forget the spawner's state and this server's quota usage once it has stopped."""
         super().clear_state()  # type: ignore[misc]
         self._usage = None

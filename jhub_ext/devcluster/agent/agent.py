@@ -55,6 +55,8 @@ class Image:
 
 @dataclass
 class NodeSpec:
+    """One node the agent stands in for: its capacity, GPUs, labels and taints, from the config."""
+
     name: str
     cpu: str = "8"
     memory: str = "32Gi"
@@ -66,6 +68,11 @@ class NodeSpec:
 
 
 class NodeAgent:
+    """The kubelet of every configured node: registers them, keeps them Ready and runs their pods.
+
+    Optionally also provisions and reclaims local persistent volumes.
+    """
+
     def __init__(self, config: Json):
         self.config = config
         self.api = Api(Path(config["kubeconfig"]))
@@ -175,6 +182,7 @@ class NodeAgent:
         }
 
     async def register(self, node: NodeSpec) -> None:
+        """Create the Node object (an existing one keeps its spec) and post its status."""
         labels = {
             "kubernetes.io/hostname": node.name,
             "kubernetes.io/os": "linux",
@@ -234,6 +242,10 @@ class NodeAgent:
     # --- pods ------------------------------------------------------------------------------------------
 
     async def follow_pods(self) -> None:
+        """Watch the pods bound to our nodes and hand each to its :class:`PodWorker`, starting one as needed.
+
+        A pod that disappears, or is replaced by one of a new uid, has its worker told it is gone.
+        """
         async for kind, pod in self.api.watch("/api/v1/pods", {"fieldSelector": "spec.nodeName!="}):
             if kind == "SYNCED":
                 present = {f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in pod["items"]}
@@ -276,11 +288,13 @@ class NodeAgent:
             await self.api.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}", body)
 
     def forget(self, worker: PodWorker) -> None:
+        """Drop a finished worker and clean up the files it set up for its pod."""
         if self.workers.get(worker.key) is worker:
             del self.workers[worker.key]
         worker.files.cleanup()
 
     async def event(self, pod: Json, reason: str, message: str, kind: str = "Normal") -> None:
+        """Post a Kubernetes Event about ``pod`` as its kubelet would; failing to post is ignored."""
         meta = pod["metadata"]
         stamp = now_rfc3339()
         event = {
@@ -351,6 +365,7 @@ class NodeAgent:
                     log.warning("provisioning %s failed: %s", name, e)
 
     async def reclaim(self) -> None:
+        """Delete persistent volumes we provisioned once they are Released, and their directories."""
         async for kind, pv in self.api.watch("/api/v1/persistentvolumes", {}):
             if kind in ("SYNCED", "DELETED"):
                 continue
@@ -372,6 +387,10 @@ class NodeAgent:
         return context
 
     async def run(self) -> None:
+        """Serve logs, register and heartbeat the nodes, run pods (and volumes), until :meth:`stop`.
+
+        Prints ``READY`` once the nodes are registered; on stopping, kills every container it runs.
+        """
         self.state_dir.mkdir(parents=True, exist_ok=True)
         runner = web.AppRunner(LogServer(self).app(), access_log=None)
         await runner.setup()
@@ -393,10 +412,12 @@ class NodeAgent:
         await self.api.close()
 
     def stop(self) -> None:
+        """Ask :meth:`run` to shut the agent down."""
         self._stopped.set()
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the node agent with the JSON config named on the command line, until SIGTERM or SIGINT."""
     args = argv if argv is not None else sys.argv[1:]
     if len(args) != 1:
         sys.exit("usage: python -m jhub_ext.devcluster.agent CONFIG.json")

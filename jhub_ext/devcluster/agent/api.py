@@ -17,12 +17,16 @@ Json = dict[str, Any]
 
 
 class ApiError(Exception):
+    """The API server answered with an error ``status``."""
+
     def __init__(self, status: int, body: str):
         super().__init__(f"{status}: {body[:500]}")
         self.status = status
 
 
 class Api:
+    """Requests and watches to the API server, authenticated with a kubeconfig's client certificate."""
+
     def __init__(self, kubeconfig: Path):
         config = Kubeconfig(kubeconfig)
         self.server = config.server
@@ -34,11 +38,13 @@ class Api:
 
     @property
     def session(self) -> aiohttp.ClientSession:
+        """The HTTP session, made on first use, that trusts the cluster CA and presents our certificate."""
         if self._session is None:
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._ssl, limit=50))
         return self._session
 
     async def close(self) -> None:
+        """Close the HTTP session, if one was opened."""
         if self._session is not None:
             await self._session.close()
 
@@ -51,6 +57,7 @@ class Api:
         params: dict[str, str] | None = None,
         content_type: str = "application/json",
     ) -> Json:
+        """Send one request and return the decoded JSON answer; :class:`ApiError` for an error status."""
         data = json.dumps(body) if body is not None else None
         headers = {"Content-Type": content_type} if body is not None else {}
         timeout = aiohttp.ClientTimeout(total=30)
@@ -63,9 +70,11 @@ class Api:
             return json.loads(text) if text else {}
 
     async def get(self, path: str, **params: str) -> Json:
+        """The object (or list) at ``path``, with ``params`` as the query."""
         return await self.request("GET", path, params=params or None)
 
     async def merge_patch(self, path: str, patch: Json) -> Json:
+        """Apply a JSON merge patch to the object at ``path``."""
         return await self.request("PATCH", path, patch, content_type="application/merge-patch+json")
 
     async def watch(self, path: str, params: dict[str, str]) -> AsyncIterator[tuple[str, Json]]:

@@ -36,6 +36,10 @@ def _since(value: str) -> datetime.datetime:
 
 
 def render(chunk: bytes, timestamps: bool, since: datetime.datetime | None) -> Iterator[bytes]:
+    """The log lines of a CRI log chunk as a reader sees them: content only, or with ``timestamps``.
+
+    Lines written before ``since`` are left out.
+    """
     for raw in chunk.splitlines(keepends=True):
         parsed = _parse(raw)
         if parsed is None:
@@ -48,19 +52,28 @@ def render(chunk: bytes, timestamps: bool, since: datetime.datetime | None) -> I
 
 
 class LogServer:
+    """The agent's kubelet-style HTTP endpoints: container logs and a health check."""
+
     def __init__(self, agent: NodeAgent):
         self.agent = agent
 
     def app(self) -> web.Application:
+        """The aiohttp application serving ``/containerLogs/...`` and ``/healthz``."""
         app = web.Application()
         app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self.logs)
         app.router.add_get("/healthz", self.healthz)
         return app
 
     async def healthz(self, request: web.Request) -> web.Response:
+        """Answer ``ok`` while the agent runs."""
         return web.Response(text="ok")
 
     async def logs(self, request: web.Request) -> web.StreamResponse:
+        """Stream one container's log (this run's, or the ``previous`` one's), as the kubelet does.
+
+        Takes the kubelet's ``follow``, ``tailLines``, ``sinceSeconds``, ``sinceTime``, ``timestamps``
+        and ``limitBytes`` parameters.
+        """
         ns, name, container = (request.match_info[k] for k in ("namespace", "pod", "container"))
         worker = self.agent.workers.get(f"{ns}/{name}")
         if worker is None:

@@ -202,6 +202,7 @@ class PodFiles:
             self.volumes[name] = target
 
     def mounts(self, container: Json, who: Identity) -> Mounts:
+        """The container's volume mounts (``subPath`` included) as container paths to local directories."""
         mounts = Mounts()
         for mount in container.get("volumeMounts") or []:
             local = self.volumes[mount["name"]]
@@ -253,6 +254,7 @@ class PodFiles:
         return {k: rewrite_value(v, mounts, self.pod_ip) for k, v in env.items()}
 
     def cleanup(self) -> None:
+        """Remove everything made for the pod under its directory."""
         shutil.rmtree(self.directory, ignore_errors=True)
 
 

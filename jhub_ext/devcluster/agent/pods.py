@@ -31,6 +31,8 @@ log = logging.getLogger("jhub_ext.nodeagent")
 
 @dataclass
 class ContainerState:
+    """One container of a pod, as the agent tracks it: its spec, state, restarts and process."""
+
     spec: Json
     init: bool
     restarts: int = 0
@@ -40,6 +42,7 @@ class ContainerState:
     ready: bool = False
 
     def status(self, image_id: str, pod_uid: str) -> Json:
+        """The container's entry in the pod's ``containerStatuses`` (or ``initContainerStatuses``)."""
         return {
             "name": self.spec["name"],
             "image": self.spec.get("image", ""),
@@ -54,10 +57,16 @@ class ContainerState:
 
     @property
     def terminated(self) -> Json | None:
+        """The container's ``terminated`` state, or ``None`` while it has not ended."""
         return self.state.get("terminated")
 
 
 class PodWorker:
+    """Runs one pod bound to our node: volumes, init containers, containers and restarts.
+
+    It reports the pod's status to the API server as it changes, and ends it on deletion.
+    """
+
     def __init__(self, agent: NodeAgent, pod: Json, pod_ip: str):
         self.agent = agent
         self.pod = pod
@@ -84,6 +93,7 @@ class PodWorker:
     # --- events from the watch -------------------------------------------------------------------------
 
     def update(self, pod: Json) -> None:
+        """Take the pod as the watch last saw it; start a graceful termination once it is being deleted."""
         self.pod = pod
         self.files.pod = pod
         if pod["metadata"].get("deletionTimestamp") and not self.stopping.is_set():
@@ -99,6 +109,10 @@ class PodWorker:
     # --- running --------------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """The pod's whole life: prepare volumes, run init containers, then the containers.
+
+        Enforces ``activeDeadlineSeconds``; any failure of the agent itself fails the pod with ``AgentError``.
+        """
         await self.report()
         try:
             await self._prepare()
@@ -320,6 +334,7 @@ class PodWorker:
     # --- status ---------------------------------------------------------------------------------------
 
     def status(self) -> Json:
+        """The pod's status as a kubelet reports it: phase, conditions, IPs and container statuses."""
         ready = self.initialized and all(c.ready for c in self.main) and self.phase == "Running"
         if self.phase not in ("Succeeded", "Failed"):
             active = any("running" in c.state for c in self.main) or any(c.restarts for c in self.main)

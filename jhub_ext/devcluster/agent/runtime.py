@@ -40,6 +40,7 @@ _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
 def now_rfc3339(precise: bool = False) -> str:
+    """The current UTC time in RFC 3339, to the second or (``precise``) to the microsecond."""
     moment = datetime.datetime.now(datetime.UTC)
     if precise:
         return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -66,6 +67,7 @@ class Mounts:
     _pattern: re.Pattern[str] | None = None
 
     def add(self, container_path: str, local: Path) -> None:
+        """Mount ``local`` at ``container_path``; a longer mount path wins over one it lies under."""
         self.paths[container_path.rstrip("/") or "/"] = local
         longest_first = sorted(self.paths, key=len, reverse=True)
         alternatives = "|".join(re.escape(p) for p in longest_first)
@@ -91,6 +93,8 @@ def _pdeathsig() -> None:
 
 @dataclass
 class Identity:
+    """The user, group and supplementary groups a container's process runs as (``None``: ours)."""
+
     uid: int | None
     gid: int | None
     groups: list[int]
@@ -128,6 +132,10 @@ class LogWriter:
         self.file = path.open("ab", buffering=0)
 
     async def pump(self, stream: asyncio.StreamReader, name: str) -> None:
+        """Copy ``stream`` (``stdout`` or ``stderr``) into the log until it ends, a stamped line at a time.
+
+        A line too long for the reader's buffer is written in pieces marked partial, as the CRI does.
+        """
         prefix_name = name.encode()
         while True:
             try:
@@ -149,6 +157,7 @@ class LogWriter:
         self.file.write(stamp + b" stderr F " + text.encode() + b"\n")
 
     def close(self) -> None:
+        """Close the log file."""
         self.file.close()
 
 
@@ -198,6 +207,7 @@ class Running:
         return 128 - code if code < 0 else code
 
     def kill(self, signum: int) -> None:
+        """Send ``signum`` to the container's whole process group, if it is still there."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signum)
 

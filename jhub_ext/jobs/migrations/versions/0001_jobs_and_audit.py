@@ -15,6 +15,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    """Create the ``jobs`` and ``audit`` tables and their indexes."""
     op.create_table(
         "jobs",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -52,5 +53,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Drop the ``audit`` and ``jobs`` tables."""
     op.drop_table("audit")
     op.drop_table("jobs")

@@ -1,0 +1,1 @@
+"""The revisions of the jobs database's schema, oldest first."""
