@@ -14,8 +14,8 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from tornado import web
 
-from .handlers import APIHandler
-from .manager import Refused
+from .errors import Refusal
+from .handlers import STATUS_OF, USERS, APIHandler
 from .store import JobRecord
 
 _templates = Environment(
@@ -33,6 +33,8 @@ def _age(since: datetime, now: datetime) -> str:
 
 class PageHandler(APIHandler):
     """Like the API, but a visitor without a session is sent to log in, and answers are HTML."""
+
+    scopes = USERS
 
     def set_default_headers(self) -> None:
         """Mark every page as uncached HTML that may load only its own scripts and styles."""
@@ -53,9 +55,9 @@ class PageHandler(APIHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Answer a failure with the error page, saying why when the service refused."""
         error = kwargs.get("exc_info", (None, None, None))[1]
-        message = str(error) if isinstance(error, Refused) else self._reason
-        if isinstance(error, Refused):
-            self.set_status(error.status)
+        message = str(error) if isinstance(error, Refusal) else self._reason
+        if isinstance(error, Refusal):
+            self.set_status(STATUS_OF[type(error)])
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.finish(self.page("error.html", message=message))
 

@@ -12,11 +12,24 @@ import yaml
 from jupyterhub.services.auth import HubOAuthenticated
 from tornado import httpclient, iostream, web
 
-from .manager import Caller, JobManager, Refused
+from .errors import (
+    Conflict,
+    Invalid,
+    NoSuchJob,
+    NotAllowed,
+    NotLoggedIn,
+    Refusal,
+    TooLarge,
+    TooMany,
+    Unavailable,
+)
+from .manager import Caller, JobManager
 from .model import JobSpecError, parse_name
 
 SCOPE_USE = "custom:jobs:use"
 SCOPE_ADMIN = "custom:jobs:admin"
+#: users of the service (their own jobs) and its admins (everyone's)
+USERS = frozenset({SCOPE_USE, SCOPE_ADMIN})
 MAX_BODY_BYTES = 1024 * 1024
 #: bodies up to this are read (and dropped past MAX_BODY_BYTES) to answer 413; larger ones at once
 READ_BODY_BYTES = 16 * MAX_BODY_BYTES
@@ -24,6 +37,17 @@ READ_BODY_BYTES = 16 * MAX_BODY_BYTES
 UNAVAILABLE_RETRY_SECONDS = 10
 DEFAULT_PAGE = 200
 MAX_PAGE = 1000
+#: The one place where the domain's refusals become HTTP statuses.
+STATUS_OF: dict[type[Refusal], int] = {
+    Invalid: 400,
+    NotLoggedIn: 401,
+    NotAllowed: 403,
+    NoSuchJob: 404,
+    Conflict: 409,
+    TooLarge: 413,
+    TooMany: 429,
+    Unavailable: 503,
+}
 
 
 def openapi_document() -> dict[str, Any]:
@@ -42,6 +66,8 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
 
     caller: Caller
     body: bytearray
+    #: the caller needs one of these scopes; every handler declares its own
+    scopes: frozenset[str] = USERS
     body_too_large = False
 
     def data_received(self, chunk: bytes) -> None:
@@ -81,22 +107,20 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
         if standalone:  # no hub (Binder, a laptop): one user, one token
             sent = self.request.headers.get("Authorization", "").partition(" ")[2]
             if not sent or not hmac.compare_digest(sent, standalone):
-                raise Refused(
-                    401, "send the service's token as 'Authorization: token <token>' ($JHUB_EXT_TOKEN)"
+                raise NotLoggedIn(
+                    "send the service's token as 'Authorization: token <token>' ($JHUB_EXT_TOKEN)"
                 )
             self.caller = Caller(self.settings["standalone_user"], frozenset(), admin=False)
             return
         model = await self.hub_auth.get_user(self, sync=False)
         if not model:
-            raise Refused(401, "not logged in: send a JupyterHub token as 'Authorization: token <token>'")
+            raise NotLoggedIn("not logged in: send a JupyterHub token as 'Authorization: token <token>'")
         scopes = set(model.get("scopes") or ())
         allowed = self.hub_scopes is None or self.hub_auth.check_scopes(self.hub_scopes, model)
-        if not allowed or not scopes & {SCOPE_USE, SCOPE_ADMIN}:
-            raise Refused(
-                403, f"{model.get('kind', 'user')} {model.get('name')} may not use the jobs service"
-            )
+        if not allowed or not scopes & self.scopes:
+            raise NotAllowed(f"{model.get('kind', 'user')} {model.get('name')} may not use the jobs service")
         if model.get("kind", "user") != "user":
-            raise Refused(403, "the jobs service runs jobs for users; use a user's token")
+            raise NotAllowed("the jobs service runs jobs for users; use a user's token")
         groups = model.get("groups")
         if groups is None and self.manager.hub is not None:
             groups = await self.manager.hub.groups(model["name"])
@@ -113,7 +137,7 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
         if text is None:
             return fallback
         if not (text.isascii() and text.isdigit() and len(text) <= 12) or not low <= int(text) <= high:
-            raise Refused(400, f"{name} must be a whole number from {low} to {high}", name)
+            raise Invalid(f"{name} must be a whole number from {low} to {high}", name)
         return int(text)
 
     def check_job_name(self, name: str) -> str:
@@ -121,9 +145,7 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
         try:
             return parse_name(name)
         except JobSpecError:
-            raise Refused(
-                404, f"there is no job '{name[:70]}'; list your jobs with GET jobs", "name"
-            ) from None
+            raise NoSuchJob(f"there is no job '{name[:70]}'; list your jobs with GET jobs", "name") from None
 
     def reply(self, body: Any, status: int = 200) -> None:
         """Finish the request with ``body`` as JSON and the given status."""
@@ -134,13 +156,12 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
         """Answer a failure as ``{"error": ..., "field": ...}`` JSON; a 503 if the hub or cluster was down."""
         error = kwargs.get("exc_info", (None, None, None))[1]
         if unavailable(error):
-            error = Refused(
-                503,
+            error = Unavailable(
                 "the hub or the cluster is not answering just now; nothing was changed, try again shortly",
                 retry_after=UNAVAILABLE_RETRY_SECONDS,
             )
-        if isinstance(error, Refused):
-            self.set_status(error.status)
+        if isinstance(error, Refusal):
+            self.set_status(STATUS_OF[type(error)])
             body = error.to_json()
             if error.retry_after:
                 self.set_header("Retry-After", str(error.retry_after))
@@ -155,10 +176,9 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
         """Log refusals and outages briefly and only real failures with a traceback."""
         if unavailable(value):
             self.log.warning("%s %s: unavailable: %r", self.request.method, self.request.path, value)
-        elif isinstance(value, Refused):
-            self.log.info(
-                "%s %s refused (%d): %s", self.request.method, self.request.path, value.status, value
-            )
+        elif isinstance(value, Refusal):
+            status = STATUS_OF[type(value)]
+            self.log.info("%s %s refused (%d): %s", self.request.method, self.request.path, status, value)
         else:
             super().log_exception(typ, value, tb)
 
@@ -168,9 +188,9 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
         return self.settings["jobs_log"]
 
 
-def body_too_large() -> Refused:
+def body_too_large() -> TooLarge:
     """The 413 refusal for a request body past :data:`MAX_BODY_BYTES`."""
-    return Refused(413, f"the request is larger than {MAX_BODY_BYTES // 1024} KiB; ship less code", "files")
+    return TooLarge(f"the request is larger than {MAX_BODY_BYTES // 1024} KiB; ship less code", "files")
 
 
 def unavailable(error: BaseException | None) -> bool:
@@ -178,11 +198,13 @@ def unavailable(error: BaseException | None) -> bool:
     if isinstance(error, TimeoutError | ConnectionError | httpclient.HTTPClientError):
         return True
     status = getattr(error, "status", None)  # the Kubernetes client's ApiException
-    return isinstance(status, int) and (status >= 500 or status == 429) and not isinstance(error, Refused)
+    return isinstance(status, int) and (status >= 500 or status == 429) and not isinstance(error, Refusal)
 
 
 class JobsHandler(APIHandler):
     """``GET jobs`` lists; ``POST jobs`` submits."""
+
+    scopes = USERS
 
     async def get(self) -> None:
         """List the caller's jobs (an admin: anyone's), newest first, a page at a time."""
@@ -205,17 +227,19 @@ class JobsHandler(APIHandler):
         try:
             body = json.loads(bytes(self.body))
         except ValueError:
-            raise Refused(
-                400, "the body is not JSON; send a JSON object with name, kind and command", "body"
+            raise Invalid(
+                "the body is not JSON; send a JSON object with name, kind and command", "body"
             ) from None
         except RecursionError:
-            raise Refused(400, "the body is nested too deeply; send a flat JSON object", "body") from None
+            raise Invalid("the body is nested too deeply; send a flat JSON object", "body") from None
         job = await self.manager.submit(self.caller, body)
         self.reply(job.to_json(), status=201)
 
 
 class JobHandler(APIHandler):
     """``GET jobs/<name>`` shows one job; ``DELETE jobs/<name>`` removes it."""
+
+    scopes = USERS
 
     async def get(self, name: str) -> None:
         """Answer with the named job."""
@@ -232,6 +256,8 @@ class JobHandler(APIHandler):
 class StopHandler(APIHandler):
     """``POST jobs/<name>/stop`` stops a job."""
 
+    scopes = USERS
+
     async def post(self, name: str) -> None:
         """Stop the named job and answer with its new state."""
         job = await self.manager.stop(self.caller, self.owner(), self.check_job_name(name))
@@ -241,6 +267,8 @@ class StopHandler(APIHandler):
 class RestartHandler(APIHandler):
     """``POST jobs/<name>/restart`` starts a job again from the top."""
 
+    scopes = USERS
+
     async def post(self, name: str) -> None:
         """Restart the named job and answer with its new state."""
         job = await self.manager.restart(self.caller, self.owner(), self.check_job_name(name))
@@ -249,6 +277,8 @@ class RestartHandler(APIHandler):
 
 class LogsHandler(APIHandler):
     """``GET jobs/<name>/logs`` sends a job's output as plain text, optionally following it."""
+
+    scopes = USERS
 
     async def get(self, name: str) -> None:
         """Stream the named job's output (all, or the last ``tail`` lines); ``follow=1`` keeps it going."""
@@ -276,6 +306,8 @@ class LogsHandler(APIHandler):
 class ProfilesHandler(APIHandler):
     """``GET profiles`` lists the hardware profiles the caller may run jobs on."""
 
+    scopes = USERS
+
     async def get(self) -> None:
         """Answer with the job and scraper profiles open to the caller's groups, and the catalog currency."""
         catalog = self.manager.catalog
@@ -289,6 +321,8 @@ class ProfilesHandler(APIHandler):
 
 class QuotaHandler(APIHandler):
     """``GET quota`` shows the caller's group quotas: their limits and how much is in use."""
+
+    scopes = USERS
 
     async def get(self) -> None:
         """Answer with the limits and current use of each quota the caller's groups have."""

@@ -19,26 +19,13 @@ from ..catalog.quotalock import QuotaLock
 from ..catalog.reload import CatalogSource
 from ..catalog.selection import SelectionError, resolve_selection
 from .backend import JobBackend, JobRejected, Observed, Placement
+from .errors import Conflict, Invalid, NoSuchJob, NotAllowed, TooMany
 from .hub import HubClient
 from .model import JobKind, JobSpec, JobSpecError, JobStatus, Limits, parse_submission
 from .store import JobExists, JobRecord, JobStore, StatusConflict
 
 #: Which profile kind each job kind needs (the catalog's ``kinds``).
 PROFILE_KIND = {JobKind.BATCH: Kind.JOB, JobKind.SCHEDULED: Kind.JOB, JobKind.SCRAPER: Kind.SCRAPER}
-
-
-class Refused(Exception):
-    """A request the service refuses: HTTP ``status``, with the field at fault and the fix."""
-
-    def __init__(self, status: int, message: str, field: str | None = None, retry_after: int | None = None):
-        self.status = status
-        self.field = field
-        self.retry_after = retry_after  # seconds, for 429 and 503
-        super().__init__(message)
-
-    def to_json(self) -> dict[str, Any]:
-        """The refusal as the API's error body."""
-        return {"error": str(self), "field": self.field}
 
 
 @dataclass(frozen=True)
@@ -76,11 +63,10 @@ class RateLimiter:
         return max(1, math.ceil(events[0] + self.window - now)) if events else 1
 
     def check(self, key: str, what: str) -> None:
-        """Raise a 429 :class:`Refused` (with ``Retry-After``) once ``key`` is over the limit."""
+        """Raise :class:`TooMany` (with when to try again) once ``key`` is over the limit."""
         if not self.allow(key):
             wait = self.retry_after(key)
-            raise Refused(
-                429,
+            raise TooMany(
                 f"too many {what}: at most {self.limit} a minute; try again in {wait} s",
                 None,
                 retry_after=wait,
@@ -148,14 +134,14 @@ class JobManager:
         if not requested or requested == caller.name:
             return caller.name
         if not caller.admin:
-            raise Refused(403, "only admins may see or act on other users' jobs; leave out ?user=", "user")
+            raise NotAllowed("only admins may see or act on other users' jobs; leave out ?user=", "user")
         return requested
 
     def job(self, caller: Caller, owner: str, name: str) -> JobRecord:
         """The job ``owner`` has named ``name``; a 404 if there is none."""
         record = self.store.get(owner, name)
         if record is None:
-            raise Refused(404, f"there is no job '{name[:70]}'; list your jobs with GET jobs", "name")
+            raise NoSuchJob(f"there is no job '{name[:70]}'; list your jobs with GET jobs", "name")
         return record
 
     def list_jobs(
@@ -164,7 +150,7 @@ class JobManager:
         """A page of the jobs the caller asked for, newest first, and how many there are in all."""
         if requested == "*":
             if not caller.admin:
-                raise Refused(403, "only admins may list everyone's jobs; leave out ?user=", "user")
+                raise NotAllowed("only admins may list everyone's jobs; leave out ?user=", "user")
             owner = None
         else:
             owner = self.owner_for(caller, requested)
@@ -229,17 +215,16 @@ class JobManager:
         try:
             spec = parse_submission(body, self.limits)
         except JobSpecError as e:
-            raise Refused(400, str(e), e.field) from None
+            raise Invalid(str(e), e.field) from None
         catalog = self.catalog
         kind = PROFILE_KIND[spec.kind]
         options = {"profile": spec.profile} if spec.profile else {}
         try:
             selection = resolve_selection(catalog, options, caller.groups, kind)
         except SelectionError as e:
-            raise Refused(403, str(e), "profile") from None
+            raise NotAllowed(str(e), "profile") from None
         if self.store.get(caller.name, spec.name) is not None:
-            raise Refused(
-                409,
+            raise Conflict(
                 f"you already have a job named '{spec.name}'; choose another name or delete it first",
                 "name",
             )
@@ -249,24 +234,24 @@ class JobManager:
         try:
             await self.backend.validate(spec, placement)  # what would fail later is refused now
         except JobRejected as e:
-            raise Refused(400, e.message, e.field) from None
+            raise Invalid(e.message, e.field) from None
         # Counting, checking and recording are one step per quota group (see QuotaLock).
         async with self.quota_lock.hold(caller.groups & catalog.quotas.keys()):
             try:
                 check_quota(catalog, caller.groups, usage, await self.usage(catalog, caller.groups))
             except QuotaExceeded as e:
-                raise Refused(403, str(e), "profile") from None
+                raise NotAllowed(str(e), "profile") from None
             try:
                 record = self.store.create(
                     caller.name, spec, selection.profile.slug, groups=caller.groups, usage=usage.to_json()
                 )
             except JobExists:
-                raise Refused(409, f"you already have a job named '{spec.name}'", "name") from None
+                raise Conflict(f"you already have a job named '{spec.name}'", "name") from None
         try:
             await self.backend.submit(spec, placement)
         except JobRejected as e:
             self.store.delete(caller.name, spec.name, actor="jobs service: not started")
-            raise Refused(400, e.message, e.field) from None
+            raise Invalid(e.message, e.field) from None
         except Exception:
             # nothing may stay pending (and counted) for a job that never started
             with contextlib.suppress(Exception):
@@ -316,8 +301,8 @@ class JobManager:
         try:
             spec = parse_submission(record.spec, self.limits)
         except JobSpecError as e:
-            raise Refused(
-                409, f"this job cannot run any more ({e}); delete it and submit it again", e.field
+            raise Conflict(
+                f"this job cannot run any more ({e}); delete it and submit it again", e.field
             ) from None
         if not record.status.finished:
             await self.backend.stop(owner, name)
@@ -332,19 +317,19 @@ class JobManager:
                 PROFILE_KIND[spec.kind],
             )
         except SelectionError as e:
-            raise Refused(403, str(e), "profile") from None
+            raise NotAllowed(str(e), "profile") from None
         usage = self.usage_of(spec, selection)
         async with self.quota_lock.hold(groups & catalog.quotas.keys()):
             try:
                 check_quota(catalog, groups, usage, await self.usage(catalog, groups))
             except QuotaExceeded as e:
-                raise Refused(403, str(e), "profile") from None
+                raise NotAllowed(str(e), "profile") from None
             self.store.set_status(owner, name, JobStatus.PENDING, message="restarted", actor=caller.name)
         try:
             await self.backend.submit(spec, self._placement(owner, groups, selection))
         except JobRejected as e:
             self.store.set_status(owner, name, JobStatus.FAILED, message=f"could not start: {e.message}")
-            raise Refused(400, e.message, e.field) from None
+            raise Invalid(e.message, e.field) from None
         except Exception as e:
             self.store.set_status(owner, name, JobStatus.FAILED, message=f"failed: could not start ({e})")
             raise
@@ -361,8 +346,7 @@ class JobManager:
     def follow_slot(self, caller: Caller) -> Any:
         """One of the caller's few concurrent ``follow`` streams, for as long as the stream lasts."""
         if self.following[caller.name] >= self.follows_per_user:
-            raise Refused(
-                429,
+            raise TooMany(
                 f"you follow {self.follows_per_user} logs already; close one (Ctrl-C) and try again",
                 "follow",
                 retry_after=10,
