@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator, Coroutine, Iterable
+from collections.abc import AsyncIterator, Coroutine
 from functools import partial
 from typing import Any
 
@@ -30,12 +30,14 @@ from traitlets import Integer, Unicode, default
 
 from ..jobs.backend import JobBackend, JobRejected, Observed, Placement
 from ..jobs.model import JobKind, JobSpec, JobStatus
+from ..jobs.status import controller as _controller
+from ..jobs.status import derive_status, extra_runs
+from ..jobs.status import job_finished as _job_finished
+from ..jobs.status import max_live_runs as _max_live_runs
+from ..jobs.status import owner as _owner
 from ..k8s.jobs import (
     CODE_UID_ANNOTATION,
     JOB_LABEL,
-    MAX_LIVE_RUNS_ANNOTATION,
-    NAME_ANNOTATION,
-    USER_ANNOTATION,
     JobPlacement,
     build_manifests,
     object_name,
@@ -46,14 +48,6 @@ Json = dict[str, Any]
 Key = tuple[str, str]
 
 _CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
-
-
-def _owner(obj: Json) -> Key | None:
-    """(user, job name) from an object's annotations: what identifies it (labels are sanitised and
-    lossy, names are only where to look)."""
-    annotations = (obj.get("metadata") or {}).get("annotations") or {}
-    user, name = annotations.get(USER_ANNOTATION), annotations.get(NAME_ANNOTATION)
-    return (user, name) if user and name else None
 
 
 def _uid(obj: Json) -> str:
@@ -690,114 +684,3 @@ def _taken(kind: str, name: str, why: str = "is not this job's") -> JobRejected:
         "choose another job name, or ask an admin to remove that object",
         "name",
     )
-
-
-# --- a scheduled job's live runs ------------------------------------------------------------------
-
-
-def _controller(obj: Json, kind: str) -> str | None:
-    """The uid of the object's controller, if that is a ``kind``."""
-    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
-        if ref.get("controller") and ref.get("kind") == kind:
-            return str(ref.get("uid"))
-    return None
-
-
-def _job_finished(job: Json) -> bool:
-    conditions = (job.get("status") or {}).get("conditions") or []
-    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions)
-
-
-def _max_live_runs(cronjob: Json) -> int:
-    """The job's bound on its live runs, as the CronJob carries it (1 where it carries none)."""
-    text = ((cronjob.get("metadata") or {}).get("annotations") or {}).get(MAX_LIVE_RUNS_ANNOTATION, "1")
-    try:
-        return max(int(text), 1)
-    except ValueError:
-        return 1
-
-
-def extra_runs(cronjob: Json, jobs: Iterable[Json], limit: int) -> list[Json]:
-    """The live runs of ``cronjob`` beyond its ``limit`` oldest, newest first: the Jobs it controls
-    (and that name no other owner) which have neither finished nor begun to be deleted."""
-    uid, owner = cronjob["metadata"].get("uid"), _owner(cronjob)
-    live = [
-        job
-        for job in jobs
-        if uid is not None
-        and _controller(job, "CronJob") == uid
-        and _owner(job) in (owner, None)
-        and not job["metadata"].get("deletionTimestamp")
-        and not _job_finished(job)
-    ]
-    # a CronJob's runs are named "<name>-<minutes since the epoch>": by name, ties in time sort too
-    live.sort(key=lambda j: (j["metadata"].get("creationTimestamp") or "", j["metadata"].get("name") or ""))
-    return live[limit:][::-1]
-
-
-# --- status, from the objects alone ---------------------------------------------------------------
-
-
-def _terminated(pod: Json) -> list[tuple[str, Json]]:
-    """(container name, terminated state) of every container that has ended, init containers first."""
-    status = pod.get("status") or {}
-    ended = []
-    for entry in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
-        state = entry.get("state") or {}
-        terminated = state.get("terminated") or (entry.get("lastState") or {}).get("terminated")
-        if terminated:
-            ended.append((str(entry.get("name")), terminated))
-    return ended
-
-
-def _exit(pods: list[Json]) -> tuple[int | None, str | None]:
-    """The exit code and a plain reason of the latest pod that has one."""
-    for pod in reversed(pods):
-        for container, terminated in reversed(_terminated(pod)):
-            code = int(terminated.get("exitCode", 0))
-            if container == "code" and code:
-                return code, "its code could not be copied into place"
-            if terminated.get("reason") == "OOMKilled":
-                return code, "ran out of memory (killed at its memory limit)"
-            if code or container != "code":
-                return code, None
-    return None, None
-
-
-def derive_status(kind: str, workload: Json | None, pods: list[Json]) -> Observed:
-    """A job's status from its workload and its pods (as the watch caches hold them)."""
-    restarts = sum(
-        int(s.get("restartCount", 0))
-        for p in pods
-        for s in (p.get("status") or {}).get("containerStatuses") or []
-    )
-    running = any((p.get("status") or {}).get("phase") == "Running" for p in pods)
-    now = JobStatus.RUNNING if running else JobStatus.PENDING
-    if workload is None:
-        return Observed(JobStatus.PENDING)
-    if kind == "jobs":
-        status = workload.get("status") or {}
-        conditions = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
-        failures = int(status.get("failed", 0))
-        if "Complete" in conditions:
-            return Observed(JobStatus.SUCCEEDED, 0, "completed", failures)
-        if "Failed" in conditions:
-            code, why = _exit(pods)
-            settled = all((p.get("status") or {}).get("phase") in ("Succeeded", "Failed") for p in pods)
-            reason = conditions["Failed"].get("reason", "")
-            if code is None and not settled and reason != "DeadlineExceeded":
-                return Observed(JobStatus.RUNNING, restarts=failures)  # the pod's exit code is on its way
-            if reason == "DeadlineExceeded":
-                deadline = (workload.get("spec") or {}).get("activeDeadlineSeconds")
-                return Observed(
-                    JobStatus.FAILED, code, f"stopped after its deadline of {deadline} s", failures
-                )
-            attempts = failures or 1
-            what = why or (f"exited with code {code}" if code is not None else "failed")
-            tries = "attempt" if attempts == 1 else "attempts"
-            return Observed(JobStatus.FAILED, code, f"{what} ({attempts} {tries})", failures)
-        return Observed(now, restarts=failures)
-    if kind == "cronjobs":
-        code, _ = _exit(pods)
-        return Observed(now, code, None, restarts)
-    return Observed(now, None, None, restarts)

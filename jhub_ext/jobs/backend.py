@@ -17,7 +17,7 @@ from types import MappingProxyType
 from traitlets.config import LoggingConfigurable
 
 from ..catalog.model import Profile
-from .model import JobSpec, JobStatus, Limits
+from .model import JobSpec, Limits, Observed
 
 
 @dataclass(frozen=True)
@@ -29,16 +29,6 @@ class Placement:
     profile: Profile | None = None
     image: str | None = None
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-
-
-@dataclass(frozen=True)
-class Observed:
-    """What a backend sees of a job now."""
-
-    status: JobStatus
-    exit_code: int | None = None
-    message: str | None = None
-    restarts: int = 0
 
 
 ChangeCallback = Callable[[str, str, Observed], Awaitable[None] | None]
@@ -99,3 +89,7 @@ class JobBackend(LoggingConfigurable):
             result = self.on_change(user, name, observed)
             if result is not None:
                 await result
+
+
+# Observed is part of the interface; it is defined with the pure model so status code can build it
+__all__ = ["ChangeCallback", "JobBackend", "JobRejected", "Observed", "Placement"]

@@ -103,6 +103,16 @@ _TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 }
 
 
+@dataclass(frozen=True)
+class Observed:
+    """What a backend sees of a job now: its status, exit code, a plain reason and its restarts."""
+
+    status: JobStatus
+    exit_code: int | None = None
+    message: str | None = None
+    restarts: int = 0
+
+
 def can_transition(old: JobStatus, new: JobStatus) -> bool:
     """Whether a job may go from ``old`` to ``new`` (staying put is always allowed)."""
     return old == new or new in _TRANSITIONS[old]

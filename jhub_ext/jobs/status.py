@@ -1,0 +1,135 @@
+"""A job's status from what Kubernetes shows of it: pure functions over API objects (as dicts).
+
+The backend feeds them its watch caches; the tests feed them literal objects. Nothing here
+talks to a cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ..k8s.jobs import MAX_LIVE_RUNS_ANNOTATION, NAME_ANNOTATION, USER_ANNOTATION
+from .model import JobStatus, Observed
+
+Json = dict[str, Any]
+
+
+def owner(obj: Json) -> tuple[str, str] | None:
+    """(user, job name) from an object's annotations: what identifies it (labels are sanitised and
+    lossy, names are only where to look)."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    user, name = annotations.get(USER_ANNOTATION), annotations.get(NAME_ANNOTATION)
+    return (user, name) if user and name else None
+
+
+# --- a scheduled job's live runs ------------------------------------------------------------------
+
+
+def controller(obj: Json, kind: str) -> str | None:
+    """The uid of the object's controller, if that is a ``kind``."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == kind:
+            return str(ref.get("uid"))
+    return None
+
+
+def job_finished(job: Json) -> bool:
+    """Whether a Job has ended, one way or the other (its Complete or Failed condition is true)."""
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions)
+
+
+def max_live_runs(cronjob: Json) -> int:
+    """The job's bound on its live runs, as the CronJob carries it (1 where it carries none)."""
+    text = ((cronjob.get("metadata") or {}).get("annotations") or {}).get(MAX_LIVE_RUNS_ANNOTATION, "1")
+    try:
+        return max(int(text), 1)
+    except ValueError:
+        return 1
+
+
+def extra_runs(cronjob: Json, jobs: Iterable[Json], limit: int) -> list[Json]:
+    """The live runs of ``cronjob`` beyond its ``limit`` oldest, newest first: the Jobs it controls
+    (and that name no other owner) which have neither finished nor begun to be deleted."""
+    uid, whose = cronjob["metadata"].get("uid"), owner(cronjob)
+    live = [
+        job
+        for job in jobs
+        if uid is not None
+        and controller(job, "CronJob") == uid
+        and owner(job) in (whose, None)
+        and not job["metadata"].get("deletionTimestamp")
+        and not job_finished(job)
+    ]
+    # a CronJob's runs are named "<name>-<minutes since the epoch>": by name, ties in time sort too
+    live.sort(key=lambda j: (j["metadata"].get("creationTimestamp") or "", j["metadata"].get("name") or ""))
+    return live[limit:][::-1]
+
+
+# --- status, from the objects alone ---------------------------------------------------------------
+
+
+def _terminated(pod: Json) -> list[tuple[str, Json]]:
+    """(container name, terminated state) of every container that has ended, init containers first."""
+    status = pod.get("status") or {}
+    ended = []
+    for entry in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+        state = entry.get("state") or {}
+        terminated = state.get("terminated") or (entry.get("lastState") or {}).get("terminated")
+        if terminated:
+            ended.append((str(entry.get("name")), terminated))
+    return ended
+
+
+def _exit(pods: list[Json]) -> tuple[int | None, str | None]:
+    """The exit code and a plain reason of the latest pod that has one."""
+    for pod in reversed(pods):
+        for container, terminated in reversed(_terminated(pod)):
+            code = int(terminated.get("exitCode", 0))
+            if container == "code" and code:
+                return code, "its code could not be copied into place"
+            if terminated.get("reason") == "OOMKilled":
+                return code, "ran out of memory (killed at its memory limit)"
+            if code or container != "code":
+                return code, None
+    return None, None
+
+
+def derive_status(kind: str, workload: Json | None, pods: list[Json]) -> Observed:
+    """A job's status from its workload and its pods (as the watch caches hold them)."""
+    restarts = sum(
+        int(s.get("restartCount", 0))
+        for p in pods
+        for s in (p.get("status") or {}).get("containerStatuses") or []
+    )
+    running = any((p.get("status") or {}).get("phase") == "Running" for p in pods)
+    now = JobStatus.RUNNING if running else JobStatus.PENDING
+    if workload is None:
+        return Observed(JobStatus.PENDING)
+    if kind == "jobs":
+        status = workload.get("status") or {}
+        conditions = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
+        failures = int(status.get("failed", 0))
+        if "Complete" in conditions:
+            return Observed(JobStatus.SUCCEEDED, 0, "completed", failures)
+        if "Failed" in conditions:
+            code, why = _exit(pods)
+            settled = all((p.get("status") or {}).get("phase") in ("Succeeded", "Failed") for p in pods)
+            reason = conditions["Failed"].get("reason", "")
+            if code is None and not settled and reason != "DeadlineExceeded":
+                return Observed(JobStatus.RUNNING, restarts=failures)  # the pod's exit code is on its way
+            if reason == "DeadlineExceeded":
+                deadline = (workload.get("spec") or {}).get("activeDeadlineSeconds")
+                return Observed(
+                    JobStatus.FAILED, code, f"stopped after its deadline of {deadline} s", failures
+                )
+            attempts = failures or 1
+            what = why or (f"exited with code {code}" if code is not None else "failed")
+            tries = "attempt" if attempts == 1 else "attempts"
+            return Observed(JobStatus.FAILED, code, f"{what} ({attempts} {tries})", failures)
+        return Observed(now, restarts=failures)
+    if kind == "cronjobs":
+        code, _ = _exit(pods)
+        return Observed(now, code, None, restarts)
+    return Observed(now, None, None, restarts)
