@@ -73,7 +73,13 @@ class Service:
             env.pop(key, None)
         self.log = (workdir / "service.log").open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "jhub_ext.jobs.app", "--JobsService.submits_per_minute=100000"],
+            [
+                sys.executable,
+                "-m",
+                "jhub_ext.jobs.app",
+                "--JobsService.submits_per_minute=100000",
+                "--JobsService.actions_per_minute=100000",
+            ],
             env=env,
             cwd=workdir,
             stdout=self.log,
