@@ -44,9 +44,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from jhub_ext.backends.userenv import user_environment
 from jhub_ext.catalog import CatalogError
 from jhub_ext.catalog.reload import CatalogSource
+from jhub_ext.runtime.userenv import user_environment
 
 c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
 

@@ -42,7 +42,7 @@ from ..k8s.jobs import (
     build_manifests,
     object_name,
 )
-from .watch import WatchCache
+from ..runtime.watch import WatchCache
 
 Json = dict[str, Any]
 Key = tuple[str, str]

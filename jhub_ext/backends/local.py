@@ -41,9 +41,9 @@ from traitlets import Bool, Dict, Float, Integer, Unicode, default
 
 from ..jobs.backend import JobBackend, Observed, Placement
 from ..jobs.model import ConcurrencyPolicy, JobKind, JobSpec, JobStatus, parse_submission
-from .accounts import Account, Accounts
-from .limits import limiter
-from .logfile import note, read_tail
+from ..runtime.accounts import Account, Accounts
+from ..runtime.limits import limiter
+from ..runtime.logfile import note, read_tail
 
 EXIT_KILLED = 128 + signal.SIGKILL
 

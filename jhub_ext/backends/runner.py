@@ -29,7 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from .logfile import CappedLog, note
+from ..runtime.logfile import CappedLog, note
 
 #: How long output still arriving after the command ended (from processes it left behind) is copied.
 DRAIN_SECONDS = 2.0

@@ -18,12 +18,12 @@ from kubespawner import KubeSpawner
 from kubespawner.clients import shared_client
 from traitlets import Bool, Integer, default
 
-from ..backends.watch import WatchCache
 from ..catalog import Catalog, Kind
 from ..catalog.quota import Workload
 from ..catalog.selection import Selection, preselect
 from ..k8s.capacity import availability, pod_workload
 from ..k8s.pods import RESTRICTED_CONTAINER_SECURITY_CONTEXT, RESTRICTED_POD_SECURITY_CONTEXT
+from ..runtime.watch import WatchCache
 from .kubeprofiles import kubespawner_profile
 from .profiles import ProfileMenuMixin
 

@@ -7,7 +7,7 @@ memory limit a per-process address-space limit (``RLIMIT_AS``). ``CPU_LIMIT`` an
 sets them.
 
 When the hub runs as root (``system_users``), every hub user's server runs as a system account
-of their own (``jupyter-alice``, see :mod:`jhub_ext.backends.accounts`) in a 0700 home: users
+of their own (``jupyter-alice``, see :mod:`jhub_ext.runtime.accounts`) in a 0700 home: users
 cannot read each other's files or processes' environments. Otherwise every server runs as the
 hub's own OS user, which is no isolation between users; the log and the admins' spawn page say so.
 """
@@ -24,9 +24,9 @@ from typing import Any
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from traitlets import Bool, Dict, Unicode, default
 
-from ..backends.accounts import Account, Accounts, drop_to
-from ..backends.limits import limiter
 from ..catalog.selection import Selection
+from ..runtime.accounts import Account, Accounts, drop_to
+from ..runtime.limits import limiter
 from .profiles import ProfileMenuMixin
 
 

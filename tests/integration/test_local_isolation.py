@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from jhub_ext.backends.accounts import account_name
+from jhub_ext.runtime.accounts import account_name
 
 from ..hubprocess import HubProcess, wait_for
 from .test_jobs_service import Jobs, token_for

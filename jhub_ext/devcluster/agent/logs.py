@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ...backends.logfile import BLOCK, tail_offset
+from ...runtime.logfile import BLOCK, tail_offset
 
 if TYPE_CHECKING:
     from .agent import NodeAgent

@@ -9,7 +9,7 @@ with the dependencies of ``jhub_ext[local]`` installed, keyed by ``setup.cfg``; 
 jhub_ext source is copied beside it and put first on ``PYTHONPATH``. Without root, the project's
 own environment is the users' environment.
 
-``python -m jhub_ext.backends.userenv`` builds it ahead of time (``make demo`` and ``make test`` do).
+``python -m jhub_ext.runtime.userenv`` builds it ahead of time (``make demo`` and ``make test`` do).
 """
 
 from __future__ import annotations
