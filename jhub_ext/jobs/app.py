@@ -2,7 +2,9 @@
 
 Started by the hub (see ``hub_config/jupyterhub_config.py``) as
 ``python -m jhub_ext.jobs.app``; it reads the hub's ``JUPYTERHUB_*`` variables for its
-address, prefix and token, and these of its own:
+address, prefix and token. Every setting of its own is a trait (``--help-all`` lists them, with
+help and an example; ``hub_config/jobs_config.py`` sets them), and these environment variables
+are documented shortcuts for their defaults:
 
 - ``JHUB_EXT_CATALOG``: the profile catalog (the same file as the hub's).
 - ``JHUB_EXT_JOBS_DB_URL``: the jobs database (default ``sqlite:///jobs.sqlite``).
@@ -14,6 +16,7 @@ address, prefix and token, and these of its own:
 - ``JHUB_EXT_QUOTA_LOCK_DIR``: per-group quota locks shared with the hub (local mode).
 - ``JHUB_EXT_STANDALONE_TOKEN``: run without a hub (Binder, a laptop): every request must carry
   this token, and all jobs belong to ``$JHUB_EXT_STANDALONE_USER`` (default: ``$USER``).
+- ``JHUB_EXT_JOBS_BIND_IP``: the address to listen on.
 """
 
 from __future__ import annotations
@@ -121,6 +124,53 @@ class JobsService(Application):
         """,
     )
 
+    standalone_token = Unicode(
+        config=True,
+        help="""
+        Run without a hub (Binder, a laptop): every request must carry this token, and all jobs
+        belong to ``standalone_user``. Empty: behind a hub. Default: $JHUB_EXT_STANDALONE_TOKEN.
+
+        Example::
+
+            c.JobsService.standalone_token = "a-long-random-string"
+        """,
+    )
+
+    @default("standalone_token")
+    def _default_standalone_token(self) -> str:
+        return os.environ.get("JHUB_EXT_STANDALONE_TOKEN", "")
+
+    standalone_user = Unicode(
+        config=True,
+        help="""
+        Without a hub: whose jobs these are. Default: $JHUB_EXT_STANDALONE_USER, else $USER.
+
+        Example::
+
+            c.JobsService.standalone_user = "researcher"
+        """,
+    )
+
+    @default("standalone_user")
+    def _default_standalone_user(self) -> str:
+        return os.environ.get("JHUB_EXT_STANDALONE_USER") or os.environ.get("USER") or "researcher"
+
+    bind_ip = Unicode(
+        config=True,
+        help="""
+        The address to listen on. Empty: the host of the service URL the hub gives
+        ($JUPYTERHUB_SERVICE_URL). Default: $JHUB_EXT_JOBS_BIND_IP.
+
+        Example::
+
+            c.JobsService.bind_ip = "0.0.0.0"
+        """,
+    )
+
+    @default("bind_ip")
+    def _default_bind_ip(self) -> str:
+        return os.environ.get("JHUB_EXT_JOBS_BIND_IP", "")
+
     @default("quota_lock_dir")
     def _default_quota_lock_dir(self) -> str:
         return os.environ.get("JHUB_EXT_QUOTA_LOCK_DIR", "")
@@ -166,10 +216,8 @@ class JobsService(Application):
             handlers,
             jobs_manager=manager,
             jobs_prefix=prefix,
-            standalone_token=os.environ.get("JHUB_EXT_STANDALONE_TOKEN"),
-            standalone_user=os.environ.get("JHUB_EXT_STANDALONE_USER")
-            or os.environ.get("USER")
-            or "researcher",
+            standalone_token=self.standalone_token or None,
+            standalone_user=self.standalone_user,
             jobs_log=self.log,
             cookie_secret=os.urandom(32),
             # Token requests need no XSRF token; HubOAuth checks it on cookie-authenticated actions.
@@ -191,7 +239,7 @@ class JobsService(Application):
         store = JobStore(self.db_url)
         backend = self.backend_class(parent=self, log=self.log)
         hub = None
-        if os.environ.get("JHUB_EXT_STANDALONE_TOKEN"):
+        if self.standalone_token:
             self.log.info("Standalone mode: no hub; one user, one token")
         elif os.environ.get("JUPYTERHUB_API_URL") and os.environ.get("JUPYTERHUB_API_TOKEN"):
             hub = HubClient(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
@@ -208,7 +256,7 @@ class JobsService(Application):
         )
         await backend.start()
         url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
-        bind = os.environ.get("JHUB_EXT_JOBS_BIND_IP") or url.hostname or "127.0.0.1"
+        bind = self.bind_ip or url.hostname or "127.0.0.1"
         # bodies are small JSON: anything far larger is cut off before it is buffered
         server = self.make_app(manager).listen(url.port or 80, bind, max_body_size=READ_BODY_BYTES)
         self.log.info("Jobs service listening on %s://%s:%s", url.scheme, url.hostname, url.port)
