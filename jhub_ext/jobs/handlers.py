@@ -198,7 +198,7 @@ def unavailable(error: BaseException | None) -> bool:
     if isinstance(error, TimeoutError | ConnectionError | httpclient.HTTPClientError):
         return True
     status = getattr(error, "status", None)  # the Kubernetes client's ApiException
-    return isinstance(status, int) and (status >= 500 or status == 429) and not isinstance(error, Refusal)
+    return isinstance(status, int) and (status >= 500 or status == 429)
 
 
 class JobsHandler(APIHandler):
@@ -287,14 +287,13 @@ class LogsHandler(APIHandler):
         follow = self.get_argument("follow", "0") in ("1", "true")
         lines = self.whole_number("tail", -1, 0, 10**7)
         tail = None if lines < 0 else lines
-        owner, job = self.owner(), self.check_job_name(name)
-        self.manager.job(self.caller, owner, job)  # a 404 before anything is sent
+        chunks = self.manager.logs(self.caller, self.owner(), self.check_job_name(name), follow, tail)
         with self.manager.follow_slot(self.caller) if follow else contextlib.nullcontext():
             self.set_header("Content-Type", "text/plain; charset=utf-8")
             try:
                 if follow:
                     await self.flush()  # the reader knows at once that it is following
-                async for chunk in self.manager.logs(self.caller, owner, job, follow, tail):
+                async for chunk in chunks:
                     self.write(chunk)
                     if follow:
                         await self.flush()

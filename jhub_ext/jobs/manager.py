@@ -10,6 +10,7 @@ import contextlib
 import math
 import time
 from collections import defaultdict, deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from ..catalog.model import Catalog, Kind
 from ..catalog.quota import QuotaExceeded, Usage, Workload, check_quota, usage_by_group
 from ..catalog.quotalock import QuotaLock
 from ..catalog.reload import CatalogSource
-from ..catalog.selection import SelectionError, resolve_selection
+from ..catalog.selection import Selection, SelectionError, resolve_selection
 from .backend import JobBackend, JobRejected, Observed, Placement
 from .errors import Conflict, Invalid, NoSuchJob, NotAllowed, TooMany
 from .hub import HubClient
@@ -200,7 +201,28 @@ class JobManager:
 
     # --- actions -------------------------------------------------------------------------------------------
 
-    def usage_of(self, spec: JobSpec, selection: Any) -> Usage:
+    @staticmethod
+    def _select(catalog: Catalog, spec: JobSpec, profile: str | None, groups: frozenset[str]) -> Selection:
+        """The profile a job runs with (the default one when it names none), if ``groups`` may use it."""
+        try:
+            return resolve_selection(
+                catalog, {"profile": profile} if profile else {}, groups, PROFILE_KIND[spec.kind]
+            )
+        except SelectionError as e:
+            raise NotAllowed(str(e), "profile") from None
+
+    @contextlib.asynccontextmanager
+    async def _reserving(self, catalog: Catalog, groups: frozenset[str], usage: Usage) -> AsyncIterator[None]:
+        """Check that ``usage`` fits the quotas of ``groups`` and hold their locks while the body
+        records it: counting, checking and recording are one step (see :class:`QuotaLock`)."""
+        async with self.quota_lock.hold(groups & catalog.quotas.keys()):
+            try:
+                check_quota(catalog, groups, usage, await self.usage(catalog, groups))
+            except QuotaExceeded as e:
+                raise NotAllowed(str(e), "profile") from None
+            yield
+
+    def usage_of(self, spec: JobSpec, selection: Selection) -> Usage:
         """What a job counts against quotas: each run that may be alive at once counts."""
         one = Usage.of(selection.profile, PROFILE_KIND[spec.kind])
         runs = spec.schedule.max_live_runs if spec.schedule is not None else 1
@@ -217,12 +239,7 @@ class JobManager:
         except JobSpecError as e:
             raise Invalid(str(e), e.field) from None
         catalog = self.catalog
-        kind = PROFILE_KIND[spec.kind]
-        options = {"profile": spec.profile} if spec.profile else {}
-        try:
-            selection = resolve_selection(catalog, options, caller.groups, kind)
-        except SelectionError as e:
-            raise NotAllowed(str(e), "profile") from None
+        selection = self._select(catalog, spec, spec.profile, caller.groups)
         if self.store.get(caller.name, spec.name) is not None:
             raise Conflict(
                 f"you already have a job named '{spec.name}'; choose another name or delete it first",
@@ -235,12 +252,7 @@ class JobManager:
             await self.backend.validate(spec, placement)  # what would fail later is refused now
         except JobRejected as e:
             raise Invalid(e.message, e.field) from None
-        # Counting, checking and recording are one step per quota group (see QuotaLock).
-        async with self.quota_lock.hold(caller.groups & catalog.quotas.keys()):
-            try:
-                check_quota(catalog, caller.groups, usage, await self.usage(catalog, caller.groups))
-            except QuotaExceeded as e:
-                raise NotAllowed(str(e), "profile") from None
+        async with self._reserving(catalog, caller.groups, usage):
             try:
                 record = self.store.create(
                     caller.name, spec, selection.profile.slug, groups=caller.groups, usage=usage.to_json()
@@ -274,7 +286,7 @@ class JobManager:
         return selection.image.image if selection.image else None
 
     def _placement(
-        self, user: str, groups: frozenset[str], selection: Any, image: str | None = None
+        self, user: str, groups: frozenset[str], selection: Selection, image: str | None = None
     ) -> Placement:
         """Where a job runs: its profile; the notebook's image unless the job named a profile."""
         return Placement(
@@ -309,21 +321,8 @@ class JobManager:
             self.store.set_status(owner, name, JobStatus.STOPPED, message="stopped for a restart")
         catalog = self.catalog
         groups = frozenset(record.groups)
-        try:
-            selection = resolve_selection(
-                catalog,
-                {"profile": record.profile} if record.profile else {},
-                groups,
-                PROFILE_KIND[spec.kind],
-            )
-        except SelectionError as e:
-            raise NotAllowed(str(e), "profile") from None
-        usage = self.usage_of(spec, selection)
-        async with self.quota_lock.hold(groups & catalog.quotas.keys()):
-            try:
-                check_quota(catalog, groups, usage, await self.usage(catalog, groups))
-            except QuotaExceeded as e:
-                raise NotAllowed(str(e), "profile") from None
+        selection = self._select(catalog, spec, record.profile, groups)
+        async with self._reserving(catalog, groups, self.usage_of(spec, selection)):
             self.store.set_status(owner, name, JobStatus.PENDING, message="restarted", actor=caller.name)
         try:
             await self.backend.submit(spec, self._placement(owner, groups, selection))
@@ -359,9 +358,17 @@ class JobManager:
             if not self.following[caller.name]:
                 del self.following[caller.name]
 
-    async def logs(self, caller: Caller, owner: str, name: str, follow: bool, tail: int | None) -> Any:
-        """A job's output, in chunks: live from the backend, or the kept tail once the backend forgot it."""
+    def logs(
+        self, caller: Caller, owner: str, name: str, follow: bool, tail: int | None
+    ) -> AsyncIterator[str]:
+        """A job's output, in chunks: live from the backend, or the kept tail once the backend forgot it.
+
+        Whether there is such a job is checked at once, before anything is streamed.
+        """
         self.job(caller, owner, name)
+        return self._logs(owner, name, follow, tail)
+
+    async def _logs(self, owner: str, name: str, follow: bool, tail: int | None) -> AsyncIterator[str]:
         if self.backend.observed(owner, name) is None:  # gone from the backend: the kept tail
             kept = self.store.log_tail(owner, name) or ""
             lines = kept.splitlines(keepends=True)
