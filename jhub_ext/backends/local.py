@@ -284,12 +284,13 @@ class LocalJobBackend(JobBackend):
         root = Path(self.jobs_dir)
         root.mkdir(parents=True, exist_ok=True)
         for spec_file in sorted(root.glob("u-*/*/spec.json")):
+            saved: Any = None
             try:
                 saved = json.loads(spec_file.read_text())
                 state = _State(**json.loads((spec_file.parent / "state.json").read_text()))
                 spec = parse_submission(saved["spec"], self.limits)
             except (OSError, ValueError, TypeError, KeyError) as e:
-                await self._cannot_adopt(spec_file.parent, e)
+                await self._cannot_adopt(spec_file.parent, saved, e)
                 continue
             job = _Job(spec_file.parent, spec, saved["placement"], state)
             self._jobs[(job.user, spec.name)] = job
@@ -302,14 +303,14 @@ class LocalJobBackend(JobBackend):
                 )
                 job.task = asyncio.create_task(self._supervise(job, resumed=True))
 
-    async def _cannot_adopt(self, directory: Path, error: Exception) -> None:
+    async def _cannot_adopt(self, directory: Path, saved: Any, error: Exception) -> None:
         """A job saved by an earlier start that cannot run now (e.g. refused by today's validation):
-        it ends ``failed``, whatever it was, and is never started again."""
+        it ends ``failed``, whatever it was, and is never started again. ``saved`` is its
+        ``spec.json`` as read (None where it could not be)."""
         self.log.error("Cannot re-adopt the job in %s: %s", directory, error)
         try:
-            saved = json.loads((directory / "spec.json").read_text())
             user, name = str(saved["placement"]["user"]), str(saved["spec"]["name"])
-        except (OSError, ValueError, TypeError, KeyError):
+        except (TypeError, KeyError):
             return
         reason = f"failed: it cannot run any more ({str(error)[:200]}); delete it and submit it again"
         await self.notify(user, name, Observed(JobStatus.FAILED, message=reason))
