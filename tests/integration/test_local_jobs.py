@@ -65,14 +65,24 @@ def recorder(b: LocalJobBackend) -> Recorder:
     return b.on_change
 
 
-def spec(name: str, kind: str, code: str, **extra: object):  # type: ignore[no-untyped-def]
+def spec(name: str, kind: str, code: str, limits: Limits = Limits(), **extra: object):  # type: ignore[no-untyped-def]  # noqa: B008
     return parse_submission(
-        {"name": name, "kind": kind, "command": [PY, "job.py"], "files": {"job.py": code}, **extra}
+        {"name": name, "kind": kind, "command": [PY, "job.py"], "files": {"job.py": code}, **extra}, limits
     )
 
 
 async def logs(b: LocalJobBackend, name: str) -> str:
     return "".join([chunk async for chunk in b.logs("alice", name)])
+
+
+async def logged(b: LocalJobBackend, name: str, *texts: str) -> str:
+    """The job's log once it holds every one of ``texts`` (or after 5 s, for the caller to check)."""
+    for _ in range(100):
+        output = await logs(b, name)
+        if all(text in output for text in texts):
+            return output
+        await asyncio.sleep(0.05)
+    return await logs(b, name)
 
 
 async def test_a_batch_job_exiting_3_fails_with_its_code_and_keeps_its_logs(backend: LocalJobBackend) -> None:
@@ -161,11 +171,7 @@ async def test_forbid_skips_a_run_while_the_previous_one_is_going(tmp_path: Path
         await clock.advance_to(datetime(2026, 11, 25, 9, 1, tzinfo=UTC))
         await recorder(b).until(lambda o: o.status is JobStatus.RUNNING)
         await clock.advance_to(datetime(2026, 11, 25, 9, 2, tzinfo=UTC))
-        for _ in range(100):
-            if "skipped a run" in (text := await logs(b, "long")) and "run\n" in text:
-                break
-            await asyncio.sleep(0.05)
-        output = await logs(b, "long")
+        output = await logged(b, "long", "skipped a run", "run\n")
         assert output.count("run\n") == 1 and "skipped a run" in output
     finally:
         await b.delete("alice", "long")
@@ -330,11 +336,7 @@ async def test_the_jobs_environment_reaches_the_job_but_not_the_runner(backend: 
     await backend.submit(spec("env", "scraper", code, env={"FOO": "from-the-user"}), ALICE)
     await recorder(backend).until(lambda o: o.status is JobStatus.RUNNING)
     runner = backend._jobs[("alice", "env")].runs()[0].pid
-    for _ in range(100):
-        if "FOO=from-the-user" in await logs(backend, "env"):
-            break
-        await asyncio.sleep(0.05)
-    assert "FOO=from-the-user" in await logs(backend, "env")
+    assert "FOO=from-the-user" in await logged(backend, "env", "FOO=from-the-user")
     assert b"FOO=" not in Path(f"/proc/{runner}/environ").read_bytes()
     assert not list((tmp_dir := backend._jobs[("alice", "env")].dir).glob("env.*.json")), tmp_dir
 
@@ -346,27 +348,14 @@ async def test_allow_keeps_at_most_max_live_runs(tmp_path: Path) -> None:
     try:
         code = "import time\nprint('run', flush=True)\ntime.sleep(60)\n"
         body = {"schedule": "* * * * *", "concurrency_policy": "allow", "max_live_runs": 2}
-        job = parse_submission(
-            {
-                "name": "many",
-                "kind": "scheduled",
-                "command": [PY, "job.py"],
-                "files": {"job.py": code},
-                **body,
-            },
-            Limits(max_live_runs=2),
-        )
-        await b.submit(job, ALICE)
+        await b.submit(spec("many", "scheduled", code, Limits(max_live_runs=2), **body), ALICE)
         await recorder(b).until(lambda o: o.status is JobStatus.PENDING)
         for minute in (1, 2, 3):
             await clock.advance_to(datetime(2026, 11, 25, 9, minute, tzinfo=UTC))
             await asyncio.sleep(0.5)
-        for _ in range(100):
-            if "skipped a run" in await logs(b, "many"):
-                break
-            await asyncio.sleep(0.05)
+        output = await logged(b, "many", "skipped a run")
         assert len(b._jobs[("alice", "many")].runs()) == 2
-        assert "max_live_runs" in await logs(b, "many")
+        assert "max_live_runs" in output
     finally:
         await b.delete("alice", "many")
         await b.shutdown()
