@@ -10,30 +10,31 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 BLOCK = 64 * 1024
 
 
-def tail_offset(path: Path, lines: int) -> int:
-    """The byte offset at which the last ``lines`` lines of ``path`` start, read from the end."""
-    with path.open("rb") as f:
-        end = f.seek(0, os.SEEK_END)
-        if lines <= 0:
-            return end
-        position, seen = end, 0
-        while position > 0:
-            step = min(BLOCK, position)
-            position -= step
-            f.seek(position)
-            block = f.read(step)
-            # the file's final newline ends its last line; it does not start another
-            stop = len(block) - 1 if position + step == end and block.endswith(b"\n") else len(block)
-            while (index := block.rfind(b"\n", 0, stop)) >= 0:
-                seen += 1
-                if seen == lines:
-                    return position + index + 1
-                stop = index
-        return 0
+def tail_offset(f: BinaryIO, lines: int) -> int:
+    """The byte offset at which the last ``lines`` lines of the open file ``f`` start, read from the
+    end (the caller reads on from there, in the same file even if the path was replaced meanwhile)."""
+    end = f.seek(0, os.SEEK_END)
+    if lines <= 0:
+        return end
+    position, seen = end, 0
+    while position > 0:
+        step = min(BLOCK, position)
+        position -= step
+        f.seek(position)
+        block = f.read(step)
+        # the file's final newline ends its last line; it does not start another
+        stop = len(block) - 1 if position + step == end and block.endswith(b"\n") else len(block)
+        while (index := block.rfind(b"\n", 0, stop)) >= 0:
+            seen += 1
+            if seen == lines:
+                return position + index + 1
+            stop = index
+    return 0
 
 
 def note(text: str) -> bytes:
@@ -89,7 +90,7 @@ def read_tail(path: Path, lines: int | None) -> tuple[bytes, int, int]:
     try:
         with path.open("rb") as f:
             stat = os.fstat(f.fileno())
-            start = 0 if lines is None else tail_offset(path, lines)
+            start = 0 if lines is None else tail_offset(f, lines)
             f.seek(start)
             data = f.read(stat.st_size - start)
             return data, start + len(data), stat.st_ino

@@ -19,4 +19,5 @@ def test_tail_offset_finds_where_the_last_lines_start(
     path = tmp_path / "0.log"
     path.write_bytes(text)
     expected = b"".join(text.splitlines(keepends=True)[-lines:]) if lines else b""
-    assert text[logs.tail_offset(path, lines) :] == expected
+    with path.open("rb") as f:
+        assert text[logs.tail_offset(f, lines) :] == expected

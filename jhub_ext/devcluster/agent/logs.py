@@ -99,13 +99,13 @@ class LogServer:
         timestamps = query.get("timestamps") in ("true", "1")
         limit = int(query["limitBytes"]) if "limitBytes" in query else None
         follow = query.get("follow") in ("true", "1") and not previous
-        offset = tail_offset(path, int(query["tailLines"])) if "tailLines" in query else 0
+        tail = int(query["tailLines"]) if "tailLines" in query else None
 
         response = web.StreamResponse(headers={"Content-Type": "text/plain"})
         await response.prepare(request)
         sent = 0
         with path.open("rb") as f:
-            f.seek(offset)
+            f.seek(0 if tail is None else tail_offset(f, tail))
             pending = b""
             while True:
                 data = f.read(BLOCK)
