@@ -12,6 +12,10 @@ from urllib.parse import quote
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
+from ..catalog.ledger import server_reservation
+from ..catalog.model import Catalog
+from ..catalog.quota import Workload
+
 
 class HubClient:
     """Reads the hub's REST API with the service's own token."""
@@ -50,3 +54,13 @@ class HubClient:
                     (user["name"], frozenset(user.get("groups") or []), server.get("user_options") or {})
                 )
         return result
+
+    async def workloads(self, catalog: Catalog, groups: frozenset[str]) -> list[Workload]:
+        """Servers of members of ``groups`` that run or start now: the ledger's source of servers on
+        the service's side. The hub does not share its servers' recorded reservations with the
+        service (that needs ``admin:server_state``), so each counts what its options ask now."""
+        return [
+            Workload(owner_groups, server_reservation(catalog, None, options, owner_groups))
+            for _user, owner_groups, options in await self.active_servers()
+            if owner_groups & groups
+        ]

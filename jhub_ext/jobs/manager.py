@@ -14,8 +14,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from ..catalog.ledger import UsageLedger, job_reservation
 from ..catalog.model import Catalog, Kind
-from ..catalog.quota import QuotaExceeded, Usage, Workload, check_quota, usage_by_group
+from ..catalog.quota import QuotaExceeded, Usage, check_quota
 from ..catalog.quotalock import QuotaLock
 from ..catalog.reload import CatalogSource
 from ..catalog.selection import Selection, SelectionError, resolve_selection
@@ -23,6 +24,7 @@ from .backend import JobBackend, JobRejected, Observed, Placement
 from .errors import Conflict, Invalid, NoSuchJob, NotAllowed, TooMany
 from .hub import HubClient
 from .model import JobKind, JobSpec, JobSpecError, JobStatus, Limits, parse_submission
+from .reservations import JobReservations
 from .store import JobExists, JobRecord, JobStore, StatusConflict
 
 #: Which profile kind each job kind needs (the catalog's ``kinds``).
@@ -103,6 +105,11 @@ class JobManager:
         self.following: dict[str, int] = defaultdict(int)  # open ``follow`` streams per user
         self.limits = limits or Limits()
         self.quota_lock = quota_lock or QuotaLock()
+        #: jobs from the store, servers from the hub: the sources the hub's own count reads alike
+        sources: list[Any] = [JobReservations(store.engine)]
+        if hub is not None:
+            sources.append(hub)
+        self.ledger = UsageLedger(*sources)
         backend.on_change = self.on_change
         backend.limits = self.limits
 
@@ -165,23 +172,9 @@ class JobManager:
         return self.catalog_source.current()
 
     async def usage(self, catalog: Catalog, groups: frozenset[str]) -> dict[str, Usage]:
-        """What the members of ``groups`` run now: servers (from the hub) and jobs (from the store)."""
-        groups = groups & catalog.quotas.keys()
-        if not groups:
-            return {}
-        workloads: list[Workload] = []
-        for record in self.store.active_jobs():
-            if record.usage:
-                workloads.append(Workload(frozenset(record.groups), Usage(**record.usage)))
-        if self.hub is not None:
-            for _user, owner_groups, options in await self.hub.active_servers():
-                try:
-                    selection = resolve_selection(catalog, options, owner_groups, Kind.SERVER)
-                except SelectionError:
-                    workloads.append(Workload(owner_groups, Usage(servers=1)))
-                    continue
-                workloads.append(Workload(owner_groups, Usage.of(selection.profile, Kind.SERVER)))
-        return usage_by_group(workloads, groups)
+        """What the members of ``groups`` run now: jobs (from the store) and servers (from the hub),
+        counted by the ledger's one rule, as the hub counts them."""
+        return await self.ledger.usage(catalog, groups)
 
     async def quota(self, caller: Caller) -> list[dict[str, Any]]:
         """For each quota group the caller is in, its limits and how much is in use now."""
@@ -224,9 +217,8 @@ class JobManager:
 
     def usage_of(self, spec: JobSpec, selection: Selection) -> Usage:
         """What a job counts against quotas: each run that may be alive at once counts."""
-        one = Usage.of(selection.profile, PROFILE_KIND[spec.kind])
         runs = spec.schedule.max_live_runs if spec.schedule is not None else 1
-        return Usage(cpu=one.cpu * runs, memory=one.memory * runs, gpus=one.gpus * runs, jobs=1)
+        return job_reservation(selection.profile, PROFILE_KIND[spec.kind], runs)
 
     async def submit(self, caller: Caller, body: Any) -> JobRecord:
         """Validate a submission, check profile access and quota, record the job and start it.
@@ -255,7 +247,12 @@ class JobManager:
         async with self._reserving(catalog, caller.groups, usage):
             try:
                 record = self.store.create(
-                    caller.name, spec, selection.profile.slug, groups=caller.groups, usage=usage.to_json()
+                    caller.name,
+                    spec,
+                    selection.profile.slug,
+                    groups=caller.groups,
+                    usage=usage.to_json(),
+                    image=image,
                 )
             except JobExists:
                 raise Conflict(f"you already have a job named '{spec.name}'", "name") from None
@@ -316,16 +313,26 @@ class JobManager:
             raise Conflict(
                 f"this job cannot run any more ({e}); delete it and submit it again", e.field
             ) from None
+        # the owner's groups as they are now (asked before anything is stopped): leaving a group
+        # takes its profiles and quota away
+        groups = await self.hub.groups(owner) if self.hub is not None else frozenset(record.groups)
         if not record.status.finished:
             await self.backend.stop(owner, name)
             self.store.set_status(owner, name, JobStatus.STOPPED, message="stopped for a restart")
         catalog = self.catalog
-        groups = frozenset(record.groups)
         selection = self._select(catalog, spec, record.profile, groups)
-        async with self._reserving(catalog, groups, self.usage_of(spec, selection)):
-            self.store.set_status(owner, name, JobStatus.PENDING, message="restarted", actor=caller.name)
+        usage = self.usage_of(spec, selection)
+        async with self._reserving(catalog, groups, usage):
+            self.store.set_status(
+                owner,
+                name,
+                JobStatus.PENDING,
+                message="restarted",
+                actor=caller.name,
+                reserved=(groups, usage.to_json()),
+            )
         try:
-            await self.backend.submit(spec, self._placement(owner, groups, selection))
+            await self.backend.submit(spec, self._placement(owner, groups, selection, record.image))
         except JobRejected as e:
             self.store.set_status(owner, name, JobStatus.FAILED, message=f"could not start: {e.message}")
             raise Invalid(e.message, e.field) from None

@@ -66,6 +66,7 @@ class JobRow(Base):
     name: Mapped[str] = mapped_column(String(63))
     kind: Mapped[str] = mapped_column(String(16))
     profile: Mapped[str | None] = mapped_column(String(63))
+    image: Mapped[str | None] = mapped_column(String(512))  # the notebook's, if the job ran in it
     groups: Mapped[list[str]] = mapped_column(JSON, default=list)
     usage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -113,6 +114,7 @@ class JobRecord:
     created: datetime
     started: datetime | None
     finished: datetime | None
+    image: str | None = None
 
     @classmethod
     def of(cls, row: JobRow) -> JobRecord:
@@ -133,6 +135,7 @@ class JobRecord:
             created=_aware(row.created),
             started=_aware(row.started) if row.started else None,
             finished=_aware(row.finished) if row.finished else None,
+            image=row.image,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -205,11 +208,13 @@ class JobStore:
         *,
         groups: frozenset[str] = frozenset(),
         usage: dict[str, Any] | None = None,
+        image: str | None = None,
         actor: str | None = None,
     ) -> JobRecord:
         """Record a new job; raise :class:`JobExists` if ``user`` already has one of that name.
 
-        ``groups`` and ``usage`` are what the job counts against quotas, fixed at submission.
+        ``groups`` and ``usage`` are what the job counts against quotas until it ends (a restart
+        may reserve anew); ``image`` is the image it runs in when not its profile's default.
         """
         try:
             with self.session() as session:
@@ -220,6 +225,7 @@ class JobStore:
                     profile=profile,
                     groups=sorted(groups),
                     usage=usage or {},
+                    image=image,
                     spec=spec.to_json(),
                     status=JobStatus.PENDING.value,
                 )
@@ -280,8 +286,12 @@ class JobStore:
         message: str | None = None,
         actor: str | None = None,
         when: datetime | None = None,
+        reserved: tuple[frozenset[str], dict[str, Any]] | None = None,
     ) -> JobRecord:
-        """Move a job to ``status``; an actor's change (stop, restart) is written to the audit trail."""
+        """Move a job to ``status``; an actor's change (stop, restart) is written to the audit trail.
+
+        ``reserved``: the quota groups and usage a restarted job counts from now on.
+        """
         when = when or utcnow()
         with self.session() as session:
             row = self._row(session, user, name)
@@ -299,6 +309,8 @@ class JobStore:
                 row.finished = row.finished or when
                 row.exit_code = exit_code
             row.status = status.value
+            if reserved is not None:
+                row.groups, row.usage = sorted(reserved[0]), reserved[1]
             if message is not None:
                 row.message = message
             if actor is not None:

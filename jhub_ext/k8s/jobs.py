@@ -30,14 +30,13 @@ from typing import Any
 from ..catalog.model import Kind, Profile
 from ..jobs.model import ConcurrencyPolicy, JobKind, JobSpec
 from .pods import (
+    DEFAULT_GID,
+    DEFAULT_UID,
     LABEL_PREFIX,
     RESTRICTED_CONTAINER_SECURITY_CONTEXT,
-    RESTRICTED_POD_SECURITY_CONTEXT,
-    affinity,
-    node_selector,
-    resource_requirements,
-    tolerations,
-    workload_labels,
+    PodPlan,
+    pod_plan,
+    pod_security_context,
 )
 
 CODE_DIR = "/jhub-ext/code"
@@ -77,8 +76,8 @@ class JobPlacement:
     namespace: str
     groups: frozenset[str] = frozenset()
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    uid: int = 1000
-    gid: int = 100
+    uid: int = DEFAULT_UID
+    gid: int = DEFAULT_GID
     output_claim: str | None = None  # a PersistentVolumeClaim for outputs; each user gets a sub-directory
 
 
@@ -113,10 +112,18 @@ def output_subdir(user: str) -> str:
     return f"{_readable(user, 40) or 'u'}-{_digest(user)}"
 
 
-def _labels(spec: JobSpec, placement: JobPlacement) -> dict[str, str]:
+def _plan(spec: JobSpec, placement: JobPlacement) -> PodPlan:
+    """The profile's part of the job's pods: the same translation as for servers."""
+    env = {**placement.env, **spec.env, "JHUB_EXT_JOB": spec.name, "JHUB_EXT_JOB_KIND": spec.kind.value}
+    return pod_plan(
+        placement.profile, user=placement.user, kind=PROFILE_KIND[spec.kind], groups=placement.groups, env=env
+    )
+
+
+def _labels(spec: JobSpec, placement: JobPlacement, plan: PodPlan | None = None) -> dict[str, str]:
     """Labels to select by (watches, quotas, ``kubectl``): sanitised, so they say nothing certain
     about whose an object is; the annotations do."""
-    labels = workload_labels(placement.user, placement.profile, PROFILE_KIND[spec.kind], placement.groups)
+    labels = dict((plan or _plan(spec, placement)).labels)
     labels[f"{LABEL_PREFIX}/job-kind"] = spec.kind.value
     labels[JOB_LABEL] = object_name(placement.user, spec.name)
     return labels
@@ -149,8 +156,7 @@ def build_configmap(spec: JobSpec, placement: JobPlacement) -> dict[str, Any]:
 
 def _pod_template(spec: JobSpec, placement: JobPlacement, restart_policy: str) -> dict[str, Any]:
     name = object_name(placement.user, spec.name)
-    env = {**placement.env, **spec.env, "JHUB_EXT_JOB": spec.name, "JHUB_EXT_JOB_KIND": spec.kind.value}
-    env["JHUB_EXT_PROFILE"] = placement.profile.slug
+    plan = _plan(spec, placement)
     security = dict(RESTRICTED_CONTAINER_SECURITY_CONTEXT)
     tmp = "/tmp"  # noqa: S108 - an emptyDir of the pod's own
     volume_mounts = [{"name": "work", "mountPath": WORK_DIR}, {"name": "tmp", "mountPath": tmp}]
@@ -158,12 +164,7 @@ def _pod_template(spec: JobSpec, placement: JobPlacement, restart_policy: str) -
         "restartPolicy": restart_policy,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            **RESTRICTED_POD_SECURITY_CONTEXT,
-            "runAsUser": placement.uid,
-            "runAsGroup": placement.gid,
-            "fsGroup": placement.gid,
-        },
+        "securityContext": pod_security_context(placement.uid, placement.gid),
         "initContainers": [
             {
                 "name": "code",
@@ -186,8 +187,8 @@ def _pod_template(spec: JobSpec, placement: JobPlacement, restart_policy: str) -
                 "image": placement.image,
                 "command": list(spec.command),
                 "workingDir": WORK_DIR,
-                "env": [{"name": key, "value": value} for key, value in sorted(env.items())],
-                "resources": resource_requirements(placement.profile.resources),
+                "env": [{"name": key, "value": value} for key, value in sorted(plan.env.items())],
+                "resources": plan.resources,
                 "securityContext": security,
                 "volumeMounts": [dict(mount) for mount in volume_mounts],
             }
@@ -217,14 +218,14 @@ def _pod_template(spec: JobSpec, placement: JobPlacement, restart_policy: str) -
             [*job_container["env"], {"name": "JHUB_EXT_OUTPUT_DIR", "value": OUTPUT_DIR}],
             key=lambda e: e["name"],
         )
-    if selector := node_selector(placement.profile):
-        pod_spec["nodeSelector"] = selector
-    if tolerated := tolerations(placement.profile):
-        pod_spec["tolerations"] = tolerated
-    if placed := affinity(placement.profile):
-        pod_spec["affinity"] = placed
+    if plan.node_selector:
+        pod_spec["nodeSelector"] = plan.node_selector
+    if plan.tolerations:
+        pod_spec["tolerations"] = plan.tolerations
+    if plan.affinity:
+        pod_spec["affinity"] = plan.affinity
     return {
-        "metadata": {"labels": _labels(spec, placement), "annotations": _annotations(spec, placement)},
+        "metadata": {"labels": _labels(spec, placement, plan), "annotations": _annotations(spec, placement)},
         "spec": pod_spec,
     }
 

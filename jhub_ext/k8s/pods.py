@@ -1,13 +1,20 @@
-"""The parts of a pod that come from a profile: resources, scheduling, labels, security.
+"""The one translation of a profile into a pod: resources, GPUs, scheduling, labels, security.
+
+:func:`pod_plan` is used for servers (the spawner maps it onto KubeSpawner's traits) and for
+jobs (``k8s/jobs.py`` writes it into their pod templates), so a profile asks the same of the
+cluster whichever runs it.
 
 Every server and job pod runs under the Kubernetes "restricted" Pod Security Standard:
-non-root, no privilege escalation, every capability dropped, the RuntimeDefault seccomp
-profile, and no service-account token.
+non-root (as ``DEFAULT_UID``/``DEFAULT_GID`` unless the admin says otherwise), no privilege
+escalation, every capability dropped, the RuntimeDefault seccomp profile, and no
+service-account token.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ..catalog.model import Kind, Profile, Resources, thaw
@@ -16,6 +23,11 @@ from .quantities import cpu_quantity, memory_quantity
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 LABEL_PREFIX = "jhub-ext.io"
 MANAGED_BY = "jhub-ext"
+#: who a pod's processes run as, unless the admin configures otherwise (the Jupyter images' user)
+DEFAULT_UID = 1000
+DEFAULT_GID = 100
+#: the variable that tells a workload which profile it runs with
+PROFILE_ENV = "JHUB_EXT_PROFILE"
 
 RESTRICTED_POD_SECURITY_CONTEXT: dict[str, Any] = {
     "runAsNonRoot": True,
@@ -90,3 +102,45 @@ def workload_labels(
     }
     labels.update({group_label(group): "true" for group in sorted(groups)})
     return labels
+
+
+def pod_security_context(uid: int, gid: int) -> dict[str, Any]:
+    """The restricted pod security context, running as ``uid``:``gid`` with ``gid`` owning volumes."""
+    return {**RESTRICTED_POD_SECURITY_CONTEXT, "runAsUser": uid, "runAsGroup": gid, "fsGroup": gid}
+
+
+@dataclass(frozen=True)
+class PodPlan:
+    """What a pod of one profile gets, whether it runs a server or a job."""
+
+    resources: dict[str, dict[str, str]]
+    node_selector: dict[str, str]
+    tolerations: list[dict[str, Any]]
+    affinity: dict[str, Any]
+    labels: dict[str, str]
+    env: dict[str, str]
+
+    @property
+    def extended_resources(self) -> dict[str, str]:
+        """Requested resources besides CPU and memory (GPUs): requests and limits are equal."""
+        requests = self.resources.get("requests", {})
+        return {key: value for key, value in requests.items() if key not in ("cpu", "memory")}
+
+
+def pod_plan(
+    profile: Profile,
+    *,
+    user: str,
+    kind: Kind,
+    groups: frozenset[str] | set[str],
+    env: Mapping[str, str] | None = None,
+) -> PodPlan:
+    """Translate ``profile`` into what a pod of ``kind`` for ``user`` (charged to ``groups``) gets."""
+    return PodPlan(
+        resources=resource_requirements(profile.resources),
+        node_selector=node_selector(profile),
+        tolerations=tolerations(profile),
+        affinity=affinity(profile),
+        labels=workload_labels(user, profile, kind, groups),
+        env={**(env or {}), PROFILE_ENV: profile.slug},
+    )

@@ -1,16 +1,18 @@
 """ProfileKubeSpawner: the profile menu for servers that run as Kubernetes pods.
 
-A KubeSpawner subclass riding on its public hooks: ``profile_list`` is a callable built
-from the live catalog (filtered by the user's groups, last choice as the default), and
-KubeSpawner applies the chosen entry's overrides as usual. On top of that it shows live
-capacity in the menu from watch-fed caches of nodes and pods (no API call per page view),
-enforces group quotas by counting the group's pods, and runs every pod under the
+A KubeSpawner subclass. The menu, validation and quotas are the mixin's (the same as in local
+mode); the validated :class:`Selection` is translated into the pod once, by
+:func:`jhub_ext.k8s.pods.pod_plan` (the translation jobs use too), and mapped onto
+KubeSpawner's traits here. KubeSpawner's own ``profile_list`` is not used: the catalog is the
+menu. On top of that it shows live capacity in the menu from watch-fed caches of nodes and pods
+(no API call per page view), counts the group's pods for quotas, and runs every pod under the
 "restricted" Pod Security Standard with no service-account token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from typing import Any, ClassVar
 
@@ -20,14 +22,74 @@ from traitlets import Bool, Integer, default
 
 from ..catalog import Catalog, Kind
 from ..catalog.quota import Workload
-from ..catalog.selection import Selection, preselect
+from ..catalog.selection import Selection
 from ..k8s.capacity import availability, pod_workload
-from ..k8s.pods import RESTRICTED_CONTAINER_SECURITY_CONTEXT, RESTRICTED_POD_SECURITY_CONTEXT
+from ..k8s.pods import (
+    DEFAULT_GID,
+    DEFAULT_UID,
+    RESTRICTED_CONTAINER_SECURITY_CONTEXT,
+    RESTRICTED_POD_SECURITY_CONTEXT,
+    PodPlan,
+    pod_plan,
+)
 from ..runtime.watch import WatchCache
-from .kubeprofiles import kubespawner_profile
 from .profiles import ProfileMenuMixin
 
 UNFINISHED = "status.phase!=Succeeded,status.phase!=Failed"
+
+_AFFINITY_TRAITS = {
+    ("nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution"): "node_affinity_required",
+    ("nodeAffinity", "preferredDuringSchedulingIgnoredDuringExecution"): "node_affinity_preferred",
+    ("podAffinity", "requiredDuringSchedulingIgnoredDuringExecution"): "pod_affinity_required",
+    ("podAffinity", "preferredDuringSchedulingIgnoredDuringExecution"): "pod_affinity_preferred",
+    ("podAntiAffinity", "requiredDuringSchedulingIgnoredDuringExecution"): "pod_anti_affinity_required",
+    ("podAntiAffinity", "preferredDuringSchedulingIgnoredDuringExecution"): "pod_anti_affinity_preferred",
+}
+
+
+def kubespawner_traits(plan: PodPlan, selection: Selection) -> dict[str, Any]:
+    """KubeSpawner trait values that give a server's pod what ``plan`` says (dicts are merged into
+    the admin's own values, as KubeSpawner merges a profile's overrides)."""
+    r = selection.profile.resources
+    traits: dict[str, Any] = {
+        # the numbers, for the variables KubeSpawner sets from them (MEM_LIMIT, CPU_GUARANTEE, ...)
+        "cpu_guarantee": r.cpu_guarantee,
+        "cpu_limit": r.cpu_limit,
+        "mem_guarantee": r.mem_guarantee,
+        "mem_limit": r.mem_limit,
+        # the container's resources exactly as translated (KubeSpawner applies these last)
+        "extra_resource_guarantees": plan.resources.get("requests", {}),
+        "extra_resource_limits": plan.resources.get("limits", {}),
+        "node_selector": plan.node_selector,
+        "tolerations": plan.tolerations,
+        "extra_labels": plan.labels,
+        "environment": plan.env,
+    }
+    if selection.image is not None:
+        traits["image"] = selection.image.image
+    for (section, field), trait in _AFFINITY_TRAITS.items():
+        value = plan.affinity.get(section, {}).get(field)
+        if value is not None:
+            # KubeSpawner takes node affinity terms as a list of NodeSelectorTerms
+            traits[trait] = value.get("nodeSelectorTerms", []) if isinstance(value, dict) else value
+    return traits
+
+
+#: every trait a profile may set (those it does not set go back to the admin's value)
+PROFILE_TRAITS = (
+    "cpu_guarantee",
+    "cpu_limit",
+    "mem_guarantee",
+    "mem_limit",
+    "extra_resource_guarantees",
+    "extra_resource_limits",
+    "node_selector",
+    "tolerations",
+    "extra_labels",
+    "environment",
+    "image",
+    *_AFFINITY_TRAITS.values(),
+)
 
 
 class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
@@ -63,20 +125,22 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
     caches: ClassVar[dict[tuple[str, str], WatchCache]] = {}
     _caches_lock: ClassVar[asyncio.Lock | None] = None
     _availability_memo: ClassVar[dict[tuple[Any, ...], str]] = {}
+    #: the admin's values of PROFILE_TRAITS, taken before the first profile is applied
+    _configured: dict[str, Any] | None = None
 
     # --- least privilege by default ----------------------------------------------------------------
 
     @default("uid")
     def _default_uid(self) -> int:
-        return 1000
+        return DEFAULT_UID
 
     @default("gid")
     def _default_gid(self) -> int:
-        return 100
+        return DEFAULT_GID
 
     @default("fs_gid")
     def _default_fs_gid(self) -> int:
-        return 100
+        return DEFAULT_GID
 
     @default("allow_privilege_escalation")
     def _default_allow_privilege_escalation(self) -> bool:
@@ -94,25 +158,28 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
     def _default_automount_service_account_token(self) -> bool:
         return False
 
-    # --- the catalog as KubeSpawner's profile_list ---------------------------------------------------
-
-    @default("profile_list")
-    def _default_profile_list(self) -> Any:
-        return ProfileKubeSpawner.catalog_profile_list
-
-    def catalog_profile_list(self) -> list[dict[str, Any]]:
-        """KubeSpawner ``profile_list`` for this user, from the live catalog."""
-        catalog = self.catalog
-        groups = self.user_groups
-        selected = preselect(catalog, self.user_options, groups, Kind.SERVER)
-        default_slug = selected.profile.slug if selected else None
-        return [
-            kubespawner_profile(p, self.user.name, groups, default=p.slug == default_slug)
-            for p in catalog.visible_to(groups, Kind.SERVER)
-        ]
+    # --- the chosen profile, onto KubeSpawner's traits -----------------------------------------------
 
     def apply_selection(self, selection: Selection) -> None:
-        """Nothing to do here: KubeSpawner applies the chosen ``profile_list`` entry when it starts."""
+        """Give this server's pod what the chosen profile asks for: the one translation, mapped.
+
+        Each start begins from the admin's configured values, so nothing of an earlier start's
+        profile (a GPU, a node selector) is left behind when the same spawner starts another one.
+        """
+        plan = pod_plan(selection.profile, user=self.user.name, kind=Kind.SERVER, groups=self.user_groups)
+        traits = kubespawner_traits(plan, selection)
+        if self._configured is None:
+            self._configured = {name: copy.deepcopy(getattr(self, name)) for name in PROFILE_TRAITS}
+        for name in PROFILE_TRAITS:
+            configured = copy.deepcopy(self._configured[name])
+            value = traits.get(name, configured)
+            if isinstance(value, dict) and isinstance(configured, dict):
+                value = {**configured, **value}
+            setattr(self, name, value)
+
+    async def load_user_options(self) -> None:
+        """Nothing left to load: :meth:`apply_selection` applied the validated choice before the start
+        (KubeSpawner would look the profile up again in its own ``profile_list``, which is unused)."""
 
     # --- watch-fed caches ------------------------------------------------------------------------------
 
@@ -181,15 +248,20 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
             text += f" (as of {since}: the cluster is not answering)"
         return text
 
-    # --- quotas: count the group's pods, servers and jobs alike ----------------------------------------
+    # --- quotas: the ledger's Kubernetes source of servers, fed by the pod cache ----------------------
 
     async def apply_profile_options(self, user_options: dict[str, Any]) -> None:
         """Start the pod cache the quota check counts from, then validate, check and apply the choice."""
         await self.ensure_caches()
         await super().apply_profile_options(user_options)
 
-    def running_workloads(self, catalog: Catalog, groups: frozenset[str]) -> list[Workload]:
-        """Our pods (servers and jobs alike) charged to ``groups``, from the watch-fed pod cache."""
+    async def workloads(self, catalog: Catalog, groups: frozenset[str]) -> list[Workload]:
+        """Servers charged to ``groups``: each server pod (not this one's) by its limits, from the
+        watch-fed pod cache, and each server still starting (hub record, no pod yet) by its record.
+
+        Jobs are the jobs service's records' to count (``jobs.reservations``): a job counts from
+        its submission, before its pod exists. Without the jobs database, jobs' pods count here.
+        """
         pods = self._cache("pods")
         if pods is None:
             return []
@@ -200,8 +272,6 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
             for pod in pods.values()
             if (pod["metadata"].get("namespace"), pod["metadata"]["name"]) != own
             and (workload := pod_workload(pod, groups, gpu_resources)) is not None
-            # with the jobs database, jobs count as the service counts them (from their records,
-            # so a job whose pod does not exist yet counts too), not by their pods
             and not (self.jobs_db_url and workload.usage.jobs)
         ]
         # A server that is starting has its hub record before its pod: count it from the record,
@@ -216,4 +286,4 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
             for row, workload in self.server_records(catalog, groups)
             if (row.user.name, row.name) not in with_pods
         ]
-        return counted + starting + self.job_workloads(groups)
+        return counted + starting

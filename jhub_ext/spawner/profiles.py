@@ -18,13 +18,13 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from jupyterhub import orm
-from sqlalchemy.exc import SQLAlchemyError
 from tornado import web
 from traitlets import Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from ..catalog import Catalog, Kind
-from ..catalog.quota import QuotaExceeded, Usage, Workload, check_quota, usage_by_group
+from ..catalog.ledger import UsageLedger, server_reservation
+from ..catalog.quota import QuotaExceeded, Usage, Workload, check_quota
 from ..catalog.quotalock import QuotaLock, QuotaLockTimeout
 from ..catalog.reload import CatalogSource
 from ..catalog.selection import (
@@ -34,7 +34,7 @@ from ..catalog.selection import (
     preselect,
     resolve_selection,
 )
-from ..jobs.store import JobStore
+from ..jobs.reservations import JobReservations
 
 OPTION_PREFIX = "profile-option-"
 STATE_KEY = "jhub_ext_usage"
@@ -43,11 +43,6 @@ _templates = Environment(
     loader=PackageLoader("jhub_ext.spawner", "templates"),
     autoescape=select_autoescape(default=True, default_for_string=True),
 )
-
-
-@functools.cache
-def _job_store(url: str) -> JobStore:
-    return JobStore(url, migrate=False)  # the jobs service owns (and upgrades) the schema
 
 
 @functools.cache
@@ -111,6 +106,7 @@ class ProfileMenuMixin(LoggingConfigurable):
     )
 
     _usage: Usage | None = None
+    _resolved: tuple[Catalog, dict[str, Any], Selection] | None = None
     # provided by the JupyterHub spawner this is mixed into
     user: Any
     db: Any
@@ -192,11 +188,21 @@ class ProfileMenuMixin(LoggingConfigurable):
         return lambda spawner, user_options: spawner.apply_profile_options(user_options)
 
     def resolve(self, user_options: Any) -> Selection:
-        """The profile and options ``user_options`` pick for this user, or a :class:`ProfileChoiceError`."""
+        """The profile and options ``user_options`` pick for this user, or a :class:`ProfileChoiceError`.
+
+        A spawn from the form resolves its options when the form is read and again when they are
+        applied: the second time gets the kept :class:`Selection` (same options, same catalog).
+        """
+        catalog = self.catalog
+        kept = self._resolved
+        if kept is not None and kept[0] is catalog and kept[1] == user_options:
+            return kept[2]
         try:
-            return resolve_selection(self.catalog, user_options, self.user_groups, Kind.SERVER)
+            selection = resolve_selection(catalog, user_options, self.user_groups, Kind.SERVER)
         except SelectionError as e:
             raise ProfileChoiceError(str(e)) from None
+        self._resolved = (catalog, dict(user_options), selection)
+        return selection
 
     async def apply_profile_options(self, user_options: dict[str, Any]) -> None:
         """Validate ``user_options`` again (they may come from the REST API), check quotas, apply."""
@@ -205,8 +211,9 @@ class ProfileMenuMixin(LoggingConfigurable):
         catalog = self.catalog
         # This server's hub record exists already, so a start that checks after this one counts it.
         try:
-            async with shared_quota_lock(self.quota_lock_dir).hold(self.user_groups & catalog.quotas.keys()):
-                check_quota(catalog, self.user_groups, usage, self.group_usage(catalog))
+            groups = self.user_groups
+            async with shared_quota_lock(self.quota_lock_dir).hold(groups & catalog.quotas.keys()):
+                check_quota(catalog, groups, usage, await self.ledger().usage(catalog, groups))
         except QuotaExceeded as e:
             raise ProfileChoiceError(str(e), status_code=403) from None
         except QuotaLockTimeout as e:
@@ -225,36 +232,19 @@ class ProfileMenuMixin(LoggingConfigurable):
         """Turn a validated selection into this spawner's settings."""
         raise NotImplementedError
 
-    # --- quotas -------------------------------------------------------------------------------
+    # --- quotas: this spawner is the ledger's source of servers -------------------------------------
 
-    def group_usage(self, catalog: Catalog) -> dict[str, Usage]:
-        """What the members of this user's quota groups run now, servers and jobs together."""
-        groups = self.user_groups & catalog.quotas.keys()
-        if not groups:
-            return {}
-        return usage_by_group(self.running_workloads(catalog, groups), groups)
-
-    def running_workloads(self, catalog: Catalog, groups: frozenset[str]) -> list[Workload]:
-        """Servers of members of ``groups`` running or starting now (not this one), from the hub
-        database, and their jobs."""
-        return [workload for _row, workload in self.server_records(catalog, groups)] + self.job_workloads(
-            groups
-        )
-
-    def job_workloads(self, groups: frozenset[str]) -> list[Workload]:
-        """Jobs of members of ``groups`` that are pending or running, from the jobs service's database."""
+    def ledger(self) -> UsageLedger:
+        """Servers from this spawner's view of the hub (:meth:`workloads`) and jobs from the jobs
+        service's records, counted by the ledger's one rule."""
         if not self.jobs_db_url:
-            return []
-        try:
-            active = _job_store(self.jobs_db_url).active_jobs()
-        except SQLAlchemyError as e:  # the service has not created its database yet: no jobs
-            self.log.warning("Cannot count jobs for quotas from %s: %s", self.jobs_db_url, e)
-            return []
-        return [
-            Workload(frozenset(job.groups), Usage(**job.usage))
-            for job in active
-            if job.usage and groups & set(job.groups)
-        ]
+            return UsageLedger(self)
+        return UsageLedger(self, JobReservations.at(self.jobs_db_url))
+
+    async def workloads(self, catalog: Catalog, groups: frozenset[str]) -> list[Workload]:
+        """Servers of members of ``groups`` running or starting now (not this one), from the hub's
+        records (a usage source of :class:`UsageLedger`)."""
+        return [workload for _row, workload in self.server_records(catalog, groups)]
 
     def server_records(self, catalog: Catalog, groups: frozenset[str]) -> list[tuple[orm.Spawner, Workload]]:
         """The hub's records of servers running or starting now (not this one) of members of ``groups``."""
@@ -264,26 +254,15 @@ class ProfileMenuMixin(LoggingConfigurable):
             .filter(orm.Spawner.server_id.isnot(None))
             .filter(orm.User.groups.any(orm.Group.name.in_(groups)))
         )
-        return [
-            (row, Workload(frozenset(g.name for g in row.user.groups), self._usage_of(catalog, row)))
-            for row in running
-            if row is not self.orm_spawner
-        ]
-
-    def _usage_of(self, catalog: Catalog, row: orm.Spawner) -> Usage:
-        recorded = (row.state or {}).get(STATE_KEY)
-        if isinstance(recorded, dict):
-            try:
-                return Usage(**recorded)
-            except TypeError:
-                pass
-        # Still starting (no state saved yet): count what its options ask for today.
-        owner_groups = frozenset(g.name for g in row.user.groups)
-        try:
-            selection = resolve_selection(catalog, row.user_options or {}, owner_groups, Kind.SERVER)
-        except SelectionError:
-            return Usage(servers=1)
-        return Usage.of(selection.profile, Kind.SERVER)
+        records = []
+        for row in running:
+            if row is self.orm_spawner:
+                continue
+            owner_groups = frozenset(g.name for g in row.user.groups)
+            recorded = (row.state or {}).get(STATE_KEY)
+            usage = server_reservation(catalog, recorded, row.user_options, owner_groups)
+            records.append((row, Workload(owner_groups, usage)))
+        return records
 
     def get_state(self) -> dict[str, Any]:
         """The spawner's state, plus the quota usage this server counts, so it survives a hub restart."""

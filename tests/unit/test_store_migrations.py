@@ -97,6 +97,8 @@ def test_a_database_made_by_create_all_on_postgresql_is_adopted(request: pytest.
     engine = create_engine(request.getfixturevalue("postgres_url"))
     Base.metadata.create_all(engine)
     with engine.begin() as connection:
+        # what that release's create_all made: today's tables less the columns added since (0002)
+        connection.execute(text("ALTER TABLE jobs DROP COLUMN image"))
         connection.execute(
             Base.metadata.tables["jobs"]
             .insert()

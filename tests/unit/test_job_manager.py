@@ -1,0 +1,480 @@
+"""JobManager in-process: a real store, catalog and quota lock, a recording backend, no hub unless needed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jhub_ext.catalog.quotalock import QuotaLock
+from jhub_ext.catalog.reload import CatalogSource
+from jhub_ext.jobs.backend import JobBackend, JobRejected, Observed, Placement
+from jhub_ext.jobs.errors import Conflict, Invalid, NoSuchJob, NotAllowed, Refusal, TooMany
+from jhub_ext.jobs.hub import HubClient
+from jhub_ext.jobs.manager import Caller, JobManager
+from jhub_ext.jobs.model import JobSpec, JobStatus, Limits
+from jhub_ext.jobs.store import JobStore
+
+CATALOG = """\
+version: 1
+groups: [researchers, physics, gpu]
+profiles:
+  - slug: small
+    display_name: Small
+    default: true
+    cpu: {limit: 2}
+    memory: {limit: 4Gi}
+    images:
+      - {slug: base, display_name: Base, image: example.org/base:1}
+      - {slug: sci, display_name: Sci, image: example.org/sci:2}
+  - {slug: gpu, display_name: GPU, groups: [gpu], cpu: {limit: 4}, memory: {limit: 8Gi}, gpu: {count: 1}}
+  - {slug: desk, display_name: Desk, kinds: [server], cpu: {limit: 1}}
+quotas:
+  researchers: {cpu: 6, memory: 64Gi, jobs: 10}
+  physics: {cpu: 2}
+"""
+GIB = 2**30
+SMALL_JOB = {"cpu": 2.0, "memory": 4 * GIB, "gpus": 0, "servers": 0, "jobs": 1}
+ALICE = Caller("alice", frozenset({"researchers"}), admin=False)
+BOB = Caller("bob", frozenset({"physics"}), admin=False)
+ADMIN = Caller("root", frozenset(), admin=True)
+Make = Callable[..., JobManager]  # builds a manager, with other settings or a hub
+
+
+RUN = {"command": ["python", "run.py"], "files": {"run.py": "1\n"}}
+
+
+def batch(name: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "kind": "batch", **RUN, **extra}
+
+
+def scheduled(name: str, **extra: Any) -> dict[str, Any]:
+    return batch(name, kind="scheduled", schedule="@hourly", **extra)
+
+
+class FakeBackend(JobBackend):
+    """Records what it is asked, answers from memory, and fails where a test tells it to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, str, str]] = []
+        self.submitted: list[tuple[JobSpec, Placement]] = []
+        self.seen: dict[tuple[str, str], Observed] = {}
+        self.output = "first line\nlast line\n"
+        self.submit_error: Exception | None = None
+        self.validate_error: JobRejected | None = None
+
+    async def validate(self, spec: JobSpec, placement: Placement) -> None:
+        self.calls.append(("validate", placement.user, spec.name))
+        await asyncio.sleep(0)  # let concurrent submits interleave, as real I/O would
+        if self.validate_error is not None:
+            raise self.validate_error
+
+    async def submit(self, spec: JobSpec, placement: Placement) -> None:
+        self.calls.append(("submit", placement.user, spec.name))
+        await asyncio.sleep(0)
+        if self.submit_error is not None:
+            raise self.submit_error
+        self.submitted.append((spec, placement))
+        self.seen[placement.user, spec.name] = Observed(JobStatus.PENDING)
+
+    async def stop(self, user: str, name: str) -> None:
+        self.calls.append(("stop", user, name))
+
+    async def delete(self, user: str, name: str) -> None:
+        self.calls.append(("delete", user, name))
+        self.seen.pop((user, name), None)
+
+    def observed(self, user: str, name: str) -> Observed | None:
+        return self.seen.get((user, name))
+
+    async def logs(
+        self, user: str, name: str, *, follow: bool = False, tail: int | None = None
+    ) -> AsyncIterator[str]:
+        yield self.output
+
+    async def report(self, user: str, name: str, status: JobStatus, **details: Any) -> None:
+        """What a watch would do: remember the observation and notify the service."""
+        self.seen[user, name] = Observed(status, **details)
+        await self.notify(user, name, self.seen[user, name])
+
+    def actions(self, kind: str) -> list[tuple[str, str]]:
+        return [(user, name) for what, user, name in self.calls if what == kind]
+
+
+class FakeHub(HubClient):
+    """The real HubClient, answered with literal models of the hub's REST API instead of HTTP."""
+
+    def __init__(
+        self,
+        options: dict[str, Any] | None = None,
+        servers: list[Any] | None = None,
+        groups: frozenset[str] = ALICE.groups,
+    ):
+        super().__init__("http://hub.invalid/hub/api", "unused")
+        self.options, self.servers, self.user_groups = options, servers or [], groups
+
+    async def _get(self, path: str) -> Any:
+        await asyncio.sleep(0)  # an HTTP call: other submits run meanwhile
+        if path.startswith("/users?"):
+            return [
+                {"name": user, "groups": sorted(groups), "servers": {"": {"user_options": options}}}
+                for user, groups, options in self.servers
+            ]
+        servers = {"": {"user_options": self.options}} if self.options is not None else {}
+        return {"name": "alice", "groups": sorted(self.user_groups), "servers": servers}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[JobStore]:
+    s = JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite'}")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def backend() -> FakeBackend:
+    return FakeBackend()
+
+
+@pytest.fixture
+def make(tmp_path: Path, store: JobStore, backend: FakeBackend) -> Callable[..., JobManager]:
+    path = tmp_path / "profiles.yaml"
+    path.write_text(CATALOG)
+    catalog = CatalogSource(path)
+
+    def build(hub: Any = None, **options: Any) -> JobManager:
+        options.setdefault("quota_lock", QuotaLock(tmp_path / "locks"))
+        return JobManager(store, backend, catalog, hub, **options)
+
+    return build
+
+
+@pytest.fixture
+def manager(make: Make) -> JobManager:
+    return make()
+
+
+def snapshot(store: JobStore, user: str) -> list[tuple[Any, ...]]:
+    return [(j.name, j.status, j.profile, j.usage, j.restarts) for j in store.list_jobs(user)]
+
+
+async def test_a_valid_submit_is_recorded_pending_and_placed(
+    manager: JobManager, store: JobStore, backend: FakeBackend
+) -> None:
+    record = await manager.submit(ALICE, batch("news", profile="small", env={"LANG": "C.UTF-8"}))
+    assert (record.user, record.name, record.status, record.profile) == ("alice", "news", "pending", "small")
+    assert record.groups == ("researchers",) and record.usage == SMALL_JOB
+    assert store.get("alice", "news") == record
+    assert store.audit("alice")[0]["action"] == "submit"
+    assert backend.calls == [("validate", "alice", "news"), ("submit", "alice", "news")]
+    [(spec, placement)] = backend.submitted
+    assert spec.command == ("python", "run.py") and dict(spec.files) == {"run.py": "1\n"}
+    assert dict(spec.env) == {"LANG": "C.UTF-8"}
+    assert placement.user == "alice" and placement.groups == ALICE.groups
+    assert placement.profile is not None and placement.profile.slug == "small"
+    assert placement.image == "example.org/base:1" and dict(placement.env) == {}
+
+
+async def test_without_a_profile_a_job_takes_the_default_profile_and_the_notebooks_image(
+    make: Make, backend: FakeBackend
+) -> None:
+    manager = make(FakeHub(options={"profile": "small", "image": "sci"}))
+    record = await manager.submit(ALICE, batch("news"))
+    assert record.profile == "small"
+    assert backend.submitted[0][1].image == "example.org/sci:2"
+
+
+async def test_a_restart_runs_in_the_image_the_job_was_submitted_with(
+    make: Make, backend: FakeBackend
+) -> None:
+    manager = make(FakeHub(options={"profile": "small", "image": "sci"}))
+    await manager.submit(ALICE, batch("news"))
+    await manager.restart(ALICE, "alice", "news")
+    assert [placement.image for _, placement in backend.submitted] == ["example.org/sci:2"] * 2
+
+
+async def test_a_restart_takes_the_owners_groups_as_they_are_now(make: Make, store: JobStore) -> None:
+    hub = FakeHub(groups=frozenset({"researchers", "gpu"}))
+    manager = make(hub)
+    gpu_user = Caller("alice", hub.user_groups, admin=False)
+    await manager.submit(gpu_user, batch("train", profile="gpu"))
+    await manager.stop(gpu_user, "alice", "train")
+    hub.user_groups = frozenset({"researchers"})  # an admin took her out of the gpu group
+    with pytest.raises(NotAllowed) as refused:
+        await manager.restart(ALICE, "alice", "train")
+    assert refused.value.field == "profile"
+    assert store.get("alice", "train").status is JobStatus.STOPPED  # type: ignore[union-attr]
+    hub.user_groups = frozenset({"gpu"})  # and moved her into another group
+    await manager.restart(ALICE, "alice", "train")
+    assert store.get("alice", "train").groups == ("gpu",)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("body", "error", "field"),
+    [
+        pytest.param(batch("x", profile="huge"), NotAllowed, "profile", id="unknown-profile"),
+        pytest.param(batch("x", profile="gpu"), NotAllowed, "profile", id="other-groups-profile"),
+        pytest.param(batch("x", profile="desk"), NotAllowed, "profile", id="server-only-profile"),
+        pytest.param(["news"], Invalid, "body", id="not-an-object"),
+        pytest.param(batch("Bad_Name"), Invalid, "name", id="bad-name"),
+        pytest.param(batch("x", image="y"), Invalid, "image", id="unknown-field"),
+        pytest.param(batch("x", env={"PATH": "/x"}), Invalid, "env.PATH", id="reserved-env"),
+        pytest.param({**batch("x"), "kind": "scraper", "retries": 2}, Invalid, "retries", id="batch-only"),
+        pytest.param(scheduled("x", max_live_runs=2), Invalid, "max_live_runs", id="runs-over-limit"),
+        pytest.param(batch("keep"), Conflict, "name", id="duplicate-name"),
+        pytest.param(batch("new"), NotAllowed, "profile", id="over-quota"),
+    ],
+)
+async def test_a_refused_submit_names_the_field_and_changes_nothing(
+    manager: JobManager, store: JobStore, backend: FakeBackend, body: Any, error: type[Refusal], field: str
+) -> None:
+    for name in ("keep", "b", "c"):  # 3 x 2 CPUs: all 6 of researchers
+        await manager.submit(ALICE, batch(name))
+    await backend.report("alice", "keep", JobStatus.RUNNING)
+    before = snapshot(store, "alice")
+    with pytest.raises(error) as caught:
+        await manager.submit(ALICE, body)
+    assert type(caught.value) is error and caught.value.field == field
+    assert snapshot(store, "alice") == before and before[-1][:2] == ("keep", JobStatus.RUNNING)
+    assert backend.actions("submit") == [("alice", "keep"), ("alice", "b"), ("alice", "c")]
+
+
+async def test_a_submit_the_backend_would_reject_is_refused_before_it_is_stored(
+    manager: JobManager, store: JobStore, backend: FakeBackend
+) -> None:
+    backend.validate_error = JobRejected("command not found", "command")
+    with pytest.raises(Invalid) as caught:
+        await manager.submit(ALICE, batch("news"))
+    assert (str(caught.value), caught.value.field) == ("command not found", "command")
+    assert store.count_jobs() == 0 and backend.actions("submit") == []
+
+
+async def test_a_scheduled_job_reserves_each_live_run(make: Make) -> None:
+    manager = make(limits=Limits(max_live_runs=3))
+    body = scheduled("hourly", concurrency_policy="allow", max_live_runs=3)
+    record = await manager.submit(ALICE, body)
+    assert record.usage == {"cpu": 6.0, "memory": 12 * GIB, "gpus": 0, "servers": 0, "jobs": 1}
+    with pytest.raises(NotAllowed) as caught:
+        await manager.submit(ALICE, batch("one-more"))
+    assert caught.value.field == "profile"
+
+
+async def test_jobs_of_other_groups_do_not_count(manager: JobManager, store: JobStore) -> None:
+    await manager.submit(BOB, batch("bobs"))  # fills physics (2 CPUs)
+    for name in ("a", "b", "c"):  # researchers still has all its 6 CPUs
+        await manager.submit(ALICE, batch(name))
+    with pytest.raises(NotAllowed) as caught:
+        await manager.submit(BOB, batch("bobs-second"))
+    assert caught.value.field == "profile" and "group 'physics'" in str(caught.value)
+    assert store.count_jobs("alice") == 3 and store.count_jobs("bob") == 1
+
+
+async def test_a_finished_job_stops_counting(manager: JobManager, backend: FakeBackend) -> None:
+    for name in ("a", "b", "c"):
+        await manager.submit(ALICE, batch(name))
+    with pytest.raises(NotAllowed):
+        await manager.submit(ALICE, batch("d"))
+    await backend.report("alice", "b", JobStatus.SUCCEEDED, exit_code=0)
+    assert (await manager.submit(ALICE, batch("d"))).status is JobStatus.PENDING
+
+
+async def test_concurrent_submits_take_exactly_what_the_quota_fits(
+    make: Make, store: JobStore, backend: FakeBackend
+) -> None:
+    manager = make(FakeHub())  # counting asks the hub, so the submits interleave there
+    results = await asyncio.gather(
+        *(manager.submit(ALICE, batch(f"job-{i}")) for i in range(10)), return_exceptions=True
+    )
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert len(refused) == 7 and all(isinstance(r, NotAllowed) and r.field == "profile" for r in refused)
+    assert store.count_jobs("alice") == 3 and len(backend.submitted) == 3
+    assert sum(j.usage["cpu"] for j in store.active_jobs()) == 6
+
+
+async def test_concurrent_submits_of_one_name_record_it_once(manager: JobManager, store: JobStore) -> None:
+    results = await asyncio.gather(
+        *(manager.submit(ALICE, batch("same")) for _ in range(5)), return_exceptions=True
+    )
+    assert sum(not isinstance(r, BaseException) for r in results) == 1
+    assert all(isinstance(r, Conflict) and r.field == "name" for r in results if isinstance(r, BaseException))
+    assert store.count_jobs("alice") == 1
+
+
+@pytest.mark.parametrize(
+    ("failure", "raised"),
+    [(RuntimeError("cluster down"), RuntimeError), (JobRejected("no such image", "profile"), Invalid)],
+)
+async def test_a_failed_backend_submit_leaves_no_record(
+    manager: JobManager, store: JobStore, backend: FakeBackend, failure: Exception, raised: type[Exception]
+) -> None:
+    await manager.submit(ALICE, batch("a"))
+    await manager.submit(ALICE, batch("b"))
+    backend.submit_error = failure
+    with pytest.raises(raised):
+        await manager.submit(ALICE, batch("news"))
+    assert store.get("alice", "news") is None and store.count_jobs("alice") == 2
+    # a crash may have left something behind, so the backend is told to clean up; a rejection left nothing
+    assert backend.actions("delete") == ([("alice", "news")] if raised is RuntimeError else [])
+    assert store.audit("alice")[-1]["actor"] == "jobs service: not started"
+    backend.submit_error = None  # nothing stays counted: the last 2 CPUs are still free
+    assert (await manager.submit(ALICE, batch("news"))).status is JobStatus.PENDING
+
+
+async def test_stop_restart_and_delete_own_jobs(
+    manager: JobManager, store: JobStore, backend: FakeBackend
+) -> None:
+    await manager.submit(ALICE, batch("news"))
+    await backend.report("alice", "news", JobStatus.RUNNING)
+    restarted = await manager.restart(ALICE, "alice", "news")  # a running job is stopped first
+    assert (restarted.status, restarted.restarts) == (JobStatus.PENDING, 1)
+    assert [c[0] for c in backend.calls] == ["validate", "submit", "stop", "submit"]
+    assert [spec.name for spec, _ in backend.submitted] == ["news", "news"]
+    stopped = await manager.stop(ALICE, "alice", "news")
+    assert stopped.status is JobStatus.STOPPED and len(backend.actions("stop")) == 2
+    await manager.stop(ALICE, "alice", "news")  # a finished job is left as it is
+    assert len(backend.actions("stop")) == 2
+    await manager.delete(ALICE, "alice", "news")
+    assert store.get("alice", "news") is None and backend.actions("delete") == [("alice", "news")]
+    audit = store.audit("alice")
+    assert [a["action"] for a in audit] == ["submit", "restart", "stop", "delete"]
+    assert {a["actor"] for a in audit} == {"alice"}
+
+
+async def test_a_restart_over_quota_is_refused_and_the_job_stays_stopped(
+    manager: JobManager, store: JobStore
+) -> None:
+    for name in ("a", "b", "c"):
+        await manager.submit(ALICE, batch(name))
+    await manager.stop(ALICE, "alice", "a")
+    await manager.submit(ALICE, batch("d"))  # takes the CPUs "a" freed
+    with pytest.raises(NotAllowed) as caught:
+        await manager.restart(ALICE, "alice", "a")
+    assert caught.value.field == "profile"
+    record = store.get("alice", "a")
+    assert record is not None and (record.status, record.restarts) == (JobStatus.STOPPED, 0)
+
+
+async def test_users_reach_only_their_own_jobs(
+    manager: JobManager, store: JobStore, backend: FakeBackend
+) -> None:
+    await manager.submit(BOB, batch("secret"))
+    before = snapshot(store, "bob")
+    for action in (manager.stop, manager.restart, manager.delete):
+        with pytest.raises(NoSuchJob) as caught:
+            await action(ALICE, "alice", "secret")
+        assert caught.value.field == "name"
+    with pytest.raises(NoSuchJob):
+        manager.logs(ALICE, "alice", "secret", follow=False, tail=None)
+    with pytest.raises(NotAllowed) as refused:
+        manager.owner_for(ALICE, "bob")
+    assert refused.value.field == "user"
+    with pytest.raises(NotAllowed):
+        manager.list_jobs(ALICE, "*")
+    assert manager.owner_for(ADMIN, "bob") == "bob" and manager.list_jobs(ADMIN, "*")[1] == 1
+    assert snapshot(store, "bob") == before
+    assert backend.actions("stop") == backend.actions("delete") == []
+
+
+async def test_observations_update_the_store(
+    manager: JobManager, store: JobStore, backend: FakeBackend
+) -> None:
+    await manager.submit(ALICE, batch("news"))
+    await backend.report("alice", "news", JobStatus.PENDING, message="pulling image")
+    record = store.get("alice", "news")
+    assert record is not None and (record.status, record.message) == (JobStatus.PENDING, "pulling image")
+    await backend.report("alice", "news", JobStatus.RUNNING)
+    record = store.get("alice", "news")
+    assert record is not None and record.status is JobStatus.RUNNING and record.started is not None
+    await backend.report("alice", "news", JobStatus.FAILED, exit_code=3, message="exit 3", restarts=2)
+    record = store.get("alice", "news")
+    assert record is not None and record.finished is not None and record.message == "exit 3"
+    assert (record.status, record.exit_code, record.restarts) == (JobStatus.FAILED, 3, 2)
+    assert store.log_tail("alice", "news") == backend.output
+    await backend.report("alice", "ghost", JobStatus.RUNNING)  # a job the store does not know: ignored
+    assert store.get("alice", "ghost") is None
+
+
+async def test_an_observation_after_a_stop_does_not_undo_it(
+    manager: JobManager, store: JobStore, backend: FakeBackend
+) -> None:
+    await manager.submit(ALICE, batch("news"))
+    await manager.stop(ALICE, "alice", "news")
+    await backend.report("alice", "news", JobStatus.FAILED, exit_code=143)
+    record = store.get("alice", "news")
+    assert record is not None and (record.status, record.exit_code) == (JobStatus.STOPPED, None)
+
+
+async def test_logs_come_from_the_backend_then_from_the_kept_tail(
+    manager: JobManager, store: JobStore, backend: FakeBackend
+) -> None:
+    await manager.submit(ALICE, batch("news"))
+    live = [chunk async for chunk in manager.logs(ALICE, "alice", "news", follow=False, tail=None)]
+    assert live == [backend.output]
+    await backend.report("alice", "news", JobStatus.SUCCEEDED, exit_code=0)
+    backend.seen.clear()  # the backend forgets it; the store kept its tail
+    backend.output = "changed\n"
+    kept = [chunk async for chunk in manager.logs(ALICE, "alice", "news", follow=False, tail=1)]
+    assert kept == ["last line\n"]
+
+
+async def test_submits_restarts_stops_and_deletes_beyond_their_rate_limits_are_refused(
+    make: Make, store: JobStore
+) -> None:
+    manager = make(submits_per_minute=2, actions_per_minute=1)
+    await manager.submit(ALICE, batch("a"))
+    await manager.submit(ALICE, batch("b"))
+    with pytest.raises(TooMany) as caught:
+        await manager.submit(ALICE, batch("c"))
+    assert caught.value.retry_after is not None and 1 <= caught.value.retry_after <= 60
+    with pytest.raises(TooMany):  # restarts share the limit
+        await manager.restart(ALICE, "alice", "a")
+    assert [j.name for j in store.list_jobs("alice")] == ["b", "a"]
+    assert (await manager.submit(BOB, batch("c"))).user == "bob"  # per user
+    await manager.stop(ALICE, "alice", "a")  # stops and deletes have a limit of their own
+    with pytest.raises(TooMany):
+        await manager.delete(ALICE, "alice", "a")
+    record = store.get("alice", "a")
+    assert record is not None and record.status is JobStatus.STOPPED
+
+
+def test_follow_slots_are_bounded_and_released(make: Make) -> None:
+    manager = make(follows_per_user=2)
+    with manager.follow_slot(ALICE), manager.follow_slot(ALICE):
+        with pytest.raises(TooMany) as caught, manager.follow_slot(ALICE):
+            pass
+        assert caught.value.field == "follow" and caught.value.retry_after == 10
+        with manager.follow_slot(BOB):  # another user's slots are their own
+            assert manager.following == {"alice": 2, "bob": 1}
+    with manager.follow_slot(ALICE):
+        assert manager.following == {"alice": 1}
+    assert manager.following == {}
+
+
+async def test_quota_reports_usage_and_limits_per_group(make: Make) -> None:
+    servers = [
+        ("alice", ALICE.groups, {"profile": "small"}),
+        ("dave", ALICE.groups, {"profile": "no-such-profile"}),  # counts as a server only
+        ("bob", BOB.groups, {}),
+    ]
+    manager = make(FakeHub(servers=servers))
+    await manager.submit(ALICE, batch("news", profile="small"))
+    carol = Caller("carol", frozenset({"researchers", "physics", "gpu"}), admin=False)
+    report = await manager.quota(carol)
+    none = dict.fromkeys(["cpu", "memory", "gpus", "servers", "jobs"])
+    assert report == [
+        {
+            "group": "physics",
+            "usage": {"cpu": 2.0, "memory": 4 * GIB, "gpus": 0, "servers": 1, "jobs": 0},
+            "limits": {**none, "cpu": 2.0},
+        },
+        {
+            "group": "researchers",
+            "usage": {"cpu": 4.0, "memory": 8 * GIB, "gpus": 0, "servers": 2, "jobs": 1},
+            "limits": {**none, "cpu": 6.0, "memory": 64 * GIB, "jobs": 10},
+        },
+    ]
+    assert await manager.quota(Caller("eve", frozenset({"gpu"}), admin=False)) == []
