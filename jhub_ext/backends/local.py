@@ -2,11 +2,12 @@
 
 Each job lives in a directory of its own (``<jobs_dir>/<user>/<name>/``): the code
 snapshot in ``files/`` (the working directory), the output in ``output.log``, and the
-supervisor's state in ``state.json``. Every run of the command goes through
-:mod:`jhub_ext.backends.runner` in a new process group, which writes the exit code to a
-file, so after a restart of the service the supervisor re-adopts runs that are still
-going (checking the pid's start time, so a reused pid is not mistaken for the job) and
-settles those that ended meanwhile. Nothing is run twice and nothing is lost.
+supervisor's state in ``state.json`` (see :mod:`jhub_ext.backends.localstate`). Every run of the
+command goes through :mod:`jhub_ext.backends.runner` in a new process group, which writes the
+exit code to a file (see :mod:`jhub_ext.backends.localprocess`), so after a restart of the
+service the supervisor re-adopts runs that are still going (checking the pid's start time, so a
+reused pid is not mistaken for the job) and settles those that ended meanwhile. Nothing is run
+twice and nothing is lost.
 
 Semantics, as on Kubernetes:
 
@@ -17,35 +18,35 @@ Semantics, as on Kubernetes:
 - ``scheduled``: a run starts at each time of the cron schedule in its time zone;
   ``forbid`` skips a run while the previous one is going, ``replace`` stops it, ``allow``
   runs both.
+
+What follows the end of a run, a deadline or a time of the schedule is decided by
+:mod:`jhub_ext.jobs.lifecycle`; this module does what it says, with processes and files.
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
 import json
-import os
 import shutil
-import signal
-import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from traitlets import Bool, Dict, Float, Integer, Unicode, default
+from traitlets import Bool, Dict, Float, Integer, Unicode
 
+from ..jobs import lifecycle
 from ..jobs.backend import JobBackend, Observed, Placement
-from ..jobs.model import ConcurrencyPolicy, JobKind, JobSpec, JobStatus, parse_submission
+from ..jobs.lifecycle import Fire
+from ..jobs.model import JobKind, JobSpec, JobStatus, parse_submission
 from ..runtime.accounts import Account, Accounts
-from ..runtime.limits import limiter
-from ..runtime.logfile import note, read_tail
-
-EXIT_KILLED = 128 + signal.SIGKILL
+from ..runtime.config import env_default
+from .localprocess import Run, clear_exit_files, job_env, start_run, terminate, wait_for_exit
+from .localstate import LocalJob, State, create, read_log
 
 
 class Clock:
@@ -61,72 +62,9 @@ class Clock:
             await asyncio.sleep(min(remaining, 60))
 
 
-def _start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot, or None if there is no such process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-@dataclass
-class Run:
-    """One execution of a job's command."""
-
-    pid: int
-    ticks: int
-    exit_file: str
-    started: str
-
-    def alive(self) -> bool:
-        """Whether the run's process still exists (the same one, not a reused pid) and has not exited."""
-        return _start_ticks(self.pid) == self.ticks and not Path(self.exit_file).exists()
-
-    def exit_code(self) -> int:
-        """The exit code the runner recorded, or that of a SIGKILL if it recorded none."""
-        try:
-            return int(Path(self.exit_file).read_text().strip())
-        except (OSError, ValueError):
-            return EXIT_KILLED  # killed with the runner before it could record anything
-
-
-@dataclass
-class _State:
-    """What is kept in state.json."""
-
-    desired: str = "run"  # or "stop"
-    status: str = JobStatus.PENDING.value
-    exit_code: int | None = None
-    message: str | None = None
-    restarts: int = 0
-    attempt: int = 0
-    first_start: float | None = None
-    run_seq: int = 0
-    runs: list[dict[str, Any]] = field(default_factory=list)
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-
-class _Job:
-    def __init__(self, directory: Path, spec: JobSpec, placement: dict[str, Any], state: _State):
-        self.dir = directory
-        self.spec = spec
-        self.placement = placement
-        self.state = state
-        self.task: asyncio.Task[None] | None = None
-        self.procs: dict[int, asyncio.subprocess.Process] = {}
-        self.wake = asyncio.Event()
-
-    @property
-    def user(self) -> str:
-        return str(self.placement["user"])
-
-    def runs(self) -> list[Run]:
-        return [Run(**r) for r in self.state.runs]
-
-    def observed(self) -> Observed:
-        s = self.state
-        return Observed(JobStatus(s.status), s.exit_code, s.message, s.restarts)
+def _string_mapping(text: str) -> dict[str, str]:
+    """A JSON object of strings (``$JHUB_EXT_ACCOUNT_ENV``); empty text is an empty one."""
+    return {str(k): str(v) for k, v in json.loads(text or "{}").items()}
 
 
 class LocalJobBackend(JobBackend):
@@ -143,9 +81,7 @@ class LocalJobBackend(JobBackend):
         """,
     )
 
-    @default("jobs_dir")
-    def _default_jobs_dir(self) -> str:
-        return os.environ.get("JHUB_EXT_JOBS_DIR", "jobs")
+    _default_jobs_dir = env_default("jobs_dir", "JHUB_EXT_JOBS_DIR", "jobs")
 
     backoff_base = Float(
         2.0,
@@ -170,9 +106,7 @@ class LocalJobBackend(JobBackend):
         """,
     )
 
-    @default("output_dir")
-    def _default_output_dir(self) -> str:
-        return os.environ.get("JHUB_EXT_JOBS_OUTPUT_DIR", "")
+    _default_output_dir = env_default("output_dir", "JHUB_EXT_JOBS_OUTPUT_DIR")
 
     system_users = Bool(
         config=True,
@@ -187,9 +121,7 @@ class LocalJobBackend(JobBackend):
         """,
     )
 
-    @default("system_users")
-    def _default_system_users(self) -> bool:
-        return os.environ.get("JHUB_EXT_SYSTEM_USERS") == "1"
+    _default_system_users = env_default("system_users", "JHUB_EXT_SYSTEM_USERS", "0", parse="1".__eq__)
 
     homes_dir = Unicode(
         config=True,
@@ -202,9 +134,7 @@ class LocalJobBackend(JobBackend):
         """,
     )
 
-    @default("homes_dir")
-    def _default_homes_dir(self) -> str:
-        return os.environ.get("JHUB_EXT_HOMES_DIR", "home")
+    _default_homes_dir = env_default("homes_dir", "JHUB_EXT_HOMES_DIR", "home")
 
     account_env = Dict(
         config=True,
@@ -218,29 +148,68 @@ class LocalJobBackend(JobBackend):
         """,
     )
 
-    @default("account_env")
-    def _default_account_env(self) -> dict[str, str]:
-        loaded = json.loads(os.environ.get("JHUB_EXT_ACCOUNT_ENV") or "{}")
-        return {str(k): str(v) for k, v in loaded.items()}
+    _default_account_env = env_default("account_env", "JHUB_EXT_ACCOUNT_ENV", "{}", parse=_string_mapping)
 
-    backoff_max = Float(300.0, config=True, help="Longest wait between restarts, in seconds.")
+    backoff_max = Float(
+        300.0,
+        config=True,
+        help="""
+        Longest wait between restarts, in seconds.
+
+        Example::
+
+            c.LocalJobBackend.backoff_max = 300
+        """,
+    )
     stable_seconds = Float(
-        60.0, config=True, help="A scraper run that lasted this long resets the restart backoff."
+        60.0,
+        config=True,
+        help="""
+        A scraper run that lasted this many seconds resets the restart backoff.
+
+        Example::
+
+            c.LocalJobBackend.stable_seconds = 60
+        """,
     )
     stop_grace_seconds = Float(
-        5.0, config=True, help="Seconds between SIGTERM and SIGKILL when a job is stopped."
+        5.0,
+        config=True,
+        help="""
+        Seconds between SIGTERM and SIGKILL when a job is stopped.
+
+        Example::
+
+            c.LocalJobBackend.stop_grace_seconds = 10
+        """,
     )
-    poll_interval = Float(0.2, config=True, help="How often adopted runs are checked, in seconds.")
+    poll_interval = Float(
+        0.2,
+        config=True,
+        help="""
+        How often runs adopted after a restart of the service are checked, in seconds.
+
+        Example::
+
+            c.LocalJobBackend.poll_interval = 0.5
+        """,
+    )
     max_log_bytes = Integer(
         10 * 2**20,
         config=True,
-        help="A job's output.log is cut to its last half (saying so) whenever it grows past this.",
+        help="""
+        A job's ``output.log`` is cut to its last half (saying so) whenever it grows past this.
+
+        Example::
+
+            c.LocalJobBackend.max_log_bytes = 50 * 2**20
+        """,
     )
 
     def __init__(self, clock: Clock | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.clock = clock or Clock()
-        self._jobs: dict[tuple[str, str], _Job] = {}
+        self._jobs: dict[tuple[str, str], LocalJob] = {}
         self._accounts = Accounts(self.homes_dir)
 
     # --- paths and persistence ---------------------------------------------------------------------
@@ -254,27 +223,11 @@ class LocalJobBackend(JobBackend):
             return None
         return await asyncio.to_thread(self._accounts.ensure, user)
 
-    @staticmethod
-    def _give(path: Path, account: Account | None) -> None:
-        """Make ``path`` (a tree) the account's own, private to it."""
-        if account is None:
-            return
-        for item in (path, *path.rglob("*")):
-            os.chown(item, account.uid, account.gid, follow_symlinks=False)
-            if not item.is_symlink():
-                item.chmod(0o700 if item.is_dir() else 0o600)
-
-    @staticmethod
-    def _save(job: _Job) -> None:
-        tmp = job.dir / "state.json.tmp"
-        tmp.write_text(json.dumps(asdict(job.state)))
-        os.replace(tmp, job.dir / "state.json")
-
-    async def _set(self, job: _Job, status: JobStatus, **changes: Any) -> None:
+    async def _set(self, job: LocalJob, status: JobStatus, **changes: Any) -> None:
         for key, value in changes.items():
             setattr(job.state, key, value)
         job.state.status = status.value
-        self._save(job)
+        job.save()
         await self.notify(job.user, job.spec.name, job.observed())
 
     # --- life cycle --------------------------------------------------------------------------------
@@ -287,12 +240,12 @@ class LocalJobBackend(JobBackend):
             saved: Any = None
             try:
                 saved = json.loads(spec_file.read_text())
-                state = _State(**json.loads((spec_file.parent / "state.json").read_text()))
+                state = State(**json.loads((spec_file.parent / "state.json").read_text()))
                 spec = parse_submission(saved["spec"], self.limits)
             except (OSError, ValueError, TypeError, KeyError) as e:
                 await self._cannot_adopt(spec_file.parent, saved, e)
                 continue
-            job = _Job(spec_file.parent, spec, saved["placement"], state)
+            job = LocalJob(spec_file.parent, spec, saved["placement"], state)
             self._jobs[(job.user, spec.name)] = job
             if state.desired == "run" and not (
                 JobKind(spec.kind) is JobKind.BATCH and JobStatus(state.status).finished
@@ -320,7 +273,7 @@ class LocalJobBackend(JobBackend):
         for job in self._jobs.values():
             await self._cancel(job)
 
-    async def _cancel(self, job: _Job) -> None:
+    async def _cancel(self, job: LocalJob) -> None:
         """Stop supervising ``job``: whatever its task raised is logged, never passed on."""
         task, job.task = job.task, None
         if task is None:
@@ -347,36 +300,11 @@ class LocalJobBackend(JobBackend):
         directory = self._dir(*key)
         account = await self._account(placement.user)
         if job is None:
-            files = directory / "files"
-            if directory.exists():
-                shutil.rmtree(directory)
-            files.mkdir(parents=True)
-            # only the service reads a job's state and log; its account may pass to its own files
-            for parent in (Path(self.jobs_dir), directory.parent, directory):
-                parent.chmod(0o711)
-            for path, text in spec.files.items():
-                target = files / path
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(text)
-            self._give(files, account)
-            resources = placement.profile.resources if placement.profile else None
-            saved_placement = {
-                "user": placement.user,
-                "groups": sorted(placement.groups),
-                "profile": placement.profile.slug if placement.profile else None,
-                "cpu_limit": resources.cpu_limit if resources else None,
-                "mem_limit": resources.mem_limit if resources else None,
-                "image": placement.image,
-                "env": dict(placement.env),
-            }
-            (directory / "spec.json").write_text(
-                json.dumps({"spec": spec.to_json(), "placement": saved_placement})
-            )
-            job = _Job(directory, spec, saved_placement, _State())
+            job = create(Path(self.jobs_dir), directory, spec, placement, account)
             self._jobs[key] = job
         else:  # a restart of a finished or stopped job
-            job.state = _State(restarts=job.state.restarts + 1, history=job.state.history)
-        self._save(job)
+            job.state = State(restarts=job.state.restarts + 1, history=job.state.history)
+        job.save()
         await self.notify(job.user, spec.name, job.observed())
         job.task = asyncio.create_task(self._supervise(job, resumed=False))
 
@@ -386,10 +314,10 @@ class LocalJobBackend(JobBackend):
         if job is None:
             return
         job.state.desired = "stop"
-        self._save(job)
+        job.save()
         await self._cancel(job)
         await asyncio.gather(*(self._terminate(job, run) for run in job.runs()))
-        await self._set(job, JobStatus.STOPPED, message="stopped", runs=[])
+        await self._set(job, JobStatus.STOPPED, message=lifecycle.STOPPED, runs=[])
 
     async def delete(self, user: str, name: str) -> None:
         """Stop the job and remove its directory, code, output and state."""
@@ -414,99 +342,33 @@ class LocalJobBackend(JobBackend):
         job = self._jobs.get((user, name))
         if job is None:
             return
-        path = job.dir / "output.log"
-        data, position, inode = read_tail(path, tail)
-        text = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        if data:
-            yield text.decode(data)
-        while follow:
-            try:
-                with path.open("rb") as f:
-                    if os.fstat(f.fileno()).st_ino != inode:  # the log was cut: it starts again
-                        inode, position = os.fstat(f.fileno()).st_ino, 0
-                    f.seek(position)
-                    chunk = f.read(256 * 1024)
-            except FileNotFoundError:
-                chunk = b""
-            position += len(chunk)
-            if chunk:
-                yield text.decode(chunk)
-                continue
-            if JobStatus(job.state.status).finished and not job.runs():
-                return
-            await asyncio.sleep(self.poll_interval)
+
+        def ended() -> bool:
+            return JobStatus(job.state.status).finished and not job.runs()
+
+        chunks = read_log(job.dir / "output.log", tail, follow, ended, self.poll_interval)
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                yield chunk
 
     # --- supervision -------------------------------------------------------------------------------
 
-    def _env(self, job: _Job, account: Account | None) -> dict[str, str]:
-        """The job's environment: what the service sets, then what the job asked for."""
-        env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ", "VIRTUAL_ENV")}
-        env.update(
-            HOME=str(job.dir / "files"),
-            USER=job.user,
-            JHUB_EXT_JOB=job.spec.name,
-            JHUB_EXT_JOB_KIND=job.spec.kind.value,
-            PYTHONUNBUFFERED="1",
-        )
-        if account is not None:  # the user's own account, home and Python environment
-            env.pop("VIRTUAL_ENV", None)
-            env.update(self.account_env, HOME=str(account.home), USER=account.name)
-        if job.placement.get("profile"):
-            env["JHUB_EXT_PROFILE"] = job.placement["profile"]
-        if job.placement.get("cpu_limit"):
-            env["CPU_LIMIT"] = str(float(job.placement["cpu_limit"]))
-        if job.placement.get("mem_limit"):
-            env["MEM_LIMIT"] = str(int(job.placement["mem_limit"]))
-        if self.output_dir:
-            output = Path(self.output_dir) / f"u-{quote(job.user, safe='')}"
-            output.mkdir(parents=True, exist_ok=True)
-            if account is not None:
-                output.parent.chmod(0o711)
-                os.chown(output, account.uid, account.gid)
-                output.chmod(0o700)
-            env["JHUB_EXT_OUTPUT_DIR"] = str(output)
-        env.update(job.placement.get("env") or {})
-        env.update(job.spec.env)
-        return env
-
-    async def _launch(self, job: _Job) -> Run:
+    async def _launch(self, job: LocalJob) -> Run:
         job.state.run_seq += 1
-        exit_file = str(job.dir / f"exit.{job.state.run_seq}")
-        current = {r["exit_file"] for r in job.state.runs}
-        for stale in job.dir.glob("exit.*"):
-            if str(stale) not in current:
-                stale.unlink(missing_ok=True)
-        # The job's environment goes to the runner in a file only the service can read, so it
-        # reaches the job's command and never the runner (a Python process of the service's own).
-        env_file = job.dir / f"env.{job.state.run_seq}.json"
+        clear_exit_files(job.dir, keep={r["exit_file"] for r in job.state.runs})
         account = await self._account(job.user)
-        with os.fdopen(os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-            json.dump(self._env(job, account), f)
-        identity = [f"--user={account.uid}", f"--group={account.gid}"] if account else []
-        with (job.dir / "output.log").open("ab") as log:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-I",  # no PYTHON* variables, no user site
-                "-m",
-                "jhub_ext.backends.runner",
-                exit_file,
-                f"--log={job.dir / 'output.log'}",
-                f"--max-log-bytes={self.max_log_bytes}",
-                f"--env={env_file}",
-                f"--cwd={job.dir / 'files'}",
-                *identity,
-                "--",
-                *job.spec.command,
-                cwd=job.dir,
-                env={"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8"},
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=limiter(job.placement.get("cpu_limit"), job.placement.get("mem_limit"), job.user),
-            )
-        ticks = _start_ticks(proc.pid) or 0
-        run = Run(proc.pid, ticks, exit_file, self.clock.now().isoformat())
+        env = job_env(job.dir, job.spec, job.placement, account, self.account_env, self.output_dir)
+        started = self.clock.now().isoformat()
+        run, proc = await start_run(
+            job.dir,
+            job.state.run_seq,
+            job.spec.command,
+            env,
+            account,
+            job.placement,
+            self.max_log_bytes,
+            started,
+        )
         job.procs[proc.pid] = proc
         job.state.runs.append(asdict(run))
         if job.state.first_start is None:
@@ -514,47 +376,20 @@ class LocalJobBackend(JobBackend):
         await self._set(job, JobStatus.RUNNING, message=None)
         return run
 
-    async def _wait(self, job: _Job, run: Run) -> int:
-        proc = job.procs.pop(run.pid, None)
-        if proc is not None:
-            await proc.wait()
-        else:  # adopted after a restart: not our child, so watch it
-            while run.alive():
-                await asyncio.sleep(self.poll_interval)
-        code = run.exit_code()
+    async def _wait(self, job: LocalJob, run: Run) -> int:
+        code = await wait_for_exit(run, job.procs, self.poll_interval)
         job.state.runs = [r for r in job.state.runs if r["pid"] != run.pid]
-        job.state.history = (job.state.history + [{"started": run.started, "exit_code": code}])[-100:]
+        job.state.history = lifecycle.remember(job.state.history, run.started, code)
         return code  # the exit file stays until the next launch, so a crash before saving loses nothing
 
-    async def _terminate(self, job: _Job, run: Run) -> None:
-        if not run.alive():
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(run.pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_grace_seconds
-        while run.alive() and time.monotonic() < deadline:
-            proc = job.procs.get(run.pid)
-            if proc is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(proc.wait(), self.poll_interval)
-            else:
-                await asyncio.sleep(self.poll_interval)
-        if run.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(run.pid, signal.SIGKILL)
-        proc = job.procs.pop(run.pid, None)
-        if proc is not None:
-            await proc.wait()
+    async def _terminate(self, job: LocalJob, run: Run) -> None:
+        await terminate(run, job.procs, self.stop_grace_seconds, self.poll_interval)
 
-    def _backoff(self, failures: int) -> float:
-        return float(min(self.backoff_base * 2 ** max(0, failures - 1), self.backoff_max))
+    def _backoff(self) -> lifecycle.Backoff:
+        """The restart backoff, as configured."""
+        return lifecycle.Backoff(self.backoff_base, self.backoff_max, self.stable_seconds)
 
-    def _note(self, job: _Job, text: str) -> None:
-        """A line from the supervisor in the job's output, so researchers see restarts in the logs."""
-        with (job.dir / "output.log").open("ab") as log:
-            log.write(note(text))
-
-    async def _supervise(self, job: _Job, resumed: bool) -> None:
+    async def _supervise(self, job: LocalJob, resumed: bool) -> None:
         """Run ``job`` as its kind says. Whatever goes wrong here ends the job ``failed`` with the
         reason, its processes stopped: a job never stays pending (and counted) for ever."""
         kind = JobKind(job.spec.kind)
@@ -562,7 +397,7 @@ class LocalJobBackend(JobBackend):
             if kind is JobKind.SCHEDULED:
                 await self._run_schedule(job, resumed)
             else:
-                await self._run_until_done(job, resumed, forever=kind is JobKind.SCRAPER)
+                await self._run_until_done(job, resumed)
         except asyncio.CancelledError:
             raise
         except Exception as e:
@@ -570,14 +405,15 @@ class LocalJobBackend(JobBackend):
             reason = f"failed: {type(e).__name__}: {str(e)[:300]}"
             with contextlib.suppress(Exception):
                 await asyncio.gather(*(self._terminate(job, run) for run in job.runs()))
-                self._note(job, reason)
+                job.note(reason)
             job.state.desired = "stop"
             try:
                 await self._set(job, JobStatus.FAILED, message=reason, runs=[])
             except Exception:
                 self.log.exception("Cannot record the end of job %s/%s", job.user, job.spec.name)
 
-    async def _run_until_done(self, job: _Job, resumed: bool, forever: bool) -> None:
+    async def _run_until_done(self, job: LocalJob, resumed: bool) -> None:
+        """Run a batch job until it succeeds or fails for good, a scraper until it is stopped."""
         runs = job.runs() if resumed else []
         run = runs[0] if runs else None
         failures = job.state.attempt
@@ -587,93 +423,78 @@ class LocalJobBackend(JobBackend):
             started = time.monotonic()
             code = await self._watch_deadline(job, run)
             run = None
-            if code == 0 and not forever:
-                await self._set(job, JobStatus.SUCCEEDED, exit_code=0, message="completed")
-                return
             if code is None:  # deadline passed
-                await self._set(job, JobStatus.FAILED, exit_code=EXIT_KILLED, message="deadline exceeded")
+                after = lifecycle.at_deadline(failures, job.spec.deadline_seconds)
+            else:
+                lasted = time.monotonic() - started
+                backoff = self._backoff()
+                after = lifecycle.after_run(job.spec.kind, code, failures, job.spec.retries, lasted, backoff)
+            failures = after.failures
+            if after.delay is None:  # over: succeeded, or failed for good
+                await self._set(
+                    job, after.status, exit_code=after.exit_code, message=after.message, attempt=failures
+                )
                 return
-            failures = 1 if forever and time.monotonic() - started >= self.stable_seconds else failures + 1
-            if not forever and failures > job.spec.retries:
-                message = f"exited with code {code}" + (f" after {failures} attempts" if failures > 1 else "")
-                await self._set(job, JobStatus.FAILED, exit_code=code, message=message, attempt=failures)
-                return
-            delay = self._backoff(failures)
-            self._note(job, f"exited with code {code}; restarting in {delay:g}s")
+            job.note(after.message)
             await self._set(
                 job,
-                JobStatus.PENDING,
-                exit_code=code,
-                message=f"exited with code {code}; restarting in {delay:g}s",
+                after.status,
+                exit_code=after.exit_code,
+                message=after.message,
                 attempt=failures,
                 restarts=job.state.restarts + 1,
             )
-            await asyncio.sleep(delay)
+            await asyncio.sleep(after.delay)
 
-    async def _watch_deadline(self, job: _Job, run: Run) -> int | None:
+    async def _watch_deadline(self, job: LocalJob, run: Run) -> int | None:
         """Wait for ``run`` to end; None if the batch deadline passed first (the run is then stopped)."""
         deadline = job.spec.deadline_seconds
-        if deadline is None or job.state.first_start is None:
+        remaining = lifecycle.deadline_left(job.state.first_start, deadline, time.monotonic())
+        if remaining is None or deadline is None:
             return await self._wait(job, run)
-        remaining = job.state.first_start + deadline - time.monotonic()
         try:
-            return await asyncio.wait_for(asyncio.shield(self._wait(job, run)), max(remaining, 0))
+            return await asyncio.wait_for(asyncio.shield(self._wait(job, run)), remaining)
         except TimeoutError:
-            self._note(job, f"deadline of {deadline}s exceeded; stopping")
+            job.note(lifecycle.deadline_note(deadline))
             await self._terminate(job, run)
             job.state.runs = []
             return None
 
-    async def _run_schedule(self, job: _Job, resumed: bool) -> None:
+    async def _run_schedule(self, job: LocalJob, resumed: bool) -> None:
+        """Start a run of a scheduled job at each of its times, as its concurrency policy allows."""
         schedule = job.spec.schedule
         assert schedule is not None
         active: set[asyncio.Task[None]] = set()
         for run in job.runs() if resumed else []:
             active.add(asyncio.create_task(self._finish_scheduled(job, run, active)))
         if not resumed or not active:
-            await self._set(
-                job, JobStatus.PENDING, message=f"next run {schedule.next_after(self.clock.now()):%c %Z}"
-            )
+            next_run = lifecycle.next_run_message(schedule.next_after(self.clock.now()))
+            await self._set(job, JobStatus.PENDING, message=next_run)
         when = schedule.next_after(self.clock.now())
         while True:
             await self.clock.sleep_until(when)
             running = [t for t in active if not t.done()]
-            if running and schedule.concurrency_policy is ConcurrencyPolicy.FORBID:
-                self._note(job, "skipped a run: the previous run is still going (concurrency policy forbid)")
-                when = schedule.next_after(max(when, self.clock.now()))
+            decision = lifecycle.at_fire_time(schedule, len(running))
+            if decision.note is not None:
+                job.note(decision.note)
+            if decision.action is Fire.SKIP:
+                when = lifecycle.next_after_skip(schedule, when, self.clock.now())
                 continue
-            if (
-                len(running) >= schedule.max_live_runs
-                and schedule.concurrency_policy is ConcurrencyPolicy.ALLOW
-            ):
-                self._note(
-                    job,
-                    f"skipped a run: {len(running)} run(s) still going, the most this schedule may have "
-                    "at once (max_live_runs)",
-                )
-                when = schedule.next_after(max(when, self.clock.now()))
-                continue
-            if running and schedule.concurrency_policy is ConcurrencyPolicy.REPLACE:
-                self._note(job, "stopping the previous run (concurrency policy replace)")
+            if decision.action is Fire.REPLACE:
                 await asyncio.gather(*(self._terminate(job, r) for r in job.runs()))
             run = await self._launch(job)
             task = asyncio.create_task(self._finish_scheduled(job, run, active))
             active.add(task)
-            # The next time after this one; after a long sleep (or a big clock step), the times
-            # missed meanwhile are run once, not in a burst, as a Kubernetes CronJob does.
-            when = schedule.next_after(when)
-            now = self.clock.now()
-            while schedule.next_after(when) <= now:
-                when = schedule.next_after(when)
+            when = lifecycle.next_after_run(schedule, when, self.clock.now())
 
-    async def _finish_scheduled(self, job: _Job, run: Run, active: set[asyncio.Task[None]]) -> None:
+    async def _finish_scheduled(self, job: LocalJob, run: Run, active: set[asyncio.Task[None]]) -> None:
+        """Record the end of one run of a scheduled job, which then waits for its next time."""
         code = await self._wait(job, run)
         if (this := asyncio.current_task()) is not None:
             active.discard(this)
         schedule = job.spec.schedule
         assert schedule is not None
-        if schedule.history_limit >= 0:
-            job.state.history = job.state.history[-max(schedule.history_limit, 1) :]
-        status = JobStatus.RUNNING if job.state.runs else JobStatus.PENDING
-        message = f"last run exited with code {code}; next run {schedule.next_after(self.clock.now()):%c %Z}"
+        job.state.history = lifecycle.scheduled_history(job.state.history, schedule)
+        status = lifecycle.scheduled_status(len(job.state.runs))
+        message = lifecycle.last_run_message(code, schedule.next_after(self.clock.now()))
         await self._set(job, status, exit_code=code, message=message)

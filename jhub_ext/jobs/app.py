@@ -38,6 +38,7 @@ from ..backends.local import LocalJobBackend
 from ..catalog import CatalogError
 from ..catalog.quotalock import QuotaLock
 from ..catalog.reload import CatalogSource
+from ..runtime.config import env_default
 from .backend import JobBackend
 from .dashboard import dashboard_handlers
 from .handlers import READ_BODY_BYTES, api_handlers
@@ -53,13 +54,34 @@ class JobsService(Application):
     name = "jhub-ext-jobs"
     description = "Run researchers' scrapers, batch jobs and scheduled jobs for JupyterHub."
 
-    catalog_path = Unicode(config=True, help="The profile catalog (YAML). Default: $JHUB_EXT_CATALOG.")
-    db_url = Unicode(config=True, help="SQLAlchemy URL of the jobs database. Default: $JHUB_EXT_JOBS_DB_URL.")
+    catalog_path = Unicode(
+        config=True,
+        help="""
+        The profile catalog (YAML): the same file as the hub's, re-read when it changes.
+        Default: $JHUB_EXT_CATALOG, else ``profiles.yaml``.
+
+        Example::
+
+            c.JobsService.catalog_path = "/etc/jupyterhub/profiles.yaml"
+        """,
+    )
+    db_url = Unicode(
+        config=True,
+        help="""
+        SQLAlchemy URL of the jobs database (SQLite or PostgreSQL); its schema is upgraded on start.
+        Default: $JHUB_EXT_JOBS_DB_URL, else ``sqlite:///jobs.sqlite``.
+
+        Example::
+
+            c.JobsService.db_url = "postgresql+psycopg://jobs@db/jobs"
+        """,
+    )
     backend_class = Type(
         klass=JobBackend,
         config=True,
         help="""
-        Where jobs run.
+        Where jobs run: ``LocalJobBackend`` (local processes) or ``KubernetesJobBackend``.
+        Default: Kubernetes when $JHUB_EXT_JOBS_BACKEND is ``kubernetes``, else local.
 
         Example::
 
@@ -136,9 +158,7 @@ class JobsService(Application):
         """,
     )
 
-    @default("standalone_token")
-    def _default_standalone_token(self) -> str:
-        return os.environ.get("JHUB_EXT_STANDALONE_TOKEN", "")
+    _default_standalone_token = env_default("standalone_token", "JHUB_EXT_STANDALONE_TOKEN")
 
     standalone_user = Unicode(
         config=True,
@@ -167,13 +187,8 @@ class JobsService(Application):
         """,
     )
 
-    @default("bind_ip")
-    def _default_bind_ip(self) -> str:
-        return os.environ.get("JHUB_EXT_JOBS_BIND_IP", "")
-
-    @default("quota_lock_dir")
-    def _default_quota_lock_dir(self) -> str:
-        return os.environ.get("JHUB_EXT_QUOTA_LOCK_DIR", "")
+    _default_bind_ip = env_default("bind_ip", "JHUB_EXT_JOBS_BIND_IP")
+    _default_quota_lock_dir = env_default("quota_lock_dir", "JHUB_EXT_QUOTA_LOCK_DIR")
 
     @default("backend_class")
     def _default_backend_class(self) -> type[JobBackend]:
@@ -183,13 +198,8 @@ class JobsService(Application):
             return KubernetesJobBackend
         return LocalJobBackend
 
-    @default("catalog_path")
-    def _default_catalog_path(self) -> str:
-        return os.environ.get("JHUB_EXT_CATALOG", "profiles.yaml")
-
-    @default("db_url")
-    def _default_db_url(self) -> str:
-        return os.environ.get("JHUB_EXT_JOBS_DB_URL", "sqlite:///jobs.sqlite")
+    _default_catalog_path = env_default("catalog_path", "JHUB_EXT_CATALOG", "profiles.yaml")
+    _default_db_url = env_default("db_url", "JHUB_EXT_JOBS_DB_URL", "sqlite:///jobs.sqlite")
 
     def load_admin_config(self, path: str) -> None:
         """Read the admin's ``jobs_config.py``. A broken file is reported and skipped (the service

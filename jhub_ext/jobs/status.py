@@ -1,7 +1,8 @@
 """A job's status from what Kubernetes shows of it: pure functions over API objects (as dicts).
 
 The backend feeds them its watch caches; the tests feed them literal objects. Nothing here
-talks to a cluster.
+talks to a cluster. The words come from :mod:`jhub_ext.jobs.lifecycle`, which the local backend
+reports its jobs' events with too.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..k8s.jobs import MAX_LIVE_RUNS_ANNOTATION, NAME_ANNOTATION, USER_ANNOTATION
+from .lifecycle import COMPLETED, deadline_message, failed_message
 from .model import JobStatus, Observed
 
 Json = dict[str, Any]
@@ -112,7 +114,7 @@ def derive_status(kind: str, workload: Json | None, pods: list[Json]) -> Observe
         conditions = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
         failures = int(status.get("failed", 0))
         if "Complete" in conditions:
-            return Observed(JobStatus.SUCCEEDED, 0, "completed", failures)
+            return Observed(JobStatus.SUCCEEDED, 0, COMPLETED, failures)
         if "Failed" in conditions:
             code, why = _exit(pods)
             settled = all((p.get("status") or {}).get("phase") in ("Succeeded", "Failed") for p in pods)
@@ -121,13 +123,8 @@ def derive_status(kind: str, workload: Json | None, pods: list[Json]) -> Observe
                 return Observed(JobStatus.RUNNING, restarts=failures)  # the pod's exit code is on its way
             if reason == "DeadlineExceeded":
                 deadline = (workload.get("spec") or {}).get("activeDeadlineSeconds")
-                return Observed(
-                    JobStatus.FAILED, code, f"stopped after its deadline of {deadline} s", failures
-                )
-            attempts = failures or 1
-            what = why or (f"exited with code {code}" if code is not None else "failed")
-            tries = "attempt" if attempts == 1 else "attempts"
-            return Observed(JobStatus.FAILED, code, f"{what} ({attempts} {tries})", failures)
+                return Observed(JobStatus.FAILED, code, deadline_message(deadline), failures)
+            return Observed(JobStatus.FAILED, code, failed_message(code, failures or 1, why), failures)
         return Observed(now, restarts=failures)
     if kind == "cronjobs":
         code, _ = _exit(pods)

@@ -120,10 +120,10 @@ def _plan(spec: JobSpec, placement: JobPlacement) -> PodPlan:
     )
 
 
-def _labels(spec: JobSpec, placement: JobPlacement, plan: PodPlan | None = None) -> dict[str, str]:
+def _labels(spec: JobSpec, placement: JobPlacement, plan: PodPlan) -> dict[str, str]:
     """Labels to select by (watches, quotas, ``kubectl``): sanitised, so they say nothing certain
     about whose an object is; the annotations do."""
-    labels = dict((plan or _plan(spec, placement)).labels)
+    labels = dict(plan.labels)
     labels[f"{LABEL_PREFIX}/job-kind"] = spec.kind.value
     labels[JOB_LABEL] = object_name(placement.user, spec.name)
     return labels
@@ -134,29 +134,30 @@ def _annotations(spec: JobSpec, placement: JobPlacement) -> dict[str, str]:
     return {USER_ANNOTATION: placement.user, NAME_ANNOTATION: spec.name}
 
 
-def _metadata(spec: JobSpec, placement: JobPlacement) -> dict[str, Any]:
+def _metadata(spec: JobSpec, placement: JobPlacement, plan: PodPlan) -> dict[str, Any]:
     return {
         "name": object_name(placement.user, spec.name),
         "namespace": placement.namespace,
-        "labels": _labels(spec, placement),
+        "labels": _labels(spec, placement, plan),
         "annotations": _annotations(spec, placement),
     }
 
 
-def build_configmap(spec: JobSpec, placement: JobPlacement) -> dict[str, Any]:
+def build_configmap(spec: JobSpec, placement: JobPlacement, plan: PodPlan | None = None) -> dict[str, Any]:
     """The code snapshot. Keys are ``f0``, ``f1``, ...: ConfigMap keys cannot hold paths."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(spec, placement),
+        "metadata": _metadata(spec, placement, plan or _plan(spec, placement)),
         "data": {f"f{i}": text for i, text in enumerate(spec.files.values())},
         "immutable": True,
     }
 
 
-def _pod_template(spec: JobSpec, placement: JobPlacement, restart_policy: str) -> dict[str, Any]:
+def _pod_template(
+    spec: JobSpec, placement: JobPlacement, plan: PodPlan, restart_policy: str
+) -> dict[str, Any]:
     name = object_name(placement.user, spec.name)
-    plan = _plan(spec, placement)
     security = dict(RESTRICTED_CONTAINER_SECURITY_CONTEXT)
     tmp = "/tmp"  # noqa: S108 - an emptyDir of the pod's own
     volume_mounts = [{"name": "work", "mountPath": WORK_DIR}, {"name": "tmp", "mountPath": tmp}]
@@ -230,9 +231,10 @@ def _pod_template(spec: JobSpec, placement: JobPlacement, restart_policy: str) -
     }
 
 
-def build_workload(spec: JobSpec, placement: JobPlacement) -> dict[str, Any]:
-    """The Job, Deployment or CronJob that runs ``spec``."""
-    metadata = _metadata(spec, placement)
+def build_workload(spec: JobSpec, placement: JobPlacement, plan: PodPlan | None = None) -> dict[str, Any]:
+    """The Job, Deployment or CronJob that runs ``spec`` (``plan``: its profile's part, if known)."""
+    plan = plan or _plan(spec, placement)
+    metadata = _metadata(spec, placement, plan)
     selector = {"matchLabels": {JOB_LABEL: metadata["name"]}}
     if spec.kind is JobKind.SCRAPER:
         return {
@@ -243,12 +245,12 @@ def build_workload(spec: JobSpec, placement: JobPlacement) -> dict[str, Any]:
                 "replicas": 1,
                 "strategy": {"type": "Recreate"},
                 "selector": selector,
-                "template": _pod_template(spec, placement, "Always"),
+                "template": _pod_template(spec, placement, plan, "Always"),
             },
         }
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.retries if spec.kind is JobKind.BATCH else 0,
-        "template": _pod_template(spec, placement, "Never"),
+        "template": _pod_template(spec, placement, plan, "Never"),
     }
     if spec.kind is JobKind.BATCH:
         if spec.deadline_seconds is not None:
@@ -270,7 +272,7 @@ def build_workload(spec: JobSpec, placement: JobPlacement) -> dict[str, Any]:
             # its Jobs carry the exact owner too
             "jobTemplate": {
                 "metadata": {
-                    "labels": _labels(spec, placement),
+                    "labels": _labels(spec, placement, plan),
                     "annotations": _annotations(spec, placement),
                 },
                 "spec": job_spec,
@@ -281,4 +283,5 @@ def build_workload(spec: JobSpec, placement: JobPlacement) -> dict[str, Any]:
 
 def build_manifests(spec: JobSpec, placement: JobPlacement) -> list[dict[str, Any]]:
     """Everything to create for a job, in order: the code first, then what runs it."""
-    return [build_configmap(spec, placement), build_workload(spec, placement)]
+    plan = _plan(spec, placement)  # the profile's part: the translation servers use too
+    return [build_configmap(spec, placement, plan), build_workload(spec, placement, plan)]
