@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.spawn_kube import RUNS, removed, summarise  # noqa: E402
 from jhub_ext.catalog import load_catalog  # noqa: E402
 from jhub_ext.devcluster.cluster import LocalCluster  # noqa: E402
-from jhub_ext.jobs.model import parse_submission  # noqa: E402
+from jhub_ext.jobs.model import Placement, parse_submission  # noqa: E402
 from jhub_ext.jobs.store import JobStore  # noqa: E402
-from jhub_ext.k8s.jobs import JobPlacement, build_manifests  # noqa: E402
+from jhub_ext.k8s.jobs import Site, build_manifests  # noqa: E402
 from tests.conftest import SHIPPED_CATALOG, free_port  # noqa: E402
 from tests.hubprocess import wait_for  # noqa: E402
 from tests.kube import Namespace, namespace  # noqa: E402
@@ -138,9 +138,8 @@ async def directly(kubeconfig: Path, ns: str) -> dict[str, float]:
 
     configuration = client.Configuration()
     await config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-    placement = JobPlacement(
-        user="alice", profile=load_catalog(SHIPPED_CATALOG).profile("small"), image="x/y:1", namespace=ns
-    )
+    placement = Placement(user="alice", profile=load_catalog(SHIPPED_CATALOG).profile("small"), image="x/y:1")
+    site = Site(namespace=ns)
     async with client.ApiClient(configuration) as api:
         core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
 
@@ -155,7 +154,7 @@ async def directly(kubeconfig: Path, ns: str) -> dict[str, float]:
                     await asyncio.sleep(0.05 * 2**attempt)
 
         async def submit(name: str) -> None:
-            configmap, job = build_manifests(parse_submission(body(name)), placement)
+            configmap, job = build_manifests(parse_submission(body(name)), placement, site)
             await create(core.create_namespaced_config_map, configmap)
             await create(batch.create_namespaced_job, job)
 
@@ -164,7 +163,7 @@ async def directly(kubeconfig: Path, ns: str) -> dict[str, float]:
         # one lifecycle, followed by watch: submit, wait until complete, read the log once
         print("LIFECYCLE", flush=True)
         sys.stdin.readline()
-        configmap, job = build_manifests(parse_submission(body("life")), placement)
+        configmap, job = build_manifests(parse_submission(body("life")), placement, site)
         await submit("life")
         name = job["metadata"]["name"]
         async with watch.Watch().stream(

@@ -38,7 +38,7 @@ from ..jobs.status import owner as _owner
 from ..k8s.jobs import (
     CODE_UID_ANNOTATION,
     JOB_LABEL,
-    JobPlacement,
+    Site,
     build_manifests,
     object_name,
 )
@@ -216,24 +216,21 @@ class KubernetesJobBackend(JobBackend):
 
     # --- actions ---------------------------------------------------------------------------------------
 
-    def _where(self, placement: Placement) -> JobPlacement:
-        assert placement.profile is not None
-        return JobPlacement(
-            user=placement.user,
-            profile=placement.profile,
-            image=placement.image or self.default_image,
+    @property
+    def site(self) -> Site:
+        """What every job's objects share, from this backend's settings."""
+        return Site(
             namespace=self.namespace,
-            groups=placement.groups,
-            env=placement.env,
             uid=self.uid,
             gid=self.gid,
+            default_image=self.default_image,
             output_claim=self.output_claim or None,
         )
 
     async def validate(self, spec: JobSpec, placement: Placement) -> None:
         """Ask the API server (a dry run: nothing is stored) whether it would take the job's objects."""
         key = (placement.user, spec.name)
-        configmap, workload = build_manifests(spec, self._where(placement))
+        configmap, workload = build_manifests(spec, placement, self.site)
         # the pod its controller will create: Pod Security, LimitRange and ResourceQuota apply to pods
         template = (workload["spec"].get("jobTemplate") or workload)["spec"]["template"]
         pod = {"apiVersion": "v1", "kind": "Pod", **template}
@@ -273,7 +270,7 @@ class KubernetesJobBackend(JobBackend):
             self.specs[key] = (spec, kind)
             self.stopped.discard(key)
             self._last.pop(key, None)
-            configmap, workload = build_manifests(spec, self._where(placement))
+            configmap, workload = build_manifests(spec, placement, self.site)
             try:
                 code = await self._api().claim(configmap, key)
             except Exception:

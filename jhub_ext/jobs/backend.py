@@ -10,26 +10,11 @@ ended meanwhile.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from traitlets.config import LoggingConfigurable
 
-from ..catalog.model import Profile
-from .model import JobSpec, Limits, Observed
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where and as whom a job runs: decided by the service from the user, their groups and the profile."""
-
-    user: str
-    groups: frozenset[str] = frozenset()
-    profile: Profile | None = None
-    image: str | None = None
-    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-
+from .model import JobSpec, Limits, Observed, Placement
 
 ChangeCallback = Callable[[str, str, Observed], Awaitable[None] | None]
 
@@ -91,5 +76,6 @@ class JobBackend(LoggingConfigurable):
                 await result
 
 
-# Observed is part of the interface; it is defined with the pure model so status code can build it
+# Observed and Placement are part of the interface; they are defined with the pure model, so that
+# status code and the manifest builders can use them
 __all__ = ["ChangeCallback", "JobBackend", "JobRejected", "Observed", "Placement"]

@@ -20,6 +20,8 @@ from zoneinfo import ZoneInfo, available_timezones
 
 from croniter import CroniterError, croniter
 
+from ..catalog.model import Profile
+
 NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # used with fullmatch: no "$\n" slips by
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: One cron field as Kubernetes (robfig/cron's standard parser) reads it: numbers, ranges, steps,
@@ -473,3 +475,14 @@ def parse_timezone(timezone: Any) -> str:
     raise JobSpecError(
         "timezone", f"'{shown}' is not a time zone; use a tz database name such as Europe/Berlin or UTC"
     )
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and as whom a job runs: decided by the service from the user, their groups and the profile."""
+
+    user: str
+    groups: frozenset[str] = frozenset()
+    profile: Profile | None = None
+    image: str | None = None
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))

@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from dataclasses import dataclass
 from typing import Any
 
-from ..catalog.model import Kind, Profile
-from ..jobs.model import ConcurrencyPolicy, JobKind, JobSpec
+from ..catalog.model import Kind
+from ..jobs.model import ConcurrencyPolicy, JobKind, JobSpec, Placement
 from .pods import (
     DEFAULT_GID,
     DEFAULT_UID,
@@ -67,17 +65,14 @@ _POLICIES = {
 
 
 @dataclass(frozen=True)
-class JobPlacement:
-    """Everything besides the spec that a job's objects need, decided by the service."""
+class Site:
+    """What every job's objects share, set by the backend's configuration: the namespace, the user
+    and group pods run as, the image of a job that has none, and an optional output volume."""
 
-    user: str
-    profile: Profile
-    image: str
-    namespace: str
-    groups: frozenset[str] = frozenset()
-    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    namespace: str = "jhub"
     uid: int = DEFAULT_UID
     gid: int = DEFAULT_GID
+    default_image: str = "quay.io/jupyter/scipy-notebook:2024-12-09"
     output_claim: str | None = None  # a PersistentVolumeClaim for outputs; each user gets a sub-directory
 
 
@@ -112,15 +107,17 @@ def output_subdir(user: str) -> str:
     return f"{_readable(user, 40) or 'u'}-{_digest(user)}"
 
 
-def _plan(spec: JobSpec, placement: JobPlacement) -> PodPlan:
+def _plan(spec: JobSpec, placement: Placement) -> PodPlan:
     """The profile's part of the job's pods: the same translation as for servers."""
+    if placement.profile is None:
+        raise ValueError("a job's placement names its profile (the service always chooses one)")
     env = {**placement.env, **spec.env, "JHUB_EXT_JOB": spec.name, "JHUB_EXT_JOB_KIND": spec.kind.value}
     return pod_plan(
         placement.profile, user=placement.user, kind=PROFILE_KIND[spec.kind], groups=placement.groups, env=env
     )
 
 
-def _labels(spec: JobSpec, placement: JobPlacement, plan: PodPlan) -> dict[str, str]:
+def _labels(spec: JobSpec, placement: Placement, plan: PodPlan) -> dict[str, str]:
     """Labels to select by (watches, quotas, ``kubectl``): sanitised, so they say nothing certain
     about whose an object is; the annotations do."""
     labels = dict(plan.labels)
@@ -129,35 +126,38 @@ def _labels(spec: JobSpec, placement: JobPlacement, plan: PodPlan) -> dict[str, 
     return labels
 
 
-def _annotations(spec: JobSpec, placement: JobPlacement) -> dict[str, str]:
+def _annotations(spec: JobSpec, placement: Placement) -> dict[str, str]:
     # labels are sanitised and lossy; the exact owner and name, which identify the job, live here
     return {USER_ANNOTATION: placement.user, NAME_ANNOTATION: spec.name}
 
 
-def _metadata(spec: JobSpec, placement: JobPlacement, plan: PodPlan) -> dict[str, Any]:
+def _metadata(spec: JobSpec, placement: Placement, site: Site, plan: PodPlan) -> dict[str, Any]:
     return {
         "name": object_name(placement.user, spec.name),
-        "namespace": placement.namespace,
+        "namespace": site.namespace,
         "labels": _labels(spec, placement, plan),
         "annotations": _annotations(spec, placement),
     }
 
 
-def build_configmap(spec: JobSpec, placement: JobPlacement, plan: PodPlan | None = None) -> dict[str, Any]:
+def build_configmap(
+    spec: JobSpec, placement: Placement, site: Site = Site(), plan: PodPlan | None = None
+) -> dict[str, Any]:
     """The code snapshot. Keys are ``f0``, ``f1``, ...: ConfigMap keys cannot hold paths."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(spec, placement, plan or _plan(spec, placement)),
+        "metadata": _metadata(spec, placement, site, plan or _plan(spec, placement)),
         "data": {f"f{i}": text for i, text in enumerate(spec.files.values())},
         "immutable": True,
     }
 
 
 def _pod_template(
-    spec: JobSpec, placement: JobPlacement, plan: PodPlan, restart_policy: str
+    spec: JobSpec, placement: Placement, site: Site, plan: PodPlan, restart_policy: str
 ) -> dict[str, Any]:
     name = object_name(placement.user, spec.name)
+    image = placement.image or site.default_image
     security = dict(RESTRICTED_CONTAINER_SECURITY_CONTEXT)
     tmp = "/tmp"  # noqa: S108 - an emptyDir of the pod's own
     volume_mounts = [{"name": "work", "mountPath": WORK_DIR}, {"name": "tmp", "mountPath": tmp}]
@@ -165,11 +165,11 @@ def _pod_template(
         "restartPolicy": restart_policy,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": pod_security_context(placement.uid, placement.gid),
+        "securityContext": pod_security_context(site.uid, site.gid),
         "initContainers": [
             {
                 "name": "code",
-                "image": placement.image,
+                "image": image,
                 "command": ["sh", "-c", f"cp -RL {CODE_DIR}/. {WORK_DIR}/"],
                 "securityContext": security,
                 "resources": {
@@ -185,7 +185,7 @@ def _pod_template(
         "containers": [
             {
                 "name": "job",
-                "image": placement.image,
+                "image": image,
                 "command": list(spec.command),
                 "workingDir": WORK_DIR,
                 "env": [{"name": key, "value": value} for key, value in sorted(plan.env.items())],
@@ -206,10 +206,10 @@ def _pod_template(
             {"name": "tmp", "emptyDir": {}},
         ],
     }
-    if placement.output_claim:
+    if site.output_claim:
         # outputs outlive the job; users see only their own sub-directory of the admin's volume
         pod_spec["volumes"].append(
-            {"name": "output", "persistentVolumeClaim": {"claimName": placement.output_claim}}
+            {"name": "output", "persistentVolumeClaim": {"claimName": site.output_claim}}
         )
         job_container = pod_spec["containers"][0]
         job_container["volumeMounts"].append(
@@ -231,10 +231,12 @@ def _pod_template(
     }
 
 
-def build_workload(spec: JobSpec, placement: JobPlacement, plan: PodPlan | None = None) -> dict[str, Any]:
+def build_workload(
+    spec: JobSpec, placement: Placement, site: Site = Site(), plan: PodPlan | None = None
+) -> dict[str, Any]:
     """The Job, Deployment or CronJob that runs ``spec`` (``plan``: its profile's part, if known)."""
     plan = plan or _plan(spec, placement)
-    metadata = _metadata(spec, placement, plan)
+    metadata = _metadata(spec, placement, site, plan)
     selector = {"matchLabels": {JOB_LABEL: metadata["name"]}}
     if spec.kind is JobKind.SCRAPER:
         return {
@@ -245,12 +247,12 @@ def build_workload(spec: JobSpec, placement: JobPlacement, plan: PodPlan | None 
                 "replicas": 1,
                 "strategy": {"type": "Recreate"},
                 "selector": selector,
-                "template": _pod_template(spec, placement, plan, "Always"),
+                "template": _pod_template(spec, placement, site, plan, "Always"),
             },
         }
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.retries if spec.kind is JobKind.BATCH else 0,
-        "template": _pod_template(spec, placement, plan, "Never"),
+        "template": _pod_template(spec, placement, site, plan, "Never"),
     }
     if spec.kind is JobKind.BATCH:
         if spec.deadline_seconds is not None:
@@ -281,7 +283,7 @@ def build_workload(spec: JobSpec, placement: JobPlacement, plan: PodPlan | None 
     }
 
 
-def build_manifests(spec: JobSpec, placement: JobPlacement) -> list[dict[str, Any]]:
+def build_manifests(spec: JobSpec, placement: Placement, site: Site = Site()) -> list[dict[str, Any]]:
     """Everything to create for a job, in order: the code first, then what runs it."""
     plan = _plan(spec, placement)  # the profile's part: the translation servers use too
-    return [build_configmap(spec, placement, plan), build_workload(spec, placement, plan)]
+    return [build_configmap(spec, placement, site, plan), build_workload(spec, placement, site, plan)]

@@ -124,7 +124,7 @@ async def test_the_role_grants_exactly_what_the_jobs_backend_uses(
     # code left behind by a submit that never made its workload (the service died in between): the
     # backend reads it (get), finds it is this job's, replaces it and runs the job
     again = spec("again", "batch", "print('again')")
-    ns.admin.create(build_manifests(again, backend._where(ALICE))[0])
+    ns.admin.create(build_manifests(again, ALICE, backend.site)[0])
     await submit(again)
     for _ in range(300):
         if (observed := backend.observed("alice", "again")) is not None and observed.status.finished:

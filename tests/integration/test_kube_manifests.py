@@ -12,8 +12,8 @@ import pytest
 
 from jhub_ext.catalog import load_catalog
 from jhub_ext.devcluster.rest import KubeClient, KubeError, resource_path
-from jhub_ext.jobs.model import parse_submission
-from jhub_ext.k8s.jobs import JobPlacement, build_manifests
+from jhub_ext.jobs.model import Placement, parse_submission
+from jhub_ext.k8s.jobs import Site, build_manifests
 
 from ..conftest import SHIPPED_CATALOG
 from ..kube import Namespace
@@ -32,17 +32,16 @@ def dry_run(client: KubeClient, manifest: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize("profile", ["small", "large-memory", "gpu-a100"])
 def test_the_api_server_admits_every_job_manifest(kind: str, profile: str, kube_namespace: Namespace) -> None:
     spec = parse_submission({**SUBMISSIONS[kind], "files": FILES})
-    placement = JobPlacement(
+    placement = Placement(
         user="alice",
         profile=CATALOG.profile(profile),
         image="example.org/x:1",
-        namespace=kube_namespace.name,
         groups=frozenset({"gpu", "researchers"}),
-        output_claim="outputs",
     )
+    site = Site(namespace=kube_namespace.name, output_claim="outputs")
     hub = KubeClient(kube_namespace.kubeconfig)
     try:
-        for manifest in build_manifests(spec, placement):
+        for manifest in build_manifests(spec, placement, site):
             admitted = dry_run(hub, manifest)
             assert admitted["metadata"]["name"] == manifest["metadata"]["name"]
     finally:

@@ -11,8 +11,8 @@ import kubernetes_validate
 import pytest
 
 from jhub_ext.catalog import load_catalog
-from jhub_ext.jobs.model import parse_submission
-from jhub_ext.k8s.jobs import JobPlacement, build_manifests, build_workload, object_name, output_subdir
+from jhub_ext.jobs.model import Placement, parse_submission
+from jhub_ext.k8s.jobs import Site, build_manifests, build_workload, object_name, output_subdir
 
 from ..conftest import SHIPPED_CATALOG
 
@@ -20,9 +20,7 @@ KUBERNETES = "1.37.0"
 CATALOG = load_catalog(SHIPPED_CATALOG)
 GPU = CATALOG.profile("gpu-a100")
 SMALL = CATALOG.profile("small")
-PLACEMENT = JobPlacement(
-    user="alice@example.org", profile=SMALL, image="example.org/scipy:1", namespace="jhub"
-)
+PLACEMENT = Placement(user="alice@example.org", profile=SMALL, image="example.org/scipy:1")
 
 SUBMISSIONS = {
     "batch": {
@@ -56,9 +54,7 @@ def pod_spec_of(workload: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize("profile", [SMALL, GPU], ids=["small", "gpu"])
 def test_every_manifest_passes_the_official_schema(kind: str, profile: Any) -> None:
     spec = parse_submission({**SUBMISSIONS[kind], "files": FILES})
-    placement = JobPlacement(
-        user="alice", profile=profile, image="example.org/x:1", namespace="jhub", groups=frozenset({"gpu"})
-    )
+    placement = Placement(user="alice", profile=profile, image="example.org/x:1", groups=frozenset({"gpu"}))
     for manifest in build_manifests(spec, placement):
         kubernetes_validate.validate(manifest, KUBERNETES, strict=True)
 
@@ -116,7 +112,7 @@ def test_a_scheduled_job_is_a_cronjob_with_time_zone_and_policy() -> None:
 
 def test_a_scheduled_jobs_runs_and_pods_carry_the_exact_owner_and_its_bound() -> None:
     body = {**SUBMISSIONS["scheduled"], "concurrency_policy": "allow"}
-    placement = JobPlacement(user="Jürgen.M", profile=SMALL, image="x/y:1", namespace="jhub")
+    placement = Placement(user="Jürgen.M", profile=SMALL, image="x/y:1")
     cronjob = build_workload(parse_submission(body), placement)
     owner = {"jhub-ext.io/user": "Jürgen.M", "jhub-ext.io/name": "nightly"}
     template = cronjob["spec"]["jobTemplate"]
@@ -127,9 +123,7 @@ def test_a_scheduled_jobs_runs_and_pods_carry_the_exact_owner_and_its_bound() ->
 
 
 def test_a_gpu_job_gets_the_gpu_limit_toleration_and_node_selector() -> None:
-    placement = JobPlacement(
-        user="bob", profile=GPU, image="example.org/torch:1", namespace="jhub", groups=frozenset({"gpu"})
-    )
+    placement = Placement(user="bob", profile=GPU, image="example.org/torch:1", groups=frozenset({"gpu"}))
     pod = pod_spec_of(build_workload(parse_submission(SUBMISSIONS["batch"]), placement))
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
@@ -149,10 +143,8 @@ def test_object_names_are_unique_valid_and_short() -> None:
 
 
 def test_an_output_volume_is_mounted_per_user() -> None:
-    placement = JobPlacement(
-        user="alice@example.org", profile=SMALL, image="x/y:1", namespace="jhub", output_claim="outputs"
-    )
-    job = build_workload(parse_submission(SUBMISSIONS["batch"]), placement)
+    placement = Placement(user="alice@example.org", profile=SMALL, image="x/y:1")
+    job = build_workload(parse_submission(SUBMISSIONS["batch"]), placement, Site(output_claim="outputs"))
     kubernetes_validate.validate(job, KUBERNETES, strict=True)
     pod = pod_spec_of(job)
     assert {"name": "output", "persistentVolumeClaim": {"claimName": "outputs"}} in pod["volumes"]

@@ -13,11 +13,12 @@ import pytest
 from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.config import kube_config
 
+from jhub_ext.backends.kubernetes import KubernetesJobBackend
 from jhub_ext.catalog import Kind, load_catalog
 from jhub_ext.catalog.model import Profile
 from jhub_ext.catalog.selection import resolve_selection
-from jhub_ext.jobs.model import parse_submission
-from jhub_ext.k8s.jobs import JobPlacement, build_workload
+from jhub_ext.jobs.model import Placement, parse_submission
+from jhub_ext.k8s.jobs import Site, build_workload
 from jhub_ext.k8s.pods import DEFAULT_GID, DEFAULT_UID, pod_plan
 from jhub_ext.spawner.kube import ProfileKubeSpawner
 
@@ -53,7 +54,7 @@ async def server_pod(spawner: ProfileKubeSpawner, profile: Profile) -> dict[str,
 
 def job_pod(profile: Profile) -> dict[str, Any]:
     spec = parse_submission({"name": "count", "kind": "batch", "command": ["python", "count.py"]})
-    placement = JobPlacement(user="alice", profile=profile, image="x/y:1", namespace="jhub", groups=GROUPS)
+    placement = Placement(user="alice", profile=profile, image="x/y:1", groups=GROUPS)
     return build_workload(spec, placement)["spec"]["template"]  # type: ignore[no-any-return]
 
 
@@ -143,8 +144,8 @@ def test_a_gpu_profile_reserves_its_gpus_and_lands_on_their_nodes() -> None:
 async def test_servers_and_jobs_run_as_the_same_unprivileged_user_by_default(new_spawner: Any) -> None:
     spawner = new_spawner()
     assert (spawner.uid, spawner.gid, spawner.fs_gid) == (DEFAULT_UID, DEFAULT_GID, DEFAULT_GID)
-    placement = JobPlacement(user="alice", profile=CATALOG.profiles[0], image="x", namespace="jhub")
-    assert (placement.uid, placement.gid) == (DEFAULT_UID, DEFAULT_GID)
+    assert (Site().uid, Site().gid) == (DEFAULT_UID, DEFAULT_GID)
+    assert (KubernetesJobBackend().uid, KubernetesJobBackend().gid) == (DEFAULT_UID, DEFAULT_GID)
 
 
 async def test_a_later_start_with_another_profile_keeps_nothing_of_the_earlier_one(new_spawner: Any) -> None:
