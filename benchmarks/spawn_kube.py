@@ -66,7 +66,9 @@ c.KubeSpawner.http_timeout = 600
 if os.environ.get("BENCH_STOCK"):
     from jhub_ext.catalog import load_catalog
     from jhub_ext.catalog.model import Kind
-    from jhub_ext.spawner.kubeprofiles import kubespawner_profile
+    from jhub_ext.catalog.selection import Selection
+    from jhub_ext.k8s.pods import pod_plan
+    from jhub_ext.spawner.kube import kubespawner_traits
 
     catalog = load_catalog(os.environ["JHUB_EXT_CATALOG"])
     from jhub_ext.k8s.pods import RESTRICTED_CONTAINER_SECURITY_CONTEXT, RESTRICTED_POD_SECURITY_CONTEXT
@@ -80,8 +82,17 @@ if os.environ.get("BENCH_STOCK"):
     c.KubeSpawner.container_security_context = RESTRICTED_CONTAINER_SECURITY_CONTEXT
     c.KubeSpawner.pod_security_context = RESTRICTED_POD_SECURITY_CONTEXT
     c.KubeSpawner.automount_service_account_token = False
+    # the same pods as ours: each profile's translation, as a static profile_list entry
     c.KubeSpawner.profile_list = [
-        kubespawner_profile(p, "bench", frozenset({{"researchers"}}), default=p.default)
+        {{
+            "slug": p.slug,
+            "display_name": p.display_name,
+            "default": p.default,
+            "kubespawner_override": kubespawner_traits(
+                pod_plan(p, user="bench", kind=Kind.SERVER, groups={{"researchers"}}),
+                Selection(p, p.default_image),
+            ),
+        }}
         for p in catalog.visible_to({{"researchers"}}, Kind.SERVER)
     ]
 """

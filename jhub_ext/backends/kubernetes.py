@@ -121,6 +121,18 @@ class KubernetesJobBackend(JobBackend):
             c.KubernetesJobBackend.output_claim = "jobs-output"
         """,
     )
+    finished_ttl_seconds = Integer(
+        24 * 3600,
+        config=True,
+        help="""
+        How long a finished batch Job (and its pods) is kept before Kubernetes deletes it. The
+        service keeps the end of its log when it finishes, so the log outlives it.
+
+        Example::
+
+            c.KubernetesJobBackend.finished_ttl_seconds = 3600
+        """,
+    )
     watch_timeout_seconds = Integer(
         300,
         config=True,
@@ -225,6 +237,7 @@ class KubernetesJobBackend(JobBackend):
             gid=self.gid,
             default_image=self.default_image,
             output_claim=self.output_claim or None,
+            finished_ttl_seconds=self.finished_ttl_seconds,
         )
 
     async def validate(self, spec: JobSpec, placement: Placement) -> None:
@@ -328,8 +341,8 @@ class KubernetesJobBackend(JobBackend):
             if workload is None:  # not (yet) in the cache: ask the API server
                 found = await self._api().read(kind, object_id)
                 workload = found if found is not None and _owner(found) == key else None
-            if workload is None:
-                continue
+            if workload is None or workload["metadata"].get("deletionTimestamp"):
+                continue  # gone, or going: deleted (with its code) by an earlier stop, or by anyone
             if code_uid := (workload["metadata"].get("annotations") or {}).get(CODE_UID_ANNOTATION):
                 code_uids.add(code_uid)
             # Foreground: the workload goes only after its pods, so a new run never meets the old pods.

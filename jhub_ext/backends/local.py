@@ -15,9 +15,9 @@ Semantics, as on Kubernetes:
   ``retries`` times; past ``deadline_seconds`` it is stopped and fails.
 - ``scraper``: runs forever; whenever it exits it is restarted with exponential backoff
   (reset once a run has lasted ``stable_seconds``).
-- ``scheduled``: a run starts at each time of the cron schedule in its time zone;
-  ``forbid`` skips a run while the previous one is going, ``replace`` stops it, ``allow``
-  runs both.
+- ``scheduled``: a run starts at each time of the cron schedule in its time zone, and is
+  stopped past ``deadline_seconds``; ``forbid`` skips a run while the previous one is going,
+  ``replace`` stops it, ``allow`` runs both (up to ``max_live_runs``).
 
 What follows the end of a run, a deadline or a time of the schedule is decided by
 :mod:`jhub_ext.jobs.lifecycle`; this module does what it says, with processes and files.
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import shutil
 import time
 from collections.abc import AsyncIterator
@@ -44,9 +43,9 @@ from ..jobs.backend import JobBackend, Observed, Placement
 from ..jobs.lifecycle import Fire
 from ..jobs.model import JobKind, JobSpec, JobStatus, parse_submission
 from ..runtime.accounts import Account, Accounts
-from ..runtime.config import env_default
+from ..runtime.config import env_default, string_mapping
 from .localprocess import Run, clear_exit_files, job_env, start_run, terminate, wait_for_exit
-from .localstate import LocalJob, State, create, read_log
+from .localstate import LocalJob, State, create, read_log, read_saved
 
 
 class Clock:
@@ -60,11 +59,6 @@ class Clock:
         """Sleep until ``when``, checking the clock at least once a minute (it may jump)."""
         while (remaining := (when - self.now()).total_seconds()) > 0:
             await asyncio.sleep(min(remaining, 60))
-
-
-def _string_mapping(text: str) -> dict[str, str]:
-    """A JSON object of strings (``$JHUB_EXT_ACCOUNT_ENV``); empty text is an empty one."""
-    return {str(k): str(v) for k, v in json.loads(text or "{}").items()}
 
 
 class LocalJobBackend(JobBackend):
@@ -148,7 +142,7 @@ class LocalJobBackend(JobBackend):
         """,
     )
 
-    _default_account_env = env_default("account_env", "JHUB_EXT_ACCOUNT_ENV", "{}", parse=_string_mapping)
+    _default_account_env = env_default("account_env", "JHUB_EXT_ACCOUNT_ENV", "{}", parse=string_mapping)
 
     backoff_max = Float(
         300.0,
@@ -239,8 +233,7 @@ class LocalJobBackend(JobBackend):
         for spec_file in sorted(root.glob("u-*/*/spec.json")):
             saved: Any = None
             try:
-                saved = json.loads(spec_file.read_text())
-                state = State(**json.loads((spec_file.parent / "state.json").read_text()))
+                saved, state = read_saved(spec_file)
                 spec = parse_submission(saved["spec"], self.limits)
             except (OSError, ValueError, TypeError, KeyError) as e:
                 await self._cannot_adopt(spec_file.parent, saved, e)
@@ -280,9 +273,8 @@ class LocalJobBackend(JobBackend):
             return
         task.cancel()
         try:
-            await task
-        except asyncio.CancelledError:
-            pass
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         except Exception:
             self.log.exception("Supervising job %s/%s failed", job.user, job.spec.name)
 
@@ -421,9 +413,12 @@ class LocalJobBackend(JobBackend):
             if run is None:
                 run = await self._launch(job)
             started = time.monotonic()
-            code = await self._watch_deadline(job, run)
+            # a batch job's deadline counts from its first run: retries do not reset it
+            remaining = lifecycle.deadline_left(job.state.first_start, job.spec.deadline_seconds, started)
+            code = await self._watch_deadline(job, run, remaining)
             run = None
             if code is None:  # deadline passed
+                job.state.runs = []
                 after = lifecycle.at_deadline(failures, job.spec.deadline_seconds)
             else:
                 lasted = time.monotonic() - started
@@ -446,18 +441,16 @@ class LocalJobBackend(JobBackend):
             )
             await asyncio.sleep(after.delay)
 
-    async def _watch_deadline(self, job: LocalJob, run: Run) -> int | None:
-        """Wait for ``run`` to end; None if the batch deadline passed first (the run is then stopped)."""
-        deadline = job.spec.deadline_seconds
-        remaining = lifecycle.deadline_left(job.state.first_start, deadline, time.monotonic())
-        if remaining is None or deadline is None:
+    async def _watch_deadline(self, job: LocalJob, run: Run, remaining: float | None) -> int | None:
+        """Wait for ``run`` to end; None if its deadline (``remaining`` seconds away) passed first,
+        and the run was stopped."""
+        if remaining is None:
             return await self._wait(job, run)
         try:
             return await asyncio.wait_for(asyncio.shield(self._wait(job, run)), remaining)
         except TimeoutError:
-            job.note(lifecycle.deadline_note(deadline))
+            job.note(lifecycle.deadline_note(job.spec.deadline_seconds))
             await self._terminate(job, run)
-            job.state.runs = []
             return None
 
     async def _run_schedule(self, job: LocalJob, resumed: bool) -> None:
@@ -488,13 +481,20 @@ class LocalJobBackend(JobBackend):
             when = lifecycle.next_after_run(schedule, when, self.clock.now())
 
     async def _finish_scheduled(self, job: LocalJob, run: Run, active: set[asyncio.Task[None]]) -> None:
-        """Record the end of one run of a scheduled job, which then waits for its next time."""
-        code = await self._wait(job, run)
+        """Record the end of one run of a scheduled job (stopped at the run's deadline, if it has
+        one), which then waits for its next time."""
+        deadline, started = job.spec.deadline_seconds, datetime.fromisoformat(run.started).timestamp()
+        remaining = lifecycle.deadline_left(started, deadline, self.clock.now().timestamp())
+        code = await self._watch_deadline(job, run, remaining)  # each run has its own deadline
         if (this := asyncio.current_task()) is not None:
             active.discard(this)
         schedule = job.spec.schedule
         assert schedule is not None
         job.state.history = lifecycle.scheduled_history(job.state.history, schedule)
         status = lifecycle.scheduled_status(len(job.state.runs))
-        message = lifecycle.last_run_message(code, schedule.next_after(self.clock.now()))
+        when = schedule.next_after(self.clock.now())
+        if code is None:
+            code, message = lifecycle.EXIT_KILLED, lifecycle.last_run_stopped_message(deadline, when)
+        else:
+            message = lifecycle.last_run_message(code, when)
         await self._set(job, status, exit_code=code, message=message)

@@ -150,3 +150,10 @@ async def read_log(
         if ended():
             return
         await asyncio.sleep(poll_interval)
+
+
+def read_saved(spec_file: Path) -> tuple[Any, State]:
+    """A job's ``spec.json`` as saved, and its state; OSError, ValueError, TypeError or KeyError
+    where either cannot be read."""
+    saved = json.loads(spec_file.read_text())
+    return saved, State(**json.loads((spec_file.parent / "state.json").read_text()))

@@ -23,6 +23,7 @@ import yaml
 
 from .model import (
     DEFAULT_GPU_RESOURCE,
+    DEFAULT_MAX_RUN_SECONDS,
     Catalog,
     ImageChoice,
     Kind,
@@ -297,6 +298,7 @@ class _Builder:
             default=raw.get("default", False),
             cost_per_hour=float(raw.get("cost_per_hour", 0)),
             kinds=frozenset(Kind(k) for k in raw.get("kinds", [k.value for k in Kind])),
+            max_run_seconds=int(raw.get("max_run_seconds", DEFAULT_MAX_RUN_SECONDS)),
         )
 
     def quantity(

@@ -94,6 +94,10 @@ class ImageChoice:
     default: bool = False
 
 
+#: a profile's max_run_seconds where the catalog gives none: a day
+DEFAULT_MAX_RUN_SECONDS = 24 * 3600
+
+
 @dataclass(frozen=True)
 class Profile:
     """One entry of the menu: resources, images, placement, who may use it and what it costs."""
@@ -110,6 +114,8 @@ class Profile:
     default: bool = False
     cost_per_hour: float = 0.0
     kinds: frozenset[Kind] = frozenset(Kind)
+    #: the longest a batch job or one run of a scheduled job may run (users may ask for less)
+    max_run_seconds: int = DEFAULT_MAX_RUN_SECONDS
 
     def allows(self, groups: frozenset[str] | set[str]) -> bool:
         """Whether a member of ``groups`` may use this profile (no ``groups`` means everyone)."""
@@ -140,6 +146,7 @@ class Profile:
             "default_image": self.default_image.slug if self.default_image else None,
             "cost_per_hour": self.cost_per_hour,
             "kinds": sorted(kind.value for kind in self.kinds),
+            "max_run_seconds": self.max_run_seconds,
             "default": self.default,
         }
 

@@ -19,12 +19,12 @@ of 30 s" (:func:`deadline_message`).
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from .model import ConcurrencyPolicy, JobKind, JobStatus, Schedule
+from .model import ConcurrencyPolicy, JobKind, JobSpec, JobSpecError, JobStatus, Schedule
 
 #: the exit code of a run killed with SIGKILL (shell convention: 128 + the signal)
 EXIT_KILLED = 128 + signal.SIGKILL.value
@@ -65,7 +65,7 @@ def deadline_message(deadline_seconds: int | None) -> str:
     return f"stopped after its deadline of {deadline_seconds} s"
 
 
-def deadline_note(deadline_seconds: int) -> str:
+def deadline_note(deadline_seconds: int | None) -> str:
     """The line in a local job's log when its deadline stops it."""
     return f"deadline of {deadline_seconds}s exceeded; stopping"
 
@@ -78,6 +78,11 @@ def next_run_message(when: datetime) -> str:
 def last_run_message(code: int, when: datetime) -> str:
     """A scheduled job whose last run exited with ``code``, waiting for its next run at ``when``."""
     return f"last run {exited(code)}; {next_run_message(when)}"
+
+
+def last_run_stopped_message(deadline_seconds: int | None, when: datetime) -> str:
+    """A scheduled job whose last run was stopped at its deadline, waiting for its next run."""
+    return f"last run {deadline_message(deadline_seconds)}; {next_run_message(when)}"
 
 
 # --- retries and restarts (batch jobs, scrapers) ----------------------------------------------------
@@ -148,6 +153,21 @@ def deadline_left(first_start: float | None, deadline_seconds: int | None, now: 
 def at_deadline(failures: int, deadline_seconds: int | None) -> AfterRun:
     """A local batch job's run was stopped at the job's deadline: the job fails, killed."""
     return AfterRun(JobStatus.FAILED, EXIT_KILLED, deadline_message(deadline_seconds), failures)
+
+
+def bounded_deadline(spec: JobSpec, max_run_seconds: int, profile: str) -> JobSpec:
+    """``spec`` with the deadline it runs under: the one it asked for, else its profile's longest
+    run; a scraper has none. A job that asks for more than its profile allows is refused."""
+    if spec.kind is JobKind.SCRAPER:
+        return spec
+    asked = spec.deadline_seconds
+    if asked is not None and asked > max_run_seconds:
+        raise JobSpecError(
+            "deadline_seconds",
+            f"profile '{profile}' lets a job run for at most {max_run_seconds} s; ask for less, or "
+            "choose a profile that allows more",
+        )
+    return replace(spec, deadline_seconds=asked or max_run_seconds)
 
 
 def remember(history: list[dict[str, Any]], started: str, exit_code: int) -> list[dict[str, Any]]:

@@ -6,7 +6,9 @@ sees; the store keeps history. Both modes share all of it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import math
 import time
 from collections import defaultdict, deque
@@ -20,12 +22,18 @@ from ..catalog.quota import QuotaExceeded, Usage, check_quota
 from ..catalog.quotalock import QuotaLock
 from ..catalog.reload import CatalogSource
 from ..catalog.selection import Selection, SelectionError, resolve_selection
+from . import lifecycle
 from .backend import JobBackend, JobRejected, Observed, Placement
 from .errors import Conflict, Invalid, NoSuchJob, NotAllowed, TooMany
 from .hub import HubClient
 from .model import JobKind, JobSpec, JobSpecError, JobStatus, Limits, parse_submission
 from .reservations import JobReservations
 from .store import JobExists, JobRecord, JobStore, StatusConflict
+
+logger = logging.getLogger(__name__)
+#: how much of a job's output is kept once it ends, and how long reading it may take
+KEPT_LINES = 2000
+KEEP_LOG_SECONDS = 15
 
 #: Which profile kind each job kind needs (the catalog's ``kinds``).
 PROFILE_KIND = {JobKind.BATCH: Kind.JOB, JobKind.SCHEDULED: Kind.JOB, JobKind.SCRAPER: Kind.SCRAPER}
@@ -132,7 +140,19 @@ class JobManager:
             return
         self.store.set_restarts(user, name, observed.restarts)
         if observed.status.finished:
-            tail = "".join([chunk async for chunk in self.backend.logs(user, name, tail=2000)])
+            await self.keep_log(user, name)
+
+    async def keep_log(self, user: str, name: str) -> None:
+        """Keep the end of a job's output in the store, where it outlives the job's pods or process.
+        Nothing read (the output is gone already, the cluster does not answer in time) keeps what
+        was kept before."""
+        try:
+            async with asyncio.timeout(KEEP_LOG_SECONDS):
+                tail = "".join([chunk async for chunk in self.backend.logs(user, name, tail=KEPT_LINES)])
+        except Exception as e:  # the job's end is recorded whether or not its log can be read
+            logger.warning("Could not keep the log of job %s of %s: %s", name, user, e)
+            return
+        if tail:
             self.store.replace_log(user, name, tail)
 
     # --- access ---------------------------------------------------------------------------------------
@@ -195,6 +215,14 @@ class JobManager:
     # --- actions -------------------------------------------------------------------------------------------
 
     @staticmethod
+    def _bounded(spec: JobSpec, selection: Selection) -> JobSpec:
+        """The spec as it runs: under its own deadline or its profile's longest run."""
+        try:
+            return lifecycle.bounded_deadline(spec, selection.profile.max_run_seconds, selection.profile.slug)
+        except JobSpecError as e:
+            raise Invalid(str(e), e.field) from None
+
+    @staticmethod
     def _select(catalog: Catalog, spec: JobSpec, profile: str | None, groups: frozenset[str]) -> Selection:
         """The profile a job runs with (the default one when it names none), if ``groups`` may use it."""
         try:
@@ -238,10 +266,11 @@ class JobManager:
                 "name",
             )
         usage = self.usage_of(spec, selection)
+        runs = self._bounded(spec, selection)  # stored as submitted: a restart bounds it anew
         image = None if spec.profile else await self.notebook_image(caller)
         placement = self._placement(caller.name, caller.groups, selection, image)
         try:
-            await self.backend.validate(spec, placement)  # what would fail later is refused now
+            await self.backend.validate(runs, placement)  # what would fail later is refused now
         except JobRejected as e:
             raise Invalid(e.message, e.field) from None
         async with self._reserving(catalog, caller.groups, usage):
@@ -257,7 +286,7 @@ class JobManager:
             except JobExists:
                 raise Conflict(f"you already have a job named '{spec.name}'", "name") from None
         try:
-            await self.backend.submit(spec, placement)
+            await self.backend.submit(runs, placement)
         except JobRejected as e:
             self.store.delete(caller.name, spec.name, actor="jobs service: not started")
             raise Invalid(e.message, e.field) from None
@@ -298,6 +327,7 @@ class JobManager:
         self.actions.check(caller.name, "stops and deletes")
         record = self.job(caller, owner, name)
         if not record.status.finished:
+            await self.keep_log(owner, name)  # before its pods or process go, and their output with them
             await self.backend.stop(owner, name)
             with contextlib.suppress(StatusConflict):
                 self.store.set_status(owner, name, JobStatus.STOPPED, message="stopped", actor=caller.name)
@@ -321,6 +351,7 @@ class JobManager:
             self.store.set_status(owner, name, JobStatus.STOPPED, message="stopped for a restart")
         catalog = self.catalog
         selection = self._select(catalog, spec, record.profile, groups)
+        runs = self._bounded(spec, selection)
         usage = self.usage_of(spec, selection)
         async with self._reserving(catalog, groups, usage):
             self.store.set_status(
@@ -332,7 +363,7 @@ class JobManager:
                 reserved=(groups, usage.to_json()),
             )
         try:
-            await self.backend.submit(spec, self._placement(owner, groups, selection, record.image))
+            await self.backend.submit(runs, self._placement(owner, groups, selection, record.image))
         except JobRejected as e:
             self.store.set_status(owner, name, JobStatus.FAILED, message=f"could not start: {e.message}")
             raise Invalid(e.message, e.field) from None
@@ -376,12 +407,17 @@ class JobManager:
         return self._logs(owner, name, follow, tail)
 
     async def _logs(self, owner: str, name: str, follow: bool, tail: int | None) -> AsyncIterator[str]:
-        if self.backend.observed(owner, name) is None:  # gone from the backend: the kept tail
-            kept = self.store.log_tail(owner, name) or ""
-            lines = kept.splitlines(keepends=True)
-            if tail is not None:
-                lines = lines[-tail:] if tail > 0 else []
-            yield "".join(lines)
-            return
-        async for chunk in self.backend.logs(owner, name, follow=follow, tail=tail):
-            yield chunk
+        observed = self.backend.observed(owner, name)
+        if observed is not None:
+            said = False
+            async for chunk in self.backend.logs(owner, name, follow=follow, tail=tail):
+                said = said or bool(chunk)
+                yield chunk
+            if said or not observed.status.finished:
+                return
+        # gone from the backend, or ended with its output gone (a stopped job's pods): the kept tail
+        kept = self.store.log_tail(owner, name) or ""
+        lines = kept.splitlines(keepends=True)
+        if tail is not None:
+            lines = lines[-tail:] if tail > 0 else []
+        yield "".join(lines)

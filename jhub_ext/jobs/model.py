@@ -178,7 +178,9 @@ class JobSpec:
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     schedule: Schedule | None = None
     retries: int = 3  # batch: failed runs retried (with exponential backoff) before the job fails
-    deadline_seconds: int | None = None  # batch: stop and fail after this long
+    deadline_seconds: int | None = (
+        None  # batch, or each run of a scheduled job: stop and fail after this long
+    )
 
     def to_json(self) -> dict[str, Any]:
         """The submission this spec was parsed from (normalised): ``parse_submission`` reads it back."""
@@ -192,6 +194,8 @@ class JobSpec:
         }
         if self.kind is JobKind.BATCH:
             body.update(retries=self.retries, deadline_seconds=self.deadline_seconds)
+        if self.kind is JobKind.SCHEDULED and self.deadline_seconds is not None:
+            body.update(deadline_seconds=self.deadline_seconds)
         if self.schedule is not None:
             body.update(
                 schedule=self.schedule.cron,
@@ -246,10 +250,13 @@ def parse_submission(body: Any, limits: Limits = Limits()) -> JobSpec:
     deadline = body.get("deadline_seconds")
     if deadline is not None:
         deadline = _parse_int(body, "deadline_seconds", None, 1, 366 * 24 * 3600)
-    if kind is not JobKind.BATCH:
-        for batch_only in ("retries", "deadline_seconds"):
-            if body.get(batch_only) is not None:
-                raise JobSpecError(batch_only, f"{batch_only} applies to batch jobs only; remove it")
+    if kind is not JobKind.BATCH and body.get("retries") is not None:
+        raise JobSpecError("retries", "retries applies to batch jobs only; remove it")
+    if kind is JobKind.SCRAPER and deadline is not None:
+        raise JobSpecError(
+            "deadline_seconds",
+            "deadline_seconds applies to batch and scheduled jobs; a scraper runs until stopped",
+        )
     return JobSpec(
         name=name,
         kind=kind,

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..k8s.jobs import MAX_LIVE_RUNS_ANNOTATION, NAME_ANNOTATION, USER_ANNOTATION
-from .lifecycle import COMPLETED, deadline_message, failed_message
+from .lifecycle import COMPLETED, deadline_message, exited, failed_message
 from .model import JobStatus, Observed
 
 Json = dict[str, Any]
@@ -84,9 +84,51 @@ def _terminated(pod: Json) -> list[tuple[str, Json]]:
     return ended
 
 
+_CANNOT_PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+
+
+def _clip(text: Any, limit: int = 200) -> str:
+    """A message from the cluster, kept short enough for a status line."""
+    line = " ".join(str(text or "").split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def waiting_reason(pods: list[Json]) -> str | None:
+    """Why the job's latest pod is not running, in plain words (None: nothing holds it up): an
+    image that cannot be pulled, a crash loop, no room in the cluster, a container that cannot be
+    created."""
+    if not pods:
+        return None
+    status = pods[-1].get("status") or {}
+    for entry in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+        waiting = (entry.get("state") or {}).get("waiting") or {}
+        reason, detail = waiting.get("reason"), _clip(waiting.get("message"))
+        if reason in _CANNOT_PULL:
+            return f"its image cannot be pulled ({reason}){': ' + detail if detail else ''}"
+        if reason == "CrashLoopBackOff":
+            last = ((entry.get("lastState") or {}).get("terminated") or {}).get("exitCode")
+            ended = f"; its last run {exited(int(last))}" if last is not None else ""
+            restarts = int(entry.get("restartCount", 0))
+            return f"crashing: restarted {restarts} times, waiting before the next try{ended}"
+        if reason in ("CreateContainerConfigError", "CreateContainerError", "RunContainerError"):
+            return f"its container cannot be started ({reason}){': ' + detail if detail else ''}"
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
+            return f"waiting for room in the cluster: {_clip(condition.get('message')) or 'no node fits'}"
+    return None
+
+
 def _exit(pods: list[Json]) -> tuple[int | None, str | None]:
     """The exit code and a plain reason of the latest pod that has one."""
     for pod in reversed(pods):
+        status = pod.get("status") or {}
+        if status.get("reason") == "Evicted":
+            return None, f"evicted from its node ({_clip(status.get('message')) or 'the node ran short'})"
+        if any(
+            c.get("type") == "DisruptionTarget" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        ) and not _terminated(pod):
+            return None, "its node was drained or lost"
         for container, terminated in reversed(_terminated(pod)):
             code = int(terminated.get("exitCode", 0))
             if container == "code" and code:
@@ -119,14 +161,14 @@ def derive_status(kind: str, workload: Json | None, pods: list[Json]) -> Observe
             code, why = _exit(pods)
             settled = all((p.get("status") or {}).get("phase") in ("Succeeded", "Failed") for p in pods)
             reason = conditions["Failed"].get("reason", "")
-            if code is None and not settled and reason != "DeadlineExceeded":
+            if code is None and why is None and not settled and reason != "DeadlineExceeded":
                 return Observed(JobStatus.RUNNING, restarts=failures)  # the pod's exit code is on its way
             if reason == "DeadlineExceeded":
                 deadline = (workload.get("spec") or {}).get("activeDeadlineSeconds")
                 return Observed(JobStatus.FAILED, code, deadline_message(deadline), failures)
             return Observed(JobStatus.FAILED, code, failed_message(code, failures or 1, why), failures)
-        return Observed(now, restarts=failures)
+        return Observed(now, message=waiting_reason(pods), restarts=failures)
     if kind == "cronjobs":
         code, _ = _exit(pods)
-        return Observed(now, code, None, restarts)
-    return Observed(now, None, None, restarts)
+        return Observed(now, code, waiting_reason(pods), restarts)
+    return Observed(now, None, waiting_reason(pods), restarts)

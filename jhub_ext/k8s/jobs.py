@@ -1,10 +1,16 @@
 """Kubernetes objects for a job, as plain dicts: a ConfigMap with the code snapshot, and a workload.
 
+Every object is bounded, so nothing runs or stays for ever unless it is meant to:
+
 - ``batch`` -> a ``batch/v1`` Job: ``backoffLimit`` retries (the Job controller backs off
-  exponentially), ``activeDeadlineSeconds`` for the deadline.
+  exponentially), ``activeDeadlineSeconds`` (the job's deadline, at most its profile's
+  ``max_run_seconds``), ``ttlSecondsAfterFinished`` (the service keeps the log when it finishes),
+  and a ``podFailurePolicy`` under which a pod lost to a drained or failed node is not a retry.
 - ``scraper`` -> an ``apps/v1`` Deployment of one replica with the ``Recreate`` strategy: restarted
   forever (with the kubelet's backoff), rescheduled when its node is drained, never two at once.
-- ``scheduled`` -> a ``batch/v1`` CronJob with ``timeZone``, ``concurrencyPolicy`` and history limits.
+- ``scheduled`` -> a ``batch/v1`` CronJob with ``timeZone``, ``concurrencyPolicy``,
+  ``startingDeadlineSeconds`` and history limits; each run is a Job with a deadline, no retries
+  and the same failure policy.
 
 Every pod runs under the "restricted" Pod Security Standard, without a service-account token,
 with its profile's resources and scheduling, and labels that attribute it to its user, kind,
@@ -74,6 +80,15 @@ class Site:
     gid: int = DEFAULT_GID
     default_image: str = "quay.io/jupyter/scipy-notebook:2024-12-09"
     output_claim: str | None = None  # a PersistentVolumeClaim for outputs; each user gets a sub-directory
+    #: how long a finished Job is kept (the service keeps its log when it finishes); a CronJob's
+    #: runs are bounded by its history limits instead
+    finished_ttl_seconds: int = 24 * 3600
+    #: how late a scheduled run may still start (after the controller manager was down, say)
+    starting_deadline_seconds: int = 300
+
+
+#: pods that fail because their node was drained, lost or preempted do not count against retries
+IGNORE_DISRUPTIONS = {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]}
 
 
 def _readable(text: str, limit: int) -> str:
@@ -246,17 +261,20 @@ def build_workload(
             "spec": {
                 "replicas": 1,
                 "strategy": {"type": "Recreate"},
+                "revisionHistoryLimit": 1,
                 "selector": selector,
                 "template": _pod_template(spec, placement, site, plan, "Always"),
             },
         }
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.retries if spec.kind is JobKind.BATCH else 0,
+        "podFailurePolicy": IGNORE_DISRUPTIONS,
         "template": _pod_template(spec, placement, site, plan, "Never"),
     }
+    if spec.deadline_seconds is not None:  # the service always sets one (see lifecycle.bounded_deadline)
+        job_spec["activeDeadlineSeconds"] = spec.deadline_seconds
     if spec.kind is JobKind.BATCH:
-        if spec.deadline_seconds is not None:
-            job_spec["activeDeadlineSeconds"] = spec.deadline_seconds
+        job_spec["ttlSecondsAfterFinished"] = site.finished_ttl_seconds
         return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
     schedule = spec.schedule
     assert schedule is not None
@@ -269,6 +287,7 @@ def build_workload(
             "schedule": schedule.cron,
             "timeZone": schedule.timezone,
             "concurrencyPolicy": _POLICIES[schedule.concurrency_policy],
+            "startingDeadlineSeconds": site.starting_deadline_seconds,
             "successfulJobsHistoryLimit": schedule.history_limit,
             "failedJobsHistoryLimit": schedule.history_limit,
             # its Jobs carry the exact owner too

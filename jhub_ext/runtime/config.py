@@ -7,6 +7,7 @@ set them without a config file. :func:`env_default` writes that default once.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -27,3 +28,8 @@ def env_default(trait: str, variable: str, fallback: str = "", parse: Callable[[
     from_environment.__name__ = f"_default_{trait}"
     from_environment.__doc__ = f"${variable}, else {fallback!r}."
     return default(trait)(from_environment)
+
+
+def string_mapping(text: str) -> dict[str, str]:
+    """A JSON object of strings, as an environment variable holds one; empty text is an empty one."""
+    return {str(k): str(v) for k, v in json.loads(text or "{}").items()}

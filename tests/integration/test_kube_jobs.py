@@ -151,6 +151,22 @@ async def test_the_role_grants_exactly_what_the_jobs_backend_uses(
     assert used == granted, f"used but not granted: {used - granted}; granted but unused: {granted - used}"
 
 
+@pytest.mark.parametrize(("kind", "workloads"), [("batch", "jobs"), ("scraper", "deployments")])
+async def test_stop_and_delete_touch_only_the_objects_of_the_jobs_kind(
+    backend: KubernetesJobBackend, ns: Namespace, kind: str, workloads: str
+) -> None:
+    """One workload and its code, each deleted by uid: never a DELETE for kinds the job does not have."""
+    seen: Recorder = backend.on_change  # type: ignore[assignment]
+    await backend.submit(spec("only", kind, "import time\nprint('up', flush=True)\ntime.sleep(120)\n"), ALICE)
+    await seen.until(lambda o: o.status is JobStatus.RUNNING)
+    before = len(ns.requests())
+    await backend.stop("alice", "only")
+    await backend.delete("alice", "only")
+    deletes = [e for e in ns.requests()[before:] if e["verb"] == "delete"]
+    assert sorted(e["objectRef"]["resource"] for e in deletes) == sorted([workloads, "configmaps"])
+    assert all(e["responseStatus"]["code"] == 200 for e in deletes)
+
+
 async def test_a_scheduled_job_runs_when_the_cronjob_fires(
     backend: KubernetesJobBackend, ns: Namespace
 ) -> None:

@@ -159,6 +159,25 @@ async def test_a_scheduled_job_fires_on_the_injected_clock(tmp_path: Path) -> No
         await b.shutdown()
 
 
+async def test_each_scheduled_run_is_stopped_at_its_deadline(tmp_path: Path) -> None:
+    clock = FakeClock(datetime(2026, 11, 25, 9, 2, tzinfo=UTC))
+    b = make_backend(tmp_path, clock)
+    await b.start()
+    try:
+        code = "import time\nprint('run', flush=True)\ntime.sleep(60)\n"
+        await b.submit(spec("slow", "scheduled", code, schedule="*/5 * * * *", deadline_seconds=1), ALICE)
+        await recorder(b).until(lambda o: o.status is JobStatus.PENDING)
+        await clock.advance_to(datetime(2026, 11, 25, 9, 5, tzinfo=UTC))
+        stopped = await recorder(b).until(lambda o: o.exit_code is not None)
+        assert stopped.exit_code == 137 and stopped.status is JobStatus.PENDING  # waits for its next time
+        assert stopped.message is not None
+        assert stopped.message.startswith("last run stopped after its deadline of 1 s; next run")
+        assert "deadline of 1s exceeded; stopping" in await logs(b, "slow")
+    finally:
+        await b.delete("alice", "slow")
+        await b.shutdown()
+
+
 async def test_forbid_skips_a_run_while_the_previous_one_is_going(tmp_path: Path) -> None:
     clock = FakeClock(datetime(2026, 11, 25, 9, 0, 30, tzinfo=UTC))
     b = make_backend(tmp_path, clock)

@@ -66,6 +66,7 @@ class FakeBackend(JobBackend):
         self.output = "first line\nlast line\n"
         self.submit_error: Exception | None = None
         self.validate_error: JobRejected | None = None
+        self.output_goes_on_stop = False  # as on Kubernetes, where a stop deletes the pods
 
     async def validate(self, spec: JobSpec, placement: Placement) -> None:
         self.calls.append(("validate", placement.user, spec.name))
@@ -83,6 +84,9 @@ class FakeBackend(JobBackend):
 
     async def stop(self, user: str, name: str) -> None:
         self.calls.append(("stop", user, name))
+        if self.output_goes_on_stop:
+            self.output = ""
+            await self.report(user, name, JobStatus.STOPPED, message="stopped")
 
     async def delete(self, user: str, name: str) -> None:
         self.calls.append(("delete", user, name))
@@ -478,3 +482,16 @@ async def test_quota_reports_usage_and_limits_per_group(make: Make) -> None:
         },
     ]
     assert await manager.quota(Caller("eve", frozenset({"gpu"}), admin=False)) == []
+
+
+async def test_a_stopped_jobs_output_is_kept_before_its_pods_go(
+    manager: JobManager, store: JobStore, backend: FakeBackend
+) -> None:
+    await manager.submit(ALICE, batch("news"))
+    await backend.report("alice", "news", JobStatus.RUNNING)
+    backend.output, backend.output_goes_on_stop = "scraped 10 pages\n", True
+    await manager.stop(ALICE, "alice", "news")
+    assert backend.output == ""  # the backend has nothing left to show
+    assert store.log_tail("alice", "news") == "scraped 10 pages\n"
+    shown = "".join([chunk async for chunk in manager.logs(ALICE, "alice", "news", False, None)])
+    assert shown == "scraped 10 pages\n"

@@ -11,7 +11,8 @@ import kubernetes_validate
 import pytest
 
 from jhub_ext.catalog import load_catalog
-from jhub_ext.jobs.model import Placement, parse_submission
+from jhub_ext.jobs import lifecycle
+from jhub_ext.jobs.model import JobSpecError, Placement, parse_submission
 from jhub_ext.k8s.jobs import Site, build_manifests, build_workload, object_name, output_subdir
 
 from ..conftest import SHIPPED_CATALOG
@@ -157,3 +158,40 @@ def test_an_output_volume_is_mounted_per_user() -> None:
     assert mount["subPath"].startswith("alice-example-org-")  # readable, and the user's alone
     assert {"name": "JHUB_EXT_OUTPUT_DIR", "value": "/jhub-ext/output"} in pod["containers"][0]["env"]
     assert all(m["name"] != "output" for m in pod["initContainers"][0]["volumeMounts"])
+
+
+def test_every_job_and_run_is_bounded_and_disruptions_are_not_retries() -> None:
+    spec = lifecycle.bounded_deadline(parse_submission(SUBMISSIONS["batch"]), SMALL.max_run_seconds, "small")
+    job = build_workload(spec, PLACEMENT, Site(finished_ttl_seconds=600))["spec"]
+    assert (job["backoffLimit"], job["activeDeadlineSeconds"], job["ttlSecondsAfterFinished"]) == (
+        2,
+        600,
+        600,
+    )
+    ignore = {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    assert job["podFailurePolicy"]["rules"] == [ignore]
+    # a batch job submitted with defaults gets its profile's longest run as its deadline
+    plain = parse_submission({"name": "x", "kind": "batch", "command": ["true"]})
+    default = build_workload(lifecycle.bounded_deadline(plain, 3600, "small"), PLACEMENT)["spec"]
+    assert default["activeDeadlineSeconds"] == 3600
+    # each run of a schedule too, with no retries; and a run that is late starts only so late
+    nightly = parse_submission(SUBMISSIONS["scheduled"])
+    cronjob = build_workload(lifecycle.bounded_deadline(nightly, 7200, "small"), PLACEMENT)["spec"]
+    run = cronjob["jobTemplate"]["spec"]
+    assert (run["backoffLimit"], run["activeDeadlineSeconds"]) == (0, 7200)
+    assert run["podFailurePolicy"]["rules"] == [ignore] and "ttlSecondsAfterFinished" not in run
+    assert cronjob["startingDeadlineSeconds"] == 300
+    for workload in (
+        build_workload(spec, PLACEMENT),
+        build_workload(lifecycle.bounded_deadline(nightly, 7200, "s"), PLACEMENT),
+    ):
+        kubernetes_validate.validate(workload, KUBERNETES, strict=True)
+
+
+def test_a_deadline_over_the_profiles_longest_run_is_refused_naming_the_field() -> None:
+    asked = parse_submission({**SUBMISSIONS["batch"], "deadline_seconds": 90000})
+    with pytest.raises(JobSpecError) as refused:
+        lifecycle.bounded_deadline(asked, 86400, "small")
+    assert refused.value.field == "deadline_seconds" and "at most 86400 s" in str(refused.value)
+    scraper = parse_submission(SUBMISSIONS["scraper"])
+    assert lifecycle.bounded_deadline(scraper, 60, "small").deadline_seconds is None  # runs until stopped

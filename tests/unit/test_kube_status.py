@@ -191,3 +191,84 @@ def test_only_live_runs_of_that_cronjob_count() -> None:
         run("current", 5),
     ]
     assert names(extra_runs(cronjob(), runs, 1)) == ["current"]
+
+
+def waiting(
+    reason: str, message: str = "", *, restarts: int = 0, last_code: int | None = None
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": "job",
+        "restartCount": restarts,
+        "state": {"waiting": {"reason": reason, "message": message}},
+    }
+    if last_code is not None:
+        entry["lastState"] = {"terminated": {"exitCode": last_code, "reason": "Error"}}
+    return {
+        "metadata": {"name": "p", "creationTimestamp": "2026-11-25T10:00:00Z"},
+        "status": {"phase": "Pending" if not restarts else "Running", "containerStatuses": [entry]},
+    }
+
+
+def test_an_image_that_cannot_be_pulled_says_so_while_the_job_waits() -> None:
+    pods = [waiting("ImagePullBackOff", 'Back-off pulling image "example.org/nope:1"')]
+    observed = derive_status("deployments", {"metadata": {}}, pods)
+    assert observed.status is JobStatus.PENDING
+    assert observed.message == (
+        'its image cannot be pulled (ImagePullBackOff): Back-off pulling image "example.org/nope:1"'
+    )
+
+
+def test_a_crash_loop_says_how_often_and_how_it_last_ended() -> None:
+    pods = [waiting("CrashLoopBackOff", "back-off 40s", restarts=4, last_code=2)]
+    observed = derive_status("deployments", {"metadata": {}}, pods)
+    assert observed.restarts == 4
+    assert observed.message == (
+        "crashing: restarted 4 times, waiting before the next try; its last run exited with code 2"
+    )
+
+
+def test_a_pod_without_room_in_the_cluster_says_why_it_waits() -> None:
+    unschedulable = {
+        "metadata": {"name": "p"},
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+                }
+            ],
+        },
+    }
+    observed = derive_status("jobs", job(), [unschedulable])
+    assert observed.status is JobStatus.PENDING
+    assert (
+        observed.message
+        == "waiting for room in the cluster: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    )
+
+
+def test_an_evicted_or_disrupted_pod_is_the_reason_a_job_failed() -> None:
+    evicted = {
+        "metadata": {"name": "p"},
+        "status": {
+            "phase": "Failed",
+            "reason": "Evicted",
+            "message": "The node was low on resource: memory.",
+        },
+    }
+    observed = derive_status("jobs", job(("Failed", "BackoffLimitExceeded"), failed=1), [evicted])
+    assert observed.status is JobStatus.FAILED
+    assert observed.message == "evicted from its node (The node was low on resource: memory.) (1 attempt)"
+    lost = {
+        "metadata": {"name": "p"},
+        "status": {"phase": "Failed", "conditions": [{"type": "DisruptionTarget", "status": "True"}]},
+    }
+    observed = derive_status("jobs", job(("Failed", "BackoffLimitExceeded"), failed=2), [lost])
+    assert observed.message == "its node was drained or lost (2 attempts)"
+
+
+def test_a_running_job_has_no_reason_to_give() -> None:
+    assert derive_status("jobs", job(), [pod("Running")]).message is None
