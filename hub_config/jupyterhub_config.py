@@ -114,9 +114,14 @@ if not in_cluster:
     c.JupyterHub.hub_ip = "127.0.0.1"
     c.JupyterHub.hub_port = hub_port
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{env.get('JHUB_EXT_PROXY_API_PORT', '8001')}"
+    # tied to the hub: it ends when the hub does, even a hub stopped during its start-up or killed
     c.ConfigurableHTTPProxy.command = [
+        sys.executable,
+        "-m",
+        "jhub_ext.runtime.tied",
+        str(os.getpid()),
         shutil.which("configurable-http-proxy", path=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}")
-        or "configurable-http-proxy"
+        or "configurable-http-proxy",
     ]
     c.ConfigurableHTTPProxy.pid_file = str(state_dir / "proxy.pid")
     c.JupyterHub.db_url = env.get("JHUB_EXT_DB_URL", f"sqlite:///{state_dir / 'jupyterhub.sqlite'}")
@@ -193,6 +198,7 @@ c.JupyterHub.services = [
             "JHUB_EXT_JOBS_DIR": str(jobs_dir / "run"),
             "JHUB_EXT_JOBS_OUTPUT_DIR": env.get("JHUB_EXT_JOBS_OUTPUT_DIR", str(state_dir / "outputs")),
             "JHUB_EXT_JOBS_OUTPUT_CLAIM": env.get("JHUB_EXT_JOBS_OUTPUT_CLAIM", ""),
+            "JHUB_EXT_HUB_PID": str(os.getpid()),  # the service ends when the hub does (runtime/tied.py)
             "PATH": env.get("PATH", ""),
             "JHUB_EXT_JOBS_BIND_IP": "0.0.0.0" if in_cluster else "127.0.0.1",  # noqa: S104 - the pod's own address
             **(

@@ -17,6 +17,8 @@ are documented shortcuts for their defaults:
 - ``JHUB_EXT_STANDALONE_TOKEN``: run without a hub (Binder, a laptop): every request must carry
   this token, and all jobs belong to ``$JHUB_EXT_STANDALONE_USER`` (default: ``$USER``).
 - ``JHUB_EXT_JOBS_BIND_IP``: the address to listen on.
+- ``JHUB_EXT_HUB_PID``: set by the hub that starts the service; the service then ends when that
+  process does, however it ends (see :mod:`jhub_ext.runtime.tied`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from ..catalog import CatalogError
 from ..catalog.quotalock import QuotaLock
 from ..catalog.reload import CatalogSource
 from ..runtime.config import env_default
+from ..runtime.tied import die_with_parent
 from .backend import JobBackend
 from .dashboard import dashboard_handlers
 from .handlers import READ_BODY_BYTES, api_handlers
@@ -286,6 +289,8 @@ class JobsService(Application):
 
 def main(argv: list[str] | None = None) -> None:
     """Start the jobs service from the command line and ``$JHUB_EXT_JOBS_CONFIG``."""
+    if hub := os.environ.get("JHUB_EXT_HUB_PID"):
+        die_with_parent(int(hub))  # a hub stopped at any moment takes its service with it
     logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
     app = JobsService.instance()
     app.initialize(argv)
