@@ -168,6 +168,13 @@ class KubeObjects:
             raise
         return True
 
+    async def list_code(self, label: str) -> list[Json]:
+        """Every ConfigMap in the namespace that carries ``label`` (the jobs' code snapshots)."""
+        answer = await client.CoreV1Api(self.api).list_namespaced_config_map(
+            self.namespace, label_selector=label
+        )
+        return [self.api.sanitize_for_serialization(item) for item in answer.items]
+
     async def delete_quietly(self, kind: str, name: str, uid: str) -> None:
         """Delete as :meth:`delete` does, logging a failure instead of raising it (work in the
         background, which nobody waits for)."""

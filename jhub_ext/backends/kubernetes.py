@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Coroutine
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -54,10 +55,10 @@ from .kubeapi import taken as _taken
 from .kubeapi import uid_of as _uid
 from .kubecron import LiveRuns
 from .kubelogs import Target, follow_logs, log_target
+from .kubeview import CachedJobs
 
 Key = tuple[str, str]
 
-_CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
 
 _KINDS = {JobKind.BATCH: "jobs", JobKind.SCRAPER: "deployments", JobKind.SCHEDULED: "cronjobs"}
 
@@ -156,6 +157,7 @@ class KubernetesJobBackend(JobBackend):
         self.api: client.ApiClient | None = None
         self._objects: KubeObjects | None = None  # the calls on the API server, once started
         self.caches: dict[str, WatchCache] = {}
+        self.view = CachedJobs(self.caches, self.namespace)  # the jobs' objects, as cached
         self.specs: dict[Key, tuple[JobSpec, str]] = {}
         self.stopped: set[Key] = set()
         self._last: dict[Key, Observed] = {}
@@ -276,7 +278,10 @@ class KubernetesJobBackend(JobBackend):
             other = self.caches[kind].objects.get(f"{self.namespace}/{object_id}")
             if other is not None and _owner(other) != key:
                 raise _taken(_KIND_OF[kind], object_id)  # someone else's: left alone
-            if any(self._workload(*key, k) is not None for k in _KINDS.values()) or key in self._code_uids:
+            if (
+                any(self.view.workload(*key, k) is not None for k in _KINDS.values())
+                or key in self._code_uids
+            ):
                 # A finished run (or a leftover) holds the names: remove it first, or the creates
                 # below would meet 409 AlreadyExists and nothing new would run.
                 await self._remove(*key, wait=True)
@@ -306,7 +311,7 @@ class KubernetesJobBackend(JobBackend):
             # the job's state is read from the caches: let them show the new workload (a moment),
             # so that a repeated submit or a stop right after finds it
             def cached() -> bool:
-                shown = self._workload(*key, kind)
+                shown = self.view.workload(*key, kind)
                 return shown is not None and _uid(shown) == _uid(created)
 
             with contextlib.suppress(TimeoutError):
@@ -315,7 +320,7 @@ class KubernetesJobBackend(JobBackend):
 
     def _active(self, key: Key, kind: str) -> bool:
         """Whether the job's workload exists, is ours, is not being deleted and has not finished."""
-        workload = self._workload(*key, kind)
+        workload = self.view.workload(*key, kind)
         if key in self.stopped or workload is None or workload["metadata"].get("deletionTimestamp"):
             return False
         return kind != "jobs" or not _job_finished(workload)
@@ -333,11 +338,12 @@ class KubernetesJobBackend(JobBackend):
         object_id = object_name(user, name)
         known = self.specs.get(key)
         # the kind the job has, and whatever else of the job the caches hold under its name (a leftover)
-        cached = {k for k in _KINDS.values() if self._workload(user, name, k) is not None}
-        kinds = sorted(({known[1]} if known else set()) | cached)
+        cached = {k for k in _KINDS.values() if self.view.workload(user, name, k) is not None}
+        # a job known neither here nor to the caches (work left without a record): look everywhere
+        kinds = sorted(({known[1]} if known else set()) | cached) or sorted(_KINDS.values())
         code_uids = {self._code_uids[key]} if key in self._code_uids else set()
         for kind in kinds:
-            workload = self._workload(user, name, kind)
+            workload = self.view.workload(user, name, kind)
             if workload is None:  # not (yet) in the cache: ask the API server
                 found = await self._api().read(kind, object_id)
                 workload = found if found is not None and _owner(found) == key else None
@@ -347,6 +353,10 @@ class KubernetesJobBackend(JobBackend):
                 code_uids.add(code_uid)
             # Foreground: the workload goes only after its pods, so a new run never meets the old pods.
             await self._api().delete(kind, object_id, _uid(workload), "Foreground")
+        if not code_uids:  # no workload names its code (left on its own, or made by hand): look
+            code = await self._api().read("configmaps", object_id)
+            if code is not None and _owner(code) == key and not code["metadata"].get("deletionTimestamp"):
+                code_uids.add(_uid(code))
         for code_uid in sorted(code_uids):
             await self._api().delete("configmaps", object_id, code_uid)
             if self._code_uids.get(key) == code_uid:
@@ -354,8 +364,8 @@ class KubernetesJobBackend(JobBackend):
         if wait:
             await self._until(
                 lambda: (
-                    not any(self._workload(user, name, k) is not None for k in kinds)
-                    and not self._pods(user, name)
+                    not any(self.view.workload(user, name, k) is not None for k in kinds)
+                    and not self.view.pods(user, name)
                 ),
                 timeout,
             )
@@ -388,30 +398,6 @@ class KubernetesJobBackend(JobBackend):
 
     # --- what is happening -------------------------------------------------------------------------------
 
-    def _pods(self, user: str, name: str) -> list[Json]:
-        """The job's pods: labelled with its object name, and carrying its exact owner and name."""
-        object_id = object_name(user, name)
-        pods = [
-            p
-            for p in self.caches["pods"].values()
-            if (p["metadata"].get("labels") or {}).get(JOB_LABEL) == object_id and _owner(p) == (user, name)
-        ]
-        return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
-
-    def _workload(self, user: str, name: str, kind: str) -> Json | None:
-        """The job's workload of ``kind`` as cached: the object under its name, if it is the job's."""
-        found = self.caches[kind].objects.get(f"{self.namespace}/{object_name(user, name)}")
-        return found if found is not None and _owner(found) == (user, name) else None
-
-    def _run_pods(self, user: str, name: str, kind: str) -> list[Json]:
-        """The pods of the job's current workload (a Job's own pods, not an earlier run's)."""
-        pods = self._pods(user, name)
-        workload = self._workload(user, name, kind)
-        if kind == "jobs" and workload is not None:
-            uid = workload["metadata"].get("uid")
-            pods = [p for p in pods if (p["metadata"].get("labels") or {}).get(_CONTROLLER_UID) == uid]
-        return pods
-
     def observed(self, user: str, name: str) -> Observed | None:
         """The job's status from the cached workload and pods; ``None`` for a job unknown here."""
         key = (user, name)
@@ -420,7 +406,12 @@ class KubernetesJobBackend(JobBackend):
         if key not in self.specs:
             return None
         _, kind = self.specs[key]
-        return derive_status(kind, self._workload(user, name, kind), self._run_pods(user, name, kind))
+        return derive_status(kind, self.view.workload(user, name, kind), self.view.run_pods(user, name, kind))
+
+    async def inventory(self) -> dict[Key, datetime]:
+        """Jobs whose workload (from the caches) or code snapshot (listed now) exists, by when their
+        oldest such object was created; a CronJob's runs belong to their CronJob."""
+        return self.view.inventory(await self._api().list_code(JOB_LABEL))
 
     def _changed(self, event: str, obj: Json) -> None:
         """A watched object changed: report the job it belongs to if its observed state moved
@@ -489,7 +480,7 @@ class KubernetesJobBackend(JobBackend):
 
     def _log_target(self, user: str, name: str, kind: str) -> Target | None:
         """(pod name, pod uid, restart count) of the job's latest container that has started."""
-        return log_target(self._run_pods(user, name, kind))
+        return log_target(self.view.run_pods(user, name, kind))
 
     def _finished(self, key: Key) -> bool:
         observed = self.observed(*key)

@@ -32,7 +32,7 @@ from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler
 from tornado import web
-from traitlets import Integer, Type, Unicode, default
+from traitlets import Float, Integer, Type, Unicode, default
 from traitlets.config import Application
 from traitlets.config.loader import PyFileConfigLoader
 
@@ -48,6 +48,7 @@ from .handlers import READ_BODY_BYTES, api_handlers
 from .hub import HubClient
 from .manager import JobManager
 from .model import Limits
+from .reconcile import keep_reconciling
 from .store import JobStore
 
 
@@ -134,6 +135,31 @@ class JobsService(Application):
         Example::
 
             c.JobsService.max_live_runs = 3
+        """,
+    )
+    reconcile_seconds = Float(
+        60.0,
+        config=True,
+        help="""
+        How often the service makes its records and the backend agree (also once at start-up): a job
+        whose work disappeared ends failed, saying so; work no record knows is deleted. See
+        ``jhub_ext/jobs/reconcile.py``.
+
+        Example::
+
+            c.JobsService.reconcile_seconds = 60
+        """,
+    )
+    orphan_grace_seconds = Float(
+        120.0,
+        config=True,
+        help="""
+        How old a record or an object must be before the reconciler acts on it (a submission's
+        record and its objects are made one after the other).
+
+        Example::
+
+            c.JobsService.orphan_grace_seconds = 120
         """,
     )
     quota_lock_dir = Unicode(
@@ -268,6 +294,9 @@ class JobsService(Application):
             quota_lock=QuotaLock(self.quota_lock_dir or None),
         )
         await backend.start()
+        reconciling = asyncio.create_task(
+            keep_reconciling(manager, self.reconcile_seconds, self.orphan_grace_seconds)
+        )
         url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
         bind = self.bind_ip or url.hostname or "127.0.0.1"
         # bodies are small JSON: anything far larger is cut off before it is buffered
@@ -278,6 +307,8 @@ class JobsService(Application):
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        reconciling.cancel()
+        await asyncio.gather(reconciling, return_exceptions=True)
         server.stop()
         await backend.shutdown()  # jobs keep running; the next start re-adopts them
         store.close()

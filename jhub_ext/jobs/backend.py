@@ -11,6 +11,7 @@ ended meanwhile.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 
 from traitlets.config import LoggingConfigurable
 
@@ -56,6 +57,11 @@ class JobBackend(LoggingConfigurable):
 
     async def delete(self, user: str, name: str) -> None:
         """Stop the job and remove everything the backend keeps for it."""
+        raise NotImplementedError
+
+    async def inventory(self) -> dict[tuple[str, str], datetime]:
+        """Every job the backend holds anything of (running or not), with when it was created: what
+        the reconciler compares with the store."""
         raise NotImplementedError
 
     def observed(self, user: str, name: str) -> Observed | None:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ..catalog.ledger import UsageLedger, job_reservation
 from ..catalog.model import Catalog, Kind
@@ -84,6 +85,20 @@ class RateLimiter:
             )
 
 
+_Action = TypeVar("_Action", bound=Callable[..., Awaitable[Any]])
+
+
+def _working(action: _Action) -> _Action:
+    """Run a manager's action on ``(caller, owner, name)`` inside :meth:`JobManager.working_on`."""
+
+    @functools.wraps(action)
+    async def wrapper(self: JobManager, caller: Caller, owner: str, name: str) -> Any:
+        with self.working_on(owner, name):
+            return await action(self, caller, owner, name)
+
+    return wrapper  # type: ignore[return-value]
+
+
 class JobManager:
     """Decides every job request: permissions, rate limits, profiles and quotas, then backend and store.
 
@@ -113,6 +128,7 @@ class JobManager:
         self.following: dict[str, int] = defaultdict(int)  # open ``follow`` streams per user
         self.limits = limits or Limits()
         self.quota_lock = quota_lock or QuotaLock()
+        self.busy: dict[tuple[str, str], int] = {}  # jobs with an action under way (see working_on)
         #: jobs from the store, servers from the hub: the sources the hub's own count reads alike
         sources: list[Any] = [JobReservations(store.engine)]
         if hub is not None:
@@ -258,6 +274,10 @@ class JobManager:
             spec = parse_submission(body, self.limits)
         except JobSpecError as e:
             raise Invalid(str(e), e.field) from None
+        with self.working_on(caller.name, spec.name):
+            return await self._submit(caller, spec)
+
+    async def _submit(self, caller: Caller, spec: JobSpec) -> JobRecord:
         catalog = self.catalog
         selection = self._select(catalog, spec, spec.profile, caller.groups)
         if self.store.get(caller.name, spec.name) is not None:
@@ -322,6 +342,7 @@ class JobManager:
             image=image or (selection.image.image if selection.image else None),
         )
 
+    @_working
     async def stop(self, caller: Caller, owner: str, name: str) -> JobRecord:
         """Stop a job that is still going and return its record; a finished job is left as it is."""
         self.actions.check(caller.name, "stops and deletes")
@@ -333,6 +354,7 @@ class JobManager:
                 self.store.set_status(owner, name, JobStatus.STOPPED, message="stopped", actor=caller.name)
         return self.job(caller, owner, name)
 
+    @_working
     async def restart(self, caller: Caller, owner: str, name: str) -> JobRecord:
         """Stop a job if it runs, then start it again from its stored spec, quota permitting."""
         self.rate.check(caller.name, "submissions and restarts")
@@ -372,12 +394,26 @@ class JobManager:
             raise
         return self.job(caller, owner, name)
 
+    @_working
     async def delete(self, caller: Caller, owner: str, name: str) -> None:
         """Remove a job from the backend and from the store."""
         self.actions.check(caller.name, "stops and deletes")
         self.job(caller, owner, name)
         await self.backend.delete(owner, name)
         self.store.delete(owner, name, actor=caller.name)
+
+    @contextlib.contextmanager
+    def working_on(self, user: str, name: str) -> Iterator[None]:
+        """Mark the job as being submitted, restarted, stopped or deleted for the block's length: the
+        reconciler leaves it alone meanwhile (its record and its work may disagree for a moment)."""
+        key = (user, name)
+        self.busy[key] = self.busy.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            self.busy[key] -= 1
+            if not self.busy[key]:
+                del self.busy[key]
 
     @contextlib.contextmanager
     def follow_slot(self, caller: Caller) -> Any:

@@ -254,6 +254,14 @@ class JobStore:
                 query = query.limit(limit).offset(offset)
             return [JobRecord.of(row) for row in session.scalars(query)]
 
+    def states(self) -> dict[tuple[str, str], tuple[JobStatus, datetime]]:
+        """Every job's status and when it was created, by (user, name): what the reconciler reads."""
+        with self.session() as session:
+            rows = session.execute(select(JobRow.user, JobRow.name, JobRow.status, JobRow.created))
+            return {
+                (user, name): (JobStatus(status), _aware(created)) for user, name, status, created in rows
+            }
+
     def active_jobs(self) -> list[JobRecord]:
         """Jobs that are pending or running: what counts against quotas now."""
         unfinished = [JobStatus.PENDING.value, JobStatus.RUNNING.value]

@@ -131,6 +131,7 @@ async def test_the_role_grants_exactly_what_the_jobs_backend_uses(
             break
         await asyncio.sleep(0.1)
     assert observed is not None and observed.status is JobStatus.SUCCEEDED
+    assert set(await backend.inventory()) >= {("alice", n) for n in ("once", "nightly", "again")}  # list
     for name in ("once", "nightly", "scrape", "again"):
         await backend.stop("alice", name)
         await backend.delete("alice", name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from jhub_ext.jobs.errors import Conflict, Invalid, NoSuchJob, NotAllowed, Refus
 from jhub_ext.jobs.hub import HubClient
 from jhub_ext.jobs.manager import Caller, JobManager
 from jhub_ext.jobs.model import JobSpec, JobStatus, Limits
+from jhub_ext.jobs.reconcile import GONE, reconcile
 from jhub_ext.jobs.store import JobStore
 
 CATALOG = """\
@@ -67,6 +69,7 @@ class FakeBackend(JobBackend):
         self.submit_error: Exception | None = None
         self.validate_error: JobRejected | None = None
         self.output_goes_on_stop = False  # as on Kubernetes, where a stop deletes the pods
+        self.held: dict[tuple[str, str], datetime] = {}  # what inventory() reports
 
     async def validate(self, spec: JobSpec, placement: Placement) -> None:
         self.calls.append(("validate", placement.user, spec.name))
@@ -94,6 +97,9 @@ class FakeBackend(JobBackend):
 
     def observed(self, user: str, name: str) -> Observed | None:
         return self.seen.get((user, name))
+
+    async def inventory(self) -> dict[tuple[str, str], datetime]:
+        return dict(self.held)
 
     async def logs(
         self, user: str, name: str, *, follow: bool = False, tail: int | None = None
@@ -495,3 +501,46 @@ async def test_a_stopped_jobs_output_is_kept_before_its_pods_go(
     assert store.log_tail("alice", "news") == "scraped 10 pages\n"
     shown = "".join([chunk async for chunk in manager.logs(ALICE, "alice", "news", False, None)])
     assert shown == "scraped 10 pages\n"
+
+
+# --- the reconciler (jobs/reconcile.py) -------------------------------------------------------------
+
+LATER = datetime.now(UTC) + timedelta(hours=1)  # every record and object is past its grace period
+OLD = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+async def test_records_whose_work_is_gone_fail_saying_why(
+    manager: JobManager, store: JobStore, backend: FakeBackend
+) -> None:
+    for name in ("lost", "here"):
+        await manager.submit(ALICE, batch(name))
+        await backend.report("alice", name, JobStatus.RUNNING)
+    backend.held = {("alice", "here"): OLD}
+    done = await reconcile(manager, grace_seconds=60, now=LATER)
+    assert done.finished == [("alice", "lost")] and not done.stopped and not done.removed
+    lost, here = store.get("alice", "lost"), store.get("alice", "here")
+    assert lost is not None and (lost.status, lost.message) == (JobStatus.FAILED, GONE)
+    assert here is not None and here.status is JobStatus.RUNNING
+
+
+async def test_a_stopped_job_that_runs_again_is_stopped_and_work_without_a_record_is_deleted(
+    manager: JobManager, store: JobStore, backend: FakeBackend
+) -> None:
+    await manager.submit(ALICE, batch("zombie"))
+    await backend.report("alice", "zombie", JobStatus.RUNNING)
+    store.set_status("alice", "zombie", JobStatus.STOPPED)  # its stop never reached the backend
+    backend.held = {("alice", "zombie"): OLD, ("bob", "stray"): OLD}
+    done = await reconcile(manager, grace_seconds=60, now=LATER)
+    assert done.stopped == [("alice", "zombie")] and done.removed == [("bob", "stray")]
+    assert backend.actions("stop") == [("alice", "zombie")]
+    assert backend.actions("delete") == [("bob", "stray")]
+
+
+async def test_young_and_busy_jobs_are_left_alone(manager: JobManager, backend: FakeBackend) -> None:
+    await manager.submit(ALICE, batch("new"))
+    backend.held = {("bob", "fresh"): datetime.now(UTC)}
+    assert not await reconcile(manager, grace_seconds=600)  # the record and the object are too young
+    backend.held = {("bob", "fresh"): OLD}
+    with manager.working_on("alice", "new"), manager.working_on("bob", "fresh"):
+        assert not await reconcile(manager, grace_seconds=60, now=LATER)
+    assert manager.busy == {}

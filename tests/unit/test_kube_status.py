@@ -114,13 +114,13 @@ def test_an_object_under_the_jobs_name_that_is_someone_elses_is_never_the_jobs()
         jobs=[squatter], pods=[job_pod(f"{name}-abcde", STRANGER, "j-other", code=0, reason="Completed")]
     )
     backend.specs[("alice", "x")] = (None, "jobs")  # type: ignore[assignment]
-    assert backend._workload("alice", "x", "jobs") is None
+    assert backend.view.workload("alice", "x", "jobs") is None
     assert not backend._active(("alice", "x"), "jobs")
-    assert backend._pods("alice", "x") == [] and backend._log_target("alice", "x", "jobs") is None
+    assert backend.view.pods("alice", "x") == [] and backend._log_target("alice", "x", "jobs") is None
     observed = backend.observed("alice", "x")
     assert observed is not None and observed.status is JobStatus.PENDING  # not the stranger's success
     unannotated = backend_holding(jobs=[named(job(("Complete", "")), name, None, "j-other")])
-    assert unannotated._workload("alice", "x", "jobs") is None
+    assert unannotated.view.workload("alice", "x", "jobs") is None
 
 
 def test_the_jobs_own_pods_are_those_carrying_its_exact_owner() -> None:
@@ -129,7 +129,7 @@ def test_the_jobs_own_pods_are_those_carrying_its_exact_owner() -> None:
     foreign = job_pod(f"{name}-bbbbb", STRANGER, "j1")  # labelled alike, even under the same Job uid
     backend = backend_holding(jobs=[named(job(), name, OWNER, "j1")], pods=[ours, foreign])
     backend.specs[("alice", "x")] = (None, "jobs")  # type: ignore[assignment]
-    assert backend._pods("alice", "x") == [ours]
+    assert backend.view.pods("alice", "x") == [ours]
     assert backend._log_target("alice", "x", "jobs") == (f"{name}-aaaaa", f"pod-{name}-aaaaa", 0)
     observed = backend.observed("alice", "x")
     assert observed is not None and observed.status is JobStatus.RUNNING

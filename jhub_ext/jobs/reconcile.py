@@ -1,0 +1,88 @@
+"""Keeping the jobs store and the backend in agreement, on start-up and then every so often.
+
+The store says which jobs exist and how they ended; the backend (the cluster, or the job
+directories) says what is there. They can disagree after a crash of the service, a lost cluster
+state, a delete that failed half-way or someone deleting objects by hand. :func:`reconcile` makes
+them agree again, leaving alone the jobs an action is under way for, and anything younger than
+a grace period (a submit's record and its objects are made one after the other):
+
+- a pending or running job whose work is gone ends ``failed``, saying so;
+- a stopped job whose work runs again (re-adopted after a stop that did not finish) is stopped;
+- work that no job record knows (left by a submit or a delete that died half-way) is deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from .manager import JobManager
+from .model import JobStatus
+
+logger = logging.getLogger(__name__)
+Key = tuple[str, str]
+GONE = (
+    "failed: its workload disappeared while the jobs service was not looking (deleted by hand, or "
+    "lost with the cluster); restart it to run it again"
+)
+
+
+@dataclass
+class Reconciled:
+    """What one pass changed, by job."""
+
+    finished: list[Key] = field(default_factory=list)  # records whose work was gone: now failed
+    stopped: list[Key] = field(default_factory=list)  # stopped records whose work ran: stopped again
+    removed: list[Key] = field(default_factory=list)  # work no record knew: deleted
+
+    def __bool__(self) -> bool:
+        return bool(self.finished or self.stopped or self.removed)
+
+
+async def reconcile(manager: JobManager, grace_seconds: float, now: datetime | None = None) -> Reconciled:
+    """One pass: make the store and the backend agree (see the module's docstring)."""
+    now = now or datetime.now(UTC)
+    held = await manager.backend.inventory()
+    records = manager.store.states()
+    done = Reconciled()
+
+    def settled(key: Key, since: datetime) -> bool:
+        return key not in manager.busy and (now - since).total_seconds() >= grace_seconds
+
+    for key, (status, created) in records.items():
+        if not settled(key, created):
+            continue
+        observed = manager.backend.observed(*key)
+        if not status.finished and key not in held:
+            manager.store.set_status(*key, JobStatus.FAILED, message=GONE)
+            done.finished.append(key)
+        elif status is JobStatus.STOPPED and observed is not None and not observed.status.finished:
+            await manager.backend.stop(*key)
+            done.stopped.append(key)
+    for key, created in held.items():
+        if key not in records and settled(key, created):
+            await manager.backend.delete(*key)
+            done.removed.append(key)
+    if done:
+        logger.warning(
+            "Reconciled the jobs store with the backend: %d ended (work gone), %d stopped again, "
+            "%d removed (no record): %s",
+            len(done.finished),
+            len(done.stopped),
+            len(done.removed),
+            done,
+        )
+    return done
+
+
+async def keep_reconciling(manager: JobManager, interval_seconds: float, grace_seconds: float) -> None:
+    """Reconcile now and then every ``interval_seconds``, until cancelled; a failed pass (the cluster
+    not answering) is logged and tried again at the next."""
+    while True:
+        try:
+            await reconcile(manager, grace_seconds)
+        except Exception:
+            logger.exception("Could not reconcile the jobs store with the backend; trying again later")
+        await asyncio.sleep(interval_seconds)
