@@ -278,6 +278,8 @@ else:
     c.JupyterHub.spawner_class = "jhub_ext.spawner.kube.ProfileKubeSpawner"
     c.ProfileKubeSpawner.catalog_path = catalog_path
     c.ProfileKubeSpawner.jobs_db_url = jobs_db_url
+    if env.get("JHUB_EXT_ORPHAN_GRACE_SECONDS"):  # server pods no hub record knows go after this long
+        c.ProfileKubeSpawner.orphan_grace_seconds = int(env["JHUB_EXT_ORPHAN_GRACE_SECONDS"])
     c.ProfileKubeSpawner.quota_lock_dir = quota_lock_dir
     c.KubeSpawner.namespace = env.get("JHUB_EXT_NAMESPACE", "jhub")
     c.KubeSpawner.image = env.get("JHUB_EXT_SINGLEUSER_IMAGE", "quay.io/jupyter/scipy-notebook:2024-12-09")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from ..catalog.model import Kind, Profile
@@ -218,3 +219,31 @@ def availability(profile: Profile, nodes: Iterable[Json], pods: Iterable[Json]) 
     gpus_total = sum(int(capacity[name][0].get(gpu, 0)) for name in matching)
     gpus_free = sum(max(0, int(capacity[name][1].get(gpu, 0))) for name in matching)
     return Availability(len(matching), fits, gpus_free, gpus_total)
+
+
+def orphan_server_pods(
+    pods: Iterable[Json],
+    namespace: str,
+    known: set[tuple[str, str]],
+    grace_seconds: float,
+    now: datetime | None = None,
+) -> list[Json]:
+    """Server pods of ``namespace`` made by our spawner for a (user, server name) not in ``known``,
+    older than ``grace_seconds`` and not being deleted already."""
+    now = now or datetime.now(UTC)
+    found = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+        if meta.get("namespace") != namespace or meta.get("deletionTimestamp"):
+            continue
+        if (
+            labels.get("component") != "singleuser-server"
+            or labels.get(f"{LABEL_PREFIX}/kind") != Kind.SERVER.value
+        ):
+            continue
+        key = (annotations.get("hub.jupyter.org/username"), annotations.get("hub.jupyter.org/servername", ""))
+        created = datetime.fromisoformat(str(meta.get("creationTimestamp")).replace("Z", "+00:00"))
+        if key not in known and (now - created).total_seconds() >= grace_seconds:
+            found.append(pod)
+    return found

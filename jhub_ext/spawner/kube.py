@@ -14,8 +14,12 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from jupyterhub import orm
+from kubernetes_asyncio.client import V1DeleteOptions, V1Preconditions
+from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
 from kubespawner.clients import shared_client
 from traitlets import Bool, Integer, default
@@ -23,7 +27,7 @@ from traitlets import Bool, Integer, default
 from ..catalog import Catalog, Kind
 from ..catalog.quota import Workload
 from ..catalog.selection import Selection
-from ..k8s.capacity import availability, pod_workload
+from ..k8s.capacity import availability, orphan_server_pods, pod_workload
 from ..k8s.pods import (
     DEFAULT_GID,
     DEFAULT_UID,
@@ -121,10 +125,25 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
         """,
     )
 
+    orphan_grace_seconds = Integer(
+        600,
+        config=True,
+        help="""
+        A server pod of this hub's namespace that no hub record knows (its spawn was cut short by a
+        hub restart, say) is deleted once it is this old. Spawns under way are never touched (they
+        have ``start_timeout``). One hub per namespace, as with Zero to JupyterHub.
+
+        Example::
+
+            c.ProfileKubeSpawner.orphan_grace_seconds = 600
+        """,
+    )
+
     # One cache per kind and scope for the whole hub, as KubeSpawner does with its reflectors.
     caches: ClassVar[dict[tuple[str, str], WatchCache]] = {}
     _caches_lock: ClassVar[asyncio.Lock | None] = None
     _availability_memo: ClassVar[dict[tuple[Any, ...], str]] = {}
+    _reaper: ClassVar[asyncio.Task[None] | None] = None
     #: the admin's values of PROFILE_TRAITS, taken before the first profile is applied
     _configured: dict[str, Any] | None = None
 
@@ -212,6 +231,47 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
             for key, cache in wanted.items():
                 await cache.start()
                 cls.caches[key] = cache
+            if cls._reaper is None:  # the hub's own reconciler of server pods
+                cls._reaper = asyncio.create_task(self._reap_orphans_forever())
+
+    async def _reap_orphans_forever(self) -> None:
+        interval = max(5.0, min(60.0, float(self.orphan_grace_seconds)))
+        while True:
+            try:
+                await self.reap_orphan_pods()
+            except Exception:
+                self.log.exception("Could not look for server pods without a hub record")
+            await asyncio.sleep(interval)
+
+    async def reap_orphan_pods(self) -> list[str]:
+        """Delete (by uid) this namespace's server pods that no hub record knows, once they are
+        older than ``orphan_grace_seconds``; the names of those deleted."""
+        pods = self._cache("pods")
+        if pods is None:
+            return []
+        now = datetime.now(UTC).replace(tzinfo=None)  # the hub's database keeps naive UTC
+        known = {
+            (row.user.name, row.name)
+            for row in self.db.query(orm.Spawner)
+            if row.server_id is not None
+            or (row.started is not None and (now - row.started).total_seconds() < self.start_timeout)
+        }
+        deleted = []
+        for pod in orphan_server_pods(pods.values(), self.namespace, known, self.orphan_grace_seconds):
+            meta = pod["metadata"]
+            try:
+                await shared_client("CoreV1Api").delete_namespaced_pod(
+                    meta["name"],
+                    meta["namespace"],
+                    body=V1DeleteOptions(preconditions=V1Preconditions(uid=meta["uid"])),
+                )
+            except ApiException as e:
+                if e.status not in (404, 409):  # gone already, or another pod by now
+                    raise
+                continue
+            self.log.warning("Deleted server pod %s: no hub record knows it", meta["name"])
+            deleted.append(meta["name"])
+        return deleted
 
     def _cache(self, kind: str) -> WatchCache | None:
         scope = "" if kind == "nodes" or self.capacity_all_namespaces else self.namespace

@@ -32,7 +32,8 @@ def ns(cluster: Any) -> Iterator[Namespace]:
 def hub(ns: Namespace, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
     workdir = Path(tmp_path_factory.mktemp("kubehub"))
     users = {"alice": ["researchers"], "bob": ["researchers", "gpu"], "carol": ["gpu"]}
-    process = HubProcess.kubernetes(workdir, ns, users)
+    # server pods no hub record knows are deleted after 20 s (spawns under way are never touched)
+    process = HubProcess.kubernetes(workdir, ns, users, extra_env={"JHUB_EXT_ORPHAN_GRACE_SECONDS": "20"})
     process.start()
     try:
         yield process
@@ -380,3 +381,43 @@ def test_what_would_wedge_a_job_is_refused_before_anything_reaches_the_cluster(
         for obj in ns.admin.list(kind, ns.name)
         if (obj["metadata"].get("annotations") or {}).get("jhub-ext.io/name") == "wedge"
     ]
+
+
+def test_a_server_pod_no_hub_record_knows_is_deleted_after_the_grace_period(
+    hub: HubProcess, ns: Namespace
+) -> None:
+    """What a hub restart leaves of a spawn cut short: a pod for a server the hub has no record of."""
+    secure = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    orphan = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "jupyter-dave",
+            "namespace": ns.name,
+            "labels": {"component": "singleuser-server", "jhub-ext.io/kind": "server"},
+            "annotations": {"hub.jupyter.org/username": "dave", "hub.jupyter.org/servername": ""},
+        },
+        "spec": {
+            "automountServiceAccountToken": False,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 1000,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "notebook",
+                    "image": "example.org/x:1",
+                    "command": ["python", "-c", "import time; time.sleep(600)"],
+                    "securityContext": secure,
+                    "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}},
+                }
+            ],
+        },
+    }
+    ns.admin.create(orphan)
+    alice = hub.client("alice")
+    alice.login()
+    assert alice.spawn_page().status_code == 200  # the hub's pod cache, and its reaper, are running
+    wait_for(lambda: ns.admin.find("Pod", "jupyter-dave", ns.name) is None, 90, "the orphan pod to go")
+    assert "Deleted server pod jupyter-dave: no hub record knows it" in hub.log()

@@ -179,3 +179,36 @@ def test_pods_count_against_their_groups_quota() -> None:
     assert workload.usage == Usage(cpu=8, memory=64 * 2**30, gpus=1, servers=1)
     assert workload.usage == Usage.of(GPU, Kind.SERVER)  # same arithmetic as the catalog's
     assert pod_workload(pod("g1", {"cpu": "1"}), ["gpu"], ["nvidia.com/gpu"]) is None  # not ours
+
+
+def test_orphan_server_pods_are_ours_unknown_to_the_hub_and_past_their_grace() -> None:
+    from datetime import UTC, datetime
+
+    from jhub_ext.k8s.capacity import orphan_server_pods
+
+    ours = {"component": "singleuser-server", "jhub-ext.io/kind": "server"}
+
+    def server(name: str, user: str, created: str, **meta: Any) -> dict[str, Any]:
+        return {
+            "metadata": {
+                "name": name,
+                "namespace": meta.pop("namespace", "jhub"),
+                "creationTimestamp": created,
+                "labels": meta.pop("labels", ours),
+                "annotations": {"hub.jupyter.org/username": user, "hub.jupyter.org/servername": ""},
+                **meta,
+            }
+        }
+
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    pods = [
+        server("orphan", "dave", "2026-11-26T11:00:00Z"),
+        server("running", "alice", "2026-11-26T11:00:00Z"),  # the hub knows it
+        server("young", "erin", "2026-11-26T11:59:30Z"),  # within the grace period
+        server("elsewhere", "frank", "2026-11-26T11:00:00Z", namespace="other"),
+        server("going", "gina", "2026-11-26T11:00:00Z", deletionTimestamp="2026-11-26T11:59:00Z"),
+        server("job", "hal", "2026-11-26T11:00:00Z", labels={"jhub-ext.io/kind": "job"}),
+        server("stock", "ivy", "2026-11-26T11:00:00Z", labels={"component": "singleuser-server"}),
+    ]
+    found = orphan_server_pods(pods, "jhub", {("alice", "")}, 600, now)
+    assert [p["metadata"]["name"] for p in found] == ["orphan"]
