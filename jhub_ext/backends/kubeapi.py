@@ -24,6 +24,9 @@ from ..jobs.backend import JobRejected
 from ..jobs.status import owner
 
 Json = dict[str, Any]
+#: seconds any one call on the API server may take: one that does not answer (paused, partitioned)
+#: fails with TimeoutError, which the service answers 503 with Retry-After, instead of hanging
+REQUEST_TIMEOUT = 15
 
 #: the resource (the API's plural) of each kind of object a job is made of
 RESOURCES = {"ConfigMap": "configmaps", "Job": "jobs", "Deployment": "deployments", "CronJob": "cronjobs"}
@@ -106,7 +109,7 @@ class KubeObjects:
             call = client.CoreV1Api(self.api).create_namespaced_pod
         else:
             call = client.AppsV1Api(self.api).create_namespaced_deployment
-        created = await call(self.namespace, manifest, **options)
+        created = await call(self.namespace, manifest, **options, _request_timeout=REQUEST_TIMEOUT)
         return self.api.sanitize_for_serialization(created)  # type: ignore[no-any-return]
 
     def list_method(self, kind: str) -> Any:
@@ -124,13 +127,17 @@ class KubeObjects:
         caches select by); a ConfigMap with ``get``."""
         if kind == "configmaps":
             try:
-                found = await client.CoreV1Api(self.api).read_namespaced_config_map(name, self.namespace)
+                found = await client.CoreV1Api(self.api).read_namespaced_config_map(
+                    name, self.namespace, _request_timeout=REQUEST_TIMEOUT
+                )
             except ApiException as e:
                 if e.status == 404:
                     return None
                 raise
             return self.api.sanitize_for_serialization(found)  # type: ignore[no-any-return]
-        answer = await self.list_method(kind)(self.namespace, field_selector=f"metadata.name={name}")
+        answer = await self.list_method(kind)(
+            self.namespace, field_selector=f"metadata.name={name}", _request_timeout=REQUEST_TIMEOUT
+        )
         items = [self.api.sanitize_for_serialization(item) for item in answer.items]
         return items[0] if items else None
 
@@ -158,7 +165,7 @@ class KubeObjects:
             propagation_policy=propagation, preconditions=client.V1Preconditions(uid=uid)
         )
         try:
-            await calls[kind](name, self.namespace, body=options)
+            await calls[kind](name, self.namespace, body=options, _request_timeout=REQUEST_TIMEOUT)
         except ApiException as e:
             if e.status == 404:
                 return False  # gone already
@@ -171,7 +178,7 @@ class KubeObjects:
     async def list_code(self, label: str) -> list[Json]:
         """Every ConfigMap in the namespace that carries ``label`` (the jobs' code snapshots)."""
         answer = await client.CoreV1Api(self.api).list_namespaced_config_map(
-            self.namespace, label_selector=label
+            self.namespace, label_selector=label, _request_timeout=REQUEST_TIMEOUT
         )
         return [self.api.sanitize_for_serialization(item) for item in answer.items]
 
@@ -186,7 +193,14 @@ class KubeObjects:
     async def open_log(self, pod: str, follow: bool, tail: int | None) -> Any:
         """The log response of the pod's ``job`` container (its last ``tail`` lines; with ``follow``,
         kept open), or None while the container is being created (the API answers 400)."""
-        arguments: dict[str, Any] = {"container": "job", "follow": follow, "_preload_content": False}
+        # a followed log may be quiet for long: only connecting is bounded then
+        bound = (REQUEST_TIMEOUT, None) if follow else (REQUEST_TIMEOUT, 60)
+        arguments: dict[str, Any] = {
+            "container": "job",
+            "follow": follow,
+            "_preload_content": False,
+            "_request_timeout": bound,
+        }
         if tail is not None:
             arguments["tail_lines"] = tail
         try:

@@ -38,6 +38,10 @@ def _key(obj: Json) -> str:
     return f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else str(meta["name"])
 
 
+LIST_CONNECT_TIMEOUT = 10
+LIST_READ_TIMEOUT = 60
+
+
 class WatchCache:
     """An up-to-date in-memory copy of the objects ``list_method`` returns.
 
@@ -141,7 +145,9 @@ class WatchCache:
         return selectors
 
     async def _list(self) -> None:
-        response = await self.list_method(**self._selectors(), _preload_content=False)
+        # a list may be large (thousands of pods), but a server that does not answer must not hold it
+        bound = (LIST_CONNECT_TIMEOUT, LIST_READ_TIMEOUT)
+        response = await self.list_method(**self._selectors(), _preload_content=False, _request_timeout=bound)
         try:
             body = json.loads(await response.read())
         finally:

@@ -37,9 +37,11 @@ from ..k8s.pods import (
     pod_plan,
 )
 from ..runtime.watch import WatchCache
-from .profiles import ProfileMenuMixin
+from .profiles import ProfileChoiceError, ProfileMenuMixin
 
 UNFINISHED = "status.phase!=Succeeded,status.phase!=Failed"
+PROBE_SECONDS = 10
+PROBE_TIMEOUT = 5
 
 _AFFINITY_TRAITS = {
     ("nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution"): "node_affinity_required",
@@ -144,6 +146,9 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
     _caches_lock: ClassVar[asyncio.Lock | None] = None
     _availability_memo: ClassVar[dict[tuple[Any, ...], str]] = {}
     _reaper: ClassVar[asyncio.Task[None] | None] = None
+    _prober: ClassVar[asyncio.Task[None] | None] = None
+    #: since when the API server has not answered the hub's probe (None: it answers)
+    api_down_since: ClassVar[float | None] = None
     #: the admin's values of PROFILE_TRAITS, taken before the first profile is applied
     _configured: dict[str, Any] | None = None
 
@@ -233,6 +238,34 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
                 cls.caches[key] = cache
             if cls._reaper is None:  # the hub's own reconciler of server pods
                 cls._reaper = asyncio.create_task(self._reap_orphans_forever())
+            if cls._prober is None:  # a paused or cut-off API server breaks no watch: ask it
+                cls._prober = asyncio.create_task(self._probe_forever())
+
+    async def _probe_forever(self) -> None:
+        """Ask the API server for its version every 10 s (every 2 s while it does not answer): whether
+        it answers decides the menu's "as of" note and whether a spawn is tried at all."""
+        while True:
+            await self._api_answers()
+            await asyncio.sleep(PROBE_SECONDS if ProfileKubeSpawner.api_down_since is None else 2)
+
+    async def _api_answers(self, timeout: float = PROBE_TIMEOUT) -> bool:
+        """Whether the API server answers now (tried twice: one failure is not an outage); keeps
+        :attr:`api_down_since` up to date."""
+        cls = ProfileKubeSpawner
+        try:
+            try:
+                await shared_client("VersionApi").get_code(_request_timeout=timeout)
+            except Exception:  # once more, on a fresh connection
+                await shared_client("VersionApi").get_code(_request_timeout=timeout)
+        except Exception as e:
+            if cls.api_down_since is None:
+                cls.api_down_since = time.time()
+                self.log.warning("The Kubernetes API server does not answer: %s", e or type(e).__name__)
+            return False
+        if cls.api_down_since is not None:
+            self.log.info("The Kubernetes API server answers again")
+        cls.api_down_since = None
+        return True
 
     async def _reap_orphans_forever(self) -> None:
         interval = max(5.0, min(60.0, float(self.orphan_grace_seconds)))
@@ -303,16 +336,28 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
                 self._availability_memo.clear()
             text = availability(profile, nodes.values(), pods.values()).describe(profile)
             self._availability_memo[key] = text
-        if nodes.stale_since or pods.stale_since:
-            since = time.strftime("%H:%M", time.localtime(nodes.stale_since or pods.stale_since))
-            text += f" (as of {since}: the cluster is not answering)"
+        down = [t for t in (nodes.stale_since, pods.stale_since, ProfileKubeSpawner.api_down_since) if t]
+        if down:
+            text += (
+                f" (as of {time.strftime('%H:%M', time.localtime(min(down)))}: the cluster is not answering)"
+            )
         return text
 
     # --- quotas: the ledger's Kubernetes source of servers, fed by the pod cache ----------------------
 
     async def apply_profile_options(self, user_options: dict[str, Any]) -> None:
-        """Start the pod cache the quota check counts from, then validate, check and apply the choice."""
+        """Start the pod cache the quota check counts from, then validate, check and apply the choice.
+        While the API server does not answer, a spawn is refused at once: 503 with Retry-After."""
         await self.ensure_caches()
+        down = ProfileKubeSpawner.api_down_since
+        if down is not None and not await self._api_answers(timeout=2):  # asked again: it may be back
+            since = time.strftime("%H:%M", time.localtime(down))
+            raise ProfileChoiceError(
+                f"The cluster has not answered since {since}, so your server cannot start now. "
+                "Try again in a minute; an admin can see why in the hub's log.",
+                status_code=503,
+                retry_after=30,
+            )
         await super().apply_profile_options(user_options)
 
     async def workloads(self, catalog: Catalog, groups: frozenset[str]) -> list[Workload]:

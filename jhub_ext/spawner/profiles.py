@@ -54,9 +54,11 @@ def shared_quota_lock(directory: str) -> QuotaLock:
 class ProfileChoiceError(web.HTTPError):
     """A refused choice: HTTP 400 for the REST API, a readable line on the spawn form."""
 
-    def __init__(self, message: str, status_code: int = 400):
+    def __init__(self, message: str, status_code: int = 400, retry_after: int | None = None):
         super().__init__(status_code, "%s", message)
         self.jupyterhub_message = message
+        # JupyterHub sets an exception's ``headers`` on its answer, the spawn form's and the API's
+        self.headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
 
 
 class ProfileMenuMixin(LoggingConfigurable):
@@ -217,7 +219,7 @@ class ProfileMenuMixin(LoggingConfigurable):
         except QuotaExceeded as e:
             raise ProfileChoiceError(str(e), status_code=403) from None
         except QuotaLockTimeout as e:
-            raise ProfileChoiceError(str(e), status_code=503) from None
+            raise ProfileChoiceError(str(e), status_code=503, retry_after=10) from None
         self.user_options = selection.to_user_options()
         self._usage = usage
         self.log.info(

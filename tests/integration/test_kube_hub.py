@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -421,3 +423,47 @@ def test_a_server_pod_no_hub_record_knows_is_deleted_after_the_grace_period(
     assert alice.spawn_page().status_code == 200  # the hub's pod cache, and its reaper, are running
     wait_for(lambda: ns.admin.find("Pod", "jupyter-dave", ns.name) is None, 90, "the orphan pod to go")
     assert "Deleted server pod jupyter-dave: no hub record knows it" in hub.log()
+
+
+def test_while_the_api_server_is_paused_spawns_and_submits_get_503_and_everything_recovers(
+    hub: HubProcess, ns: Namespace
+) -> None:
+    """The API server stopped (SIGSTOP: connections hang, nothing fails) then resumed: the menu says
+    since when it is not answering, a spawn and a submit are refused with 503 and Retry-After within
+    seconds instead of hanging, and afterwards everything works again without a restart, nothing
+    created twice."""
+    alice = hub.client("alice")
+    alice.login()
+    api, headers = jobs_api(hub, alice)
+    alice.spawn_page()  # the hub's caches (and its probe of the API server) are running
+    assert ns.cluster.control_plane is not None
+    apiserver = ns.cluster.control_plane.components["kube-apiserver"]
+    batch = {"name": "after", "kind": "batch", "command": ["python", "-c", "print('done')"], "retries": 0}
+    apiserver.signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: "the cluster is not answering" in alice.spawn_page().text, 30, "the menu to say so")
+        started = time.monotonic()
+        spawn = alice.api("POST", "/users/alice/server", json={"profile": "small"})
+        assert spawn.status_code == 503 and spawn.headers.get("Retry-After") == "30", spawn.text
+        assert "has not answered since" in spawn.json()["message"]
+        assert time.monotonic() - started < 10
+        started = time.monotonic()
+        during = requests.post(f"{api}/jobs", headers=headers, json={**batch, "name": "during"}, timeout=60)
+        assert during.status_code == 503 and during.headers.get("Retry-After"), during.text
+        assert time.monotonic() - started < 30
+    finally:
+        apiserver.signal(signal.SIGCONT)
+    wait_for(lambda: "the cluster is not answering" not in alice.spawn_page().text, 60, "the menu to recover")
+    assert requests.get(f"{api}/jobs/during", headers=headers, timeout=10).status_code == 404  # nothing kept
+    created = requests.post(f"{api}/jobs", headers=headers, json=batch, timeout=60)
+    assert created.status_code == 201, created.text
+    wait_for(
+        lambda: (
+            requests.get(f"{api}/jobs/after", headers=headers, timeout=10).json()["status"] == "succeeded"
+        ),
+        90,
+        "the job submitted after the outage to run",
+    )
+    names = [job["metadata"]["annotations"].get("jhub-ext.io/name") for job in ns.admin.list("Job", ns.name)]
+    assert names.count("after") == 1 and "during" not in names
+    assert requests.delete(f"{api}/jobs/after", headers=headers, timeout=30).status_code == 204
