@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test lint format install system clean bench control-plane cluster user-env
+.PHONY: demo test test-faults lint format install system clean bench control-plane cluster user-env
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || \
@@ -52,6 +52,10 @@ format: $(STAMP)
 
 test: system lint control-plane user-env
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# only the fault-injection tests (make test runs them too)
+test-faults: system control-plane user-env
+	$(BIN)/python -m pytest -m faults $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python benchmarks/run.py

@@ -25,7 +25,7 @@ from jhub_ext.devcluster.rest import poll
 from ..hubprocess import HubProcess
 from .test_jobs_service import Jobs, token_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
 PR_SET_CHILD_SUBREAPER = 36
 RUNNER = "jhub_ext.backends.runner"
 PORTS = ("JHUB_EXT_PORT", "JHUB_EXT_PROXY_API_PORT", "JHUB_EXT_HUB_PORT", "JHUB_EXT_JOBS_PORT")

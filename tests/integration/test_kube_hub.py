@@ -131,6 +131,7 @@ def test_catalog_edits_and_group_quotas_apply_to_the_next_spawn(hub: HubProcess,
         bob.stop_server()
 
 
+@pytest.mark.faults
 def test_after_an_api_server_restart_the_caches_recover_and_the_menu_stays_right(
     hub: HubProcess, ns: Namespace
 ) -> None:
@@ -385,6 +386,7 @@ def test_what_would_wedge_a_job_is_refused_before_anything_reaches_the_cluster(
     ]
 
 
+@pytest.mark.faults
 def test_a_server_pod_no_hub_record_knows_is_deleted_after_the_grace_period(
     hub: HubProcess, ns: Namespace
 ) -> None:
@@ -425,6 +427,7 @@ def test_a_server_pod_no_hub_record_knows_is_deleted_after_the_grace_period(
     assert "Deleted server pod jupyter-dave: no hub record knows it" in hub.log()
 
 
+@pytest.mark.faults
 def test_while_the_api_server_is_paused_spawns_and_submits_get_503_and_everything_recovers(
     hub: HubProcess, ns: Namespace
 ) -> None:

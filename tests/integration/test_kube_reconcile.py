@@ -21,7 +21,7 @@ from ..conftest import SHIPPED_CATALOG
 from ..kube import Namespace
 from .test_kube_jobs import ALICE
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
 CALLER = Caller("alice", frozenset({"researchers"}), admin=False)
 SLEEP = ["python", "-c", "import time\nprint('up', flush=True)\ntime.sleep(300)\n"]
 
