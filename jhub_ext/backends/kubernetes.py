@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Coroutine
-from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -30,7 +29,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from traitlets import Integer, Unicode
 
 from ..jobs import lifecycle
-from ..jobs.backend import JobBackend, Observed, Placement
+from ..jobs.backend import Held, JobBackend, Observed, Placement
 from ..jobs.model import JobKind, JobSpec, JobStatus
 from ..jobs.status import controller as _controller
 from ..jobs.status import derive_status
@@ -408,7 +407,7 @@ class KubernetesJobBackend(JobBackend):
         _, kind = self.specs[key]
         return derive_status(kind, self.view.workload(user, name, kind), self.view.run_pods(user, name, kind))
 
-    async def inventory(self) -> dict[Key, datetime]:
+    async def inventory(self) -> dict[Key, Held]:
         """Jobs whose workload (from the caches) or code snapshot (listed now) exists, by when their
         oldest such object was created; a CronJob's runs belong to their CronJob."""
         return self.view.inventory(await self._api().list_code(JOB_LABEL))

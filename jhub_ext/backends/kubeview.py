@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
+from ..jobs.backend import Held
 from ..jobs.status import owner
 from ..k8s.jobs import JOB_LABEL, object_name
 from ..runtime.watch import WatchCache
@@ -49,16 +50,18 @@ class CachedJobs:
             pods = [p for p in pods if (p["metadata"].get("labels") or {}).get(_CONTROLLER_UID) == uid]
         return pods
 
-    def inventory(self, more: Iterable[Json] = ()) -> dict[Key, datetime]:
-        """Every job with a cached workload (or one of ``more`` objects) under its own name, not being
-        deleted, by when its oldest such object was created. A CronJob's runs are not counted: they
-        are named after their CronJob, not after a job."""
-        found: dict[Key, datetime] = {}
-        cached = [obj for kind in WORKLOADS for obj in self.caches[kind].values()]
-        for obj in [*cached, *more]:
+    def inventory(self, code: Iterable[Json] = ()) -> dict[Key, Held]:
+        """Every job with a cached workload (or one of the ``code`` ConfigMaps) under its own name, not
+        being deleted: since when, and whether a workload is among them. A CronJob's runs are not
+        counted: they are named after their CronJob, not after a job."""
+        found: dict[Key, Held] = {}
+        cached = [(obj, True) for kind in WORKLOADS for obj in self.caches[kind].values()]
+        for obj, runs in [*cached, *((obj, False) for obj in code)]:
             whose, meta = owner(obj), obj.get("metadata") or {}
             if whose is None or meta.get("name") != object_name(*whose) or meta.get("deletionTimestamp"):
                 continue
             created = datetime.fromisoformat(str(meta.get("creationTimestamp")).replace("Z", "+00:00"))
-            found[whose] = min(found.get(whose, created), created)
+            if (known := found.get(whose)) is not None:
+                created, runs = min(known.created, created), known.runs or runs
+            found[whose] = Held(created, runs)
         return found

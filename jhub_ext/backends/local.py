@@ -37,7 +37,7 @@ from urllib.parse import quote
 from traitlets import Bool, Dict, Float, Integer, Unicode
 
 from ..jobs import lifecycle
-from ..jobs.backend import JobBackend, Observed, Placement
+from ..jobs.backend import Held, JobBackend, Observed, Placement
 from ..jobs.model import JobKind, JobSpec, JobStatus, parse_submission
 from ..runtime.accounts import Account, Accounts
 from ..runtime.config import env_default, string_mapping
@@ -303,9 +303,12 @@ class LocalJobBackend(Supervision, JobBackend):
             self._jobs.pop((user, name), None)
         shutil.rmtree(self._dir(user, name), ignore_errors=True)  # also what could not be adopted
 
-    async def inventory(self) -> dict[tuple[str, str], datetime]:
-        """Every job with a directory here, by when its directory was made."""
-        return {key: datetime.fromtimestamp(job.dir.stat().st_mtime, UTC) for key, job in self._jobs.items()}
+    async def inventory(self) -> dict[tuple[str, str], Held]:
+        """Every job with a directory here (each supervised: it runs, or has run), by when its
+        directory was made."""
+        return {
+            key: Held(datetime.fromtimestamp(job.dir.stat().st_mtime, UTC)) for key, job in self._jobs.items()
+        }
 
     def observed(self, user: str, name: str) -> Observed | None:
         """The job's status as last saved, or ``None`` for a job this backend does not know."""

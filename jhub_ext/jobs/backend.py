@@ -11,6 +11,7 @@ ended meanwhile.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from traitlets.config import LoggingConfigurable
@@ -18,6 +19,15 @@ from traitlets.config import LoggingConfigurable
 from .model import JobSpec, Limits, Observed, Placement
 
 ChangeCallback = Callable[[str, str, Observed], Awaitable[None] | None]
+
+
+@dataclass(frozen=True)
+class Held:
+    """What a backend holds of one job: since when, and whether that includes what runs it (a
+    workload, a supervised process) or only leftovers (its code)."""
+
+    created: datetime
+    runs: bool = True
 
 
 class JobRejected(Exception):
@@ -59,9 +69,9 @@ class JobBackend(LoggingConfigurable):
         """Stop the job and remove everything the backend keeps for it."""
         raise NotImplementedError
 
-    async def inventory(self) -> dict[tuple[str, str], datetime]:
-        """Every job the backend holds anything of (running or not), with when it was created: what
-        the reconciler compares with the store."""
+    async def inventory(self) -> dict[tuple[str, str], Held]:
+        """Every job the backend holds anything of (running or not), with what it holds: what the
+        reconciler compares with the store."""
         raise NotImplementedError
 
     def observed(self, user: str, name: str) -> Observed | None:
@@ -84,4 +94,4 @@ class JobBackend(LoggingConfigurable):
 
 # Observed and Placement are part of the interface; they are defined with the pure model, so that
 # status code and the manifest builders can use them
-__all__ = ["ChangeCallback", "JobBackend", "JobRejected", "Observed", "Placement"]
+__all__ = ["ChangeCallback", "Held", "JobBackend", "JobRejected", "Observed", "Placement"]

@@ -394,6 +394,23 @@ class JobManager:
             raise
         return self.job(caller, owner, name)
 
+    async def resume(self, owner: str, name: str) -> None:
+        """Finish starting a recorded job whose start was cut short (the service died between its
+        record and its workload): as submitted, on what it reserved then. Its record ends ``failed``,
+        saying why, where it cannot start any more."""
+        record = self.store.get(owner, name)
+        if record is None:
+            return
+        try:
+            spec = parse_submission(record.spec, self.limits)
+            groups = frozenset(record.groups)
+            selection = self._select(self.catalog, spec, record.profile, groups)
+            await self.backend.submit(
+                self._bounded(spec, selection), self._placement(owner, groups, selection, record.image)
+            )
+        except (JobSpecError, NotAllowed, Invalid, JobRejected) as e:
+            self.store.set_status(owner, name, JobStatus.FAILED, message=f"failed: could not start ({e})")
+
     @_working
     async def delete(self, caller: Caller, owner: str, name: str) -> None:
         """Remove a job from the backend and from the store."""

@@ -6,8 +6,11 @@ state, a delete that failed half-way or someone deleting objects by hand. :func:
 them agree again, leaving alone the jobs an action is under way for, and anything younger than
 a grace period (a submit's record and its objects are made one after the other):
 
-- a pending or running job whose work is gone ends ``failed``, saying so;
+- a job recorded but never started whose workload is missing (the service died between the two)
+  is started, as submitted;
+- a pending or running job whose work is gone ends ``failed``, saying so, and its leftovers go;
 - a stopped job whose work runs again (re-adopted after a stop that did not finish) is stopped;
+- a finished job's leftovers (code without a workload: a stop cut short) are deleted;
 - work that no job record knows (left by a submit or a delete that died half-way) is deleted.
 """
 
@@ -35,10 +38,11 @@ class Reconciled:
 
     finished: list[Key] = field(default_factory=list)  # records whose work was gone: now failed
     stopped: list[Key] = field(default_factory=list)  # stopped records whose work ran: stopped again
-    removed: list[Key] = field(default_factory=list)  # work no record knew: deleted
+    removed: list[Key] = field(default_factory=list)  # work no record knew, or leftovers: deleted
+    resumed: list[Key] = field(default_factory=list)  # starts cut short: finished
 
     def __bool__(self) -> bool:
-        return bool(self.finished or self.stopped or self.removed)
+        return bool(self.finished or self.stopped or self.removed or self.resumed)
 
 
 async def reconcile(manager: JobManager, grace_seconds: float, now: datetime | None = None) -> Reconciled:
@@ -51,29 +55,34 @@ async def reconcile(manager: JobManager, grace_seconds: float, now: datetime | N
     def settled(key: Key, since: datetime) -> bool:
         return key not in manager.busy and (now - since).total_seconds() >= grace_seconds
 
-    for key, (status, created) in records.items():
+    for key, (status, created, started) in records.items():
         if not settled(key, created):
             continue
+        holding = held.get(key)
+        runs = holding is not None and holding.runs
         observed = manager.backend.observed(*key)
-        if not status.finished and key not in held:
+        if not status.finished and not runs:
+            if status is JobStatus.PENDING and started is None:  # its start was cut short
+                with manager.working_on(*key):
+                    await manager.resume(*key)
+                done.resumed.append(key)
+                continue
             manager.store.set_status(*key, JobStatus.FAILED, message=GONE)
             done.finished.append(key)
+            if holding is not None:  # its code, left behind
+                await manager.backend.delete(*key)
         elif status is JobStatus.STOPPED and observed is not None and not observed.status.finished:
             await manager.backend.stop(*key)
             done.stopped.append(key)
-    for key, created in held.items():
-        if key not in records and settled(key, created):
+        elif status.finished and holding is not None and not runs:  # a stop or an end cut short
+            await manager.backend.delete(*key)
+            done.removed.append(key)
+    for key, holding in held.items():
+        if key not in records and settled(key, holding.created):
             await manager.backend.delete(*key)
             done.removed.append(key)
     if done:
-        logger.warning(
-            "Reconciled the jobs store with the backend: %d ended (work gone), %d stopped again, "
-            "%d removed (no record): %s",
-            len(done.finished),
-            len(done.stopped),
-            len(done.removed),
-            done,
-        )
+        logger.warning("Reconciled the jobs store with the backend: %s", done)
     return done
 
 

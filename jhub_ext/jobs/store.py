@@ -254,12 +254,16 @@ class JobStore:
                 query = query.limit(limit).offset(offset)
             return [JobRecord.of(row) for row in session.scalars(query)]
 
-    def states(self) -> dict[tuple[str, str], tuple[JobStatus, datetime]]:
-        """Every job's status and when it was created, by (user, name): what the reconciler reads."""
+    def states(self) -> dict[tuple[str, str], tuple[JobStatus, datetime, datetime | None]]:
+        """Every job's status, when it was created and when it (last) started running, by (user,
+        name): what the reconciler reads."""
         with self.session() as session:
-            rows = session.execute(select(JobRow.user, JobRow.name, JobRow.status, JobRow.created))
+            rows = session.execute(
+                select(JobRow.user, JobRow.name, JobRow.status, JobRow.created, JobRow.started)
+            )
             return {
-                (user, name): (JobStatus(status), _aware(created)) for user, name, status, created in rows
+                (u, n): (JobStatus(status), _aware(created), _aware(started) if started else None)
+                for u, n, status, created, started in rows
             }
 
     def active_jobs(self) -> list[JobRecord]:

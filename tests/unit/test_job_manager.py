@@ -12,7 +12,7 @@ import pytest
 
 from jhub_ext.catalog.quotalock import QuotaLock
 from jhub_ext.catalog.reload import CatalogSource
-from jhub_ext.jobs.backend import JobBackend, JobRejected, Observed, Placement
+from jhub_ext.jobs.backend import Held, JobBackend, JobRejected, Observed, Placement
 from jhub_ext.jobs.errors import Conflict, Invalid, NoSuchJob, NotAllowed, Refusal, TooMany
 from jhub_ext.jobs.hub import HubClient
 from jhub_ext.jobs.manager import Caller, JobManager
@@ -69,7 +69,7 @@ class FakeBackend(JobBackend):
         self.submit_error: Exception | None = None
         self.validate_error: JobRejected | None = None
         self.output_goes_on_stop = False  # as on Kubernetes, where a stop deletes the pods
-        self.held: dict[tuple[str, str], datetime] = {}  # what inventory() reports
+        self.held: dict[tuple[str, str], Held] = {}  # what inventory() reports
 
     async def validate(self, spec: JobSpec, placement: Placement) -> None:
         self.calls.append(("validate", placement.user, spec.name))
@@ -98,7 +98,7 @@ class FakeBackend(JobBackend):
     def observed(self, user: str, name: str) -> Observed | None:
         return self.seen.get((user, name))
 
-    async def inventory(self) -> dict[tuple[str, str], datetime]:
+    async def inventory(self) -> dict[tuple[str, str], Held]:
         return dict(self.held)
 
     async def logs(
@@ -515,7 +515,7 @@ async def test_records_whose_work_is_gone_fail_saying_why(
     for name in ("lost", "here"):
         await manager.submit(ALICE, batch(name))
         await backend.report("alice", name, JobStatus.RUNNING)
-    backend.held = {("alice", "here"): OLD}
+    backend.held = {("alice", "here"): Held(OLD)}
     done = await reconcile(manager, grace_seconds=60, now=LATER)
     assert done.finished == [("alice", "lost")] and not done.stopped and not done.removed
     lost, here = store.get("alice", "lost"), store.get("alice", "here")
@@ -529,7 +529,7 @@ async def test_a_stopped_job_that_runs_again_is_stopped_and_work_without_a_recor
     await manager.submit(ALICE, batch("zombie"))
     await backend.report("alice", "zombie", JobStatus.RUNNING)
     store.set_status("alice", "zombie", JobStatus.STOPPED)  # its stop never reached the backend
-    backend.held = {("alice", "zombie"): OLD, ("bob", "stray"): OLD}
+    backend.held = {("alice", "zombie"): Held(OLD), ("bob", "stray"): Held(OLD)}
     done = await reconcile(manager, grace_seconds=60, now=LATER)
     assert done.stopped == [("alice", "zombie")] and done.removed == [("bob", "stray")]
     assert backend.actions("stop") == [("alice", "zombie")]
@@ -538,9 +538,24 @@ async def test_a_stopped_job_that_runs_again_is_stopped_and_work_without_a_recor
 
 async def test_young_and_busy_jobs_are_left_alone(manager: JobManager, backend: FakeBackend) -> None:
     await manager.submit(ALICE, batch("new"))
-    backend.held = {("bob", "fresh"): datetime.now(UTC)}
+    backend.held = {("bob", "fresh"): Held(datetime.now(UTC))}
     assert not await reconcile(manager, grace_seconds=600)  # the record and the object are too young
-    backend.held = {("bob", "fresh"): OLD}
+    backend.held = {("bob", "fresh"): Held(OLD)}
     with manager.working_on("alice", "new"), manager.working_on("bob", "fresh"):
         assert not await reconcile(manager, grace_seconds=60, now=LATER)
     assert manager.busy == {}
+
+
+async def test_a_start_cut_short_is_finished_and_leftovers_of_an_ended_job_go(
+    manager: JobManager, store: JobStore, backend: FakeBackend
+) -> None:
+    await manager.submit(ALICE, batch("cut"))  # recorded; the service "died" before its workload
+    await manager.submit(ALICE, batch("ended"))
+    await backend.report("alice", "ended", JobStatus.RUNNING)
+    await backend.report("alice", "ended", JobStatus.SUCCEEDED, exit_code=0)
+    backend.held = {("alice", "cut"): Held(OLD, runs=False), ("alice", "ended"): Held(OLD, runs=False)}
+    done = await reconcile(manager, grace_seconds=60, now=LATER)
+    assert done.resumed == [("alice", "cut")] and done.removed == [("alice", "ended")]
+    assert [spec.name for spec, _ in backend.submitted] == ["cut", "ended", "cut"]  # started as submitted
+    assert backend.actions("delete") == [("alice", "ended")]
+    assert store.get("alice", "ended").status is JobStatus.SUCCEEDED  # type: ignore[union-attr]
