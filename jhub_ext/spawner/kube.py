@@ -310,6 +310,15 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
         scope = "" if kind == "nodes" or self.capacity_all_namespaces else self.namespace
         return ProfileKubeSpawner.caches.get((kind, scope))
 
+    async def poll(self) -> int | None:
+        """KubeSpawner's poll, with the hub's caches (and their reaper and probe) started first: the
+        hub polls running servers when it starts, so a restarted hub looks for orphans at once."""
+        try:
+            await self.ensure_caches()
+        except Exception:
+            self.log.exception("Could not start the node and pod caches")
+        return await super().poll()  # type: ignore[no-any-return]
+
     # --- the menu --------------------------------------------------------------------------------------
 
     async def render_profile_form(self) -> str:  # type: ignore[override]
