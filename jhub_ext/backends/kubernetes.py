@@ -146,9 +146,7 @@ class KubernetesJobBackend(JobBackend):
     )
 
     _default_namespace = env_default("namespace", "JHUB_EXT_NAMESPACE", "jhub")
-    _default_default_image = env_default(
-        "default_image", "JHUB_EXT_SINGLEUSER_IMAGE", "quay.io/jupyter/scipy-notebook:2024-12-09"
-    )
+    _default_default_image = env_default("default_image", "JHUB_EXT_SINGLEUSER_IMAGE", Site.default_image)
     _default_output_claim = env_default("output_claim", "JHUB_EXT_JOBS_OUTPUT_CLAIM")
 
     def __init__(self, **kwargs: Any):

@@ -7,10 +7,10 @@ that job's owner and name (see :mod:`jhub_ext.k8s.jobs`). Reading the caches cos
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
 
 from ..jobs.backend import Held
 from ..jobs.status import owner
+from ..k8s.capacity import created_at
 from ..k8s.jobs import JOB_LABEL, object_name
 from ..runtime.watch import WatchCache
 from .kubeapi import Json
@@ -60,7 +60,7 @@ class CachedJobs:
             whose, meta = owner(obj), obj.get("metadata") or {}
             if whose is None or meta.get("name") != object_name(*whose) or meta.get("deletionTimestamp"):
                 continue
-            created = datetime.fromisoformat(str(meta.get("creationTimestamp")).replace("Z", "+00:00"))
+            created = created_at(obj)
             if (known := found.get(whose)) is not None:
                 created, runs = min(known.created, created), known.runs or runs
             found[whose] = Held(created, runs)

@@ -72,11 +72,15 @@ def extra_runs(cronjob: Json, jobs: Iterable[Json], limit: int) -> list[Json]:
 # --- status, from the objects alone ---------------------------------------------------------------
 
 
+def _containers(pod_status: Json) -> list[Json]:
+    """A pod's container statuses, init containers first."""
+    return [*(pod_status.get("initContainerStatuses") or []), *(pod_status.get("containerStatuses") or [])]
+
+
 def _terminated(pod: Json) -> list[tuple[str, Json]]:
     """(container name, terminated state) of every container that has ended, init containers first."""
-    status = pod.get("status") or {}
     ended = []
-    for entry in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+    for entry in _containers(pod.get("status") or {}):
         state = entry.get("state") or {}
         terminated = state.get("terminated") or (entry.get("lastState") or {}).get("terminated")
         if terminated:
@@ -100,7 +104,7 @@ def waiting_reason(pods: list[Json]) -> str | None:
     if not pods:
         return None
     status = pods[-1].get("status") or {}
-    for entry in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+    for entry in _containers(status):
         waiting = (entry.get("state") or {}).get("waiting") or {}
         reason, detail = waiting.get("reason"), _clip(waiting.get("message"))
         if reason in _CANNOT_PULL:

@@ -266,15 +266,6 @@ class JobStore:
                 for u, n, status, created, started in rows
             }
 
-    def active_jobs(self) -> list[JobRecord]:
-        """Jobs that are pending or running: what counts against quotas now."""
-        unfinished = [JobStatus.PENDING.value, JobStatus.RUNNING.value]
-        with self.session() as session:
-            return [
-                JobRecord.of(row)
-                for row in session.scalars(select(JobRow).where(JobRow.status.in_(unfinished)))
-            ]
-
     def users(self) -> list[str]:
         """Everyone who has a job, for the admins' filter."""
         with self.session() as session:

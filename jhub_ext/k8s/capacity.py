@@ -221,6 +221,11 @@ def availability(profile: Profile, nodes: Iterable[Json], pods: Iterable[Json]) 
     return Availability(len(matching), fits, gpus_free, gpus_total)
 
 
+def created_at(obj: Json) -> datetime:
+    """When the API server created ``obj`` (its ``creationTimestamp``), as an aware datetime."""
+    return datetime.fromisoformat(str((obj.get("metadata") or {}).get("creationTimestamp")))
+
+
 def orphan_server_pods(
     pods: Iterable[Json],
     namespace: str,
@@ -243,7 +248,6 @@ def orphan_server_pods(
         ):
             continue
         key = (annotations.get("hub.jupyter.org/username"), annotations.get("hub.jupyter.org/servername", ""))
-        created = datetime.fromisoformat(str(meta.get("creationTimestamp")).replace("Z", "+00:00"))
-        if key not in known and (now - created).total_seconds() >= grace_seconds:
+        if key not in known and (now - created_at(pod)).total_seconds() >= grace_seconds:
             found.append(pod)
     return found

@@ -120,12 +120,6 @@ class PodPlan:
     labels: dict[str, str]
     env: dict[str, str]
 
-    @property
-    def extended_resources(self) -> dict[str, str]:
-        """Requested resources besides CPU and memory (GPUs): requests and limits are equal."""
-        requests = self.resources.get("requests", {})
-        return {key: value for key, value in requests.items() if key not in ("cpu", "memory")}
-
 
 def pod_plan(
     profile: Profile,

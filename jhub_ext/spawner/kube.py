@@ -98,6 +98,11 @@ PROFILE_TRAITS = (
 )
 
 
+def _clock(moment: float) -> str:
+    """A moment as the hub's users read it: ``HH:MM``, local time."""
+    return time.strftime("%H:%M", time.localtime(moment))
+
+
 class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
     """Spawn pods with the resources of a catalog profile, showing live capacity in the menu."""
 
@@ -347,9 +352,7 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
             self._availability_memo[key] = text
         down = [t for t in (nodes.stale_since, pods.stale_since, ProfileKubeSpawner.api_down_since) if t]
         if down:
-            text += (
-                f" (as of {time.strftime('%H:%M', time.localtime(min(down)))}: the cluster is not answering)"
-            )
+            text += f" (as of {_clock(min(down))}: the cluster is not answering)"
         return text
 
     # --- quotas: the ledger's Kubernetes source of servers, fed by the pod cache ----------------------
@@ -360,9 +363,8 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
         await self.ensure_caches()
         down = ProfileKubeSpawner.api_down_since
         if down is not None and not await self._api_answers(timeout=2):  # asked again: it may be back
-            since = time.strftime("%H:%M", time.localtime(down))
             raise ProfileChoiceError(
-                f"The cluster has not answered since {since}, so your server cannot start now. "
+                f"The cluster has not answered since {_clock(down)}, so your server cannot start now. "
                 "Try again in a minute; an admin can see why in the hub's log.",
                 status_code=503,
                 retry_after=30,

@@ -18,6 +18,7 @@ from jhub_ext.jobs.hub import HubClient
 from jhub_ext.jobs.manager import Caller, JobManager
 from jhub_ext.jobs.model import JobSpec, JobStatus, Limits
 from jhub_ext.jobs.reconcile import GONE, reconcile
+from jhub_ext.jobs.reservations import JobReservations
 from jhub_ext.jobs.store import JobStore
 
 CATALOG = """\
@@ -302,7 +303,8 @@ async def test_concurrent_submits_take_exactly_what_the_quota_fits(
     refused = [r for r in results if isinstance(r, BaseException)]
     assert len(refused) == 7 and all(isinstance(r, NotAllowed) and r.field == "profile" for r in refused)
     assert store.count_jobs("alice") == 3 and len(backend.submitted) == 3
-    assert sum(j.usage["cpu"] for j in store.active_jobs()) == 6
+    counted = await JobReservations(store.engine).workloads(manager.catalog, ALICE.groups)
+    assert sum(w.usage.cpu for w in counted) == 6
 
 
 async def test_concurrent_submits_of_one_name_record_it_once(manager: JobManager, store: JobStore) -> None:

@@ -92,12 +92,13 @@ def test_nothing_is_lost_across_a_restart(tmp_path: Path) -> None:
     second.close()
 
 
-def test_pages_counts_and_active_jobs(store: JobStore) -> None:
+def test_pages_counts_and_states(store: JobStore) -> None:
     for i in range(5):
         store.create("alice", parse_submission({"name": f"j{i}", "kind": "batch", "command": ["x"]}), None)
     store.set_status("alice", "j0", JobStatus.RUNNING)
     store.set_status("alice", "j0", JobStatus.SUCCEEDED, exit_code=0)
     assert [j.name for j in store.list_jobs("alice", limit=2, offset=1)] == ["j3", "j2"]
     assert store.count_jobs("alice") == 5 and store.count_jobs("bob") == 0
-    assert sorted(j.name for j in store.active_jobs()) == ["j1", "j2", "j3", "j4"]
+    unfinished = [name for (_, name), (status, _, _) in store.states().items() if not status.finished]
+    assert sorted(unfinished) == ["j1", "j2", "j3", "j4"]
     assert store.users() == ["alice"]

@@ -135,7 +135,6 @@ def test_a_gpu_profile_reserves_its_gpus_and_lands_on_their_nodes() -> None:
     count = str(gpu.resources.gpu_count)
     assert plan.resources["requests"][gpu.resources.gpu_resource] == count
     assert plan.resources["limits"][gpu.resources.gpu_resource] == count
-    assert plan.extended_resources == {gpu.resources.gpu_resource: count}
     assert plan.node_selector["nvidia.com/gpu.product"] == gpu.resources.gpu_type
     assert plan.tolerations == [dict(t) for t in gpu.tolerations]
     assert plan.env["JHUB_EXT_PROFILE"] == "gpu-a100"
