@@ -53,9 +53,9 @@ format: $(STAMP)
 test: system lint control-plane user-env
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# only the fault-injection tests (make test runs them too)
+# only the fault-injection tests, at full size (make test runs them too, in a short form)
 test-faults: system control-plane user-env
-	$(BIN)/python -m pytest -m faults $(PYTEST_ARGS)
+	JHUB_EXT_FAULTS=full $(BIN)/python -m pytest -m faults $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python benchmarks/run.py

@@ -8,12 +8,14 @@ asked the API server from its audit log.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from jhub_ext.devcluster.cluster import LocalCluster
 from jhub_ext.devcluster.rest import KubeClient
@@ -58,3 +60,12 @@ def namespace(cluster: LocalCluster, prefix: str = "t", wait: bool = False) -> I
         yield Namespace(name, kubeconfig, cluster)
     finally:
         cluster.delete_namespace(name, wait=wait)
+
+
+async def eventually(predicate: Callable[[], Any], what: str, timeout: float = 30) -> None:
+    """Wait for ``predicate`` without blocking the event loop: the backend under test must run."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.2)

@@ -44,6 +44,7 @@ from ..k8s.jobs import (
 )
 from ..k8s.pods import DEFAULT_GID, DEFAULT_UID
 from ..runtime.config import env_default
+from ..runtime.kuberetry import retrying
 from ..runtime.watch import WatchCache
 from .kubeapi import KIND_OF as _KIND_OF
 from .kubeapi import RESOURCES as _RESOURCES
@@ -177,7 +178,7 @@ class KubernetesJobBackend(JobBackend):
             await config.load_kube_config(
                 config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
             )
-        self.api = client.ApiClient(configuration)
+        self.api = retrying(client.ApiClient(configuration))
         self._objects = KubeObjects(self.api, self.namespace, self.log)
         core = client.CoreV1Api(self.api)
         lists = {

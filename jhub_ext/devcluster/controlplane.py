@@ -29,6 +29,12 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = ROOT / "scripts" / "build-control-plane.sh"
 ADMISSION = "NamespaceLifecycle,LimitRanger,ServiceAccount,PodSecurity,ResourceQuota,NodeRestriction"
 SERVICE_CIDR = "10.96.0.0/16"
+#: A lost node is noticed after this long without a Lease renewal (agents renew every 10 s; the
+#: upstream default is 50 s), and its pods are evicted NODE_LOSS_TOLERATION seconds later (the
+#: upstream default is 300 s): a lost node shows within a test's minute, an API server paused for
+#: half a minute does not make every node look lost.
+NODE_MONITOR_GRACE = "40s"
+NODE_LOSS_TOLERATION = 20
 
 
 def free_port() -> int:
@@ -248,6 +254,8 @@ class ControlPlane:
                 "--allow-privileged=false",
                 "--profiling=false",
                 "--endpoint-reconciler-type=none",
+                f"--default-not-ready-toleration-seconds={NODE_LOSS_TOLERATION}",
+                f"--default-unreachable-toleration-seconds={NODE_LOSS_TOLERATION}",
                 f"--audit-policy-file={self._audit_policy()}",
                 f"--audit-log-path={self.audit_log}",
                 "--audit-log-format=json",
@@ -267,6 +275,7 @@ class ControlPlane:
             f"--cluster-signing-cert-file={pki.ca_cert}",
             f"--cluster-signing-key-file={pki.ca_key}",
             "--controllers=*",
+            f"--node-monitor-grace-period={NODE_MONITOR_GRACE}",
         ]
         for name, stem, own_flags in (
             ("kube-controller-manager", "controller-manager", controller_flags),

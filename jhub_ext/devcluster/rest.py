@@ -194,6 +194,12 @@ class KubeClient:
         path = resource_path(obj["kind"], meta.get("namespace"), meta["name"])
         return self.request("PUT", path, replacement)  # type: ignore[no-any-return]
 
+    def merge_patch(self, kind: str, name: str, namespace: str | None, patch: Json) -> Json:
+        """Merge ``patch`` into the object (a JSON merge patch, as ``kubectl patch --type merge``)."""
+        path = resource_path(kind, namespace, name)
+        headers = {"Content-Type": "application/merge-patch+json"}
+        return self.request("PATCH", path, patch, headers=headers)  # type: ignore[no-any-return]
+
     def delete(self, kind: str, name: str, namespace: str | None = None, **options: Any) -> None:
         """Delete the object, with ``options`` as DeleteOptions; one that does not exist is no error."""
         body = {"kind": "DeleteOptions", "apiVersion": "v1", **options} if options else None

@@ -147,10 +147,11 @@ class JobManager:
         if observed.status is JobStatus.PENDING and record.status is JobStatus.PENDING:
             self.store.set_status(user, name, JobStatus.PENDING, message=observed.message)
             return
+        # a reason holds while the status it explains does: a job now running is no longer
+        # "waiting for room", but a running scraper keeps saying why it moved
+        message = observed.message if observed.message or observed.status is record.status else ""
         try:
-            self.store.set_status(
-                user, name, observed.status, exit_code=observed.exit_code, message=observed.message
-            )
+            self.store.set_status(user, name, observed.status, exit_code=observed.exit_code, message=message)
         except StatusConflict:
             # e.g. a scraper restarting (running -> pending) after it was stopped: the store wins
             return

@@ -122,17 +122,49 @@ def waiting_reason(pods: list[Json]) -> str | None:
     return None
 
 
+#: Why Kubernetes took a pod away (its DisruptionTarget condition's reason), in plain words
+_DISRUPTIONS = {
+    "DeletionByTaintManager": "its node{node} stopped answering",
+    "DeletionByPodGC": "its node{node} was lost",
+    "EvictionByEvictionAPI": "its node{node} was drained",
+    "PreemptionByScheduler": "it made way for more urgent work on its node{node}",
+    "TerminationByKubelet": "its node{node} ran short or shut down",
+}
+
+
+def _disruption(pod: Json) -> str | None:
+    """Why the cluster took ``pod`` away from its node, if it did (its DisruptionTarget condition)."""
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "DisruptionTarget" and condition.get("status") == "True":
+            words = _DISRUPTIONS.get(str(condition.get("reason")), "its node{node} was drained or lost")
+            node = (pod.get("spec") or {}).get("nodeName")
+            return words.format(node=f" {node}" if node else "")
+    return None
+
+
+def displaced_reason(pods: list[Json]) -> str | None:
+    """Why a job is running (or waiting to run) again elsewhere: its newest pod the cluster took
+    away from a lost, drained or short node (None: none was). A lost node's pods stay "terminating"
+    until the node is removed, so this holds as long as the evidence does."""
+    for index in range(len(pods) - 1, -1, -1):
+        why = _disruption(pods[index])
+        if why is None:
+            continue
+        if any((p.get("status") or {}).get("phase") == "Running" for p in pods[index + 1 :]):
+            return f"{why}: running again on another node"
+        return f"{why}: waiting to run again on another node"
+    return None
+
+
 def _exit(pods: list[Json]) -> tuple[int | None, str | None]:
     """The exit code and a plain reason of the latest pod that has one."""
     for pod in reversed(pods):
         status = pod.get("status") or {}
         if status.get("reason") == "Evicted":
             return None, f"evicted from its node ({_clip(status.get('message')) or 'the node ran short'})"
-        if any(
-            c.get("type") == "DisruptionTarget" and c.get("status") == "True"
-            for c in status.get("conditions") or []
-        ) and not _terminated(pod):
-            return None, "its node was drained or lost"
+        displaced = _disruption(pod)
+        if displaced and not _terminated(pod):
+            return None, displaced
         for container, terminated in reversed(_terminated(pod)):
             code = int(terminated.get("exitCode", 0))
             if container == "code" and code:
@@ -151,7 +183,8 @@ def derive_status(kind: str, workload: Json | None, pods: list[Json]) -> Observe
         for p in pods
         for s in (p.get("status") or {}).get("containerStatuses") or []
     )
-    running = any((p.get("status") or {}).get("phase") == "Running" for p in pods)
+    # a pod the cluster is taking away from a lost node still says Running: it is not
+    running = any((p.get("status") or {}).get("phase") == "Running" and not _disruption(p) for p in pods)
     now = JobStatus.RUNNING if running else JobStatus.PENDING
     if workload is None:
         return Observed(JobStatus.PENDING)
@@ -171,8 +204,13 @@ def derive_status(kind: str, workload: Json | None, pods: list[Json]) -> Observe
                 deadline = (workload.get("spec") or {}).get("activeDeadlineSeconds")
                 return Observed(JobStatus.FAILED, code, deadline_message(deadline), failures)
             return Observed(JobStatus.FAILED, code, failed_message(code, failures or 1, why), failures)
-        return Observed(now, message=waiting_reason(pods), restarts=failures)
+        return Observed(now, message=_now_reason(pods), restarts=failures)
     if kind == "cronjobs":
         code, _ = _exit(pods)
-        return Observed(now, code, waiting_reason(pods), restarts)
-    return Observed(now, None, waiting_reason(pods), restarts)
+        return Observed(now, code, _now_reason(pods), restarts)
+    return Observed(now, None, _now_reason(pods), restarts)
+
+
+def _now_reason(pods: list[Json]) -> str | None:
+    """What holds a live job up, or else why it moved: the words a running or pending job shows."""
+    return waiting_reason(pods) or displaced_reason(pods)

@@ -293,6 +293,7 @@ class JobStore:
     ) -> JobRecord:
         """Move a job to ``status``; an actor's change (stop, restart) is written to the audit trail.
 
+        ``message``: the job's reason from now on (None keeps the one it has, "" clears it).
         ``reserved``: the quota groups and usage a restarted job counts from now on.
         """
         when = when or utcnow()
@@ -315,7 +316,7 @@ class JobStore:
             if reserved is not None:
                 row.groups, row.usage = sorted(reserved[0]), reserved[1]
             if message is not None:
-                row.message = message
+                row.message = message or None
             if actor is not None:
                 self._audit(session, actor, _ACTIONS.get(status, status.value), row, {"from": old.value})
             return JobRecord.of(row)

@@ -36,6 +36,7 @@ from ..k8s.pods import (
     PodPlan,
     pod_plan,
 )
+from ..runtime.kuberetry import retrying
 from ..runtime.watch import WatchCache
 from .profiles import ProfileChoiceError, ProfileMenuMixin
 
@@ -103,8 +104,20 @@ def _clock(moment: float) -> str:
     return time.strftime("%H:%M", time.localtime(moment))
 
 
+def _api(kind: str) -> Any:
+    """KubeSpawner's shared client of ``kind`` (one per event loop), retrying transient failures."""
+    api = shared_client(kind)
+    retrying(api.api_client)
+    return api
+
+
 class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
     """Spawn pods with the resources of a catalog profile, showing live capacity in the menu."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        if getattr(self, "api", None) is not None:  # KubeSpawner's client (and its reflectors')
+            retrying(self.api.api_client)
 
     capacity_all_namespaces = Bool(
         True,
@@ -218,7 +231,7 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
         if cls._caches_lock is None:
             cls._caches_lock = asyncio.Lock()
         async with cls._caches_lock:
-            core = shared_client("CoreV1Api")
+            core = _api("CoreV1Api")
             wanted: dict[tuple[str, str], WatchCache] = {}
             if ("nodes", "") not in cls.caches:
                 wanted[("nodes", "")] = WatchCache(
@@ -259,9 +272,9 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
         cls = ProfileKubeSpawner
         try:
             try:
-                await shared_client("VersionApi").get_code(_request_timeout=timeout)
+                await _api("VersionApi").get_code(_request_timeout=timeout)
             except Exception:  # once more, on a fresh connection
-                await shared_client("VersionApi").get_code(_request_timeout=timeout)
+                await _api("VersionApi").get_code(_request_timeout=timeout)
         except Exception as e:
             if cls.api_down_since is None:
                 cls.api_down_since = time.time()
@@ -298,7 +311,7 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
         for pod in orphan_server_pods(pods.values(), self.namespace, known, self.orphan_grace_seconds):
             meta = pod["metadata"]
             try:
-                await shared_client("CoreV1Api").delete_namespaced_pod(
+                await _api("CoreV1Api").delete_namespaced_pod(
                     meta["name"],
                     meta["namespace"],
                     body=V1DeleteOptions(preconditions=V1Preconditions(uid=meta["uid"])),

@@ -162,6 +162,26 @@ def test_deletion_sends_sigterm_and_waits_the_grace_period(kube_namespace: Names
     assert time.monotonic() - started >= 0.4  # it had its half second to say goodbye
 
 
+def test_a_pod_deleted_while_its_volume_is_missing_still_leaves(kube_namespace: Namespace) -> None:
+    """A job deleted right after its submit: its pod waits for a ConfigMap that is gone already."""
+    ns = kube_namespace
+    volume = {"name": "code", "configMap": {"name": "never-made"}}
+    mount = {"name": "code", "mountPath": "/code"}
+    pod(ns, "stranded", [container("main", "print('never')", volumeMounts=[mount])], volumes=[volume])
+
+    def mounting(p: dict[str, Any]) -> bool:
+        statuses = p["status"].get("containerStatuses", [])
+        waiting = [(s.get("state") or {}).get("waiting") or {} for s in statuses]
+        return any("MountVolume" in (w.get("message") or "") for w in waiting)
+
+    ns.admin.wait_for("Pod", "stranded", ns.name, mounting)
+    ns.admin.delete("Pod", "stranded", ns.name)
+    started = time.monotonic()
+    while ns.admin.find("Pod", "stranded", ns.name) is not None:
+        assert time.monotonic() - started < 15, "the pod was never let go of"
+        time.sleep(0.1)
+
+
 def test_logs_tail_timestamps_and_a_waiting_container(kube_namespace: Namespace) -> None:
     ns = kube_namespace
     pod(ns, "talker", [container("main", "for i in range(5): print('line', i)")])

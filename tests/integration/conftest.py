@@ -1,10 +1,18 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
+from jhub_ext.backends.kubernetes import KubernetesJobBackend
+from jhub_ext.catalog.reload import CatalogSource
+from jhub_ext.jobs.manager import JobManager
+from jhub_ext.jobs.store import JobStore
+
+from ..conftest import SHIPPED_CATALOG
 from ..hubprocess import HubProcess
+from ..kube import Namespace
 
 
 @pytest.fixture(autouse=True)
@@ -15,3 +23,18 @@ def _restore_catalog(request: pytest.FixtureRequest) -> Iterator[None]:
         hub: HubProcess = request.getfixturevalue("hub")
         if hub.catalog.read_text() != hub.initial_catalog:
             hub.catalog.write_text(hub.initial_catalog)
+
+
+@pytest.fixture
+async def kube_manager(
+    kube_namespace: Namespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[JobManager]:
+    """The jobs service's manager in this process, over the Kubernetes backend in a fresh namespace."""
+    monkeypatch.setenv("KUBECONFIG", str(kube_namespace.kubeconfig))
+    backend = KubernetesJobBackend(namespace=kube_namespace.name, watch_timeout_seconds=30)
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite'}")
+    manager = JobManager(store, backend, CatalogSource(SHIPPED_CATALOG), None)
+    await backend.start()
+    yield manager
+    await backend.shutdown()
+    store.close()

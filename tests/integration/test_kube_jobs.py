@@ -17,7 +17,7 @@ from jhub_ext.k8s.jobs import build_manifests, object_name
 
 from ..conftest import SHIPPED_CATALOG
 from ..hubprocess import wait_for
-from ..kube import Namespace
+from ..kube import Namespace, eventually
 from ..observations import Recorder
 
 pytestmark = pytest.mark.integration
@@ -318,15 +318,6 @@ async def test_concurrent_submits_all_land_despite_the_namespace_quota(
         )
         == 20
     )
-
-
-async def eventually(predicate: Any, what: str, timeout: float = 30) -> None:
-    """Poll the cluster (as the admin) without blocking the loop: the backend under test must run."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 STRANGER = {"jhub-ext.io/user": "mallory", "jhub-ext.io/name": "x"}

@@ -401,6 +401,11 @@ async def test_observations_update_the_store(
     await backend.report("alice", "news", JobStatus.RUNNING)
     record = store.get("alice", "news")
     assert record is not None and record.status is JobStatus.RUNNING and record.started is not None
+    assert record.message is None  # it no longer waits for its image
+    await backend.report("alice", "news", JobStatus.RUNNING, message="its node n1 was lost: running again")
+    await backend.report("alice", "news", JobStatus.RUNNING)  # the evidence went, the reason holds
+    record = store.get("alice", "news")
+    assert record is not None and record.message == "its node n1 was lost: running again"
     await backend.report("alice", "news", JobStatus.FAILED, exit_code=3, message="exit 3", restarts=2)
     record = store.get("alice", "news")
     assert record is not None and record.finished is not None and record.message == "exit 3"

@@ -272,3 +272,56 @@ def test_an_evicted_or_disrupted_pod_is_the_reason_a_job_failed() -> None:
 
 def test_a_running_job_has_no_reason_to_give() -> None:
     assert derive_status("jobs", job(), [pod("Running")]).message is None
+
+
+def taken_away(reason: str, node: str = "cpu-3", phase: str = "Running") -> dict[str, Any]:
+    """A pod the cluster is taking away from its node: it still says what its node last reported."""
+    return {
+        "metadata": {"name": "old", "deletionTimestamp": "2026-11-26T10:00:00Z"},
+        "spec": {"nodeName": node},
+        "status": {
+            "phase": phase,
+            "conditions": [{"type": "DisruptionTarget", "status": "True", "reason": reason}],
+        },
+    }
+
+
+def test_a_scraper_moved_off_a_lost_node_says_so_while_it_runs_elsewhere() -> None:
+    observed = derive_status("deployments", {"metadata": {}}, [taken_away("DeletionByTaintManager")])
+    assert (observed.status, observed.message) == (
+        JobStatus.PENDING,
+        "its node cpu-3 stopped answering: waiting to run again on another node",
+    )
+    moved = [taken_away("DeletionByTaintManager"), pod("Running")]
+    observed = derive_status("deployments", {"metadata": {}}, moved)
+    assert (observed.status, observed.message) == (
+        JobStatus.RUNNING,
+        "its node cpu-3 stopped answering: running again on another node",
+    )
+
+
+def test_a_batch_job_whose_node_was_lost_waits_for_its_retry_and_says_why() -> None:
+    gone = [taken_away("DeletionByPodGC", phase="Failed")]
+    observed = derive_status("jobs", job(), gone)
+    assert (observed.status, observed.message) == (
+        JobStatus.PENDING,
+        "its node cpu-3 was lost: waiting to run again on another node",
+    )
+    observed = derive_status("jobs", job(), [*gone, pod("Running")])
+    assert observed.status is JobStatus.RUNNING
+    assert observed.message == "its node cpu-3 was lost: running again on another node"
+
+
+def test_each_way_a_pod_is_taken_away_has_its_own_words() -> None:
+    words = {
+        reason: derive_status("deployments", {"metadata": {}}, [taken_away(reason, "n1")]).message
+        for reason in ("EvictionByEvictionAPI", "PreemptionByScheduler", "TerminationByKubelet", "Other")
+    }
+    assert words == {
+        "EvictionByEvictionAPI": "its node n1 was drained: waiting to run again on another node",
+        "PreemptionByScheduler": (
+            "it made way for more urgent work on its node n1: waiting to run again on another node"
+        ),
+        "TerminationByKubelet": "its node n1 ran short or shut down: waiting to run again on another node",
+        "Other": "its node n1 was drained or lost: waiting to run again on another node",
+    }

@@ -115,7 +115,8 @@ class PodWorker:
         """
         await self.report()
         try:
-            await self._prepare()
+            if not await self._prepare():
+                return  # deleted while its volumes were awaited
             if not await self._run_init():
                 return
             self.initialized = True
@@ -145,13 +146,14 @@ class PodWorker:
             self.phase = "Failed"
             await self.report()
 
-    async def _prepare(self) -> None:
-        """Volumes, retried while what they reference does not exist (FailedMount, as a kubelet)."""
+    async def _prepare(self) -> bool:
+        """Volumes, retried while what they reference does not exist (FailedMount, as a kubelet);
+        whether they are ready (False: the pod is being stopped first)."""
         delay = 0.5
         while not self.stopping.is_set():
             try:
                 await self.files.materialise(self._who(self.main[0].spec))
-                return
+                return True
             except NotReady as e:
                 for c in (*self.init, *self.main):
                     c.state = {"waiting": {"reason": "ContainerCreating", "message": f"MountVolume: {e}"}}
@@ -160,7 +162,7 @@ class PodWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), delay)
             delay = min(delay * 2, 10)
-        raise asyncio.CancelledError
+        return False
 
     def _who(self, container: Json) -> Any:
         who = identity(self.pod, container)
@@ -311,8 +313,8 @@ class PodWorker:
     async def terminate(self, grace: int, delete: bool) -> None:
         """Graceful deletion: SIGTERM, the grace period, SIGKILL, then the pod leaves the API."""
         await self._kill_all(grace)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.task, 10)
+        # however the pod's run ends (even cancelled), the pod must still leave the API
+        await asyncio.wait({self.task}, timeout=10)
         for c in (*self.init, *self.main):
             if "running" in c.state or "waiting" in c.state:
                 c.state = {
