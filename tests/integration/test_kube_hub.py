@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 
+from ..faults import size
 from ..hubprocess import HubClient, HubProcess, profiles_in_form, wait_for
 from ..kube import Namespace, namespace
 
@@ -443,6 +444,7 @@ def test_while_the_api_server_is_paused_spawns_and_submits_get_503_and_everythin
     apiserver = ns.cluster.control_plane.components["kube-apiserver"]
     batch = {"name": "after", "kind": "batch", "command": ["python", "-c", "print('done')"], "retries": 0}
     apiserver.signal(signal.SIGSTOP)
+    paused = time.monotonic()
     try:
         wait_for(lambda: "the cluster is not answering" in alice.spawn_page().text, 30, "the menu to say so")
         started = time.monotonic()
@@ -454,6 +456,9 @@ def test_while_the_api_server_is_paused_spawns_and_submits_get_503_and_everythin
         during = requests.post(f"{api}/jobs", headers=headers, json={**batch, "name": "during"}, timeout=60)
         assert during.status_code == 503 and during.headers.get("Retry-After"), during.text
         assert time.monotonic() - started < 30
+        # at full size the outage lasts a minute (the case); the hub must still say so then
+        time.sleep(max(0.0, size(0, 60) - (time.monotonic() - paused)))
+        assert "the cluster is not answering" in alice.spawn_page().text
     finally:
         apiserver.signal(signal.SIGCONT)
     wait_for(lambda: "the cluster is not answering" not in alice.spawn_page().text, 60, "the menu to recover")
