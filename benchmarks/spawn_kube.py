@@ -103,7 +103,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def hub_for(ns: Namespace, stock: bool, workdir: Path) -> HubProcess:
+def hub_for(ns: Namespace, stock: bool, workdir: Path, user_count: int = USERS) -> HubProcess:
     overlay = workdir / "bench_config.py"
     overlay.write_text(
         OVERLAY.format(
@@ -111,13 +111,13 @@ def hub_for(ns: Namespace, stock: bool, workdir: Path) -> HubProcess:
             fake=(ROOT / "benchmarks" / "fake_singleuser.py").read_text(),
         )
     )
-    users = {f"user{i}": ["researchers"] for i in range(USERS)}
+    users = {f"user{i}": ["researchers"] for i in range(user_count)}
     bench_env = {"BENCH_TOKEN": TOKEN, **({"BENCH_STOCK": "1"} if stock else {})}
     hub = HubProcess.kubernetes(workdir, ns, users, bench_env)
     hub.command = lambda: [str(Path(sys.executable).parent / "jupyterhub"), "-f", str(overlay)]  # type: ignore[method-assign]
     # a generous quota, so the benchmark measures spawning rather than refusals
     generous = {
-        "servers: 10": f"servers: {USERS + 10}",
+        "servers: 10": f"servers: {user_count + 10}",
         "cpu: 16,": "cpu: 1000,",
         "memory: 128Gi": "memory: 10Ti",
     }

@@ -249,19 +249,21 @@ class KubernetesJobBackend(JobBackend):
         pod = {"apiVersion": "v1", "kind": "Pod", **template}
         pod["metadata"] = {**template["metadata"], "name": configmap["metadata"]["name"]}
         # (the ConfigMap needs no asking: the submission's own limits keep it far below 1 MiB)
-        for manifest in (workload, pod):
+
+        async def ask(manifest: Json) -> None:
             try:
                 await self._api().create(manifest, dry_run=True)
             except ApiException as e:
                 if not _already_exists(e):
                     raise _rejected(e) from None
                 if manifest is pod:
-                    # no job's pod has exactly this name; the dry run has passed admission already
-                    continue
+                    return  # no job's pod has exactly this name; the dry run has passed admission already
                 existing = await self._api().read(_RESOURCES[manifest["kind"]], manifest["metadata"]["name"])
                 if existing is not None and _owner(existing) != key:
                     raise _taken(manifest["kind"], manifest["metadata"]["name"]) from None
                 # this job's earlier run: submit replaces it
+
+        await asyncio.gather(ask(workload), ask(pod))  # both at once: a submit waits for one round trip
 
     async def submit(self, spec: JobSpec, placement: Placement) -> None:
         """Create the job's code ConfigMap and workload (replacing an earlier run's) and report it

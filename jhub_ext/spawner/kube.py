@@ -335,7 +335,28 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
             await self.ensure_caches()
         except Exception:
             self.log.exception("Could not start the node and pod caches")
+        reflector = self.__class__.reflectors.get(self._get_reflector_key("pods"))
+        loaded = reflector is not None and reflector.first_load_future.done()
+        known_down = ProfileKubeSpawner.api_down_since is not None  # the probe asks every 2 s then
+        if not loaded and (known_down or not await self._api_answers(timeout=2)):
+            # KubeSpawner would start (or wait for) its pod reflector, whose first list waits a minute for
+            # an API server that does not answer. Without it nobody can look: a server the hub records
+            # as running is taken to run still (the next poll looks again); any other has nothing
+            # running (a spawn refused for the outage made nothing).
+            return None if self.server is not None else 0
         return await super().poll()  # type: ignore[no-any-return]
+
+    async def stop(self, now: bool = False) -> None:
+        """KubeSpawner's stop, unless the API server does not answer: then the hub forgets the server
+        at once (instead of retrying its delete for half a minute while the user waits), and the
+        orphan reaper deletes its pod, if it made one, once the API server answers again."""
+        if ProfileKubeSpawner.api_down_since is not None and not await self._api_answers(timeout=2):
+            self.log.warning(
+                "The Kubernetes API server does not answer: pod %s is left to the orphan reaper",
+                self.pod_name,
+            )
+            return
+        await super().stop(now=now)
 
     # --- the menu --------------------------------------------------------------------------------------
 
@@ -373,15 +394,20 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
     async def apply_profile_options(self, user_options: dict[str, Any]) -> None:
         """Start the pod cache the quota check counts from, then validate, check and apply the choice.
         While the API server does not answer, a spawn is refused at once: 503 with Retry-After."""
-        await self.ensure_caches()
-        down = ProfileKubeSpawner.api_down_since
-        if down is not None and not await self._api_answers(timeout=2):  # asked again: it may be back
+        # asked now if it is thought down (it may be back) or never asked yet (a fresh hub's caches
+        # would otherwise wait on their first list)
+        unknown = self._cache("pods") is None
+        if (unknown or ProfileKubeSpawner.api_down_since is not None) and not await self._api_answers(
+            timeout=2
+        ):
+            down = ProfileKubeSpawner.api_down_since or time.time()
             raise ProfileChoiceError(
                 f"The cluster has not answered since {_clock(down)}, so your server cannot start now. "
                 "Try again in a minute; an admin can see why in the hub's log.",
                 status_code=503,
                 retry_after=30,
             )
+        await self.ensure_caches()
         await super().apply_profile_options(user_options)
 
     async def workloads(self, catalog: Catalog, groups: frozenset[str]) -> list[Workload]:

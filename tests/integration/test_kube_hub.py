@@ -475,3 +475,37 @@ def test_while_the_api_server_is_paused_spawns_and_submits_get_503_and_everythin
     names = [job["metadata"]["annotations"].get("jhub-ext.io/name") for job in ns.admin.list("Job", ns.name)]
     assert names.count("after") == 1 and "during" not in names
     assert requests.delete(f"{api}/jobs/after", headers=headers, timeout=30).status_code == 204
+
+
+@pytest.mark.faults
+def test_a_fresh_hubs_first_spawn_during_an_outage_is_refused_at_once(
+    kube_namespace: Namespace, tmp_path: Path
+) -> None:
+    """No server started before the outage (KubeSpawner's pod reflector never listed): the spawn
+    still gets a quick 503, and the clean-up after it (JupyterHub polls and stops the refused server)
+    does not wait a minute on a list that cannot be answered."""
+    fresh = HubProcess.kubernetes(tmp_path, kube_namespace, {"alice": ["researchers"]})
+    fresh.start()
+    try:
+        alice = fresh.client("alice")
+        alice.login()
+        assert kube_namespace.cluster.control_plane is not None
+        apiserver = kube_namespace.cluster.control_plane.components["kube-apiserver"]
+        apiserver.signal(signal.SIGSTOP)
+        try:
+            noticed = "the menu to say so"
+            wait_for(lambda: "the cluster is not answering" in alice.spawn_page().text, 30, noticed)
+            started = time.monotonic()
+            spawn = alice.api("POST", "/users/alice/server", json={"profile": "small"})
+            assert spawn.status_code == 503 and spawn.headers.get("Retry-After") == "30", spawn.text
+            assert time.monotonic() - started < 15
+            assert alice.server() is None
+        finally:
+            apiserver.signal(signal.SIGCONT)
+        recovered = "the menu to recover"
+        wait_for(lambda: "the cluster is not answering" not in alice.spawn_page().text, 60, recovered)
+        assert alice.api("POST", "/users/alice/server", json={"profile": "small"}).status_code in (201, 202)
+        alice.wait_ready(timeout=120)
+        alice.stop_server()
+    finally:
+        fresh.stop()
