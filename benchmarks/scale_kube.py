@@ -8,8 +8,8 @@ single-user servers (the label stock KubeSpawner's pod reflector selects), 4,000
 
 - hub_rss_mib: the hub process's resident memory once its caches are full and the users exist
 - hub_cpu_ms_per_page_view: the hub's CPU time per spawn-page view (PAGE_VIEWS views, by many users)
-- background_requests_per_minute_1000_users: the hub's requests at the API server in an idle minute,
-  with 1,000 users
+- background_requests_per_minute_1000_users: the hub's requests at the API server in an idle minute
+  (watches opened included), with 1,000 users
 - background_growth_10_to_1000_users: that figure with 1,000 users over the same with 10 (flat: 1.0)
 """
 
@@ -135,10 +135,10 @@ def rss_mib(pid: int) -> float:
 
 
 def requests_in(ns: Namespace, seconds: float) -> float:
-    """The hub's API requests (watch events aside) in an idle window, per minute."""
+    """The hub's API requests in an idle window (lists, gets, and each watch opened), per minute."""
     before = len(ns.requests())
     time.sleep(seconds)
-    return len([e for e in ns.requests()[before:] if e["verb"] != "watch"]) * 60 / seconds
+    return (len(ns.requests()) - before) * 60 / seconds
 
 
 def add_users(hub: HubProcess, names: list[str]) -> None:
@@ -184,12 +184,15 @@ def run_variant(cluster: LocalCluster, nodes: list[str], stock: bool, workdir: P
             return measure(hub, ns)
         finally:
             hub.stop()
+            # no kubelet lets go of a hollow node's pods: delete them at once, or the namespace stays
+            body = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0}
+            ns.admin.request("DELETE", f"/api/v1/namespaces/{ns.name}/pods", body)
 
 
 GOALS = {
     "hub_rss_mib": ("ratio <= 1.5", "MiB"),
-    "hub_cpu_ms_per_page_view": ("informational (stock has no live capacity to compute)", "ms"),
-    "background_requests_per_minute_1000_users": ("ratio <= 1.5", "requests/min"),
+    "hub_cpu_ms_per_page_view": ("ratio <= 1.5", "ms"),
+    "background_requests_per_minute_1000_users": ("informational", "requests/min"),
     "background_growth_10_to_1000_users": ("ours <= 1.1 (flat)", "x"),
 }
 
@@ -198,10 +201,10 @@ def main() -> dict[str, Any]:
     runs: dict[bool, list[dict[str, float]]] = {True: [], False: []}
     directory = Path(tempfile.mkdtemp(prefix="jhub-ext-bench-scale-"))
     with (
+        removed(directory),
         LocalCluster(directory) as cluster,
         hollow_nodes(cluster.admin, HOLLOW_NODES) as nodes,
         tempfile.TemporaryDirectory() as tmp,
-        removed(directory),
     ):
         for index in range(2 * RUNS):  # stock, ours, stock, ours...
             stock = index % 2 == 0
