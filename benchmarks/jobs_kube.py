@@ -32,7 +32,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.spawn_kube import RUNS, removed, summarise  # noqa: E402
+from benchmarks.spawn_kube import alternate, removed  # noqa: E402
 from jhub_ext.catalog import load_catalog  # noqa: E402
 from jhub_ext.devcluster.cluster import LocalCluster  # noqa: E402
 from jhub_ext.jobs.model import Placement, parse_submission  # noqa: E402
@@ -277,28 +277,22 @@ GOALS = {
 
 
 def main() -> dict[str, Any]:
-    runs: dict[str, list[dict[str, float]]] = {"ours": [], "baseline": []}
     directory = Path(tempfile.mkdtemp(prefix="jhub-ext-bench-cluster-"))
     with (
         LocalCluster(directory, nodes=[dict(n) for n in NODES]) as cluster,
         tempfile.TemporaryDirectory() as tmp,
         removed(directory),
     ):
-        for index in range(2 * RUNS):  # baseline, ours, baseline, ours...
-            workdir = Path(tmp) / f"run-{index}"
-            workdir.mkdir()
-            if index % 2 == 0:
-                with namespace(cluster, "bench-direct", wait=True) as ns:
-                    figures = baseline_run(ns)
-                figures["list_latency_seconds_10000_jobs"] = quiet_run(cluster, workdir, 100)[
-                    "list_latency_seconds_10000_jobs"
-                ]
-                runs["baseline"].append(figures)
-            else:
-                figures = {**service_run(cluster, workdir), **quiet_run(cluster, workdir, 10_000)}
-                runs["ours"].append(figures)
-            print(f"jobs: run {index + 1}/{2 * RUNS}: {figures}", file=sys.stderr, flush=True)
-    return summarise("jobs", runs["ours"], runs["baseline"], GOALS)
+
+        def run(baseline: bool, workdir: Path) -> dict[str, float]:
+            if not baseline:
+                return {**service_run(cluster, workdir), **quiet_run(cluster, workdir, 10_000)}
+            with namespace(cluster, "bench-direct", wait=True) as ns:
+                figures = baseline_run(ns)
+            listed = quiet_run(cluster, workdir, 100)["list_latency_seconds_10000_jobs"]
+            return {**figures, "list_latency_seconds_10000_jobs": listed}
+
+        return alternate("jobs", GOALS, Path(tmp), run)
 
 
 if __name__ == "__main__":

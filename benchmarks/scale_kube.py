@@ -33,7 +33,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.spawn_kube import TOKEN, cpu_seconds, hub_for, removed, summarise  # noqa: E402
+from benchmarks.spawn_kube import TOKEN, alternate, cpu_seconds, hub_for, removed  # noqa: E402
 from jhub_ext.devcluster.cluster import LocalCluster  # noqa: E402
 from jhub_ext.devcluster.rest import KubeClient  # noqa: E402
 from jhub_ext.k8s.pods import RESTRICTED_CONTAINER_SECURITY_CONTEXT, RESTRICTED_POD_SECURITY_CONTEXT  # noqa: E402
@@ -44,7 +44,6 @@ USERS = int(os.environ.get("JHUB_EXT_BENCH_SCALE_USERS", "1000"))
 PODS = int(os.environ.get("JHUB_EXT_BENCH_SCALE_PODS", "5000"))
 PAGE_VIEWS = int(os.environ.get("JHUB_EXT_BENCH_SCALE_PAGE_VIEWS", "300"))
 IDLE_SECONDS = float(os.environ.get("JHUB_EXT_BENCH_IDLE_SECONDS", "60"))
-RUNS = int(os.environ.get("JHUB_EXT_BENCH_RUNS", "3"))
 HOLLOW_NODES = 50
 PODS_PER_NODE = 110
 
@@ -198,7 +197,6 @@ GOALS = {
 
 
 def main() -> dict[str, Any]:
-    runs: dict[bool, list[dict[str, float]]] = {True: [], False: []}
     directory = Path(tempfile.mkdtemp(prefix="jhub-ext-bench-scale-"))
     with (
         removed(directory),
@@ -206,17 +204,10 @@ def main() -> dict[str, Any]:
         hollow_nodes(cluster.admin, HOLLOW_NODES) as nodes,
         tempfile.TemporaryDirectory() as tmp,
     ):
-        for index in range(2 * RUNS):  # stock, ours, stock, ours...
-            stock = index % 2 == 0
-            workdir = Path(tmp) / f"run-{index}"
-            workdir.mkdir()
-            runs[stock].append(run_variant(cluster, nodes, stock, workdir))
-            print(
-                f"kube_scale: run {index + 1}/{2 * RUNS} ({'stock' if stock else 'ours'}): {runs[stock][-1]}",
-                file=sys.stderr,
-                flush=True,
-            )
-    return summarise("kube_scale", runs[False], runs[True], GOALS)
+        # the baseline is stock KubeSpawner
+        return alternate(
+            "kube_scale", GOALS, Path(tmp), lambda stock, workdir: run_variant(cluster, nodes, stock, workdir)
+        )
 
 
 if __name__ == "__main__":

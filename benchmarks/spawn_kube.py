@@ -28,7 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -247,25 +247,37 @@ def summarise(
     return results
 
 
-def main() -> dict[str, Any]:
+def alternate(
+    prefix: str, goals: dict[str, tuple[str, str]], tmp: Path, run: Callable[[bool, Path], dict[str, float]]
+) -> dict[str, Any]:
+    """``run(baseline, workdir)`` RUNS times for the baseline and for ours, alternating (baseline
+    first, so that drift hits both alike), each in a fresh work directory; their summary."""
     runs: dict[bool, list[dict[str, float]]] = {True: [], False: []}
+    for index in range(2 * RUNS):
+        baseline = index % 2 == 0
+        workdir = tmp / f"run-{index}"
+        workdir.mkdir()
+        runs[baseline].append(run(baseline, workdir))
+        which = "baseline" if baseline else "ours"
+        print(
+            f"{prefix}: run {index + 1}/{2 * RUNS} ({which}): {runs[baseline][-1]}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return summarise(prefix, runs[False], runs[True], goals)
+
+
+def main() -> dict[str, Any]:
     directory = Path(tempfile.mkdtemp(prefix="jhub-ext-bench-cluster-"))
     with (
         LocalCluster(directory, nodes=[dict(n) for n in NODES]) as cluster,
         tempfile.TemporaryDirectory() as tmp,
         removed(directory),
     ):
-        for index in range(2 * RUNS):  # stock, ours, stock, ours...: drift hits both alike
-            stock = index % 2 == 0
-            workdir = Path(tmp) / f"run-{index}"
-            workdir.mkdir()
-            runs[stock].append(run_variant(cluster, stock, workdir))
-            print(
-                f"kube_spawn: run {index + 1}/{2 * RUNS} ({'stock' if stock else 'ours'}): {runs[stock][-1]}",
-                file=sys.stderr,
-                flush=True,
-            )
-    return summarise("kube_spawn", runs[False], runs[True], GOALS)
+        # the baseline is stock KubeSpawner
+        return alternate(
+            "kube_spawn", GOALS, Path(tmp), lambda stock, workdir: run_variant(cluster, stock, workdir)
+        )
 
 
 if __name__ == "__main__":
