@@ -142,6 +142,11 @@ def _disruption(pod: Json) -> str | None:
     return None
 
 
+def _running(pod: Json) -> bool:
+    """Whether ``pod`` runs: a pod the cluster is taking away from a lost node still says Running."""
+    return (pod.get("status") or {}).get("phase") == "Running" and _disruption(pod) is None
+
+
 def displaced_reason(pods: list[Json]) -> str | None:
     """Why a job is running (or waiting to run) again elsewhere: its newest pod the cluster took
     away from a lost, drained or short node (None: none was). A lost node's pods stay "terminating"
@@ -150,7 +155,7 @@ def displaced_reason(pods: list[Json]) -> str | None:
         why = _disruption(pods[index])
         if why is None:
             continue
-        if any((p.get("status") or {}).get("phase") == "Running" for p in pods[index + 1 :]):
+        if any(_running(p) for p in pods[index + 1 :]):
             return f"{why}: running again on another node"
         return f"{why}: waiting to run again on another node"
     return None
@@ -183,9 +188,7 @@ def derive_status(kind: str, workload: Json | None, pods: list[Json]) -> Observe
         for p in pods
         for s in (p.get("status") or {}).get("containerStatuses") or []
     )
-    # a pod the cluster is taking away from a lost node still says Running: it is not
-    running = any((p.get("status") or {}).get("phase") == "Running" and not _disruption(p) for p in pods)
-    now = JobStatus.RUNNING if running else JobStatus.PENDING
+    now = JobStatus.RUNNING if any(_running(p) for p in pods) else JobStatus.PENDING
     if workload is None:
         return Observed(JobStatus.PENDING)
     if kind == "jobs":

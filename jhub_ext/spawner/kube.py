@@ -285,6 +285,13 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
         cls.api_down_since = None
         return True
 
+    async def _cluster_down(self, unsure: bool = False) -> bool:
+        """Whether the API server does not answer now. Asked quickly (it may be back) where the probe
+        found it down, or where ``unsure`` (nothing has asked it yet); else the probe's word holds."""
+        if ProfileKubeSpawner.api_down_since is None and not unsure:
+            return False
+        return not await self._api_answers(timeout=2)
+
     async def _reap_orphans_forever(self) -> None:
         interval = max(5.0, min(60.0, float(self.orphan_grace_seconds)))
         while True:
@@ -338,7 +345,7 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
         reflector = self.__class__.reflectors.get(self._get_reflector_key("pods"))
         loaded = reflector is not None and reflector.first_load_future.done()
         known_down = ProfileKubeSpawner.api_down_since is not None  # the probe asks every 2 s then
-        if not loaded and (known_down or not await self._api_answers(timeout=2)):
+        if not loaded and (known_down or await self._cluster_down(unsure=True)):
             # KubeSpawner would start (or wait for) its pod reflector, whose first list waits a minute for
             # an API server that does not answer. Without it nobody can look: a server the hub records
             # as running is taken to run still (the next poll looks again); any other has nothing
@@ -350,7 +357,7 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
         """KubeSpawner's stop, unless the API server does not answer: then the hub forgets the server
         at once (instead of retrying its delete for half a minute while the user waits), and the
         orphan reaper deletes its pod, if it made one, once the API server answers again."""
-        if ProfileKubeSpawner.api_down_since is not None and not await self._api_answers(timeout=2):
+        if await self._cluster_down():
             self.log.warning(
                 "The Kubernetes API server does not answer: pod %s is left to the orphan reaper",
                 self.pod_name,
@@ -394,12 +401,8 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
     async def apply_profile_options(self, user_options: dict[str, Any]) -> None:
         """Start the pod cache the quota check counts from, then validate, check and apply the choice.
         While the API server does not answer, a spawn is refused at once: 503 with Retry-After."""
-        # asked now if it is thought down (it may be back) or never asked yet (a fresh hub's caches
-        # would otherwise wait on their first list)
-        unknown = self._cache("pods") is None
-        if (unknown or ProfileKubeSpawner.api_down_since is not None) and not await self._api_answers(
-            timeout=2
-        ):
+        # a fresh hub's caches would wait on their first list: ask first
+        if await self._cluster_down(unsure=self._cache("pods") is None):
             down = ProfileKubeSpawner.api_down_since or time.time()
             raise ProfileChoiceError(
                 f"The cluster has not answered since {_clock(down)}, so your server cannot start now. "
