@@ -144,6 +144,13 @@ class JobManager:
         record = self.store.get(user, name)
         if record is None:
             return
+        if (
+            observed.status is record.status
+            and not observed.status.finished  # (a finished job's log is kept again: it may have failed)
+            and observed.message in (None, record.message or "")
+            and observed.restarts <= record.restarts
+        ):
+            return  # nothing new: no write (every submit reports its job pending, as it was stored)
         if observed.status is JobStatus.PENDING and record.status is JobStatus.PENDING:
             self.store.set_status(user, name, JobStatus.PENDING, message=observed.message)
             return
@@ -151,11 +158,17 @@ class JobManager:
         # "waiting for room", but a running scraper keeps saying why it moved
         message = observed.message if observed.message or observed.status is record.status else ""
         try:
-            self.store.set_status(user, name, observed.status, exit_code=observed.exit_code, message=message)
+            self.store.set_status(
+                user,
+                name,
+                observed.status,
+                exit_code=observed.exit_code,
+                message=message,
+                restarts=observed.restarts,
+            )
         except StatusConflict:
             # e.g. a scraper restarting (running -> pending) after it was stopped: the store wins
             return
-        self.store.set_restarts(user, name, observed.restarts)
         if observed.status.finished:
             await self.keep_log(user, name)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,3 +105,30 @@ def test_pages_counts_and_states(store: JobStore) -> None:
     unfinished = [name for (_, name), (status, _, _) in store.states().items() if not status.finished]
     assert sorted(unfinished) == ["j1", "j2", "j3", "j4"]
     assert store.users() == ["alice"]
+
+
+def test_a_commit_survives_the_service_being_killed_right_after_it(tmp_path: Path) -> None:
+    """SQLite syncs at checkpoints, not at every commit (a commit's fsync blocked the event loop):
+    what was committed is still there when the process is killed before anything else happens."""
+    url = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
+    JobStore(url).close()
+    child = (
+        "import os, signal, sys\n"
+        "from jhub_ext.jobs.model import JobStatus, parse_submission\n"
+        "from jhub_ext.jobs.store import JobStore\n"
+        "store = JobStore(sys.argv[1])\n"
+        "spec = parse_submission({'name': 'news', 'kind': 'batch', 'command': ['true']})\n"
+        "store.create('alice', spec, 'small')\n"
+        "store.set_status('alice', 'news', JobStatus.RUNNING)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", child, url], timeout=60, check=False)
+    assert killed.returncode == -signal.SIGKILL
+    store = JobStore(url)
+    try:
+        record = store.get("alice", "news")
+        assert record is not None and record.status is JobStatus.RUNNING
+        with store.engine.connect() as connection:  # and the database is whole
+            assert connection.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+    finally:
+        store.close()
