@@ -32,7 +32,7 @@ from .test_kube_hub import jobs_api
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 CYCLES = size(40, 1000)
-WORKERS = 4
+WORKERS = size(4, 8)  # more researchers at full size: most of a cycle is waiting
 USERS = [f"r{i}" for i in range(1, WORKERS + 1)]
 KINDS = ("server", "batch", "scraper", "scheduled")
 SLEEP = "import time\nprint('up', flush=True)\ntime.sleep(300)\n"
