@@ -58,7 +58,7 @@ test-faults: system control-plane user-env
 	JHUB_EXT_FAULTS=full $(BIN)/python -m pytest -m faults $(PYTEST_ARGS)
 
 bench: install
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py $(BENCH)
 
 clean:
 	rm -rf $(VENV) state node_modules
