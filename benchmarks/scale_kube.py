@@ -5,6 +5,8 @@ Like Kubernetes' own kubemark, the pods run on hollow nodes: Node objects whose 
 renews, with pods bound to them directly, so the API server, the controllers and both hubs' watch
 caches hold 5,000 real pod objects without 5,000 processes. 1,000 of the pods are labelled as
 single-user servers (the label stock KubeSpawner's pod reflector selects), 4,000 as other work (jobs).
+The hollow nodes are tainted so that nothing is scheduled there; one real server (on the agent's
+nodes) runs on each hub, as on any hub in use, so that both have started every cache they keep.
 
 - hub_rss_mib: the hub process's resident memory once its caches are full and the users exist
 - hub_cpu_ms_per_page_view: the hub's CPU time per spawn-page view (PAGE_VIEWS views, by many users)
@@ -54,10 +56,14 @@ def _now() -> str:
 
 @contextmanager
 def hollow_nodes(admin: KubeClient, count: int) -> Iterator[list[str]]:
-    """``count`` Ready nodes that no agent runs: their Leases renewed here every 10 s, as a kubelet's."""
+    """``count`` Ready nodes that no agent runs: their Leases renewed here every 10 s, as a kubelet's;
+    tainted, so that the scheduler places no real pod there (the hollow pods are bound directly)."""
     names = [f"hollow-{i}" for i in range(count)]
+    taint = {"key": "jhub-ext.io/hollow", "value": "true", "effect": "NoSchedule"}
     for name in names:
-        admin.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
+        admin.create(
+            {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "spec": {"taints": [taint]}}
+        )
         capacity = {"cpu": "16", "memory": "64Gi", "pods": str(PODS_PER_NODE)}
         ready = {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "hollow"}
         admin.request(
@@ -103,7 +109,7 @@ def hollow_pod(ns: Namespace, index: int, node: str) -> dict[str, Any]:
         "resources": {"requests": small, "limits": small},
         "securityContext": RESTRICTED_CONTAINER_SECURITY_CONTEXT,
     }
-    name = f"jupyter-user{index}" if server else f"work-{index}"
+    name = f"jupyter-hollow{index}" if server else f"work-{index}"  # not a hub user's pod name
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -150,14 +156,19 @@ def add_users(hub: HubProcess, names: list[str]) -> None:
 def measure(hub: HubProcess, ns: Namespace) -> dict[str, float]:
     assert hub.process is not None
     names = [f"user{i}" for i in range(USERS)]
-    add_users(hub, names[:10])
+    add_users(hub, names[:11])
     viewers = [hub.client(name) for name in names[:10]]
     for viewer in viewers:
         viewer.login()
-        viewer.spawn_page()  # the caches start (ours: nodes and pods; stock: its pod reflector)
+        viewer.spawn_page()  # ours: the capacity caches start (nodes and pods)
+    runner = hub.client(names[10])  # not a viewer: a running server's spawn page is a redirect
+    runner.login()
+    started = runner.api("POST", f"/users/{runner.username}/server", json={"profile": "small"})
+    assert started.status_code in (201, 202), started.text
+    runner.wait_ready(timeout=300)  # both: KubeSpawner's pod reflector starts with a server
     time.sleep(5)
     few = requests_in(ns, IDLE_SECONDS)
-    add_users(hub, names[10:])
+    add_users(hub, names[11:])
     time.sleep(5)
     many = requests_in(ns, IDLE_SECONDS)
     rss = rss_mib(hub.process.pid)
@@ -183,9 +194,22 @@ def run_variant(cluster: LocalCluster, nodes: list[str], stock: bool, workdir: P
             return measure(hub, ns)
         finally:
             hub.stop()
-            # no kubelet lets go of a hollow node's pods: delete them at once, or the namespace stays
-            body = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0}
-            ns.admin.request("DELETE", f"/api/v1/namespaces/{ns.name}/pods", body)
+            clear_pods(ns)
+
+
+def clear_pods(ns: Namespace) -> None:
+    """Delete every pod of ``ns`` at once (grace 0): no kubelet lets go of a hollow node's pods, and
+    a pod deleted gracefully there would keep its namespace terminating for ever. Deleting 5,000
+    takes the API server longer than one request's timeout, so ask again until none is left."""
+    body = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0}
+    deadline = time.monotonic() + 900
+    while ns.admin.list("Pod", ns.name):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the pods of {ns.name} are still there after 900 s")
+        try:
+            ns.admin.request("DELETE", f"/api/v1/namespaces/{ns.name}/pods", body, timeout=300)
+        except requests.Timeout:
+            continue  # the API server goes on deleting; see what is left
 
 
 GOALS = {
