@@ -29,7 +29,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.spawn_kube import alternate, removed  # noqa: E402
+from benchmarks.spawn_kube import alternate, bench_cluster, rss_mib  # noqa: E402
 from jhub_ext.catalog import load_catalog  # noqa: E402
 from jhub_ext.devcluster.cluster import LocalCluster  # noqa: E402
 from jhub_ext.jobs.model import Placement, parse_submission  # noqa: E402
@@ -96,12 +95,6 @@ class Service:
         import requests
 
         wait_for(lambda: _ok(requests, f"{self.url}/openapi.json"), 30, "the jobs service")
-
-    def rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS for the jobs service")
 
     def stop(self) -> None:
         self.process.terminate()
@@ -339,7 +332,7 @@ def quiet_run(cluster: LocalCluster, workdir: Path, history: int) -> dict[str, f
             return {
                 "api_requests_per_lifecycle": float(lifecycle_requests(service.url, ns)),
                 "list_p95_seconds_10000_jobs": list_p95(service.url, db_url, history),
-                "service_rss_mib_10000_jobs": service.rss_mib(),
+                "service_rss_mib_10000_jobs": rss_mib(service.process.pid),
             }
         finally:
             service.stop()
@@ -391,12 +384,7 @@ GOALS = {
 
 
 def main() -> dict[str, Any]:
-    directory = Path(tempfile.mkdtemp(prefix="jhub-ext-bench-cluster-"))
-    with (
-        LocalCluster(directory, nodes=[dict(n) for n in NODES]) as cluster,
-        tempfile.TemporaryDirectory() as tmp,
-        removed(directory),
-    ):
+    with bench_cluster("jhub-ext-bench-cluster-", NODES) as (cluster, tmp):
 
         def run(baseline: bool, workdir: Path) -> dict[str, float]:
             queued = queued_run(cluster, workdir, baseline)
@@ -408,7 +396,7 @@ def main() -> dict[str, Any]:
             del quiet["api_requests_per_lifecycle"]  # the baseline's own lifecycle is counted above
             return {**figures, **quiet, **queued}
 
-        return alternate("jobs", GOALS, Path(tmp), run)
+        return alternate("jobs", GOALS, tmp, run)
 
 
 if __name__ == "__main__":

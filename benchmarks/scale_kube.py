@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -35,7 +34,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.spawn_kube import TOKEN, alternate, cpu_seconds, hub_for, removed  # noqa: E402
+from benchmarks.spawn_kube import TOKEN, alternate, bench_cluster, cpu_seconds, hub_for, rss_mib  # noqa: E402
 from jhub_ext.devcluster.cluster import LocalCluster  # noqa: E402
 from jhub_ext.devcluster.rest import KubeClient  # noqa: E402
 from jhub_ext.k8s.pods import RESTRICTED_CONTAINER_SECURITY_CONTEXT, RESTRICTED_POD_SECURITY_CONTEXT  # noqa: E402
@@ -132,13 +131,6 @@ def fill(ns: Namespace, nodes: list[str]) -> None:
         list(pool.map(lambda i: ns.admin.create(hollow_pod(ns, i, nodes[i % len(nodes)])), range(PODS)))
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 def requests_in(ns: Namespace, seconds: float) -> float:
     """The hub's API requests in an idle window (lists, gets, and each watch opened), per minute."""
     before = len(ns.requests())
@@ -221,16 +213,13 @@ GOALS = {
 
 
 def main() -> dict[str, Any]:
-    directory = Path(tempfile.mkdtemp(prefix="jhub-ext-bench-scale-"))
     with (
-        removed(directory),
-        LocalCluster(directory) as cluster,
+        bench_cluster("jhub-ext-bench-scale-") as (cluster, tmp),
         hollow_nodes(cluster.admin, HOLLOW_NODES) as nodes,
-        tempfile.TemporaryDirectory() as tmp,
     ):
         # the baseline is stock KubeSpawner
         return alternate(
-            "kube_scale", GOALS, Path(tmp), lambda stock, workdir: run_variant(cluster, nodes, stock, workdir)
+            "kube_scale", GOALS, tmp, lambda stock, workdir: run_variant(cluster, nodes, stock, workdir)
         )
 
 

@@ -37,7 +37,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from jhub_ext.devcluster.cluster import LocalCluster  # noqa: E402
+from jhub_ext.devcluster.cluster import DEFAULT_NODES, LocalCluster  # noqa: E402
 from tests.hubprocess import HubProcess  # noqa: E402
 from tests.kube import Namespace, namespace  # noqa: E402
 
@@ -101,6 +101,14 @@ if os.environ.get("BENCH_STOCK"):
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    """The process's resident memory."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def hub_for(ns: Namespace, stock: bool, workdir: Path, user_count: int = USERS) -> HubProcess:
@@ -210,11 +218,19 @@ GOALS = {
 
 
 @contextlib.contextmanager
-def removed(directory: Path) -> Iterator[None]:
-    """Remove the cluster's directory afterwards (it is not under a TemporaryDirectory: pods must
-    reach it as another user, and TemporaryDirectory makes it private)."""
+def bench_cluster(
+    prefix: str, nodes: list[dict[str, Any]] = DEFAULT_NODES
+) -> Iterator[tuple[LocalCluster, Path]]:
+    """A local cluster with ``nodes`` and a work directory, both removed
+    afterwards, the cluster's directory once the cluster has stopped. That directory is not a
+    TemporaryDirectory: pods must reach it as another user, and TemporaryDirectory makes it private."""
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        yield
+        with (
+            LocalCluster(directory, nodes=[dict(n) for n in nodes]) as cluster,
+            tempfile.TemporaryDirectory() as tmp,
+        ):
+            yield cluster, Path(tmp)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -268,15 +284,10 @@ def alternate(
 
 
 def main() -> dict[str, Any]:
-    directory = Path(tempfile.mkdtemp(prefix="jhub-ext-bench-cluster-"))
-    with (
-        LocalCluster(directory, nodes=[dict(n) for n in NODES]) as cluster,
-        tempfile.TemporaryDirectory() as tmp,
-        removed(directory),
-    ):
+    with bench_cluster("jhub-ext-bench-cluster-", NODES) as (cluster, tmp):
         # the baseline is stock KubeSpawner
         return alternate(
-            "kube_spawn", GOALS, Path(tmp), lambda stock, workdir: run_variant(cluster, stock, workdir)
+            "kube_spawn", GOALS, tmp, lambda stock, workdir: run_variant(cluster, stock, workdir)
         )
 
 
