@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test test-faults lint format install system clean bench control-plane cluster user-env
+.PHONY: demo test test-faults lint format install system clean bench control-plane helm cluster user-env oidc-provider
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || \
@@ -21,12 +21,21 @@ install: $(STAMP)
 	scripts/install-system.sh proxy
 
 system: install
-	scripts/install-system.sh proxy chromium postgres
+	scripts/install-system.sh proxy chromium postgres cc
 
-# kube-apiserver, kube-controller-manager, kube-scheduler and etcd, built from their Go modules
-# into ~/.cache/jhub_ext/ (minutes the first time, nothing after)
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and etcd, built from their Go
+# modules into ~/.cache/jhub_ext/ (minutes the first time, nothing after)
 control-plane:
 	scripts/build-control-plane.sh >/dev/null
+
+# Ory Hydra, the OpenID Connect provider the login tests use (tests/oidc.py), built from its Go
+# module into ~/.cache/jhub_ext/ (minutes the first time, nothing after; needs a C compiler)
+oidc-provider:
+	scripts/build-hydra.sh >/dev/null
+
+# the Helm client, built from its Go module into ~/.cache/jhub_ext/ (minutes the first time, nothing after)
+helm:
+	scripts/build-helm.sh >/dev/null
 
 # as root: the Python environment users' own accounts run servers and jobs in (minutes the first time)
 user-env: install
@@ -50,7 +59,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: system lint control-plane user-env
+test: system lint control-plane helm oidc-provider user-env
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # only the fault-injection tests, at full size (make test runs them too, in a short form)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build the pinned Kubernetes control plane (kube-apiserver, kube-controller-manager, kube-scheduler)
-# and etcd from their Go modules, into a versioned cache directory outside the repository.
+# Build the pinned Kubernetes control plane (kube-apiserver, kube-controller-manager, kube-scheduler),
+# kubectl and etcd from their Go modules, into a versioned cache directory outside the repository.
 #
 #   scripts/build-control-plane.sh          build if missing, print the binaries' directory last
 #   scripts/build-control-plane.sh --dir    only print the directory (builds nothing)
@@ -13,9 +13,9 @@ KUBERNETES_VERSION=v1.37.2
 STAGING_VERSION=v0.37.2
 ETCD_VERSION=v3.6.16
 
-cache_root="${JHUB_EXT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/jhub_ext}"
+. "$(dirname "${BASH_SOURCE[0]}")/go-toolchain.sh"
 out="$cache_root/kubernetes-$KUBERNETES_VERSION-etcd-$ETCD_VERSION"
-binaries=(kube-apiserver kube-controller-manager kube-scheduler etcd)
+binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd)
 
 if [ "${1:-}" = "--dir" ]; then echo "$out"; exit 0; fi
 
@@ -30,24 +30,9 @@ if all_built; then
   exit 0
 fi
 
-if ! command -v go >/dev/null; then
-  for candidate in /usr/local/go/bin/go /usr/lib/go/bin/go; do
-    if [ -x "$candidate" ]; then PATH="$(dirname "$candidate"):$PATH"; break; fi
-  done
-fi
-if ! command -v go >/dev/null; then
-  say "no Go toolchain found. Install Go 1.26 or newer (Debian: apt-get install golang-go," \
-      "or a release from the Go project) and run again."
-  exit 1
-fi
-go_minor="$(go env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')"
-if [ "${go_minor:-0}" -lt 26 ]; then
-  # k8s.io/kubernetes v1.37 asks for go 1.26; the go command fetches that toolchain from the proxy.
-  export GOTOOLCHAIN="${GOTOOLCHAIN:-go1.26.8}"
-  say "Go $(go env GOVERSION) is older than 1.26; using GOTOOLCHAIN=$GOTOOLCHAIN"
-fi
+use_go build-control-plane
 
-export CGO_ENABLED=0 GOFLAGS="-buildvcs=false -trimpath" GOPROXY="${GOPROXY:-https://proxy.golang.org}"
+export CGO_ENABLED=0 GOFLAGS="-buildvcs=false -trimpath"
 mkdir -p "$out"
 work="$(mktemp -d "$cache_root/build.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
@@ -80,11 +65,12 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 EOF
 say "resolving Kubernetes' dependencies (go mod tidy)"
 go mod tidy >/dev/null 2>"$work/tidy.log" || { cat "$work/tidy.log" >&2; exit 1; }
-for b in kube-apiserver kube-controller-manager kube-scheduler; do
+for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
   if [ -x "$out/$b" ]; then continue; fi
   say "building $b (minutes on 2 cores; elapsed $((SECONDS - started)) s)"
   go build -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION \

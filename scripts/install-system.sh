@@ -4,6 +4,7 @@
 #   chromium  Debian's Chromium, for the browser tests
 #   venv      Debian's python3-venv, where `python3 -m venv` is missing
 #   postgres  Debian's PostgreSQL server, for the tests of the jobs store on PostgreSQL
+#   cc        a C compiler, for the OIDC provider the login tests use (scripts/build-hydra.sh; cgo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.venv
@@ -40,6 +41,12 @@ install_postgres() {
   echo "install-system: postgresql installed"
 }
 
+install_cc() {
+  if command -v cc >/dev/null; then return; fi
+  apt_install gcc libc6-dev
+  echo "install-system: a C compiler installed"
+}
+
 install_venv() {
   apt_install python3-venv
 }
@@ -50,6 +57,7 @@ for part in "$@"; do
     chromium) install_chromium ;;
     venv) install_venv ;;
     postgres) install_postgres ;;
-    *) echo "install-system: unknown part '$part' (use proxy, chromium, venv, postgres)" >&2; exit 2 ;;
+    cc) install_cc ;;
+    *) echo "install-system: unknown part '$part' (use proxy, chromium, venv, postgres, cc)" >&2; exit 2 ;;
   esac
 done

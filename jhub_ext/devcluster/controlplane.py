@@ -27,6 +27,7 @@ from .pki import Pki, ensure_pki
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = ROOT / "scripts" / "build-control-plane.sh"
+HELM_BUILD_SCRIPT = ROOT / "scripts" / "build-helm.sh"
 ADMISSION = "NamespaceLifecycle,LimitRanger,ServiceAccount,PodSecurity,ResourceQuota,NodeRestriction"
 SERVICE_CIDR = "10.96.0.0/16"
 #: A lost node is noticed after this long without a Lease renewal (agents renew every 10 s; the
@@ -51,10 +52,23 @@ def binaries_dir(build: bool = True) -> Path:
     """
     if override := os.environ.get("JHUB_EXT_CONTROL_PLANE_BIN"):
         return Path(override)
+    return _built_dir(BUILD_SCRIPT, build)
+
+
+def kubectl_path(build: bool = True) -> Path:
+    """The pinned ``kubectl``, built with the control plane (see :func:`binaries_dir`)."""
+    return binaries_dir(build) / "kubectl"
+
+
+def helm_path(build: bool = True) -> Path:
+    """The pinned ``helm`` (scripts/build-helm.sh), built first if ``build`` (minutes, once)."""
+    return _built_dir(HELM_BUILD_SCRIPT, build) / "helm"
+
+
+def _built_dir(script: Path, build: bool) -> Path:
+    """The directory a build script prints last on stdout; with ``--dir`` unless ``build``."""
     argument = [] if build else ["--dir"]
-    result = subprocess.run(
-        ["bash", str(BUILD_SCRIPT), *argument], check=True, stdout=subprocess.PIPE, text=True
-    )
+    result = subprocess.run(["bash", str(script), *argument], check=True, stdout=subprocess.PIPE, text=True)
     return Path(result.stdout.strip().splitlines()[-1])
 
 

@@ -38,6 +38,8 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "CronJob": ("/apis/batch/v1", "cronjobs", True),
     "Deployment": ("/apis/apps/v1", "deployments", True),
     "ReplicaSet": ("/apis/apps/v1", "replicasets", True),
+    "DaemonSet": ("/apis/apps/v1", "daemonsets", True),
+    "StatefulSet": ("/apis/apps/v1", "statefulsets", True),
     "Lease": ("/apis/coordination.k8s.io/v1", "leases", True),
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies", True),
     "PersistentVolume": ("/api/v1", "persistentvolumes", False),
@@ -244,8 +246,8 @@ def retarget(obj: Json, namespace: str) -> None:
         return
     if RESOURCES[kind][2]:
         meta["namespace"] = namespace
-    elif kind == "ClusterRoleBinding" and namespace != "jhub":
-        meta["name"] = f"{meta['name']}-{namespace}"
+    elif kind == "ClusterRoleBinding":  # named for its namespace: "...-jhub" becomes "...-<namespace>"
+        meta["name"] = f"{meta['name'].removesuffix('-jhub')}-{namespace}"
     for subject in obj.get("subjects") or []:
         if subject.get("kind") == "ServiceAccount":
             subject["namespace"] = namespace
