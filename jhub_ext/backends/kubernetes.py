@@ -26,7 +26,7 @@ from typing import Any
 
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
-from traitlets import Integer, Unicode
+from traitlets import Integer, List, Unicode
 
 from ..jobs import lifecycle
 from ..jobs.backend import Held, JobBackend, Observed, Placement
@@ -43,7 +43,7 @@ from ..k8s.jobs import (
     object_name,
 )
 from ..k8s.pods import DEFAULT_GID, DEFAULT_UID
-from ..runtime.config import env_default
+from ..runtime.config import env_default, names
 from ..runtime.kuberetry import retrying
 from ..runtime.watch import WatchCache
 from .kubeapi import KIND_OF as _KIND_OF
@@ -92,9 +92,7 @@ class KubernetesJobBackend(JobBackend):
         DEFAULT_UID,
         config=True,
         help="""
-        The user id job pods run as (never root: the namespace enforces the restricted standard).
-
-        Example::
+        The user id job pods run as (never root: the namespace enforces the restricted standard). Example::
 
             c.KubernetesJobBackend.uid = 1000
         """,
@@ -103,9 +101,7 @@ class KubernetesJobBackend(JobBackend):
         DEFAULT_GID,
         config=True,
         help="""
-        The group id job pods run as, which also owns their volumes (``fsGroup``).
-
-        Example::
+        The group id job pods run as, which also owns their volumes (``fsGroup``). Example::
 
             c.KubernetesJobBackend.gid = 100
         """,
@@ -120,6 +116,16 @@ class KubernetesJobBackend(JobBackend):
         Example::
 
             c.KubernetesJobBackend.output_claim = "jobs-output"
+        """,
+    )
+    image_pull_secrets = List(
+        Unicode(),
+        config=True,
+        help="""
+        Secrets in the namespace that job pods pull their images with, like the servers' (the chart's
+        ``imagePullSecrets``). Default: $JHUB_EXT_JOBS_IMAGE_PULL_SECRETS, comma-separated. Example::
+
+            c.KubernetesJobBackend.image_pull_secrets = ["registry-credentials"]
         """,
     )
     finished_ttl_seconds = Integer(
@@ -149,6 +155,9 @@ class KubernetesJobBackend(JobBackend):
     _default_namespace = env_default("namespace", "JHUB_EXT_NAMESPACE", "jhub")
     _default_default_image = env_default("default_image", "JHUB_EXT_SINGLEUSER_IMAGE", Site.default_image)
     _default_output_claim = env_default("output_claim", "JHUB_EXT_JOBS_OUTPUT_CLAIM")
+    _default_image_pull_secrets = env_default(
+        "image_pull_secrets", "JHUB_EXT_JOBS_IMAGE_PULL_SECRETS", "", names
+    )
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -238,6 +247,7 @@ class KubernetesJobBackend(JobBackend):
             default_image=self.default_image,
             output_claim=self.output_claim or None,
             finished_ttl_seconds=self.finished_ttl_seconds,
+            image_pull_secrets=tuple(self.image_pull_secrets),
         )
 
     async def validate(self, spec: JobSpec, placement: Placement) -> None:

@@ -85,6 +85,8 @@ class Site:
     finished_ttl_seconds: int = 24 * 3600
     #: how late a scheduled run may still start (after the controller manager was down, say)
     starting_deadline_seconds: int = 300
+    #: Secrets in the namespace with the credentials to pull images from a private registry
+    image_pull_secrets: tuple[str, ...] = ()
 
 
 #: pods that fail because their node was drained, lost or preempted do not count against retries
@@ -234,6 +236,8 @@ def _pod_template(
             [*job_container["env"], {"name": "JHUB_EXT_OUTPUT_DIR", "value": OUTPUT_DIR}],
             key=lambda e: e["name"],
         )
+    if site.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": secret} for secret in site.image_pull_secrets]
     if plan.node_selector:
         pod_spec["nodeSelector"] = plan.node_selector
     if plan.tolerations:

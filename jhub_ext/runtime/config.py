@@ -33,3 +33,8 @@ def env_default(trait: str, variable: str, fallback: str = "", parse: Callable[[
 def string_mapping(text: str) -> dict[str, str]:
     """A JSON object of strings, as an environment variable holds one; empty text is an empty one."""
     return {str(k): str(v) for k, v in json.loads(text or "{}").items()}
+
+
+def names(text: str) -> list[str]:
+    """Names separated by commas, as an environment variable holds a list (spaces and empty items dropped)."""
+    return [name.strip() for name in text.split(",") if name.strip()]

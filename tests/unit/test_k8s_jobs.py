@@ -160,6 +160,20 @@ def test_an_output_volume_is_mounted_per_user() -> None:
     assert all(m["name"] != "output" for m in pod["initContainers"][0]["volumeMounts"])
 
 
+def test_job_pods_of_every_kind_pull_with_the_admins_secrets() -> None:
+    site = Site(image_pull_secrets=("registry-credentials", "mirror"))
+    for kind in ("batch", "scraper", "scheduled"):
+        workload = build_workload(parse_submission(SUBMISSIONS[kind]), PLACEMENT, site)
+        kubernetes_validate.validate(workload, KUBERNETES, strict=True)
+        assert pod_spec_of(workload)["imagePullSecrets"] == [
+            {"name": "registry-credentials"},
+            {"name": "mirror"},
+        ]
+    assert "imagePullSecrets" not in pod_spec_of(
+        build_workload(parse_submission(SUBMISSIONS["batch"]), PLACEMENT)
+    )
+
+
 def test_every_job_and_run_is_bounded_and_disruptions_are_not_retries() -> None:
     spec = lifecycle.bounded_deadline(parse_submission(SUBMISSIONS["batch"]), SMALL.max_run_seconds, "small")
     job = build_workload(spec, PLACEMENT, Site(finished_ttl_seconds=600))["spec"]

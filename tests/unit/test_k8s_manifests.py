@@ -52,6 +52,10 @@ def test_the_values_file_wires_the_catalog_and_the_jobs_service() -> None:
         env["JHUB_EXT_CATALOG"].startswith(mount["mountPath"] + "/") and "subPath" not in mount
     )  # hot reload
     assert values["hub"]["extraVolumes"][0]["configMap"]["name"] == "jhub-ext-catalog"
-    assert values["hub"]["service"]["extraPorts"][0]["port"] == int(env["JHUB_EXT_JOBS_PORT"])
+    # the proxy reaches the jobs service at the hub pod's own address, which the hub's policy admits
+    assert env["POD_IP"] == {"valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+    (rule,) = values["hub"]["networkPolicy"]["ingress"]
+    assert rule["ports"] == [{"port": 8082}]
+    assert {"component": "proxy"} in [source["podSelector"]["matchLabels"] for source in rule["from"]]
     assert values["cull"]["enabled"] is True
-    assert "jhub_ext_config.py" in values["hub"]["extraConfig"]["jhub_ext"]
+    assert "configure(c," in values["hub"]["extraConfig"]["jhub_ext"]  # on the chart's own config object
