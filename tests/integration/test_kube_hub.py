@@ -234,8 +234,8 @@ def test_a_job_runs_in_the_notebooks_image_unless_it_names_a_profile(hub: HubPro
             ]["image"]
             for job in ns.admin.list("Job", ns.name)
         }
-        assert images["same-image"] == "quay.io/jupyter/r-notebook:2024-12-09"  # alice's notebook
-        assert images["profile-image"] == "quay.io/jupyter/scipy-notebook:2024-12-09"  # the profile's default
+        assert images["same-image"] == "REGISTRY/jhub-ext-singleuser-r:TAG"  # alice's notebook
+        assert images["profile-image"] == "REGISTRY/jhub-ext-singleuser:TAG"  # the profile's default
     finally:
         alice.stop_server()
 

@@ -91,7 +91,7 @@ def check_small_server(hub: HubProcess, alice: HubClient) -> None:
     assert server_env["CPU_LIMIT"] == "1.0"
     assert server_env["MEM_LIMIT"] == str(4 * 2**30)
     assert server_env["CPU_GUARANTEE"] == "0.5"
-    assert server_env["JUPYTER_IMAGE"] == "quay.io/jupyter/r-notebook:2024-12-09"
+    assert server_env["JUPYTER_IMAGE"] == "REGISTRY/jhub-ext-singleuser-r:TAG"
     assert server_env["JHUB_EXT_PROFILE"] == "small"
 
 
