@@ -50,6 +50,24 @@ STATUS_OF: dict[type[Refusal], int] = {
 }
 
 
+class DuplicateKey(ValueError):
+    """A JSON object names one key twice: which value was meant is unknowable, so neither is taken."""
+
+    def __init__(self, key: str):
+        self.key = key[:70]
+        super().__init__(key)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's pairs as a dict, refusing a key given twice (at any depth)."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise DuplicateKey(key)
+        result[key] = value
+    return result
+
+
 def openapi_document() -> dict[str, Any]:
     """The API's OpenAPI description, read from the packaged ``openapi.yaml``."""
     text = resources.files("jhub_ext.jobs").joinpath("openapi.yaml").read_text("utf-8")
@@ -225,7 +243,9 @@ class JobsHandler(APIHandler):
         if self.body_too_large:
             raise body_too_large()
         try:
-            body = json.loads(bytes(self.body))
+            body = json.loads(bytes(self.body), object_pairs_hook=_unique_keys)
+        except DuplicateKey as e:
+            raise Invalid(f"'{e.key}' is given twice in the body; give it once", e.key) from None
         except ValueError:
             raise Invalid(
                 "the body is not JSON; send a JSON object with name, kind and command", "body"

@@ -7,7 +7,6 @@ Pure: no tornado, no Kubernetes client, no database. Every refusal is a
 
 from __future__ import annotations
 
-import functools
 import posixpath
 import re
 from collections.abc import Mapping
@@ -16,26 +15,15 @@ from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import ZoneInfo
 
 from croniter import CroniterError, croniter
 
 from ..catalog.model import Profile
+from . import cron as cron_grammar
 
 NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # used with fullmatch: no "$\n" slips by
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-#: One cron field as Kubernetes (robfig/cron's standard parser) reads it: numbers, ranges, steps,
-#: lists, ``*`` and ``?``, and three-letter month and weekday names. No seconds, ``L``, ``W``, ``#``, ``H``.
-_CRON_ITEM = r"(\*|\?|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?"
-CRON_FIELD_RE = re.compile(rf"{_CRON_ITEM}(,{_CRON_ITEM})*")
-CRON_NAMES = (
-    frozenset[str](),
-    frozenset[str](),
-    frozenset[str](),
-    frozenset(["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]),
-    frozenset(["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]),
-)
-CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 
 #: Set by the service for every job, or steering the dynamic loader or the interpreter; a submission
 #: may not set them, in any letter case.
@@ -444,44 +432,18 @@ def _parse_schedule(body: Mapping[str, Any], kind: JobKind, limits: Limits) -> S
 
 
 def _parse_cron(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise JobSpecError(
-            "schedule", 'a scheduled job needs a cron schedule such as "0 6 * * *" (06:00 daily)'
-        )
-    cron = " ".join(value.split())
-    if cron in CRON_MACROS:
-        return cron
-    fields = cron.split(" ")
-    standard = len(fields) == 5 and all(
-        CRON_FIELD_RE.fullmatch(text)
-        and set(re.findall("[A-Za-z]+", text.upper())) <= names
-        and ("?" not in text or index in (2, 4))  # "?": day of month or of week only
-        for index, (text, names) in enumerate(zip(fields, CRON_NAMES, strict=True))
-    )
-    if not standard or not croniter.is_valid(cron):
-        raise JobSpecError(
-            "schedule",
-            f"'{cron[:70]}' is not a cron schedule; use five fields (minute hour day month weekday) "
-            'such as "*/30 * * * *" or "0 6 * * 1-5", or @hourly/@daily',
-        )
-    return cron
-
-
-@functools.cache
-def _time_zones() -> frozenset[str]:
-    return frozenset(available_timezones())
+    try:
+        return cron_grammar.parse_cron(value)
+    except ValueError as e:
+        raise JobSpecError("schedule", str(e)) from None
 
 
 def parse_timezone(timezone: Any) -> str:
     """A time zone name of the tz database (as Kubernetes' CronJob ``timeZone`` takes), or UTC."""
-    if timezone is None or timezone == "":
-        return "UTC"
-    if isinstance(timezone, str) and timezone in _time_zones():
-        return timezone
-    shown = str(timezone)[:70].encode("unicode_escape").decode()
-    raise JobSpecError(
-        "timezone", f"'{shown}' is not a time zone; use a tz database name such as Europe/Berlin or UTC"
-    )
+    try:
+        return cron_grammar.parse_timezone(timezone)
+    except ValueError as e:
+        raise JobSpecError("timezone", str(e)) from None
 
 
 @dataclass(frozen=True)

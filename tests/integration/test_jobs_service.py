@@ -159,6 +159,24 @@ def test_follow_streams_until_the_job_ends(users: dict[str, Jobs]) -> None:
             "schedule",
             "is not a cron schedule",
         ),
+        (  # Kubernetes' weekdays are 0-6; the same refusal in both modes
+            {"name": "k", "kind": "scheduled", "command": ["x"], "schedule": "0 6 * * 7"},
+            400,
+            "schedule",
+            "the day of week goes from 0 to 6",
+        ),
+        (
+            {
+                "name": "k",
+                "kind": "scheduled",
+                "command": ["x"],
+                "schedule": "@daily",
+                "timezone": "localtime",
+            },
+            400,
+            "timezone",
+            "is not a time zone",
+        ),
         (
             {
                 "name": "k",
@@ -220,6 +238,13 @@ def test_a_body_that_is_not_json_or_too_large_is_refused(users: dict[str, Jobs])
     assert response.status_code == 400 and response.json()["field"] == "body"
     huge = alice.call("POST", "/jobs", data=b"x" * (1024 * 1024 + 1))
     assert huge.status_code == 413
+    # a key given twice: which one was meant cannot be known, so neither is taken
+    before = alice.call("GET", "/jobs").json()["jobs"]
+    twice = b'{"name": "one", "kind": "batch", "command": ["true"], "name": "two"}'
+    response = alice.call("POST", "/jobs", data=twice, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and response.json()["field"] == "name"
+    assert "given twice" in response.json()["error"]
+    assert alice.call("GET", "/jobs").json()["jobs"] == before
 
 
 def test_a_taken_name_is_refused(users: dict[str, Jobs]) -> None:

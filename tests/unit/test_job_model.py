@@ -84,7 +84,7 @@ def test_batch_defaults() -> None:
         (
             {"kind": "scheduled", "schedule": "* * * * * *"},
             "schedule",
-            "is not a cron schedule; use five fields",
+            "is not a cron schedule (it has 6 fields, not five); use five fields",
         ),
         (
             {"kind": "scheduled", "schedule": "@daily", "timezone": "Mars/Olympus"},
