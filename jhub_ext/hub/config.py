@@ -55,11 +55,15 @@ Environment variables (all optional):
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import shutil
+import signal
 import socket
 import sys
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +128,7 @@ def configure(c: Config, config_dir: str | Path | None = None, env: Mapping[str,
     names the fix when the setup cannot work (an invalid catalog, no log-in in a cluster).
     """
     site = _site(env, config_dir)
+    _stop_promptly_while_starting()
     _check_catalog(site.catalog)
     _isolation(site)
     if not site.in_cluster:
@@ -131,6 +136,31 @@ def configure(c: Config, config_dir: str | Path | None = None, env: Mapping[str,
     admins = login.configure_login(c, site.env, site.in_cluster, site.chart_value)
     _jobs_service(c, site, admins)
     _servers(c, site)
+
+
+def _stop_promptly_while_starting() -> None:
+    """Until JupyterHub installs its own SIGINT and SIGTERM handlers (at the very end of its start-up),
+    either signal ends the hub at once, as SIGTERM's default action does.
+
+    Without this, SIGINT raises KeyboardInterrupt wherever the start-up happens to be, and one raised
+    inside a finalizer is printed and dropped: the hub then finished starting and served on, though
+    asked to stop (#21). A handler of the event loop runs in the loop, so no signal is lost; the proxy
+    and the jobs service end with the hub (runtime/tied.py). JupyterHub's own handlers replace these.
+    """
+    try:
+        loop = asyncio.get_running_loop()  # the config is loaded inside JupyterHub's start-up
+    except RuntimeError:
+        return  # read by a tool, not a starting hub
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, _exit_at_once, sig)
+
+
+def _exit_at_once(sig: signal.Signals) -> None:
+    print(f"jhub_ext: {sig.name} during the hub's start-up: stopping now", file=sys.stderr, flush=True)
+    logging.shutdown()
+    os._exit(128 + sig)
 
 
 def _site(env: Mapping[str, str], config_dir: str | Path | None) -> Site:

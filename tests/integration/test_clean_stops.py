@@ -122,14 +122,26 @@ def stop_and_check(
     ("sig", "after"),
     [
         (signal.SIGTERM, 0.5),
+        (signal.SIGINT, 1.0),
         (signal.SIGTERM, 1.5),
         (signal.SIGINT, 2.5),
+        (signal.SIGINT, 3.5),
         (signal.SIGTERM, 4.0),
         (signal.SIGINT, None),  # None: once the hub answers
         (signal.SIGTERM, None),
         (signal.SIGKILL, None),  # no clean-up at all: the kernel tells the proxy and the service
     ],
-    ids=["term-0.5s", "term-1.5s", "int-2.5s", "term-4s", "int-ready", "term-ready", "kill-ready"],
+    ids=[
+        "term-0.5s",
+        "int-1s",
+        "term-1.5s",
+        "int-2.5s",
+        "int-3.5s",
+        "term-4s",
+        "int-ready",
+        "term-ready",
+        "kill-ready",
+    ],
 )
 def test_a_hub_stopped_at_any_moment_leaves_no_process_behind(
     tmp_path: Path, sig: signal.Signals, after: float | None
