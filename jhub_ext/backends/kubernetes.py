@@ -64,7 +64,8 @@ _KINDS = {JobKind.BATCH: "jobs", JobKind.SCRAPER: "deployments", JobKind.SCHEDUL
 
 
 class KubernetesJobBackend(JobBackend):
-    """Run jobs as Kubernetes workloads in one namespace."""
+    """Run jobs as Kubernetes workloads in one namespace (one submit, stop or delete of a job at a
+    time: the service's rule, ``jobs/oneatatime.py``, so no lock of its own)."""
 
     namespace = Unicode(
         config=True,
@@ -170,7 +171,6 @@ class KubernetesJobBackend(JobBackend):
         self._last: dict[Key, Observed] = {}
         self._change = asyncio.Event()  # set on every watch event
         self._by_object: dict[str, Key] = {}
-        self._locks: dict[Key, asyncio.Lock] = {}  # one submit, stop or delete of a job at a time
         self._code_uids: dict[Key, str] = {}  # ConfigMaps created here whose deletion is not yet known
         self._live_runs = LiveRuns(self._api, self._spawn, self.log)  # scheduled jobs' bound
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -232,9 +232,6 @@ class KubernetesJobBackend(JobBackend):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _lock(self, key: Key) -> asyncio.Lock:
-        return self._locks.setdefault(key, asyncio.Lock())
-
     # --- actions ---------------------------------------------------------------------------------------
 
     @property
@@ -282,50 +279,46 @@ class KubernetesJobBackend(JobBackend):
         key = (placement.user, spec.name)
         kind = _KINDS[spec.kind]
         object_id = object_name(*key)
-        async with self._lock(key):
-            if self._active(key, kind):
-                return  # idempotent: the same job runs already
-            other = self.caches[kind].objects.get(f"{self.namespace}/{object_id}")
-            if other is not None and _owner(other) != key:
-                raise _taken(_KIND_OF[kind], object_id)  # someone else's: left alone
-            if (
-                any(self.view.workload(*key, k) is not None for k in _KINDS.values())
-                or key in self._code_uids
-            ):
-                # A finished run (or a leftover) holds the names: remove it first, or the creates
-                # below would meet 409 AlreadyExists and nothing new would run.
-                await self._remove(*key, wait=True)
-            self.specs[key] = (spec, kind)
-            self.stopped.discard(key)
-            self._last.pop(key, None)
-            configmap, workload = build_manifests(spec, placement, self.site)
-            try:
-                code = await self._api().claim(configmap, key)
-            except Exception:
-                self.specs.pop(key, None)
-                raise
-            code_uid = self._code_uids[key] = _uid(code)
-            workload["metadata"]["annotations"][CODE_UID_ANNOTATION] = code_uid
-            try:
-                created = await self._api().claim(workload, key)
-            except Exception as e:
-                # never leave the code without its workload
-                with contextlib.suppress(ApiException):
-                    await self._api().delete("configmaps", object_id, code_uid)
-                    self._code_uids.pop(key, None)
-                self.specs.pop(key, None)
-                if isinstance(e, ApiException) and e.status in (400, 403, 409, 422):
-                    raise _rejected(e) from None
-                raise
+        if self._active(key, kind):
+            return  # idempotent: the same job runs already
+        other = self.caches[kind].objects.get(f"{self.namespace}/{object_id}")
+        if other is not None and _owner(other) != key:
+            raise _taken(_KIND_OF[kind], object_id)  # someone else's: left alone
+        if any(self.view.workload(*key, k) is not None for k in _KINDS.values()) or key in self._code_uids:
+            # A finished run (or a leftover) holds the names: remove it first, or the creates
+            # below would meet 409 AlreadyExists and nothing new would run.
+            await self._remove(*key, wait=True)
+        self.specs[key] = (spec, kind)
+        self.stopped.discard(key)
+        self._last.pop(key, None)
+        configmap, workload = build_manifests(spec, placement, self.site)
+        try:
+            code = await self._api().claim(configmap, key)
+        except Exception:
+            self.specs.pop(key, None)
+            raise
+        code_uid = self._code_uids[key] = _uid(code)
+        workload["metadata"]["annotations"][CODE_UID_ANNOTATION] = code_uid
+        try:
+            created = await self._api().claim(workload, key)
+        except Exception as e:
+            # never leave the code without its workload
+            with contextlib.suppress(ApiException):
+                await self._api().delete("configmaps", object_id, code_uid)
+                self._code_uids.pop(key, None)
+            self.specs.pop(key, None)
+            if isinstance(e, ApiException) and e.status in (400, 403, 409, 422):
+                raise _rejected(e) from None
+            raise
 
-            # the job's state is read from the caches: let them show the new workload (a moment),
-            # so that a repeated submit or a stop right after finds it
-            def cached() -> bool:
-                shown = self.view.workload(*key, kind)
-                return shown is not None and _uid(shown) == _uid(created)
+        # the job's state is read from the caches: let them show the new workload (a moment),
+        # so that a repeated submit or a stop right after finds it
+        def cached() -> bool:
+            shown = self.view.workload(*key, kind)
+            return shown is not None and _uid(shown) == _uid(created)
 
-            with contextlib.suppress(TimeoutError):
-                await self._until(cached, 10)
+        with contextlib.suppress(TimeoutError):
+            await self._until(cached, 10)
         await self.notify(placement.user, spec.name, Observed(JobStatus.PENDING))
 
     def _active(self, key: Key, kind: str) -> bool:
@@ -393,18 +386,16 @@ class KubernetesJobBackend(JobBackend):
 
     async def stop(self, user: str, name: str) -> None:
         """Delete the job's workload and code, and report it ``stopped``."""
-        async with self._lock((user, name)):
-            self.stopped.add((user, name))
-            await self._remove(user, name)
-            self._last[(user, name)] = Observed(JobStatus.STOPPED, message=lifecycle.STOPPED)
+        self.stopped.add((user, name))
+        await self._remove(user, name)
+        self._last[(user, name)] = Observed(JobStatus.STOPPED, message=lifecycle.STOPPED)
         await self.notify(user, name, self._last[(user, name)])
 
     async def delete(self, user: str, name: str) -> None:
         """Delete the job's workload and code and forget the job."""
-        async with self._lock((user, name)):
-            await self._remove(user, name)
-            self.specs.pop((user, name), None)
-            self._last.pop((user, name), None)
+        await self._remove(user, name)
+        self.specs.pop((user, name), None)
+        self._last.pop((user, name), None)
 
     # --- what is happening -------------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from traitlets import Bool, Dict, Float, Integer, Unicode
 
@@ -43,6 +43,7 @@ from ..runtime.accounts import Account, Accounts
 from ..runtime.config import env_default, string_mapping
 from .localstate import LocalJob, State, create, read_log, read_saved
 from .localsupervision import Clock, Supervision
+from .localsweep import end_processes, job_processes
 
 
 class LocalJobBackend(Supervision, JobBackend):
@@ -288,12 +289,21 @@ class LocalJobBackend(Supervision, JobBackend):
         """Mark the job to stay stopped, terminate all its runs and record it as ``stopped``."""
         job = self._jobs.get((user, name))
         if job is None:
+            await self._sweep(user, name)
             return
         job.state.desired = "stop"
         job.save()
         await self._cancel(job)
         await asyncio.gather(*(self._terminate(job, run) for run in job.runs()))
+        await self._sweep(user, name)  # whatever no run knew of (one started as it was stopped)
         await self._set(job, JobStatus.STOPPED, message=lifecycle.STOPPED, runs=[])
+
+    async def _sweep(self, user: str, name: str) -> None:
+        """End every process still working in the job's directory, and its process group."""
+        pids = (await asyncio.to_thread(job_processes, self.jobs_dir)).get((user, name))
+        if pids:
+            self.log.info("Ending %d leftover process(es) of job %s/%s", len(pids), user, name)
+            await asyncio.to_thread(end_processes, pids)
 
     async def delete(self, user: str, name: str) -> None:
         """Stop the job and remove its directory, code, output and state."""
@@ -301,14 +311,27 @@ class LocalJobBackend(Supervision, JobBackend):
         if job is not None:
             await self.stop(user, name)
             self._jobs.pop((user, name), None)
-        shutil.rmtree(self._dir(user, name), ignore_errors=True)  # also what could not be adopted
+        else:  # what could not be adopted, or what no record owns: its processes go too
+            await self._sweep(user, name)
+        shutil.rmtree(self._dir(user, name), ignore_errors=True)
 
     async def inventory(self) -> dict[tuple[str, str], Held]:
-        """Every job with a directory here (each supervised: it runs, or has run), by when its
-        directory was made."""
-        return {
+        """Every job with a directory or a process here, by when its directory was made: those
+        supervised (each runs, or has run), and those not (a directory that could not be adopted,
+        or left by a submit or delete cut short; processes working in a job's directory, even a
+        deleted one), which hold their work only where such processes live."""
+        held = {
             key: Held(datetime.fromtimestamp(job.dir.stat().st_mtime, UTC)) for key, job in self._jobs.items()
         }
+        processes = await asyncio.to_thread(job_processes, self.jobs_dir)
+        for directory in Path(self.jobs_dir).glob("u-*/*"):
+            key = (unquote(directory.parent.name[2:]), directory.name)
+            with contextlib.suppress(OSError):
+                since = datetime.fromtimestamp(directory.stat().st_mtime, UTC)
+                held.setdefault(key, Held(since, runs=key in processes))
+        for key in processes:  # working in a directory that is gone
+            held.setdefault(key, Held(datetime.fromtimestamp(0, UTC)))
+        return held
 
     def observed(self, user: str, name: str) -> Observed | None:
         """The job's status as last saved, or ``None`` for a job this backend does not know."""

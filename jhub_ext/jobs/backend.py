@@ -5,7 +5,8 @@ and only the service's app module chooses one (import-linter contracts keep it s
 runs a job's workload and reports what it observes through ``on_change``; the service records
 it in the store. Backends are the source of truth for what is running now, and must survive a
 restart of the service: ``start()`` re-adopts the work that is still running and settles what
-ended meanwhile.
+ended meanwhile. The service calls ``submit``, ``stop`` and ``delete`` of one job one at a time
+(the jobs domain's rule, :mod:`jhub_ext.jobs.oneatatime`), never two of the same job at once.
 """
 
 from __future__ import annotations

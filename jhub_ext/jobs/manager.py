@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ from .backend import JobBackend, JobRejected, Observed, Placement
 from .errors import Conflict, Invalid, NoSuchJob, NotAllowed, TooMany
 from .hub import HubClient
 from .model import JobKind, JobSpec, JobSpecError, JobStatus, Limits, parse_submission
+from .oneatatime import OneAtATime
 from .reservations import JobReservations
 from .store import JobExists, JobRecord, JobStore, StatusConflict
 
@@ -89,11 +90,11 @@ _Action = TypeVar("_Action", bound=Callable[..., Awaitable[Any]])
 
 
 def _working(action: _Action) -> _Action:
-    """Run a manager's action on ``(caller, owner, name)`` inside :meth:`JobManager.working_on`."""
+    """Run a manager's action on ``(caller, owner, name)`` in the job's turn (see ``working_on``)."""
 
     @functools.wraps(action)
     async def wrapper(self: JobManager, caller: Caller, owner: str, name: str) -> Any:
-        with self.working_on(owner, name):
+        async with self.working_on(owner, name):
             return await action(self, caller, owner, name)
 
     return wrapper  # type: ignore[return-value]
@@ -128,7 +129,7 @@ class JobManager:
         self.following: dict[str, int] = defaultdict(int)  # open ``follow`` streams per user
         self.limits = limits or Limits()
         self.quota_lock = quota_lock or QuotaLock()
-        self.busy: dict[tuple[str, str], int] = {}  # jobs with an action under way (see working_on)
+        self.busy = OneAtATime()  # jobs an operation holds or waits for (see working_on)
         #: jobs from the store, servers from the hub: the sources the hub's own count reads alike
         sources: list[Any] = [JobReservations(store.engine)]
         if hub is not None:
@@ -288,7 +289,7 @@ class JobManager:
             spec = parse_submission(body, self.limits)
         except JobSpecError as e:
             raise Invalid(str(e), e.field) from None
-        with self.working_on(caller.name, spec.name):
+        async with self.working_on(caller.name, spec.name):
             return await self._submit(caller, spec)
 
     async def _submit(self, caller: Caller, spec: JobSpec) -> JobRecord:
@@ -384,7 +385,8 @@ class JobManager:
         groups = await self.hub.groups(owner) if self.hub is not None else frozenset(record.groups)
         if not record.status.finished:
             await self.backend.stop(owner, name)
-            self.store.set_status(owner, name, JobStatus.STOPPED, message="stopped for a restart")
+            with contextlib.suppress(StatusConflict):  # it ended meanwhile: restarted all the same
+                self.store.set_status(owner, name, JobStatus.STOPPED, message="stopped for a restart")
         catalog = self.catalog
         selection = self._select(catalog, spec, record.profile, groups)
         runs = self._bounded(spec, selection)
@@ -433,18 +435,11 @@ class JobManager:
         await self.backend.delete(owner, name)
         self.store.delete(owner, name, actor=caller.name)
 
-    @contextlib.contextmanager
-    def working_on(self, user: str, name: str) -> Iterator[None]:
-        """Mark the job as being submitted, restarted, stopped or deleted for the block's length: the
-        reconciler leaves it alone meanwhile (its record and its work may disagree for a moment)."""
-        key = (user, name)
-        self.busy[key] = self.busy.get(key, 0) + 1
-        try:
-            yield
-        finally:
-            self.busy[key] -= 1
-            if not self.busy[key]:
-                del self.busy[key]
+    def working_on(self, user: str, name: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """The job's turn: submit, restart, stop and delete of one job, and the reconciler's
+        corrections, run one at a time, each waiting for the one before (see :mod:`.oneatatime`);
+        the reconciler leaves a job alone while anyone holds or waits for its turn."""
+        return self.busy.turn((user, name))
 
     @contextlib.contextmanager
     def follow_slot(self, caller: Caller) -> Any:

@@ -21,6 +21,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from .backend import Held
 from .manager import JobManager
 from .model import JobStatus
 
@@ -46,7 +47,11 @@ class Reconciled:
 
 
 async def reconcile(manager: JobManager, grace_seconds: float, now: datetime | None = None) -> Reconciled:
-    """One pass: make the store and the backend agree (see the module's docstring)."""
+    """One pass: make the store and the backend agree (see the module's docstring).
+
+    Each correction is made in the job's turn (:mod:`.oneatatime`), and only if the job's record
+    is still as this pass read it: a job an operation holds or waits for, or changed meanwhile, is
+    left to the next pass."""
     now = now or datetime.now(UTC)
     held = await manager.backend.inventory()
     records = manager.store.states()
@@ -55,35 +60,52 @@ async def reconcile(manager: JobManager, grace_seconds: float, now: datetime | N
     def settled(key: Key, since: datetime) -> bool:
         return key not in manager.busy and (now - since).total_seconds() >= grace_seconds
 
-    for key, (status, created, started) in records.items():
+    for key, state in records.items():
+        status, created, started = state
         if not settled(key, created):
             continue
-        holding = held.get(key)
-        runs = holding is not None and holding.runs
-        observed = manager.backend.observed(*key)
-        if not status.finished and not runs:
-            if status is JobStatus.PENDING and started is None:  # its start was cut short
-                with manager.working_on(*key):
-                    await manager.resume(*key)
-                done.resumed.append(key)
-                continue
-            manager.store.set_status(*key, JobStatus.FAILED, message=GONE)
-            done.finished.append(key)
-            if holding is not None:  # its code, left behind
-                await manager.backend.delete(*key)
-        elif status is JobStatus.STOPPED and observed is not None and not observed.status.finished:
-            await manager.backend.stop(*key)
-            done.stopped.append(key)
-        elif status.finished and holding is not None and not runs:  # a stop or an end cut short
-            await manager.backend.delete(*key)
-            done.removed.append(key)
+        async with manager.busy.turn_if_free(key) as free:
+            record = manager.store.get(*key) if free else None
+            if record is not None and (record.status, record.created, record.started) == state:
+                await _correct(manager, key, status, started, held.get(key), done)
     for key, holding in held.items():
         if key not in records and settled(key, holding.created):
-            await manager.backend.delete(*key)
-            done.removed.append(key)
+            async with manager.busy.turn_if_free(key) as free:
+                if free and manager.store.get(*key) is None:  # not submitted meanwhile
+                    await manager.backend.delete(*key)
+                    done.removed.append(key)
     if done:
         logger.warning("Reconciled the jobs store with the backend: %s", done)
     return done
+
+
+async def _correct(
+    manager: JobManager,
+    key: Key,
+    status: JobStatus,
+    started: datetime | None,
+    holding: Held | None,
+    done: Reconciled,
+) -> None:
+    """Make one recorded job and what the backend holds of it agree (in the job's turn)."""
+    runs = holding is not None and holding.runs
+    observed = manager.backend.observed(*key)
+    if not status.finished and not runs:
+        if status is JobStatus.PENDING and started is None:  # its start was cut short
+            await manager.resume(*key)
+            done.resumed.append(key)
+            return
+        manager.store.set_status(*key, JobStatus.FAILED, message=GONE)
+        done.finished.append(key)
+        if holding is not None:  # its code, left behind
+            await manager.backend.delete(*key)
+    elif status is JobStatus.STOPPED and observed is not None and not observed.status.finished:
+        await manager.backend.stop(*key)
+        done.stopped.append(key)
+    elif status.finished and holding is not None and (not runs or observed is None):
+        # a stop or an end cut short, or processes of a job the backend does not supervise
+        await manager.backend.delete(*key)
+        done.removed.append(key)
 
 
 async def keep_reconciling(manager: JobManager, interval_seconds: float, grace_seconds: float) -> None:

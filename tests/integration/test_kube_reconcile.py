@@ -85,6 +85,6 @@ async def test_young_records_and_objects_and_jobs_in_action_are_left_alone(
     for manifest in build_manifests(orphan, ALICE, kube_manager.backend.site):  # type: ignore[attr-defined]
         ns.admin.create(manifest)
     assert not await reconcile(kube_manager, grace_seconds=600)  # younger than the grace period
-    with kube_manager.working_on("alice", "fresh"):
+    async with kube_manager.working_on("alice", "fresh"):
         assert not await reconcile(kube_manager, grace_seconds=0)  # a submit may be making it right now
     assert (await reconcile(kube_manager, grace_seconds=0)).removed == [("alice", "fresh")]

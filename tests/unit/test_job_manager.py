@@ -548,9 +548,9 @@ async def test_young_and_busy_jobs_are_left_alone(manager: JobManager, backend: 
     backend.held = {("bob", "fresh"): Held(datetime.now(UTC))}
     assert not await reconcile(manager, grace_seconds=600)  # the record and the object are too young
     backend.held = {("bob", "fresh"): Held(OLD)}
-    with manager.working_on("alice", "new"), manager.working_on("bob", "fresh"):
+    async with manager.working_on("alice", "new"), manager.working_on("bob", "fresh"):
         assert not await reconcile(manager, grace_seconds=60, now=LATER)
-    assert manager.busy == {}
+    assert not manager.busy
 
 
 async def test_a_start_cut_short_is_finished_and_leftovers_of_an_ended_job_go(
