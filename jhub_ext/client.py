@@ -230,7 +230,7 @@ class JobsClient:
         params = {**self._owner(user), "follow": "1", **({"tail": str(tail)} if tail is not None else {})}
         response = self._request("GET", f"jobs/{quote(name)}/logs", params=params, stream=True)
         with response:
-            response.encoding = "utf-8"
+            response.encoding = "utf-8-sig"  # a follow stream starts with a byte order mark
             for chunk in response.iter_content(chunk_size=None, decode_unicode=True):
                 yield chunk if isinstance(chunk, str) else chunk.decode("utf-8", errors="replace")
 

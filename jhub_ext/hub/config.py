@@ -253,14 +253,16 @@ def _network(c: Config, site: Site) -> None:
     c.JupyterHub.hub_port = site.hub_port
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{env.get('JHUB_EXT_PROXY_API_PORT', '8001')}"
     # tied to the hub: it ends when the hub does, even a hub stopped during its start-up or killed
-    c.ConfigurableHTTPProxy.command = [
-        sys.executable,
-        "-m",
-        "jhub_ext.runtime.tied",
-        str(os.getpid()),
-        shutil.which("configurable-http-proxy", path=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}")
-        or "configurable-http-proxy",
-    ]
+    path = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    proxy, node = shutil.which("configurable-http-proxy", path=path), shutil.which("node", path=path)
+    # API clients of a jobs service that is down get a JSON 503 with Retry-After (see proxy.js)
+    script = str(Path(__file__).with_name("proxy.js"))
+    run = (
+        [node, script, proxy, "/services/jobs/api/"]
+        if proxy and node
+        else [proxy or "configurable-http-proxy"]
+    )
+    c.ConfigurableHTTPProxy.command = [sys.executable, "-m", "jhub_ext.runtime.tied", str(os.getpid()), *run]
     c.ConfigurableHTTPProxy.pid_file = str(state_dir / "proxy.pid")
     c.JupyterHub.db_url = env.get("JHUB_EXT_DB_URL", f"sqlite:///{state_dir / 'jupyterhub.sqlite'}")
     c.JupyterHub.cookie_secret_file = str(state_dir / "jupyterhub_cookie_secret")

@@ -30,7 +30,6 @@ import signal
 import sys
 from urllib.parse import urlparse
 
-from jupyterhub.services.auth import HubOAuthCallbackHandler
 from tornado import web
 from traitlets import Float, Integer, Type, Unicode, default
 from traitlets.config import Application
@@ -43,8 +42,9 @@ from ..catalog.reload import CatalogSource
 from ..runtime.config import env_default
 from ..runtime.tied import die_with_parent
 from .backend import JobBackend
+from .bodies import READ_BODY_BYTES
 from .dashboard import dashboard_handlers
-from .handlers import READ_BODY_BYTES, api_handlers
+from .handlers import NotFoundHandler, OAuthCallbackHandler, api_handlers
 from .hub import HubClient
 from .manager import JobManager
 from .model import Limits
@@ -248,7 +248,7 @@ class JobsService(Application):
         prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/jobs/")
         handlers = [
             *api_handlers(prefix),
-            (f"{prefix}oauth_callback", HubOAuthCallbackHandler),
+            (f"{prefix}oauth_callback", OAuthCallbackHandler),
             *dashboard_handlers(prefix),
         ]
         return web.Application(
@@ -261,6 +261,7 @@ class JobsService(Application):
             cookie_secret=os.urandom(32),
             # Token requests need no XSRF token; HubOAuth checks it on cookie-authenticated actions.
             xsrf_cookies=False,
+            default_handler_class=NotFoundHandler,
         )
 
     async def run(self) -> None:
@@ -299,7 +300,7 @@ class JobsService(Application):
         )
         url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
         bind = self.bind_ip or url.hostname or "127.0.0.1"
-        # bodies are small JSON: anything far larger is cut off before it is buffered
+        # every handler streams and bounds its body (handlers.BoundedBody); this bounds any other
         server = self.make_app(manager).listen(url.port or 80, bind, max_body_size=READ_BODY_BYTES)
         self.log.info("Jobs service listening on %s://%s:%s", url.scheme, url.hostname, url.port)
         stop = asyncio.Event()

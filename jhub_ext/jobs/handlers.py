@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
+from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
 
 import yaml
-from jupyterhub.services.auth import HubOAuthenticated
+from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from tornado import httpclient, iostream, web
 
+from .bodies import BoundedBody
 from .errors import (
     Conflict,
     Invalid,
@@ -30,9 +33,10 @@ SCOPE_USE = "custom:jobs:use"
 SCOPE_ADMIN = "custom:jobs:admin"
 #: users of the service (their own jobs) and its admins (everyone's)
 USERS = frozenset({SCOPE_USE, SCOPE_ADMIN})
-MAX_BODY_BYTES = 1024 * 1024
-#: bodies up to this are read (and dropped past MAX_BODY_BYTES) to answer 413; larger ones at once
-READ_BODY_BYTES = 16 * MAX_BODY_BYTES
+#: the first bytes of a ``follow`` stream (see :class:`LogsHandler`)
+BOM = "\ufeff"
+#: how often a quiet ``follow`` stream checks whether its reader is still there
+FOLLOW_CHECK_SECONDS = 2.0
 #: how long a client should wait before trying again when the hub or the cluster does not answer
 UNAVAILABLE_RETRY_SECONDS = 10
 DEFAULT_PAGE = 200
@@ -74,29 +78,15 @@ def openapi_document() -> dict[str, Any]:
     return yaml.safe_load(text)  # type: ignore[no-any-return]
 
 
-@web.stream_request_body
-class APIHandler(HubOAuthenticated, web.RequestHandler):
+class APIHandler(HubOAuthenticated, BoundedBody):
     """Token (or OAuth cookie) authentication, scopes, and JSON errors for every API route.
 
-    Request bodies are counted as they arrive and kept only up to :data:`MAX_BODY_BYTES` (the rest
-    is read and dropped, so the answer can still be a JSON 413): none is ever buffered whole.
+    Request bodies are bounded as :class:`BoundedBody` says.
     """
 
     caller: Caller
-    body: bytearray
     #: the caller needs one of these scopes; every handler declares its own
     scopes: frozenset[str] = USERS
-    body_too_large = False
-
-    def data_received(self, chunk: bytes) -> None:
-        """Keep each arriving piece of the body, dropping all of it once it passes :data:`MAX_BODY_BYTES`."""
-        if self.body_too_large:
-            return
-        if len(self.body) + len(chunk) > MAX_BODY_BYTES:
-            self.body_too_large = True
-            self.body.clear()
-        else:
-            self.body += chunk
 
     @property
     def manager(self) -> JobManager:
@@ -109,18 +99,14 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Content-Type-Options", "nosniff")  # a log is never run as a script
 
-    def initialize(self) -> None:
-        """Start each request with an empty body buffer."""
-        self.body = bytearray()
-
     async def prepare(self) -> None:
         """Refuse oversized bodies, then authenticate the caller and check they may use the jobs service.
 
         Sets ``self.caller`` from the standalone token or from the hub's user model (its scopes and groups).
         """
-        length = self.request.headers.get("Content-Length", "0")
-        if not (length.isascii() and length.isdigit()) or int(length) > READ_BODY_BYTES:
-            raise body_too_large()
+        super().prepare()
+        if self.body_too_large:
+            return
         standalone = self.settings.get("standalone_token")
         if standalone:  # no hub (Binder, a laptop): one user, one token
             sent = self.request.headers.get("Authorization", "").partition(" ")[2]
@@ -206,11 +192,6 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
         return self.settings["jobs_log"]
 
 
-def body_too_large() -> TooLarge:
-    """The 413 refusal for a request body past :data:`MAX_BODY_BYTES`."""
-    return TooLarge(f"the request is larger than {MAX_BODY_BYTES // 1024} KiB; ship less code", "files")
-
-
 def unavailable(error: BaseException | None) -> bool:
     """Whether ``error`` says the hub or the cluster did not answer (a 503 for the client), not a bug."""
     if isinstance(error, TimeoutError | ConnectionError | httpclient.HTTPClientError):
@@ -240,8 +221,6 @@ class JobsHandler(APIHandler):
 
     async def post(self) -> None:
         """Submit the JSON body as a new job and answer 201 with the job."""
-        if self.body_too_large:
-            raise body_too_large()
         try:
             body = json.loads(bytes(self.body), object_pairs_hook=_unique_keys)
         except DuplicateKey as e:
@@ -299,6 +278,12 @@ class LogsHandler(APIHandler):
     """``GET jobs/<name>/logs`` sends a job's output as plain text, optionally following it."""
 
     scopes = USERS
+    gone: asyncio.Event
+
+    def initialize(self) -> None:
+        """Start each request with an empty body buffer, and its reader present."""
+        super().initialize()
+        self.gone = asyncio.Event()
 
     async def get(self, name: str) -> None:
         """Stream the named job's output (all, or the last ``tail`` lines); ``follow=1`` keeps it going."""
@@ -308,18 +293,66 @@ class LogsHandler(APIHandler):
         lines = self.whole_number("tail", -1, 0, 10**7)
         tail = None if lines < 0 else lines
         chunks = self.manager.logs(self.caller, self.owner(), self.check_job_name(name), follow, tail)
-        with self.manager.follow_slot(self.caller) if follow else contextlib.nullcontext():
-            self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        if not follow:
+            async for chunk in chunks:
+                self.write(chunk)
+            return
+        with self.manager.follow_slot(self.caller):
             try:
-                if follow:
-                    await self.flush()  # the reader knows at once that it is following
-                async for chunk in chunks:
-                    self.write(chunk)
-                    if follow:
-                        await self.flush()
+                # The reader knows at once that it is following: a proxy sends the headers on only with
+                # the first bytes of the body, so those are the byte order mark, which decoders of
+                # UTF-8 text drop (TextDecoder, "utf-8-sig", jhub_ext.client), as it marks the encoding.
+                self.write(BOM)
+                await self.flush()
+                await self.follow(chunks)
             except iostream.StreamClosedError:
                 return  # the reader went away: free the stream
-            self.finish()
+            finally:
+                await aclose(chunks)
+
+    async def follow(self, chunks: AsyncIterator[str]) -> None:
+        """Send each chunk as it comes until the job ends, or until the reader has gone.
+
+        A quiet job writes nothing for a long time, so the stream does not wait for the next chunk to
+        find out that its reader has gone: tornado reports a closed connection at once
+        (:meth:`on_connection_close`), and every :data:`FOLLOW_CHECK_SECONDS` the stream checks.
+        """
+        gone = asyncio.ensure_future(self.gone.wait())
+        try:
+            while not self.gone.is_set():
+                following = asyncio.ensure_future(anext(chunks))
+                while not following.done():
+                    await asyncio.wait(
+                        {following, gone}, timeout=FOLLOW_CHECK_SECONDS, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    stream = getattr(self.request.connection, "stream", None)
+                    if self.gone.is_set() or stream is None or stream.closed():
+                        following.cancel()
+                        await asyncio.gather(following, return_exceptions=True)
+                        self.gone.set()
+                        return
+                try:
+                    chunk = following.result()
+                except StopAsyncIteration:
+                    return
+                self.write(chunk)
+                await self.flush()
+        finally:
+            gone.cancel()
+
+    def on_connection_close(self) -> None:
+        """The reader has gone (a ``follow`` stream stops waiting for the job)."""
+        self.gone.set()
+        super().on_connection_close()
+
+
+async def aclose(chunks: AsyncIterator[str]) -> None:
+    """Close an async generator of chunks (ending the backend's follow), whatever it is."""
+    close = getattr(chunks, "aclose", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            await close()
 
 
 class ProfilesHandler(APIHandler):
@@ -348,7 +381,26 @@ class QuotaHandler(APIHandler):
         self.reply({"groups": await self.manager.quota(self.caller)})
 
 
-class OpenAPIHandler(web.RequestHandler):
+class OAuthCallbackHandler(HubOAuthCallbackHandler, BoundedBody):
+    """The hub's OAuth callback (the dashboard's log-in), with bodies bounded like the API's."""
+
+
+class NotFoundHandler(BoundedBody):
+    """Any other path: a JSON 404 (and a 413 for an oversized body, as everywhere)."""
+
+    def prepare(self) -> None:
+        """Bound the body; then, whatever the method, answer that nothing is here."""
+        super().prepare()
+        if not self.body_too_large:
+            setattr(self, (self.request.method or "get").lower(), self._not_found)
+
+    def _not_found(self, *args: str) -> None:
+        self.set_status(404)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps({"error": f"there is nothing at {self.request.path[:200]}", "field": None}))
+
+
+class OpenAPIHandler(BoundedBody):
     """``GET openapi.json`` serves the API's description, with no login needed."""
 
     def get(self) -> None:

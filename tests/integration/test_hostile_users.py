@@ -8,6 +8,8 @@ user sends makes the service answer 5xx; quotas hold when many starts race; rate
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import threading
 from collections.abc import Iterator
@@ -26,7 +28,7 @@ from jhub_ext.jobs.handlers import openapi_document
 
 from ..conftest import SHIPPED_CATALOG
 from ..hubprocess import HubProcess, wait_for
-from .test_jobs_service import Jobs, token_for
+from .test_jobs_service import Jobs, service_pid, token_for
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +55,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
     config.write_text(
         "c.JobsService.submits_per_minute = 40\n"
         "c.JobsService.actions_per_minute = 40\n"
-        "c.JobsService.follows_per_user = 2\n"
+        "c.JobsService.follows_per_user = 5\n"
     )
     process = HubProcess(
         workdir,
@@ -170,11 +172,11 @@ def test_concurrent_follow_streams_are_bounded(users: dict[str, Jobs]) -> None:
     assert mallory.submit(name="talker", kind="scraper", command=talk).status_code == 201
     wait_for(lambda: "up" in mallory.call("GET", "/jobs/talker/logs").text, 30, "the job's first words")
     url = f"{mallory.base}/jobs/talker/logs?follow=1"
-    opened = [requests.get(url, headers=mallory.headers, stream=True, timeout=60) for _ in range(2)]
+    opened = [requests.get(url, headers=mallory.headers, stream=True, timeout=60) for _ in range(5)]
     try:
-        assert [r.status_code for r in opened] == [200, 200]
-        third = mallory.call("GET", "/jobs/talker/logs?follow=1")
-        assert third.status_code == 429 and third.json()["field"] == "follow"
+        assert [r.status_code for r in opened] == [200] * 5
+        sixth = mallory.call("GET", "/jobs/talker/logs?follow=1")
+        assert sixth.status_code == 429 and sixth.json()["field"] == "follow"
         assert mallory.call("GET", "/jobs/talker/logs").status_code == 200  # reading is not following
     finally:
         for response in opened:
@@ -185,6 +187,67 @@ def test_concurrent_follow_streams_are_bounded(users: dict[str, Jobs]) -> None:
         lambda: mallory.call("GET", "/jobs/talker/logs?follow=1").status_code == 200, 30, "a free follow slot"
     )
     assert mallory.call("DELETE", "/jobs/talker").status_code == 204
+
+
+def test_oversized_bodies_get_a_json_413_through_the_proxy_and_nobody_else_notices(
+    users: dict[str, Jobs], hub: HubProcess
+) -> None:
+    """Past 1 MiB, on every endpoint, however large: a JSON 413 (not the proxy's 503, not a reset
+    connection), and the requests of other users right after go through."""
+    mallory, spammer = users["mallory"], users["fuzz"]
+    with ThreadPoolExecutor(4) as pool:
+        others = [pool.submit(spammer.call, "GET", "/jobs") for _ in range(3)]
+        huge = mallory.call("POST", "/jobs", data=b" " * (20 * 1024 * 1024))
+        assert huge.status_code == 413 and huge.json()["field"] == "files", huge.text[:300]
+        assert [f.result().status_code for f in others] == [200] * 3
+    for _ in range(5):
+        assert spammer.call("GET", "/jobs").status_code == 200
+    # past what the service reads to the end: answered, and the connection closed
+    past = mallory.call("POST", "/jobs", data=b" " * (100 * 1024 * 1024))
+    assert past.status_code == 413 and past.json()["field"] == "files"
+    assert spammer.call("GET", "/jobs").status_code == 200
+    two = b"x" * (2 * 1024 * 1024)
+    for method, path in (("POST", "/jobs/x/stop"), ("POST", "/jobs/x/restart"), ("DELETE", "/jobs/x")):
+        response = mallory.call(method, path, data=two)
+        assert response.status_code == 413 and response.json()["field"] == "files", (method, path)
+    assert mallory.call("GET", "/jobs").status_code == 200
+    assert "Traceback" not in hub.log()
+
+
+def open_follow(hub: HubProcess, user: Jobs, name: str) -> tuple[socket.socket, bytes]:
+    """A follow stream through the proxy, on a raw socket: the socket and the head of the answer."""
+    sock = socket.create_connection(("127.0.0.1", hub.port), timeout=10)
+    sock.sendall(
+        f"GET /services/jobs/api/jobs/{name}/logs?follow=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: {user.headers['Authorization']}\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(65536) or b"\r\n\r\n"
+    return sock, head
+
+
+def test_a_quiet_follow_answers_at_once_and_abandoned_ones_free_their_slots(
+    users: dict[str, Jobs], hub: HubProcess
+) -> None:
+    erin = users["erin"]
+    assert erin.submit(name="quiet", kind="scraper", command=SLEEPER).status_code == 201
+    erin.wait_status("quiet", "running")
+    url = f"{erin.base}/jobs/quiet/logs?follow=1"
+
+    def follow_status() -> int:  # the headers come at once, though the job says nothing
+        with requests.get(url, headers=erin.headers, stream=True, timeout=5) as response:
+            return response.status_code
+
+    assert follow_status() == 200
+    wait_for(lambda: follow_status() == 200, 10, "the first stream's slot")
+    streams = [open_follow(hub, erin, "quiet") for _ in range(5)]
+    assert all(head.startswith(b"HTTP/1.1 200") for _, head in streams), [h for _, h in streams]
+    assert follow_status() == 429
+    for sock, _ in streams:  # abandoned: closed without a word, while the job says nothing
+        sock.close()
+    wait_for(lambda: follow_status() == 200, 10, "the abandoned streams to free their slots", interval=0.5)
+    assert erin.call("DELETE", "/jobs/quiet").status_code == 204
 
 
 def test_twenty_concurrent_submits_never_exceed_the_quota(users: dict[str, Jobs]) -> None:
@@ -291,3 +354,35 @@ def test_generated_jobs_can_all_be_deleted(users: dict[str, Jobs]) -> None:
     for name in job_names(fuzz):
         wait_for(lambda n=name: fuzz.call("DELETE", f"/jobs/{n}").status_code in (204, 404), 90, "delete")
     assert job_names(fuzz) == []
+
+
+def test_while_the_service_is_down_api_clients_get_a_json_503_with_retry_after(
+    users: dict[str, Jobs], hub: HubProcess
+) -> None:
+    """The proxy's own answer for a service that is not there: JSON for the API, the hub's page for
+    browsers (the hub restarts the service at once, so the window is short: asked until it is seen)."""
+    mallory = users["mallory"]
+    os.kill(service_pid(hub), signal.SIGKILL)
+    seen: list[requests.Response] = []
+
+    def down() -> bool:
+        try:
+            response = requests.get(f"{mallory.base}/jobs", headers=mallory.headers, timeout=10)
+        except requests.ConnectionError:
+            return False
+        if response.status_code == 503:
+            seen.append(response)
+            page = requests.get(f"{hub.url}/services/jobs/", headers={"Accept": "text/html"}, timeout=10)
+            seen.append(page)
+            return True
+        assert response.status_code == 200, response.text[:300]
+        return False
+
+    wait_for(down, 20, "a 503 from the proxy", interval=0.01)
+    answer, page = seen
+    assert answer.headers["Content-Type"].startswith("application/json"), answer.text[:300]
+    assert answer.json()["field"] is None and "jobs service" in answer.json()["error"]
+    assert int(answer.headers["Retry-After"]) >= 1
+    if page.status_code == 503:  # still down: a browser gets the hub's error page
+        assert page.headers["Content-Type"].startswith("text/html")
+    wait_for(mallory.answers, 30, "the service to answer again")

@@ -145,3 +145,20 @@ def test_magics_take_help(shell: Any, capsys: pytest.CaptureFixture[str]) -> Non
     shell.run_cell("%%deploy_scraper --help\npass\n")
     out = capsys.readouterr()
     assert "--schedule" in out.out and "Deployed" not in out.out  # help only: nothing was deployed
+
+
+def test_following_shows_exactly_what_the_job_printed(
+    shell: Any, capsys: pytest.CaptureFixture[str], server_env: dict[str, str]
+) -> None:
+    """A follow stream starts with a byte order mark (so the proxy passes its headers on at once):
+    the magics and the CLI show nothing of it."""
+    shell.run_cell(
+        "%%submit_job said\nimport time\ntime.sleep(1)\nprint('first', flush=True)\nprint('second')\n"
+    )
+    assert "Submitted batch job 'said'" in capsys.readouterr().out
+    shell.run_cell("%job_logs said --follow")
+    assert capsys.readouterr().out == "first\nsecond\n"
+    followed = cli(server_env, "logs", "said", "-f")
+    assert followed.returncode == 0 and followed.stdout == "first\nsecond\n", followed
+    shell.run_cell("%delete_job said")
+    assert "Deleted said." in capsys.readouterr().out
