@@ -75,6 +75,10 @@ class FaultProxy:
         self.stall_seconds = stall_seconds
         self.retry_after = retry_after
         self.counts: collections.Counter[str] = collections.Counter()
+        #: cut the watches that start while faults are on until one has been cut: a short run starts
+        #: few watches, and chance alone then meets no cut at all in about one run of three
+        self.cut_a_watch_first = False
+        self._cutting = False  # a forced cut is under way
         self._random = random.Random(seed)  # noqa: S311 (not for secrets); used on the proxy loop only
         self._lock = threading.Lock()  # guards counts against readers in other threads
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -178,6 +182,15 @@ class FaultProxy:
         watch = request.query.get("watch", "").lower() in TRUE
         follow = request.query.get("follow", "").lower() in TRUE
         rate = self.watch_rate if watch and self.watch_rate is not None and self.rate > 0 else self.rate
+        if (
+            watch
+            and self.rate > 0
+            and self.cut_a_watch_first
+            and not self.counts["cut"]
+            and not self._cutting
+        ):
+            self._cutting = True
+            return "cut"
         if rate <= 0 or self._random.random() >= rate:
             return None
         if watch:
@@ -254,6 +267,8 @@ class FaultProxy:
                     except TimeoutError:
                         self._count(fault)
                         return self._drop(request)
+                    finally:
+                        self._cutting = False  # cut, or ended before its time: the next may be cut
                 else:
                     await self._relay(upstream, response)
                 await response.write_eof()

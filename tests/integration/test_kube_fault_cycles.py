@@ -154,6 +154,7 @@ def test_mixed_work_through_a_faulty_api_leaves_nothing_behind_and_no_5xx(
     researchers = [Researcher(hub, user, answers, failures) for user in USERS]
     proxy.rate = 0.1
     proxy.watch_rate = 0.1 if CYCLES >= 1000 else 0.5  # a short run starts few watches: cut more of them
+    proxy.cut_a_watch_first = True  # and at least one of them, not by chance alone
     share = -(-CYCLES // WORKERS)
     with ThreadPoolExecutor(WORKERS) as pool:
         done = [pool.submit(r.cycles, share, seed) for seed, r in enumerate(researchers)]
