@@ -17,18 +17,9 @@ ETCD_VERSION=v3.6.16
 out="$cache_root/kubernetes-$KUBERNETES_VERSION-etcd-$ETCD_VERSION"
 binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd)
 
-if [ "${1:-}" = "--dir" ]; then echo "$out"; exit 0; fi
+done_if_built "$out" "${1:-}" "${binaries[@]}"
 
 say() { echo "build-control-plane: $*" >&2; }
-
-all_built() {
-  for b in "${binaries[@]}"; do [ -x "$out/$b" ] || return 1; done
-}
-
-if all_built; then
-  echo "$out"
-  exit 0
-fi
 
 use_go build-control-plane
 

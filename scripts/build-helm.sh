@@ -33,14 +33,9 @@ KUBE_MINOR=37
 . "$(dirname "${BASH_SOURCE[0]}")/go-toolchain.sh"
 out="$cache_root/helm-$HELM_VERSION"
 
-if [ "${1:-}" = "--dir" ]; then echo "$out"; exit 0; fi
+done_if_built "$out" "${1:-}" helm
 
 say() { echo "build-helm: $*" >&2; }
-
-if [ -x "$out/helm" ]; then
-  echo "$out"
-  exit 0
-fi
 
 use_go build-helm
 

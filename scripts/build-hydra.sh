@@ -19,14 +19,9 @@ HYDRA_VERSION=v2.3.0
 . "$(dirname "${BASH_SOURCE[0]}")/go-toolchain.sh"
 out="$cache_root/hydra-$HYDRA_VERSION"
 
-if [ "${1:-}" = "--dir" ]; then echo "$out"; exit 0; fi
+done_if_built "$out" "${1:-}" hydra
 
 say() { echo "build-hydra: $*" >&2; }
-
-if [ -x "$out/hydra" ]; then
-  echo "$out"
-  exit 0
-fi
 
 use_go build-hydra
 if ! command -v "${CC:-cc}" >/dev/null; then

@@ -3,6 +3,17 @@
 
 cache_root="${JHUB_EXT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/jhub_ext}"
 
+# done_if_built OUT ARG BINARY...: the scripts' common start. With ARG --dir, print OUT and exit (build
+# nothing); when every BINARY is in OUT already, print OUT and exit; else return, to build.
+done_if_built() {
+  local out="$1" arg="$2" binary
+  shift 2
+  if [ "$arg" = "--dir" ]; then echo "$out"; exit 0; fi
+  for binary in "$@"; do [ -x "$out/$binary" ] || return 0; done
+  echo "$out"
+  exit 0
+}
+
 # use_go NAME: put Go on the PATH, Go 1.26 or newer (an older one fetches go1.26.8 through the module
 # proxy, GOTOOLCHAIN); NAME prefixes the messages. Exits with what to install when there is no Go.
 use_go() {

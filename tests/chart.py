@@ -179,10 +179,9 @@ class HubPod:
     def lay_out(self, network: bool = True) -> HubPod:
         """Write the hub pod's volumes and our image's files, every pod path mapped; with ``network``,
         also the loopback addresses of the processes that stand for the pod's network here."""
-        hub = self.admin.get("Deployment", "hub", self.namespace)
-        self.deployment = hub
-        pod = hub["spec"]["template"]["spec"]
-        container = next(c for c in pod["containers"] if c["name"] == "hub")
+        self.deployment = self.admin.get("Deployment", "hub", self.namespace)
+        pod = self.deployment["spec"]["template"]["spec"]
+        container = self.container
         volumes = {v["name"]: v for v in pod.get("volumes", [])}
         self.mounts = {POD_CONFIG_DIR: self.path(POD_CONFIG_DIR), POD_WORKDIR: self.path(POD_WORKDIR)}
         for mount in container.get("volumeMounts", []):
@@ -232,11 +231,15 @@ class HubPod:
 
     # --- the pod's environment ---------------------------------------------------------------------------
 
+    @property
+    def container(self) -> Json:
+        """The hub container of the chart's hub Deployment (read by :meth:`lay_out`)."""
+        pod = self.deployment["spec"]["template"]["spec"]
+        return next(c for c in pod["containers"] if c["name"] == "hub")  # type: ignore[no-any-return]
+
     def environment(self) -> dict[str, str]:
         """The hub container's environment as Kubernetes would set it, plus this machine's PATH."""
-        container = next(
-            c for c in self.deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "hub"
-        )
+        container = self.container
         env: dict[str, str] = {}
         for item in container.get("env", []):
             if "value" in item:
@@ -275,9 +278,7 @@ class HubPod:
 
     def command(self) -> list[str]:
         """The hub container's command and arguments (the chart's), with the pod's paths mapped."""
-        container = next(
-            c for c in self.deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "hub"
-        )
+        container = self.container
         args = [*container.get("command", []), *container.get("args", [])]
         assert args[0] == "jupyterhub", args
         return [str(Path(sys.executable).parent / "jupyterhub"), *(self._map(a) for a in args[1:])]

@@ -102,6 +102,7 @@ class Site:
     catalog: str
     state_dir: Path
     hub_port: int
+    in_cluster: bool  # in the chart's pod, or any pod
     system_users: bool = False
     account_env: dict[str, str] | None = None
 
@@ -109,11 +110,6 @@ class Site:
     def in_chart(self) -> bool:
         """Whether the Zero to JupyterHub chart's configuration runs this hub."""
         return self.z2jh is not None
-
-    @property
-    def in_cluster(self) -> bool:
-        """Whether the hub runs in a cluster (the chart's, or any pod)."""
-        return self.in_chart or bool(self.env.get("KUBERNETES_SERVICE_HOST"))
 
     def chart_value(self, key: str) -> Any:
         """A value of the chart's values (``hub.config.JupyterHub.authenticator_class``), else None."""
@@ -185,6 +181,7 @@ def _site(env: Mapping[str, str], config_dir: str | Path | None) -> Site:
         catalog=os.path.abspath(env.get("JHUB_EXT_CATALOG", directory / "profiles.yaml")),
         state_dir=Path(state).resolve(),
         hub_port=int(env.get("JHUB_EXT_HUB_PORT", "8081")),
+        in_cluster=in_cluster,
     )
 
 
