@@ -18,10 +18,10 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
-	scripts/install-system.sh proxy
+	scripts/install-system.sh proxy confine
 
 system: install
-	scripts/install-system.sh proxy chromium postgres cc
+	scripts/install-system.sh proxy confine chromium postgres cc
 
 # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and etcd, built from their Go
 # modules into ~/.cache/jhub_ext/ (minutes the first time, nothing after)

@@ -5,6 +5,7 @@
 #   venv      Debian's python3-venv, where `python3 -m venv` is missing
 #   postgres  Debian's PostgreSQL server, for the tests of the jobs store on PostgreSQL
 #   cc        a C compiler, for the OIDC provider the login tests use (scripts/build-hydra.sh; cgo)
+#   confine   pasta (Debian's passt) and ip (iproute2): local mode's network namespaces, as root
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.venv
@@ -47,6 +48,13 @@ install_cc() {
   echo "install-system: a C compiler installed"
 }
 
+install_confine() {
+  if [ "$(id -u)" != 0 ]; then return; fi  # only a hub run as root confines servers and jobs
+  if command -v pasta >/dev/null && command -v ip >/dev/null; then return; fi
+  apt_install passt iproute2
+  echo "install-system: pasta and ip installed"
+}
+
 install_venv() {
   apt_install python3-venv
 }
@@ -58,6 +66,7 @@ for part in "$@"; do
     venv) install_venv ;;
     postgres) install_postgres ;;
     cc) install_cc ;;
-    *) echo "install-system: unknown part '$part' (use proxy, chromium, venv, postgres, cc)" >&2; exit 2 ;;
+    confine) install_confine ;;
+    *) echo "install-system: unknown part '$part' (use proxy, chromium, venv, postgres, cc, confine)" >&2; exit 2 ;;
   esac
 done

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -34,16 +35,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-from traitlets import Bool, Dict, Float, Integer, Unicode
+from traitlets import Bool, Dict, Float, Integer, Unicode, default
 
 from ..jobs import lifecycle
 from ..jobs.backend import Held, JobBackend, Observed, Placement
 from ..jobs.model import JobKind, JobSpec, JobStatus, parse_submission
+from ..runtime import confine
 from ..runtime.accounts import Account, Accounts
 from ..runtime.config import env_default, string_mapping
+from .localprocess import group_prefix
 from .localstate import LocalJob, State, create, read_log, read_saved
 from .localsupervision import Clock, Supervision
-from .localsweep import end_processes, job_processes
+from .localsweep import end_groups, end_processes, job_processes
 
 
 class LocalJobBackend(Supervision, JobBackend):
@@ -173,6 +176,41 @@ class LocalJobBackend(Supervision, JobBackend):
             c.LocalJobBackend.poll_interval = 0.5
         """,
     )
+    confine_runs = Bool(
+        config=True,
+        help="""
+        Run each run of a job confined (needs root): a control group with its profile's memory
+        and CPUs and at most ``max_processes`` processes, a PID namespace and a network namespace
+        of its own (see the README's security table). Default: $JHUB_EXT_CONFINE is 1, else
+        whether the service runs as root. What this machine cannot give is logged at start.
+
+        Example::
+
+            c.LocalJobBackend.confine_runs = True
+        """,
+    )
+
+    @default("confine_runs")
+    def _default_confine_runs(self) -> bool:
+        return os.environ.get("JHUB_EXT_CONFINE", "1" if os.geteuid() == 0 else "0") == "1"
+
+    max_processes = Integer(
+        confine.DEFAULT_MAX_PROCESSES,
+        config=True,
+        help="""
+        The most processes (and threads) a confined run may have at once.
+        Default: $JHUB_EXT_MAX_PROCESSES, else 1024.
+
+        Example::
+
+            c.LocalJobBackend.max_processes = 4096
+        """,
+    )
+
+    _default_max_processes = env_default(
+        "max_processes", "JHUB_EXT_MAX_PROCESSES", str(confine.DEFAULT_MAX_PROCESSES), parse=int
+    )
+
     max_log_bytes = Integer(
         10 * 2**20,
         config=True,
@@ -215,6 +253,12 @@ class LocalJobBackend(Supervision, JobBackend):
         """Re-adopt every job saved under ``jobs_dir``, supervising again those that should still run."""
         root = Path(self.jobs_dir)
         root.mkdir(parents=True, exist_ok=True)
+        if self.confine_runs:
+            support = await asyncio.to_thread(confine.support)
+            if support.note():
+                self.log.warning("%s", support.note())
+            self.support = support if support.active else None
+            await asyncio.to_thread(end_groups, "job-", empty_only=True)  # left by killed runners
         for spec_file in sorted(root.glob("u-*/*/spec.json")):
             saved: Any = None
             try:
@@ -299,11 +343,14 @@ class LocalJobBackend(Supervision, JobBackend):
         await self._set(job, JobStatus.STOPPED, message=lifecycle.STOPPED, runs=[])
 
     async def _sweep(self, user: str, name: str) -> None:
-        """End every process still working in the job's directory, and its process group."""
+        """End every process still working in the job's directory, and its process group; and
+        every confined run of the job, with its control group and namespace."""
         pids = (await asyncio.to_thread(job_processes, self.jobs_dir)).get((user, name))
         if pids:
             self.log.info("Ending %d leftover process(es) of job %s/%s", len(pids), user, name)
             await asyncio.to_thread(end_processes, pids)
+        if self.support is not None:
+            await asyncio.to_thread(end_groups, group_prefix(user, name))
 
     async def delete(self, user: str, name: str) -> None:
         """Stop the job and remove its directory, code, output and state."""

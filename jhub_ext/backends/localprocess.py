@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -25,8 +26,11 @@ from urllib.parse import quote
 
 from ..jobs.lifecycle import EXIT_KILLED
 from ..jobs.model import JobSpec
+from ..runtime import confine
 from ..runtime.accounts import Account
+from ..runtime.cgroups import Limits
 from ..runtime.limits import limiter
+from .runner import OUT_OF_MEMORY
 
 #: a local job's children, by pid: the runs this service started (adopted runs are not among them)
 Children = dict[int, asyncio.subprocess.Process]
@@ -41,14 +45,32 @@ def start_ticks(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
+def group_prefix(user: str, name: str) -> str:
+    """The start of the names of the job's confined runs (their control groups and namespaces)."""
+    key = "\0".join((user, name)).encode("utf-8", "surrogatepass")
+    return f"job-{hashlib.sha256(key).hexdigest()[:16]}-"
+
+
+def run_confinement(
+    user: str, name: str, seq: int, placement: Mapping[str, Any], tasks: int
+) -> confine.Confinement:
+    """How the ``seq``-th run of the job is confined: its profile's memory and CPUs as saved in
+    ``placement``, at most ``tasks`` processes, a network of its own that reaches none of this
+    machine's loopback ports."""
+    memory = int(placement["mem_limit"]) if placement.get("mem_limit") else None
+    cpus = float(placement["cpu_limit"]) if placement.get("cpu_limit") else None
+    return confine.Confinement(f"{group_prefix(user, name)}{seq}", Limits(memory, cpus, tasks))
+
+
 @dataclass
 class Run:
-    """One execution of a job's command."""
+    """One execution of a job's command (``group``: its confinement's name, where it is confined)."""
 
     pid: int
     ticks: int
     exit_file: str
     started: str
+    group: str = ""
 
     def alive(self) -> bool:
         """Whether the run's process still exists (the same one, not a reused pid) and has not exited."""
@@ -57,9 +79,16 @@ class Run:
     def exit_code(self) -> int:
         """The exit code the runner recorded, or that of a SIGKILL if it recorded none."""
         try:
-            return int(Path(self.exit_file).read_text().strip())
-        except (OSError, ValueError):
+            return int(Path(self.exit_file).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
             return EXIT_KILLED  # killed with the runner before it could record anything
+
+    def out_of_memory(self) -> bool:
+        """Whether the runner recorded that the kernel killed the run for going over its memory."""
+        try:
+            return OUT_OF_MEMORY in Path(self.exit_file).read_text().split()[1:]
+        except OSError:
+            return False
 
 
 def job_env(
@@ -116,12 +145,13 @@ async def start_run(
     placement: Mapping[str, Any],
     max_log_bytes: int,
     started: str,
+    confinement: confine.Confinement | None = None,
 ) -> tuple[Run, asyncio.subprocess.Process]:
     """Start the ``seq``-th run of ``command`` of the job in ``directory`` through the runner (which
     writes its exit code to ``exit.<seq>`` there), its output appended to the job's ``output.log``:
     ``env`` reaches the command only, run as ``account`` where there is one, within the CPU and
-    memory limits of ``placement`` (the job's, as saved). Returns the run (said to have ``started``
-    then) and the runner's process, a child of this one."""
+    memory limits of ``placement`` (the job's, as saved), and ``confinement`` where there is one.
+    Returns the run (said to have ``started`` then) and the runner's process, a child of this one."""
     exit_file = str(directory / f"exit.{seq}")
     # The job's environment goes to the runner in a file only the service can read, so it
     # reaches the job's command and never the runner (a Python process of the service's own).
@@ -141,6 +171,7 @@ async def start_run(
             f"--env={env_file}",
             f"--cwd={directory / 'files'}",
             *identity,
+            *(confinement.args() if confinement else ()),
             "--",
             *command,
             cwd=directory,
@@ -150,10 +181,13 @@ async def start_run(
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=limiter(
-                placement.get("cpu_limit"), placement.get("mem_limit"), str(placement["user"])
+                placement.get("cpu_limit"),
+                None if confinement else placement.get("mem_limit"),  # its group holds the memory then
+                str(placement["user"]),
             ),
         )
-    return Run(proc.pid, start_ticks(proc.pid) or 0, exit_file, started), proc
+    group = confinement.name if confinement else ""
+    return Run(proc.pid, start_ticks(proc.pid) or 0, exit_file, started, group), proc
 
 
 def clear_exit_files(directory: Path, keep: set[str]) -> None:
@@ -177,7 +211,7 @@ async def wait_for_exit(run: Run, children: Children, poll_interval: float) -> i
 
 async def terminate(run: Run, children: Children, grace_seconds: float, poll_interval: float) -> None:
     """Stop ``run``'s process group: SIGTERM, then SIGKILL after ``grace_seconds``; reap it where it
-    is one of ``children``."""
+    is one of ``children``; end its confinement, with every process in it."""
     if not run.alive():
         return
     with contextlib.suppress(ProcessLookupError):
@@ -196,3 +230,5 @@ async def terminate(run: Run, children: Children, grace_seconds: float, poll_int
     proc = children.pop(run.pid, None)
     if proc is not None:
         await proc.wait()
+    if run.group:  # whatever a killed runner could not end and remove
+        await asyncio.to_thread(confine.end, run.group)

@@ -12,15 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from ..jobs import lifecycle
 from ..jobs.lifecycle import Fire
 from ..jobs.model import JobKind, JobStatus
+from ..runtime import confine
 from ..runtime.accounts import Account
-from .localprocess import Run, clear_exit_files, job_env, start_run, terminate, wait_for_exit
+from .localprocess import Run, clear_exit_files, job_env, run_confinement, start_run, terminate, wait_for_exit
 from .localstate import LocalJob
 
 
@@ -50,7 +51,10 @@ class Supervision:
     backoff_base: float
     backoff_max: float
     stable_seconds: float
+    max_processes: int
     log: Any
+    #: how runs are confined here (set by the backend's start; None: not at all)
+    support: confine.Support | None = None
 
     async def _account(self, user: str) -> Account | None:
         raise NotImplementedError
@@ -64,6 +68,13 @@ class Supervision:
         account = await self._account(job.user)
         env = job_env(job.dir, job.spec, job.placement, account, self.account_env, self.output_dir)
         started = self.clock.now().isoformat()
+        confinement = None
+        if self.support is not None:
+            confinement = run_confinement(
+                job.user, job.spec.name, job.state.run_seq, job.placement, self.max_processes
+            )
+            if not self.support.network:
+                confinement = replace(confinement, network=False)
         run, proc = await start_run(
             job.dir,
             job.state.run_seq,
@@ -73,6 +84,7 @@ class Supervision:
             job.placement,
             self.max_log_bytes,
             started,
+            confinement,
         )
         job.procs[proc.pid] = proc
         job.state.runs.append(asdict(run))
@@ -129,14 +141,17 @@ class Supervision:
             # a batch job's deadline counts from its first run: retries do not reset it
             remaining = lifecycle.deadline_left(job.state.first_start, job.spec.deadline_seconds, started)
             code = await self._watch_deadline(job, run, remaining)
-            run = None
+            ended, run = run, None
             if code is None:  # deadline passed
                 job.state.runs = []
                 after = lifecycle.at_deadline(failures, job.spec.deadline_seconds)
             else:
                 lasted = time.monotonic() - started
                 backoff = self._backoff()
-                after = lifecycle.after_run(job.spec.kind, code, failures, job.spec.retries, lasted, backoff)
+                why = lifecycle.OUT_OF_MEMORY if ended.out_of_memory() else None
+                after = lifecycle.after_run(
+                    job.spec.kind, code, failures, job.spec.retries, lasted, backoff, why
+                )
             failures = after.failures
             if after.delay is None:  # over: succeeded, or failed for good
                 await self._set(
@@ -209,5 +224,6 @@ class Supervision:
         if code is None:
             code, message = lifecycle.EXIT_KILLED, lifecycle.last_run_stopped_message(deadline, when)
         else:
-            message = lifecycle.last_run_message(code, when)
+            why = lifecycle.OUT_OF_MEMORY if run.out_of_memory() else None
+            message = lifecycle.last_run_message(code, when, why)
         await self._set(job, status, exit_code=code, message=message)

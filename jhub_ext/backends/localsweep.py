@@ -16,6 +16,8 @@ import signal
 from pathlib import Path
 from urllib.parse import unquote
 
+from ..runtime import cgroups, confine, netns
+
 Key = tuple[str, str]
 _DELETED = " (deleted)"
 
@@ -67,3 +69,13 @@ def end_processes(pids: set[int]) -> None:
                 os.killpg(pgid, signal.SIGKILL)
             elif pid != os.getpid():
                 os.kill(pid, signal.SIGKILL)
+
+
+def end_groups(prefix: str, *, empty_only: bool = False) -> None:
+    """End the confined runs whose names start with ``prefix``: their processes, control groups and
+    network namespaces (with ``empty_only``, only those no process is left in: what a killed runner
+    left behind)."""
+    layout = cgroups.layout()
+    for name in sorted({n for n in layout.names() | netns.names(prefix) if n.startswith(prefix)}):
+        if not (empty_only and layout.group(name).pids()):
+            confine.end(name)

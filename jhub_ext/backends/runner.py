@@ -10,7 +10,11 @@ of its own. The wrapper
   keep writing the log and the exit file, which the job cannot touch);
 - copies the command's output into LOG, keeping it under ``--max-log-bytes`` while it runs;
 - forwards SIGTERM and SIGINT to the command and, when the command ends, writes its exit code
-  (or 128+signal) to EXIT_FILE atomically.
+  (or 128+signal) to EXIT_FILE atomically, with ``out-of-memory`` on a second line when the kernel
+  killed the run for going over its memory;
+- with ``--confine`` (as root), runs the command confined (:mod:`jhub_ext.runtime.confine`): a
+  control group with the run's limits, a PID and a network namespace of its own, all of it ended
+  with the command.
 
 So the outcome of a run is known even if the supervisor was not running when it ended: after
 a restart of the service, the supervisor reads the file instead of having to be the parent.
@@ -21,23 +25,29 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import IO
 
+from ..runtime import confine
+from ..runtime.confine import exit_status
 from ..runtime.logfile import CappedLog, note
 
 #: How long output still arriving after the command ended (from processes it left behind) is copied.
 DRAIN_SECONDS = 2.0
 
 
-def exit_status(returncode: int) -> int:
-    """Shell convention: a command killed by signal N ends with 128 + N."""
-    return 128 - returncode if returncode < 0 else returncode
+#: how often a quiet confined run is checked for an out-of-memory kill, in seconds
+OOM_CHECK_SECONDS = 0.5
+#: the second line of an exit file whose run the kernel killed for going over its memory
+OUT_OF_MEMORY = "out-of-memory"
 
 
 def write_atomically(path: str, text: str) -> None:
@@ -59,6 +69,7 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--cwd")
     parser.add_argument("--user", type=int, help="run the command as this uid")
     parser.add_argument("--group", type=int, help="... and this gid, with no other groups")
+    confine.add_arguments(parser)
     parser.add_argument("command", nargs="+")
     return parser.parse_args(argv)
 
@@ -79,6 +90,9 @@ def main(argv: list[str]) -> int:
         env = json.loads(Path(args.env).read_text())
         Path(args.env).unlink(missing_ok=True)
     log = CappedLog(Path(args.log), args.max_log_bytes)
+    confinement = confine.Confinement.from_args(args)
+    if confinement is not None:
+        return _run_confined(args, confinement, env, log)
     identity: dict[str, object] = {}
     if args.user is not None:
         identity = {"user": args.user, "group": args.group, "extra_groups": [], "umask": 0o077}
@@ -98,18 +112,62 @@ def main(argv: list[str]) -> int:
         log.close()
         write_atomically(args.exit_file, "127")
         return 127
-
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        child.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    _forward_signals(child.send_signal)
     assert child.stdout is not None
     copier = threading.Thread(target=_copy, args=(child.stdout, log), daemon=True)
     copier.start()
     status = exit_status(child.wait())
     copier.join(DRAIN_SECONDS)  # a process the command left behind may hold the pipe open
     write_atomically(args.exit_file, str(status))
+    return status
+
+
+def _forward_signals(send: Callable[[int], None]) -> None:
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        send(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+
+
+def _run_confined(
+    args: argparse.Namespace, confinement: confine.Confinement, env: dict[str, str] | None, log: CappedLog
+) -> int:
+    """Run the command confined; the run's end ends all its processes, so the output ends with it."""
+    read, write = os.pipe()
+    try:
+        run = confine.Confined(
+            confinement,
+            args.command,
+            env=env if env is not None else dict(os.environ),
+            cwd=args.cwd,
+            uid=args.user,
+            gid=args.group,
+            stdout=write,
+        )
+    except OSError as e:
+        log.write(note(f"cannot confine the run: {e}"))
+        log.close()
+        write_atomically(args.exit_file, "127")
+        return 127
+    finally:
+        os.close(write)
+    _forward_signals(run.send_signal)
+    # no thread here: a process that has entered a new PID namespace for its children cannot start one
+    with os.fdopen(read, "rb") as output:
+        check = time.monotonic() + OOM_CHECK_SECONDS
+        while True:
+            if select.select([output], [], [], OOM_CHECK_SECONDS)[0]:
+                if not (chunk := output.read1(64 * 1024)):
+                    break  # every process of the run is gone
+                log.write(chunk)
+            if time.monotonic() >= check:
+                check = time.monotonic() + OOM_CHECK_SECONDS
+                if run.group.oom_kills():  # as on Kubernetes, the run ends at its first out-of-memory kill
+                    run.group.kill()
+    status = run.wait()
+    failed_for_memory = run.oom_kills and status != 0
+    write_atomically(args.exit_file, f"{status}\n{OUT_OF_MEMORY}" if failed_for_memory else str(status))
     return status
 
 

@@ -37,6 +37,8 @@ HISTORY_KEPT = 100
 COMPLETED = "completed"
 #: a job stopped by its user
 STOPPED = "stopped"
+#: a run the kernel killed for going over its memory limit (in both modes)
+OUT_OF_MEMORY = "ran out of memory (killed at its memory limit)"
 
 
 def exited(code: int | None) -> str:
@@ -55,9 +57,9 @@ def failed_message(code: int | None, attempts: int, why: str | None = None) -> s
     return f"{why or exited(code)} ({attempts_text(attempts)})"
 
 
-def restarting_message(code: int, delay: float) -> str:
+def restarting_message(code: int, delay: float, why: str | None = None) -> str:
     """A run that ended and is run again after ``delay`` seconds (said in the status and the log)."""
-    return f"{exited(code)}; restarting in {delay:g}s"
+    return f"{why or exited(code)}; restarting in {delay:g}s"
 
 
 def deadline_message(deadline_seconds: int | None) -> str:
@@ -75,9 +77,10 @@ def next_run_message(when: datetime) -> str:
     return f"next run {when:%c %Z}"
 
 
-def last_run_message(code: int, when: datetime) -> str:
-    """A scheduled job whose last run exited with ``code``, waiting for its next run at ``when``."""
-    return f"last run {exited(code)}; {next_run_message(when)}"
+def last_run_message(code: int, when: datetime, why: str | None = None) -> str:
+    """A scheduled job whose last run exited with ``code`` (or ended as ``why`` says), waiting for
+    its next run at ``when``."""
+    return f"last run {why or exited(code)}; {next_run_message(when)}"
 
 
 def last_run_stopped_message(deadline_seconds: int | None, when: datetime) -> str:
@@ -121,10 +124,16 @@ class AfterRun:
 
 
 def after_run(
-    kind: JobKind, code: int, failures: int, retries: int, lasted: float, backoff: Backoff
+    kind: JobKind,
+    code: int,
+    failures: int,
+    retries: int,
+    lasted: float,
+    backoff: Backoff,
+    why: str | None = None,
 ) -> AfterRun:
     """A run of a batch job or a scraper exited with ``code`` after ``lasted`` seconds, ``failures``
-    failed runs in a row before it.
+    failed runs in a row before it; ``why`` is the cause where it is known (:data:`OUT_OF_MEMORY`).
 
     A batch job succeeds on 0; it fails for good once ``retries`` retries have failed too;
     otherwise it runs again after a backoff. A scraper runs again after a backoff whatever its
@@ -137,9 +146,9 @@ def after_run(
         return AfterRun(JobStatus.SUCCEEDED, 0, COMPLETED, failures)
     failures = 1 if forever and lasted >= backoff.reset_after else failures + 1
     if not forever and failures > retries:
-        return AfterRun(JobStatus.FAILED, code, failed_message(code, failures), failures)
+        return AfterRun(JobStatus.FAILED, code, failed_message(code, failures, why), failures)
     delay = backoff.delay(failures)
-    return AfterRun(JobStatus.PENDING, code, restarting_message(code, delay), failures, delay)
+    return AfterRun(JobStatus.PENDING, code, restarting_message(code, delay, why), failures, delay)
 
 
 def deadline_left(first_start: float | None, deadline_seconds: int | None, now: float) -> float | None:

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..k8s.jobs import MAX_LIVE_RUNS_ANNOTATION, NAME_ANNOTATION, USER_ANNOTATION
-from .lifecycle import COMPLETED, deadline_message, exited, failed_message
+from .lifecycle import COMPLETED, OUT_OF_MEMORY, deadline_message, exited, failed_message
 from .model import JobStatus, Observed
 
 Json = dict[str, Any]
@@ -175,7 +175,7 @@ def _exit(pods: list[Json]) -> tuple[int | None, str | None]:
             if container == "code" and code:
                 return code, "its code could not be copied into place"
             if terminated.get("reason") == "OOMKilled":
-                return code, "ran out of memory (killed at its memory limit)"
+                return code, OUT_OF_MEMORY
             if code or container != "code":
                 return code, None
     return None, None

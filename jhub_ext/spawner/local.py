@@ -10,23 +10,34 @@ When the hub runs as root (``system_users``), every hub user's server runs as a 
 of their own (``jupyter-alice``, see :mod:`jhub_ext.runtime.accounts`) in a 0700 home: users
 cannot read each other's files or processes' environments. Otherwise every server runs as the
 hub's own OS user, which is no isolation between users; the log and the admins' spawn page say so.
+
+As root, a server also runs confined (``confine_servers``, see :mod:`jhub_ext.runtime.confine`): a
+control group with its profile's memory and CPUs for the whole server and its kernels, a PID
+namespace of its own, and a network namespace from which it reaches only the hub's API and the
+public proxy; the proxy reaches it through its port on this machine's loopback, forwarded in.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
-from traitlets import Bool, Dict, Unicode, default
+from jupyterhub.utils import random_port
+from traitlets import Bool, Dict, Integer, Unicode, default
 
 from ..catalog.selection import Selection
+from ..runtime import confine
 from ..runtime.accounts import Account, Accounts, drop_to
+from ..runtime.cgroups import Limits
 from ..runtime.limits import limiter
+from ..runtime.netns import loopback_ports
 from .profiles import ProfileMenuMixin
 
 
@@ -79,26 +90,115 @@ class LocalProfileSpawner(ProfileMenuMixin, SimpleLocalProcessSpawner):
         """,
     )
 
+    confine_servers = Bool(
+        config=True,
+        help="""
+        Run each server confined (needs root): a control group with its profile's memory and CPUs
+        and at most ``max_processes`` processes, a PID namespace and a network namespace of its own
+        that reaches only the hub's API and the public proxy. The default is on exactly when the
+        hub runs as root; what this machine cannot give is said in the admins' note.
+
+        Example::
+
+            c.LocalProfileSpawner.confine_servers = True
+        """,
+    )
+
+    @default("confine_servers")
+    def _default_confine_servers(self) -> bool:
+        return os.geteuid() == 0
+
+    max_processes = Integer(
+        confine.DEFAULT_MAX_PROCESSES,
+        config=True,
+        help="""
+        The most processes (and threads) a confined server may have at once, its kernels included.
+
+        Example::
+
+            c.LocalProfileSpawner.max_processes = 4096
+        """,
+    )
+
     image: str = ""
     profile_slug: str = ""
     account: Account | None = None
+    confinement: confine.Confinement | None = None
 
     def isolation_note(self) -> str | None:
-        """Without system accounts, a warning for admins that users are not kept apart."""
-        if self.system_users:
-            return None
-        return (
-            "Servers and jobs run as the hub's own OS user: users can read each other's files and "
-            "processes. Run the hub as root to give each user a system account of their own."
-        )
+        """What admins should know of how users are kept apart here, or None when all is in place."""
+        notes = []
+        if not self.system_users:
+            notes.append(
+                "Servers and jobs run as the hub's own OS user: users can read each other's files and "
+                "processes. Run the hub as root to give each user a system account of their own."
+            )
+        if self.confine_servers:
+            notes.append(confine.support().note() or "")
+        elif os.geteuid() == 0:
+            notes.append("Servers are not confined (confine_servers is off).")
+        return " ".join(n for n in notes if n) or None
+
+    @property
+    def confinement_name(self) -> str:
+        """The name of this server's control group and network namespace."""
+        key = "\0".join((self.user.name, self.name)).encode("utf-8", "surrogatepass")
+        return f"srv-{hashlib.sha256(key).hexdigest()[:16]}"
 
     async def start(self) -> Any:
-        """Start the server, first creating the user's system account (with ``system_users``)."""
+        """Start the server, first creating the user's system account (with ``system_users``), and
+        confined (with ``confine_servers``, where this machine allows it)."""
         if self.system_users:
             homes = self.homes_dir or os.path.dirname(self.home_dir_template.format(username="x"))
             self.account = await asyncio.to_thread(_accounts(homes).ensure, self.user.name)
             self.home_dir = str(self.account.home)
-        return await super().start()
+        self.confinement = None
+        if self.confine_servers:
+            support = await asyncio.to_thread(confine.support)
+            if support.active:
+                await asyncio.to_thread(confine.end, self.confinement_name)  # what a killed one left
+                if not self.port:  # type: ignore[has-type]  # a trait of JupyterHub's Spawner
+                    self.port = int(random_port())
+                self.confinement = confine.Confinement(
+                    self.confinement_name,
+                    Limits(self.mem_limit, self.cpu_limit, self.max_processes),
+                    network=support.network,
+                    forward_in=(self.port,),
+                    forward_out=tuple(loopback_ports(self.get_env())),
+                )
+        if self.confinement is None:
+            return await super().start()
+        command: list[str] = list(self.cmd)  # type: ignore[has-type]  # a trait of JupyterHub's Spawner
+        self.cmd = [*self._confine_command(), *command]
+        try:
+            return await super().start()
+        finally:
+            self.cmd = command
+
+    def _confine_command(self) -> list[str]:
+        assert self.confinement is not None
+        identity = []
+        if self.account is not None:
+            identity = [
+                f"--user={self.account.uid}",
+                f"--group={self.account.gid}",
+                f"--cwd={self.account.home}",
+            ]
+        return [
+            sys.executable,
+            "-I",
+            "-m",
+            "jhub_ext.runtime.confine",
+            *self.confinement.args(),
+            *identity,
+            "--",
+        ]
+
+    async def stop(self, now: bool = False) -> None:
+        """Stop the server; then end whatever is left in its confinement."""
+        await super().stop(now=now)
+        if self.confine_servers and confine.support().active:
+            await asyncio.to_thread(confine.end, self.confinement_name)
 
     def apply_selection(self, selection: Selection) -> None:
         """Take the chosen profile's CPU and memory limits, image and slug for this server."""
@@ -138,19 +238,20 @@ class LocalProfileSpawner(ProfileMenuMixin, SimpleLocalProcessSpawner):
     def make_preexec_fn(self, name: str) -> Callable[[], Any]:
         """What the child runs before the server: apply the profile's limits, then become the user.
 
-        With a system account it drops to that account in its home; otherwise it prepares the home
-        as JupyterHub would.
+        With a system account it drops to that account in its home (confined, the confinement does);
+        otherwise it prepares the home as JupyterHub would.
         """
         prepare_home = super().make_preexec_fn(name)
-        apply_limits = limiter(self.cpu_limit, self.mem_limit, spread=self.user.name)
+        confined = self.confinement is not None  # its group holds the memory; it drops to the account
+        apply_limits = limiter(self.cpu_limit, None if confined else self.mem_limit, spread=self.user.name)
         account = self.account
 
         def preexec() -> None:
             apply_limits()
-            if account is not None:
+            if account is None:
+                prepare_home()
+            elif not confined:
                 drop_to(account)
                 os.chdir(account.home)
-            else:
-                prepare_home()
 
         return preexec

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from jhub_ext.runtime import cgroups
+
 from ..hubprocess import HubClient, HubProcess, checked_profile, profiles_in_form, wait_for
 
 pytestmark = pytest.mark.integration
@@ -20,11 +22,33 @@ def proc_status(pid: int, field: str) -> str:
     raise AssertionError(f"{field} not in /proc/{pid}/status")
 
 
-def address_space_limit(pid: int) -> str:
+def memory_limit(pid: int) -> str:
+    """The memory limit of the server ``pid``: its control group's where it is confined (as root),
+    else its address-space limit."""
+    group = confined_group(pid)
+    if group is not None:
+        limits = cgroups.layout().group(group)
+        name = "memory.max" if "memory" in limits.layout.v2 else "memory.limit_in_bytes"
+        return (limits.dirs["memory"] / name).read_text().strip()
     for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
         if line.startswith("Max address space"):
             return line.split()[3]
     raise AssertionError("no address space limit line")
+
+
+def confined_group(pid: int) -> str | None:
+    """The name of the jhub_ext control group that process ``pid`` (or its first child) is in."""
+    for candidate in (pid, *children(pid)):
+        for line in Path(f"/proc/{candidate}/cgroup").read_text().splitlines():
+            path = line.split(":", 2)[2]
+            if path.startswith(f"/{cgroups.ROOT}/"):
+                return path.split("/")[2]
+    return None
+
+
+def children(pid: int) -> list[int]:
+    tasks = Path(f"/proc/{pid}/task")
+    return [int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()]
 
 
 def environ(pid: int) -> dict[str, str]:
@@ -86,7 +110,8 @@ def check_small_server(hub: HubProcess, alice: HubClient) -> None:
     pid = state["pid"]
     cores = proc_status(pid, "Cpus_allowed_list")
     assert cores.isdigit() and int(cores) in os.sched_getaffinity(0)  # cpu.limit 1 -> one core
-    assert address_space_limit(pid) == str(4 * 2**30)  # memory.limit 4Gi
+    assert memory_limit(pid) == str(4 * 2**30)  # memory.limit 4Gi
+    assert (confined_group(pid) is not None) == (os.geteuid() == 0)  # as root, always confined
     server_env = environ(pid)
     assert server_env["CPU_LIMIT"] == "1.0"
     assert server_env["MEM_LIMIT"] == str(4 * 2**30)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,6 +43,13 @@ for environ in glob.glob("/proc/[0-9]*/environ"):
             foreign[environ] = attempt(environ)
     except OSError:
         pass
+commands = []
+for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+    try:
+        with open(cmdline, "rb") as f:
+            commands.append(f.read().replace(b"\0", b" ").decode(errors="replace"))
+    except OSError:
+        pass
 paths = json.loads(sys.argv[1])
 print(json.dumps({
     "uid": os.getuid(),
@@ -49,7 +57,8 @@ print(json.dumps({
     "files": {p: attempt(p) for p in paths["read"]},
     "dirs": {p: attempt(p, "list") for p in paths["list"]},
     "readable_foreign_environs": sorted(p for p, r in foreign.items() if r == "allowed"),
-    "foreign_environs": len(foreign),
+    "foreign_environs": sorted(foreign),
+    "commands": commands,
 }))
 """
 
@@ -113,8 +122,16 @@ def test_a_job_of_alice_cannot_read_bob_or_the_hub(hub: HubProcess) -> None:
     assert seen["home"] == str(state / "home" / account_name("alice"))
     assert seen["files"] == {path: "PermissionError" for path in paths["read"]}
     assert seen["dirs"] == {path: "PermissionError" for path in paths["list"]}
-    # the hub's, the service's and bob's processes (with their tokens) are not alice's to read
-    assert seen["foreign_environs"] > 0 and seen["readable_foreign_environs"] == []
+    # the hub's, the service's and bob's processes (their tokens, their command lines) are not even
+    # in sight: the job has a PID namespace of its own, with its own /proc
+    # (the one process not the job's account's is the run's own init, process 1, root's)
+    assert seen["foreign_environs"] == ["/proc/1/environ"] and seen["readable_foreign_environs"] == []
+    # all it sees: its init (a fork of the runner) and itself; not bob's keeper, the hub or the service
+    assert any("probe.py" in c for c in seen["commands"])
+    assert all(
+        c.startswith((f"{sys.executable} -I -m jhub_ext.backends.runner ", "python probe.py "))
+        for c in seen["commands"]
+    ), seen["commands"]
     assert os.stat(bob_home).st_mode & 0o777 == 0o700
 
     for user, name in ((bob, "keeper"), (alice, "probe")):
@@ -130,7 +147,9 @@ def test_servers_run_as_their_users_accounts(hub: HubProcess) -> None:
         owners = {
             process.stat().st_uid
             for process in Path("/proc").iterdir()
-            if process.name.isdigit() and b"jupyterhub-singleuser" in _cmdline(process)
+            if process.name.isdigit()
+            and b"jupyterhub-singleuser" in _cmdline(process)
+            and b"jhub_ext.runtime.confine" not in _cmdline(process)  # its confinement's, root's
         }
         assert owners == {pwd.getpwnam(account_name("alice")).pw_uid}
         page = hub.client("admin")
