@@ -313,6 +313,7 @@ def _jobs_service(c: Config, site: Site, admins: tuple[set[str], set[str]]) -> N
             "JHUB_EXT_JOBS_OUTPUT_CLAIM": env.get("JHUB_EXT_JOBS_OUTPUT_CLAIM", ""),
             "JHUB_EXT_HUB_PID": str(os.getpid()),  # the service ends when the hub does (runtime/tied.py)
             "PATH": env.get("PATH", ""),
+            **{k: env[k] for k in ("JHUB_EXT_CONFINE", "JHUB_EXT_MAX_PROCESSES") if env.get(k)},
             "JHUB_EXT_JOBS_BIND_IP": "0.0.0.0" if site.in_cluster else "127.0.0.1",  # noqa: S104 - the pod's own address
             **(kubernetes if site.mode == "kubernetes" else {}),
         },
@@ -412,6 +413,10 @@ def _servers(c: Config, site: Site) -> None:
         c.LocalProfileSpawner.jobs_db_url = _jobs_db_url(site)  # quotas count jobs as well as servers
         c.LocalProfileSpawner.quota_lock_dir = quota_lock_dir
         c.LocalProfileSpawner.system_users = site.system_users
+        if "JHUB_EXT_CONFINE" in env:  # else: confined exactly when the hub runs as root
+            c.LocalProfileSpawner.confine_servers = env["JHUB_EXT_CONFINE"] == "1"
+        if env.get("JHUB_EXT_MAX_PROCESSES"):
+            c.LocalProfileSpawner.max_processes = int(env["JHUB_EXT_MAX_PROCESSES"])
         if site.system_users:  # each user's own account, in the users' Python environment
             c.LocalProfileSpawner.homes_dir = str(state_dir / "home")
             c.LocalProfileSpawner.account_env = site.account_env

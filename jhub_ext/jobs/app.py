@@ -19,6 +19,10 @@ are documented shortcuts for their defaults:
 - ``JHUB_EXT_JOBS_BIND_IP``: the address to listen on.
 - ``JHUB_EXT_HUB_PID``: set by the hub that starts the service; the service then ends when that
   process does, however it ends (see :mod:`jhub_ext.runtime.tied`).
+
+Started by the hub, the process first becomes a keeper of the service's socket (see
+:mod:`jhub_ext.runtime.keeper`) and serves from a child it restarts at once, so the port never
+comes free while the hub runs (``c.JobsService.keep_socket`` turns this off).
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ import sys
 from urllib.parse import urlparse
 
 from tornado import web
-from traitlets import Float, Integer, Type, Unicode, default
+from tornado.httpserver import HTTPServer
+from traitlets import Bool, Float, Integer, Type, Unicode, default
 from traitlets.config import Application
 from traitlets.config.loader import PyFileConfigLoader
 
@@ -39,6 +44,7 @@ from ..backends.local import LocalJobBackend
 from ..catalog import CatalogError
 from ..catalog.quotalock import QuotaLock
 from ..catalog.reload import CatalogSource
+from ..runtime import keeper
 from ..runtime.config import env_default
 from ..runtime.tied import die_with_parent
 from .backend import JobBackend
@@ -217,6 +223,26 @@ class JobsService(Application):
     )
 
     _default_bind_ip = env_default("bind_ip", "JHUB_EXT_JOBS_BIND_IP")
+
+    keep_socket = Bool(
+        True,
+        config=True,
+        help="""
+        Hold the listening socket in a small parent process and serve from a child that is started
+        again at once if it ends unasked (see ``jhub_ext.runtime.keeper``): the port never comes
+        free, and requests wait instead of failing while the child restarts.
+
+        Example::
+
+            c.JobsService.keep_socket = False
+        """,
+    )
+
+    def address(self) -> tuple[str, int]:
+        """Where the service listens: ``bind_ip`` (else the host of the hub's service URL), and the port."""
+        url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
+        return self.bind_ip or url.hostname or "127.0.0.1", url.port or 80
+
     _default_quota_lock_dir = env_default("quota_lock_dir", "JHUB_EXT_QUOTA_LOCK_DIR")
 
     @default("backend_class")
@@ -298,11 +324,14 @@ class JobsService(Application):
         reconciling = asyncio.create_task(
             keep_reconciling(manager, self.reconcile_seconds, self.orphan_grace_seconds)
         )
-        url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
-        bind = self.bind_ip or url.hostname or "127.0.0.1"
         # every handler streams and bounds its body (handlers.BoundedBody); this bounds any other
-        server = self.make_app(manager).listen(url.port or 80, bind, max_body_size=READ_BODY_BYTES)
-        self.log.info("Jobs service listening on %s://%s:%s", url.scheme, url.hostname, url.port)
+        server = HTTPServer(self.make_app(manager), max_body_size=READ_BODY_BYTES)
+        host, port = self.address()
+        if (inherited := keeper.inherited_socket()) is not None:
+            server.add_sockets([inherited])
+        else:
+            server.listen(port, host)
+        self.log.info("Jobs service listening on %s:%s", host, port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -320,14 +349,21 @@ class JobsService(Application):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Start the jobs service from the command line and ``$JHUB_EXT_JOBS_CONFIG``."""
-    if hub := os.environ.get("JHUB_EXT_HUB_PID"):
+    """Start the jobs service from the command line and ``$JHUB_EXT_JOBS_CONFIG``: as the keeper
+    of its socket and a child that serves on it, where the hub started it (``keep_socket``)."""
+    served_by_keeper = keeper.LISTEN_FD in os.environ
+    if served_by_keeper:
+        die_with_parent(os.getppid())  # the keeper's child ends with it
+    elif hub := os.environ.get("JHUB_EXT_HUB_PID"):
         die_with_parent(int(hub))  # a hub stopped at any moment takes its service with it
     logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
     app = JobsService.instance()
     app.initialize(argv)
     if path := os.environ.get("JHUB_EXT_JOBS_CONFIG"):
         app.load_admin_config(path)
+    if not served_by_keeper and app.keep_socket and os.environ.get("JUPYTERHUB_SERVICE_URL"):
+        command = [sys.executable, "-m", "jhub_ext.jobs.app", *(sys.argv[1:] if argv is None else argv)]
+        sys.exit(keeper.keep(*app.address(), command, os.environ))
     app.start()
 
 

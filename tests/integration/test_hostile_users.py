@@ -385,4 +385,6 @@ def test_while_the_service_is_down_api_clients_get_a_json_503_with_retry_after(
     assert int(answer.headers["Retry-After"]) >= 1
     if page.status_code == 503:  # still down: a browser gets the hub's error page
         assert page.headers["Content-Type"].startswith("text/html")
-    wait_for(mallory.answers, 30, "the service to answer again")
+    # the keeper of the service's socket was killed: the hub starts it again when it next polls its
+    # services (every 30 s, JupyterHub's Spawner.poll_interval, which it does not let us change)
+    wait_for(mallory.answers, 90, "the hub to start the service again")
