@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test test-faults lint format install system clean bench control-plane helm cluster user-env oidc-provider
+.PHONY: demo test test-fast test-faults lint format install system clean bench control-plane helm cluster user-env oidc-provider
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || \
@@ -61,6 +61,10 @@ format: $(STAMP)
 
 test: system lint control-plane helm oidc-provider user-env
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# only the pure tests, in seconds: nothing to install but the Python environment
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 # only the fault-injection tests, at full size (make test runs them too, in a short form)
 test-faults: system control-plane user-env

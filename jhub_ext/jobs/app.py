@@ -352,8 +352,8 @@ def main(argv: list[str] | None = None) -> None:
     """Start the jobs service from the command line and ``$JHUB_EXT_JOBS_CONFIG``: as the keeper
     of its socket and a child that serves on it, where the hub started it (``keep_socket``)."""
     served_by_keeper = keeper.LISTEN_FD in os.environ
-    if served_by_keeper:
-        die_with_parent(os.getppid())  # the keeper's child ends with it
+    if served_by_keeper:  # killed with its keeper, as the service was before it had one
+        die_with_parent(os.getppid(), signal.SIGKILL)
     elif hub := os.environ.get("JHUB_EXT_HUB_PID"):
         die_with_parent(int(hub))  # a hub stopped at any moment takes its service with it
     logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")

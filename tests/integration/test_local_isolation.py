@@ -138,20 +138,27 @@ def test_a_job_of_alice_cannot_read_bob_or_the_hub(hub: HubProcess) -> None:
         assert user.call("DELETE", f"/jobs/{name}").status_code == 204
 
 
-def test_servers_run_as_their_users_accounts(hub: HubProcess) -> None:
+def test_servers_run_as_their_users_accounts_in_namespaces_of_their_own(hub: HubProcess) -> None:
     client = hub.client("alice")
     client.login()
     assert client.api("POST", "/users/alice/server", json={"profile": "small"}).status_code in (201, 202)
     try:
         client.wait_ready()
-        owners = {
-            process.stat().st_uid
+        servers = [
+            process
             for process in Path("/proc").iterdir()
             if process.name.isdigit()
             and b"jupyterhub-singleuser" in _cmdline(process)
             and b"jhub_ext.runtime.confine" not in _cmdline(process)  # its confinement's, root's
-        }
-        assert owners == {pwd.getpwnam(account_name("alice")).pw_uid}
+        ]
+        assert {process.stat().st_uid for process in servers} == {pwd.getpwnam(account_name("alice")).pw_uid}
+        # its own network (the hub's ports are not there to take) and its own processes only
+        for kind in ("net", "pid"):
+            hubs = os.readlink(f"/proc/self/ns/{kind}")
+            assert all(os.readlink(process / "ns" / kind) != hubs for process in servers), kind
+        # and yet it answers through the proxy, its port forwarded in from this machine's loopback
+        lab = client.session.get(client.url("/user/alice/lab"))  # with the hub's OAuth, through the proxy
+        assert lab.status_code == 200 and "JupyterLab" in lab.text
         page = hub.client("admin")
         page.login()
         assert "jhub-ext-isolation" not in page.spawn_page().text  # isolated: nothing to warn about
