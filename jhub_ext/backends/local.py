@@ -198,8 +198,8 @@ class LocalJobBackend(Supervision, JobBackend):
         confine.DEFAULT_MAX_PROCESSES,
         config=True,
         help="""
-        The most processes (and threads) a confined run may have at once.
-        Default: $JHUB_EXT_MAX_PROCESSES, else 1024.
+        The most processes (and threads) a confined run may have at once, where its profile sets no
+        ``max_processes``. Default: $JHUB_EXT_MAX_PROCESSES, else 1024.
 
         Example::
 

@@ -54,11 +54,12 @@ def group_prefix(user: str, name: str) -> str:
 def run_confinement(
     user: str, name: str, seq: int, placement: Mapping[str, Any], tasks: int
 ) -> confine.Confinement:
-    """How the ``seq``-th run of the job is confined: its profile's memory and CPUs as saved in
-    ``placement``, at most ``tasks`` processes, a network of its own that reaches none of this
-    machine's loopback ports."""
+    """How the ``seq``-th run of the job is confined: its profile's memory, CPUs and process limit as
+    saved in ``placement`` (``tasks`` processes where the profile sets none), a network of its own
+    that reaches none of this machine's loopback ports."""
     memory = int(placement["mem_limit"]) if placement.get("mem_limit") else None
     cpus = float(placement["cpu_limit"]) if placement.get("cpu_limit") else None
+    tasks = int(placement.get("max_processes") or tasks)
     return confine.Confinement(f"{group_prefix(user, name)}{seq}", Limits(memory, cpus, tasks))
 
 

@@ -115,6 +115,7 @@ def create(
         "profile": placement.profile.slug if placement.profile else None,
         "cpu_limit": resources.cpu_limit if resources else None,
         "mem_limit": resources.mem_limit if resources else None,
+        "max_processes": placement.profile.max_processes if placement.profile else None,
         "image": placement.image,
         "env": dict(placement.env),
     }

@@ -203,7 +203,11 @@ def _describe_schema_error(data: Mapping[str, Any], error: jsonschema.Validation
     if kind == "uniqueItems":
         return _join(where, f"{subject} lists an entry twice; list each once")
     if kind in ("minimum", "exclusiveMinimum"):
-        return _join(where, f"{subject} is negative; {schema.get('x-fix', 'use zero or more')}")
+        if kind == "exclusiveMinimum":
+            low = f"must be above {rule}"
+        else:
+            low = "is negative" if rule == 0 else f"is below the least allowed, {rule}"
+        return _join(where, f"{subject} {low}; {schema.get('x-fix', 'use zero or more')}")
     fix = schema.get("x-fix", "see the catalog reference in the README")
     return _join(where, f"{subject} is invalid ({error.message}); {fix}")
 
@@ -299,6 +303,7 @@ class _Builder:
             cost_per_hour=float(raw.get("cost_per_hour", 0)),
             kinds=frozenset(Kind(k) for k in raw.get("kinds", [k.value for k in Kind])),
             max_run_seconds=int(raw.get("max_run_seconds", DEFAULT_MAX_RUN_SECONDS)),
+            max_processes=int(raw["max_processes"]) if "max_processes" in raw else None,
         )
 
     def quantity(

@@ -116,6 +116,8 @@ class Profile:
     kinds: frozenset[Kind] = frozenset(Kind)
     #: the longest a batch job or one run of a scheduled job may run (users may ask for less)
     max_run_seconds: int = DEFAULT_MAX_RUN_SECONDS
+    #: local mode: processes a server or job run may have at once (None: the site's default)
+    max_processes: int | None = None
 
     def allows(self, groups: frozenset[str] | set[str]) -> bool:
         """Whether a member of ``groups`` may use this profile (no ``groups`` means everyone)."""
@@ -147,6 +149,7 @@ class Profile:
             "cost_per_hour": self.cost_per_hour,
             "kinds": sorted(kind.value for kind in self.kinds),
             "max_run_seconds": self.max_run_seconds,
+            "max_processes": self.max_processes,
             "default": self.default,
         }
 

@@ -112,7 +112,8 @@ class LocalProfileSpawner(ProfileMenuMixin, SimpleLocalProcessSpawner):
         confine.DEFAULT_MAX_PROCESSES,
         config=True,
         help="""
-        The most processes (and threads) a confined server may have at once, its kernels included.
+        The most processes (and threads) a confined server may have at once, its kernels included,
+        where its profile sets no ``max_processes``.
 
         Example::
 
@@ -122,6 +123,7 @@ class LocalProfileSpawner(ProfileMenuMixin, SimpleLocalProcessSpawner):
 
     image: str = ""
     profile_slug: str = ""
+    profile_max_processes: int | None = None
     account: Account | None = None
     confinement: confine.Confinement | None = None
 
@@ -161,7 +163,7 @@ class LocalProfileSpawner(ProfileMenuMixin, SimpleLocalProcessSpawner):
                     self.port = int(random_port())
                 self.confinement = confine.Confinement(
                     self.confinement_name,
-                    Limits(self.mem_limit, self.cpu_limit, self.max_processes),
+                    Limits(self.mem_limit, self.cpu_limit, self.profile_max_processes or self.max_processes),
                     network=support.network,
                     forward_in=(self.port,),
                     forward_out=tuple(loopback_ports(self.get_env())),
@@ -209,6 +211,7 @@ class LocalProfileSpawner(ProfileMenuMixin, SimpleLocalProcessSpawner):
         self.mem_guarantee = resources.mem_guarantee
         self.image = selection.image.image if selection.image else ""
         self.profile_slug = selection.profile.slug
+        self.profile_max_processes = selection.profile.max_processes
 
     def get_env(self) -> dict[str, str]:
         """The server's environment, plus the chosen profile and (named as KubeSpawner names it) image."""

@@ -15,6 +15,7 @@ import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -163,8 +164,7 @@ async def test_memory_is_the_whole_runs_and_its_end_reads_out_of_memory(backend:
     assert final.message == f"{OUT_OF_MEMORY} (1 attempt)"  # as Kubernetes mode says it
 
 
-async def test_a_run_cannot_have_more_processes_than_its_limit(backend: LocalJobBackend) -> None:
-    backend.max_processes = 40
+async def test_a_run_cannot_have_more_processes_than_its_profile_allows(backend: LocalJobBackend) -> None:
     code = (
         "import subprocess, sys\n"
         "started, refusal = [], None\n"
@@ -178,7 +178,8 @@ async def test_a_run_cannot_have_more_processes_than_its_limit(backend: LocalJob
         "for p in started:\n"
         "    p.kill()\n"
     )
-    await backend.submit(spec("forks", "batch", code, retries=0), ALICE)
+    builds = Profile("build", "Build", resources=SMALL.resources, max_processes=40)  # the site's is 1024
+    await backend.submit(spec("forks", "batch", code, retries=0), replace(ALICE, profile=builds))
     await recorder(backend).until(lambda o: o.status.finished)
     output = await logged(backend, "forks", "started")
     count = int(output.split("started ", 1)[1].split()[0])

@@ -232,6 +232,12 @@ def test_fields_become_immutable_profiles() -> None:
             id="affinity-typo",
         ),
         pytest.param(
+            "slug: big\ndisplay_name: Big\nmax_processes: 8",
+            "profiles.yaml: profile 'big': max_processes 8 is below the least allowed, 16; "
+            "use a whole number from 16 to 4194304",
+            id="too-few-processes",
+        ),
+        pytest.param(
             "slug: big\ndisplay_name: Big\nhost_network: true",
             "profiles.yaml: profile 'big': unknown field 'host_network'; the fields are:",
             id="no-host-network",
@@ -241,6 +247,14 @@ def test_fields_become_immutable_profiles() -> None:
 def test_a_bad_profile_is_refused_naming_file_profile_field_and_fix(extra: str, expected: str) -> None:
     found = problems(with_profile(extra))
     assert any(p.startswith(expected) for p in found), found
+
+
+def test_a_profile_may_set_its_process_limit_and_others_keep_the_sites() -> None:
+    catalog = parse_catalog(
+        with_profile("slug: build\ndisplay_name: Build\nmax_processes: 4096"), "profiles.yaml"
+    )
+    limits = {p.slug: p.max_processes for p in catalog.profiles}
+    assert limits == {"small": None, "build": 4096}
 
 
 @pytest.mark.parametrize(
