@@ -60,13 +60,15 @@ class KubeObjects:
 
     async def create(self, manifest: Json, dry_run: bool = False, attempts: int = 6) -> Json:
         """Create (or dry-run) one object; the object as created. A 409 Conflict that is not
-        AlreadyExists (the namespace's ResourceQuota was updated by a concurrent create) and a 429 are
-        retried with back-off."""
+        AlreadyExists (the namespace's ResourceQuota was updated by a concurrent create) is retried
+        with back-off. Transient answers (429, 5xx, a dropped connection) are retried below, once, by
+        the API client (:mod:`jhub_ext.runtime.kuberetry`, within the call's own time): retried here
+        too, one create could take six times six attempts."""
         for attempt in range(attempts):
             try:
                 return await self._create_once(manifest, dry_run)
             except ApiException as e:
-                retryable = e.status == 429 or (e.status == 409 and reason(e) != "AlreadyExists")
+                retryable = e.status == 409 and reason(e) != "AlreadyExists"
                 if not retryable or attempt == attempts - 1:
                     raise
                 await asyncio.sleep(0.05 * 2**attempt)
