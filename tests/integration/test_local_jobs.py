@@ -206,6 +206,7 @@ async def test_a_restarted_service_re_adopts_running_work_and_settles_finished_w
         spec("quick", "batch", "import time\ntime.sleep(0.5)\nraise SystemExit(3)", retries=0), ALICE
     )
     await recorder(first).until(lambda o: o.status is JobStatus.RUNNING)
+    assert "up" in await logged(first, "keep", "up")
     pid = first._jobs[("alice", "keep")].runs()[0].pid
     await first.shutdown()  # the service dies; its processes do not
     await asyncio.sleep(1.0)  # "quick" ends while nobody is watching
@@ -231,7 +232,8 @@ async def test_a_restarted_service_re_adopts_running_work_and_settles_finished_w
 async def test_submitting_a_running_job_again_changes_nothing(backend: LocalJobBackend) -> None:
     job = spec("once", "scraper", "import time\nprint('up', flush=True)\ntime.sleep(60)")
     await backend.submit(job, ALICE)
-    await recorder(backend).until(lambda o: o.status is JobStatus.RUNNING)
+    # its command is up (not only its runner: a confined run takes a moment more to start)
+    assert "up" in await logged(backend, "once", "up")
     await backend.submit(job, ALICE)
     await asyncio.sleep(0.3)
     assert len(backend._jobs[("alice", "once")].runs()) == 1
