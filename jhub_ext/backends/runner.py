@@ -26,14 +26,11 @@ import argparse
 import json
 import os
 import select
-import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import IO
 
 from ..runtime import confine
@@ -93,26 +90,13 @@ def main(argv: list[str]) -> int:
     confinement = confine.Confinement.from_args(args)
     if confinement is not None:
         return _run_confined(args, confinement, env, log)
-    identity: dict[str, object] = {}
-    if args.user is not None:
-        identity = {"user": args.user, "group": args.group, "extra_groups": [], "umask": 0o077}
     try:
-        child = subprocess.Popen(
-            args.command,
-            env=env,
-            cwd=args.cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            **identity,  # type: ignore[call-overload]
+        child = confine.start_as(
+            args.command, env=env, cwd=args.cwd, uid=args.user, gid=args.group, stdout=subprocess.PIPE
         )
-    except (OSError, ValueError, subprocess.SubprocessError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        log.write(note(f"cannot start {args.command[0]!r}: {reason}"))
-        log.close()
-        write_atomically(args.exit_file, "127")
-        return 127
-    _forward_signals(child.send_signal)
+    except confine.CannotStart as e:
+        return _cannot_run(args, log, str(e))
+    confine.forward_signals(child.send_signal)
     assert child.stdout is not None
     copier = threading.Thread(target=_copy, args=(child.stdout, log), daemon=True)
     copier.start()
@@ -122,12 +106,12 @@ def main(argv: list[str]) -> int:
     return status
 
 
-def _forward_signals(send: Callable[[int], None]) -> None:
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        send(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+def _cannot_run(args: argparse.Namespace, log: CappedLog, why: str) -> int:
+    """Note ``why`` in the log and end the run with 127, as a shell does for a missing command."""
+    log.write(note(why))
+    log.close()
+    write_atomically(args.exit_file, "127")
+    return 127
 
 
 def _run_confined(
@@ -146,13 +130,10 @@ def _run_confined(
             stdout=write,
         )
     except OSError as e:
-        log.write(note(f"cannot confine the run: {e}"))
-        log.close()
-        write_atomically(args.exit_file, "127")
-        return 127
+        return _cannot_run(args, log, f"cannot confine the run: {e}")
     finally:
         os.close(write)
-    _forward_signals(run.send_signal)
+    confine.forward_signals(run.send_signal)
     # no thread here: a process that has entered a new PID namespace for its children cannot start one
     with os.fdopen(read, "rb") as output:
         check = time.monotonic() + OOM_CHECK_SECONDS

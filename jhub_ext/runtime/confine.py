@@ -28,7 +28,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -43,6 +43,56 @@ DEFAULT_MAX_PROCESSES = 1024
 def exit_status(returncode: int) -> int:
     """Shell convention: a command killed by signal N ends with 128 + N."""
     return 128 - returncode if returncode < 0 else returncode
+
+
+class CannotStart(Exception):
+    """The command could not be started; the message says why, as the job's log says it."""
+
+
+def start_as(
+    command: Sequence[str],
+    *,
+    env: Mapping[str, str] | None,
+    cwd: str | None,
+    uid: int | None,
+    gid: int | None,
+    stdout: int,
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` with exactly ``env`` (None: this process's), in ``cwd``, as ``uid``/``gid``
+    with no other groups and umask 077 where ``uid`` is given, its output and errors to ``stdout``."""
+    identity: dict[str, object] = {}
+    if uid is not None:
+        identity = {"user": uid, "group": gid, "extra_groups": [], "umask": 0o077}
+    try:
+        child: subprocess.Popen[bytes] = subprocess.Popen(  # noqa: S603 - the user's own command
+            list(command),
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            **identity,  # type: ignore[call-overload]
+        )
+    except (OSError, ValueError, subprocess.SubprocessError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise CannotStart(f"cannot start {command[0]!r}: {reason}") from None
+    return child
+
+
+def forward_signals(
+    send: Callable[[int], None], signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
+) -> None:
+    """Pass ``signals``, when this process gets them, on with ``send``."""
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        send(signum)
+
+    for signum in signals:
+        signal.signal(signum, forward)
+
+
+#: what the init and a server's outer pass on: a hangup too (a terminal closed on ``confine``)
+PASSED_ON = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 @dataclass(frozen=True)
@@ -174,7 +224,7 @@ class Confined:
         self.group.create(confinement.limits)
         self.network: netns.Network | None = None
         try:
-            if confinement.network and support().network:
+            if confinement.network:  # the caller probed (support()) and decided
                 self.network = netns.Network(
                     confinement.name, confinement.forward_in, confinement.forward_out
                 )
@@ -231,30 +281,17 @@ def _inner(
         linux.unshare(linux.CLONE_NEWNS)
         linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
         linux.mount("proc", "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
-        identity: dict[str, object] = {}
-        if uid is not None:
-            identity = {"user": uid, "group": gid, "extra_groups": [], "umask": 0o077}
         try:
-            child = subprocess.Popen(  # noqa: S603 - the user's own command, as the user
-                list(command),
-                env=dict(env),
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=subprocess.STDOUT,
-                **identity,  # type: ignore[call-overload]
-            )
-        except (OSError, ValueError, subprocess.SubprocessError) as e:
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-            os.write(stdout, note(f"cannot start {command[0]!r}: {reason}"))
+            child = start_as(command, env=env, cwd=cwd, uid=uid, gid=gid, stdout=stdout)
+        except CannotStart as e:
+            os.write(stdout, note(str(e)))
             os._exit(127)
 
-        def forward(signum: int, _frame: FrameType | None) -> None:
+        def kill(signum: int) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child.pid, signum)  # not send_signal: it may reap the child here
 
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(signum, forward)
+        forward_signals(kill, PASSED_ON)
         while True:
             pid, wait_status = os.waitpid(-1, 0)
             if pid == child.pid:
@@ -290,11 +327,7 @@ def main(argv: list[str]) -> int:
         stdout=sys.stdout.fileno(),
     )
 
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        run.send_signal(signum)
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, forward)
+    forward_signals(run.send_signal, PASSED_ON)
     return run.wait()
 
 

@@ -47,44 +47,49 @@ def restart_delay(crashes: int) -> float:
     return 0.0 if crashes <= 1 else min(0.1 * 2 ** (crashes - 2), MAX_DELAY)
 
 
+class _Child:
+    """The server the keeper runs now, and when it must be gone by once the keeper was asked to stop."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self.stop_by: float | None = None
+
+    def ask_to_stop(self, signum: int, _frame: FrameType | None = None) -> None:
+        if self.stop_by is None:
+            self.stop_by = time.monotonic() + STOP_SECONDS
+        if self.process is not None:
+            self.process.send_signal(signum)
+
+    def wait(self) -> int:
+        """Wait for the server to end, killing it once it has outlived the stop it was asked for."""
+        assert self.process is not None
+        while True:
+            try:
+                return self.process.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                if self.stop_by is not None and time.monotonic() > self.stop_by:
+                    self.process.kill()
+
+
 def keep(host: str, port: int, command: Sequence[str], env: Mapping[str, str]) -> int:
     """Hold ``host:port`` and run ``command`` (with ``env``) on it until asked to stop; returns the
     exit status of the last run."""
     server = socket.create_server((host, port), backlog=1024)
     server.set_inheritable(True)
     child_env = {**env, LISTEN_FD: str(server.fileno())}
-    state: dict[str, object] = {"stopping": False, "child": None}
-
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        if not state["stopping"]:
-            state["stopping"] = time.monotonic() + STOP_SECONDS
-        if isinstance(child := state["child"], subprocess.Popen):
-            child.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    child = _Child()
+    signal.signal(signal.SIGTERM, child.ask_to_stop)
+    signal.signal(signal.SIGINT, child.ask_to_stop)
     crashes = 0
     while True:
         started = time.monotonic()
-        child = subprocess.Popen(list(command), env=child_env, pass_fds=(server.fileno(),))
-        state["child"] = child
-        if state["stopping"]:  # asked while it was being started
-            child.terminate()
-        code = _wait(child, state)
-        if state["stopping"]:
+        child.process = subprocess.Popen(list(command), env=child_env, pass_fds=(server.fileno(),))
+        if child.stop_by is not None:  # asked while it was being started
+            child.process.terminate()
+        code = child.wait()
+        if child.stop_by is not None:
             return code
         crashes = crashes + 1 if time.monotonic() - started < STABLE_SECONDS else 1
         delay = restart_delay(crashes)
         log.error("The server ended unasked (status %s); starting it again in %gs", code, delay)
         time.sleep(delay)
-
-
-def _wait(child: subprocess.Popen[bytes], state: dict[str, object]) -> int:
-    """Wait for ``child`` to end, killing it once it has outlived the stop it was asked for."""
-    while True:
-        try:
-            return child.wait(timeout=1)
-        except subprocess.TimeoutExpired:
-            deadline = state["stopping"]
-            if isinstance(deadline, float) and time.monotonic() > deadline:
-                child.kill()

@@ -199,7 +199,7 @@ class LocalProfileSpawner(ProfileMenuMixin, SimpleLocalProcessSpawner):
     async def stop(self, now: bool = False) -> None:
         """Stop the server; then end whatever is left in its confinement."""
         await super().stop(now=now)
-        if self.confine_servers and confine.support().active:
+        if self.confine_servers and (await asyncio.to_thread(confine.support)).active:
             await asyncio.to_thread(confine.end, self.confinement_name)
 
     def apply_selection(self, selection: Selection) -> None:

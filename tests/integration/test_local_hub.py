@@ -11,6 +11,7 @@ import pytest
 from jhub_ext.runtime import cgroups
 
 from ..hubprocess import HubClient, HubProcess, checked_profile, profiles_in_form, wait_for
+from .test_local_confinement import group_of
 
 pytestmark = pytest.mark.integration
 
@@ -39,10 +40,8 @@ def memory_limit(pid: int) -> str:
 def confined_group(pid: int) -> str | None:
     """The name of the jhub_ext control group that process ``pid`` (or its first child) is in."""
     for candidate in (pid, *children(pid)):
-        for line in Path(f"/proc/{candidate}/cgroup").read_text().splitlines():
-            path = line.split(":", 2)[2]
-            if path.startswith(f"/{cgroups.ROOT}/"):
-                return path.split("/")[2]
+        if (name := group_of(candidate)) is not None:
+            return name
     return None
 
 
