@@ -21,7 +21,7 @@ install: $(STAMP)
 	scripts/install-system.sh proxy confine
 
 system: install
-	scripts/install-system.sh proxy confine chromium postgres cc
+	scripts/install-system.sh proxy chart-proxy confine chromium postgres cc
 
 # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and etcd, built from their Go
 # modules into ~/.cache/jhub_ext/ (minutes the first time, nothing after)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install the system parts jhub_ext needs, idempotently and without prompts:
 #   proxy     configurable-http-proxy (Node.js), linked into .venv/bin
+#   chart-proxy  the configurable-http-proxy of images/proxy (the chart's), in .venv/chart-proxy, for
+#             the tests that run the chart's proxy pod here
 #   chromium  Debian's Chromium, for the browser tests
 #   venv      Debian's python3-venv, where `python3 -m venv` is missing
 #   postgres  Debian's PostgreSQL server, for the tests of the jobs store on PostgreSQL
@@ -28,6 +30,18 @@ install_proxy() {
   npm install --silent --no-audit --no-fund --prefix "$venv/node" configurable-http-proxy@4 >/dev/null
   ln -sf "../node/node_modules/.bin/configurable-http-proxy" "$venv/bin/configurable-http-proxy"
   echo "install-system: configurable-http-proxy installed in $venv"
+}
+
+install_chart_proxy() {
+  local version
+  version=$(sed -n 's#^FROM .*/configurable-http-proxy:\([0-9.]*\)$#\1#p' images/proxy/Dockerfile)
+  [ -n "$version" ] || { echo "install-system: no configurable-http-proxy in images/proxy/Dockerfile" >&2; return 1; }
+  local package="$venv/chart-proxy/node_modules/configurable-http-proxy/package.json"
+  if [ -f "$package" ] && grep -q "\"version\": \"$version\"" "$package"; then return; fi
+  command -v npm >/dev/null || apt_install nodejs npm
+  mkdir -p "$venv/chart-proxy"
+  npm install --silent --no-audit --no-fund --prefix "$venv/chart-proxy" "configurable-http-proxy@$version" >/dev/null
+  echo "install-system: configurable-http-proxy $version (the chart's) installed in $venv/chart-proxy"
 }
 
 install_chromium() {
@@ -62,11 +76,12 @@ install_venv() {
 for part in "$@"; do
   case "$part" in
     proxy) install_proxy ;;
+    chart-proxy) install_chart_proxy ;;
     chromium) install_chromium ;;
     venv) install_venv ;;
     postgres) install_postgres ;;
     cc) install_cc ;;
     confine) install_confine ;;
-    *) echo "install-system: unknown part '$part' (use proxy, chromium, venv, postgres, cc, confine)" >&2; exit 2 ;;
+    *) echo "install-system: unknown part '$part' (use proxy, chart-proxy, chromium, venv, postgres, cc, confine)" >&2; exit 2 ;;
   esac
 done

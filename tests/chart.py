@@ -37,6 +37,11 @@ SHARED_CHARTS = ROOT.parent / "shared" / "charts"
 CHART_REPOSITORY = "https://hub.jupyter.org/helm-chart/"
 GUIDE = ROOT / "docs" / "admin.md"
 HUB_DOCKERFILE = ROOT / "images" / "hub" / "Dockerfile"
+PROXY_DOCKERFILE = ROOT / "images" / "proxy" / "Dockerfile"
+#: the configurable-http-proxy of the proxy image's base, the chart's (make system installs it here)
+CHART_PROXY = ROOT / ".venv" / "chart-proxy" / "node_modules" / "configurable-http-proxy"
+#: where that base image keeps it
+POD_CHP_DIR = "/srv/configurable-http-proxy"
 #: where the chart's hub pod keeps its configuration, and its working directory (the hub's volume)
 POD_CONFIG_DIR = "/usr/local/etc/jupyterhub"
 POD_WORKDIR = "/srv/jupyterhub"
@@ -131,6 +136,13 @@ def dockerfile_copies(dockerfile: Path = HUB_DOCKERFILE) -> dict[Path, str]:
     return copies
 
 
+def map_paths(text: str, mounts: Mapping[str, Path]) -> str:
+    """Every absolute path of a pod in ``text`` (a key of ``mounts``), as it is on this machine."""
+    for pod_path in sorted(mounts, key=len, reverse=True):  # the longest first
+        text = re.sub(rf"(?<![\w/]){re.escape(pod_path)}", str(mounts[pod_path]), text)
+    return text
+
+
 def _decoded(secret: Json) -> dict[str, str]:
     return {key: base64.b64decode(value).decode() for key, value in (secret.get("data") or {}).items()}
 
@@ -171,10 +183,8 @@ class HubPod:
         return self.root / pod_path.lstrip("/")
 
     def _map(self, text: str) -> str:
-        """Every absolute path of the pod in ``text``, as it is on this machine (longest first)."""
-        for pod_path in sorted(self.mounts, key=len, reverse=True):
-            text = re.sub(rf"(?<![\w/]){re.escape(pod_path)}", str(self.mounts[pod_path]), text)
-        return text
+        """Every absolute path of the hub pod in ``text``, as it is on this machine."""
+        return map_paths(text, self.mounts)
 
     def lay_out(self, network: bool = True) -> HubPod:
         """Write the hub pod's volumes and our image's files, every pod path mapped; with ``network``,
@@ -239,7 +249,17 @@ class HubPod:
 
     def environment(self) -> dict[str, str]:
         """The hub container's environment as Kubernetes would set it, plus this machine's PATH."""
-        container = self.container
+        bin_dir = Path(sys.executable).parent
+        return {
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "HOME": str(self.path(POD_WORKDIR)),
+            "LANG": "C.UTF-8",
+            **self._container_env(self.container),
+            "KUBECONFIG": str(self.kubeconfig),  # the ServiceAccount's token, as mounted in the pod
+        }
+
+    def _container_env(self, container: Json) -> dict[str, str]:
+        """A container's environment as Kubernetes would set it (its values' pod paths mapped)."""
         env: dict[str, str] = {}
         for item in container.get("env", []):
             if "value" in item:
@@ -267,14 +287,7 @@ class HubPod:
             for port in ports:
                 if port.get("name"):
                     env[f"{prefix}_SERVICE_PORT_{port['name'].upper().replace('-', '_')}"] = str(port["port"])
-        bin_dir = Path(sys.executable).parent
-        return {
-            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-            "HOME": str(self.path(POD_WORKDIR)),
-            "LANG": "C.UTF-8",
-            **env,
-            "KUBECONFIG": str(self.kubeconfig),  # the ServiceAccount's token, as mounted in the pod
-        }
+        return env
 
     def command(self) -> list[str]:
         """The hub container's command and arguments (the chart's), with the pod's paths mapped."""
@@ -286,29 +299,46 @@ class HubPod:
     # --- running -------------------------------------------------------------------------------------------
 
     def start_proxy(self) -> None:
-        """configurable-http-proxy, as the chart's proxy pod runs it, on loopback ports."""
-        chp = shutil.which(
-            "configurable-http-proxy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-        )
-        assert chp, "configurable-http-proxy is missing: make system installs it"
+        """The chart's proxy pod, on loopback ports: the command and environment of its Deployment
+        (the chart's) in our proxy image (images/proxy: its files, over the chart's proxy)."""
+        assert CHART_PROXY.is_dir(), "the chart's configurable-http-proxy is missing: make system installs it"
+        deployment = self.admin.get("Deployment", "proxy", self.namespace)
+        pod = deployment["spec"]["template"]["spec"]
+        container = next(c for c in pod["containers"] if c["name"] == "chp")
+        assert "/jhub-ext-proxy:" in container["image"], f"the values name {container['image']}"
+        root = self.root / "proxy-pod"
+        mounts = {POD_CHP_DIR: CHART_PROXY}
+        copies = dockerfile_copies(PROXY_DOCKERFILE)
+        for dest in copies.values():  # the image's files and their directories, under root
+            for path in (dest, str(Path(dest).parent)):
+                mounts.setdefault(path, root / path.lstrip("/"))
+        for source, dest in copies.items():
+            mounts[dest].parent.mkdir(parents=True, exist_ok=True)
+            mounts[dest].write_text(map_paths(source.read_text(), mounts))
+            mounts[dest].chmod(source.stat().st_mode)
+        (image_path,) = re.findall(r"^ENV PATH=(\S+)$", PROXY_DOCKERFILE.read_text(), re.MULTILINE)
+        env = {
+            "PATH": map_paths(image_path.replace("$PATH", os.environ["PATH"]), mounts),
+            **self._container_env(container),
+        }
+        # Kubernetes expands $(VAR) in a command; then the cluster's addresses become this machine's
         hub = f"http://127.0.0.1:{self.hub_port}"
-        command = [
-            chp,
-            "--ip=127.0.0.1",
-            f"--port={self.proxy_port}",
-            "--api-ip=127.0.0.1",
-            f"--api-port={self.proxy_api_port}",
-            f"--default-target={hub}",
-            f"--error-target={hub}/hub/error",
-        ]
-        token = self.secret["hub.config.ConfigurableHTTPProxy.auth_token"]
+        network = {
+            "--ip=": "--ip=127.0.0.1",
+            "--api-ip=": "--api-ip=127.0.0.1",
+            "--port=8000": f"--port={self.proxy_port}",
+            "--api-port=8001": f"--api-port={self.proxy_api_port}",
+        }
+        command: list[str] = []
+        for arg in [*container.get("command", []), *container.get("args", [])]:
+            arg = re.sub(r"\$\((\w+)\)", lambda m: env.get(m[1], m[0]), arg)
+            command.append(network.get(arg, arg.replace(f"http://hub:{env['HUB_SERVICE_PORT']}", hub)))
+        assert command[0] == "configurable-http-proxy", command
+        command[0] = shutil.which(command[0], path=env["PATH"]) or command[0]
+        assert command[0].startswith(str(root)), f"not the proxy image's command: {command[0]}"
         with self.proxy_log.open("wb") as log:
             self.proxy = subprocess.Popen(
-                command,
-                env={**os.environ, "CONFIGPROXY_AUTH_TOKEN": token},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
 
     def run(self, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -25,6 +25,24 @@ from .conftest import HUB_CONFIG, SHIPPED_CATALOG, free_port
 PASSWORD = "test-password"
 
 
+def jobs_service_keeper() -> int:
+    """The pid of the jobs service the hub started (the only hub running): the keeper of its
+    socket, whose child serves on it."""
+    services: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes()
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            if b"jhub_ext.jobs.app" in command and b"runtime.tied" not in command:
+                services[int(entry.name)] = parent
+    keepers = [pid for pid, parent in services.items() if parent not in services]
+    assert len(keepers) == 1, services
+    return keepers[0]
+
+
 class HubProcess:
     """``jupyterhub -f hub_config/jupyterhub_config.py`` on free loopback ports."""
 

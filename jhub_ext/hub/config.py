@@ -252,8 +252,8 @@ def _network(c: Config, site: Site) -> None:
     # tied to the hub: it ends when the hub does, even a hub stopped during its start-up or killed
     path = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     proxy, node = shutil.which("configurable-http-proxy", path=path), shutil.which("node", path=path)
-    # API clients of a jobs service that is down get a JSON 503 with Retry-After (see proxy.js)
-    script = str(Path(__file__).with_name("proxy.js"))
+    # API clients of a jobs service that is down get a JSON 503 with Retry-After (see proxy.mjs)
+    script = str(Path(__file__).with_name("proxy.mjs"))
     run = (
         [node, script, proxy, "/services/jobs/api/"]
         if proxy and node

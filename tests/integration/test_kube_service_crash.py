@@ -18,7 +18,7 @@ from jhub_ext.k8s.jobs import object_name
 
 from ..conftest import SHIPPED_CATALOG
 from ..faults import full, roomy_catalog, size
-from ..hubprocess import HubProcess, wait_for
+from ..hubprocess import HubProcess, jobs_service_keeper, wait_for
 from ..kube import Namespace
 from .test_kube_hub import jobs_api
 
@@ -61,23 +61,6 @@ def body(i: int) -> dict[str, Any]:
     return job
 
 
-def service_pid() -> int:
-    """The jobs service the hub started: the keeper of its socket, whose child serves on it."""
-    services: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                command = (entry / "cmdline").read_bytes()
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            if b"jhub_ext.jobs.app" in command and b"runtime.tied" not in command:
-                services[int(entry.name)] = parent
-    keepers = [pid for pid, parent in services.items() if parent not in services]
-    assert len(keepers) == 1, services
-    return keepers[0]
-
-
 def test_a_killed_service_loses_and_duplicates_nothing(
     service_hub: HubProcess, kube_namespace: Namespace
 ) -> None:
@@ -97,7 +80,7 @@ def test_a_killed_service_loses_and_duplicates_nothing(
     with ThreadPoolExecutor(6) as pool:
         answers = list(pool.map(lambda i: call("POST", "/jobs", json=body(i)), range(first)))
     assert answers.count(201) == first
-    victim = service_pid()
+    victim = jobs_service_keeper()
     with ThreadPoolExecutor(6) as pool:  # more submits, and stops, while the service is killed
         later = [pool.submit(call, "POST", "/jobs", json=body(i)) for i in range(first, 2 * first)]
         stops = [pool.submit(call, "POST", f"/jobs/j{i}/stop") for i in range(1, first, 3)]
@@ -114,7 +97,7 @@ def test_a_killed_service_loses_and_duplicates_nothing(
             return False
 
     wait_for(answers_again, 90, "the hub to restart the jobs service")
-    assert service_pid() != victim
+    assert jobs_service_keeper() != victim
 
     def listed() -> dict[str, dict[str, Any]]:
         page = requests.get(f"{api}/jobs?limit=100", headers=headers, timeout=30).json()

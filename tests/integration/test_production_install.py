@@ -6,12 +6,15 @@ namespace's "restricted" Pod Security. Then the hub configuration the chart's hu
 a real hub process, as the hub's ServiceAccount (see tests/chart.py for what is mapped and why): a
 researcher logs in, spawns every server profile the catalog offers them (each pod admitted,
 scheduled and running), the notebook's environment reaches the jobs service through the proxy, a
-job submitted with the client from that environment runs, and the idle culler runs with its role.
+job submitted with the client from that environment runs, the idle culler runs with its role, and
+the chart's proxy pod, in our proxy image, answers API clients in JSON while the service restarts.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,7 @@ from jhub_ext.devcluster.rest import poll
 
 from ..chart import HubPod, chart_package, chart_versions, guide_block, run_guide, service_kubeconfig
 from ..conftest import HUB_CONFIG, free_port
-from ..hubprocess import HubClient
+from ..hubprocess import HubClient, jobs_service_keeper
 from ..oidc import OAuthClient, OIDCProvider, log_in_over_http
 
 REGISTRY = "registry.test/team"
@@ -144,9 +147,8 @@ def chart_hub(installed: dict[str, Any], cluster: Any) -> Iterator[HubPod]:
     cluster.admin.wait_for("ServiceAccount", "hub", namespace, lambda _: True)
     kubeconfig = service_kubeconfig(cluster, namespace, "hub", workdir / "hub.kubeconfig")
     pod = HubPod(workdir / "hub-pod", namespace, cluster.admin, kubeconfig, installed["proxy_port"])
-    # the chart's hub pod cannot run under the node agent (paths are not mapped there): no copy of it
-    # may run beside ours
-    # (and the test's own proxy stands for the chart's proxy pod)
+    # the chart's hub and proxy pods cannot run under the node agent (paths are not mapped there):
+    # no copy of them may run beside ours, which run their Deployments' commands (tests/chart.py)
     for name in ("hub", "proxy"):
         cluster.admin.merge_patch("Deployment", name, namespace, {"spec": {"replicas": 0}})
     pod.lay_out().start()
@@ -238,3 +240,39 @@ def test_the_idle_culler_runs_with_its_role_and_stops_an_idle_server(chart_hub: 
     assert "Culling server bob" in chart_hub.log()
     for client in (admin, bob):
         client.session.close()
+
+
+def test_while_the_hub_restarts_its_jobs_service_api_clients_get_json_and_nothing_changes(
+    chart_hub: HubPod,
+) -> None:
+    """The chart's proxy pod runs our proxy image: while the hub restarts a killed jobs service, its
+    API clients get the API's own JSON 503 with Retry-After, browsers the hub's page."""
+    bob = logged_in(chart_hub, "bob")
+    token = bob.api("POST", "/users/bob/tokens", json={"note": "tests"}).json()["token"]
+    api, headers = f"{chart_hub.url}/services/jobs/api", {"Authorization": f"token {token}"}
+    assert requests.get(f"{api}/jobs", headers=headers, timeout=10).status_code == 200
+    keeper = jobs_service_keeper()
+    os.kill(keeper, signal.SIGKILL)
+    poll(lambda: not Path(f"/proc/{keeper}").exists(), 10, "the killed service to be gone", interval=0.05)
+    # the hub notices at its next poll of the service (every 30 s) and starts it again
+    job = {"name": "while-down", "kind": "batch", "command": ["python", "-c", "print(1)"]}
+    for down in (
+        requests.get(f"{api}/jobs", headers=headers, timeout=10),
+        requests.post(f"{api}/jobs", headers=headers, json=job, timeout=10),
+    ):
+        assert down.status_code == 503, down.text[:500]
+        assert down.headers["Content-Type"].startswith("application/json"), down.headers
+        assert down.headers["Retry-After"] == "10"
+        assert "try again shortly" in down.json()["error"]
+    page = bob.session.get(f"{chart_hub.url}/services/jobs/", timeout=10)  # a browser's request
+    assert page.status_code == 503 and page.headers["Content-Type"].startswith("text/html"), page.headers
+    assert "<html" in page.text.lower()
+
+    def back() -> bool:
+        return requests.get(f"{api}/jobs", headers=headers, timeout=10).status_code == 200
+
+    poll(back, 90, "the hub to start its jobs service again", interval=1)
+    assert jobs_service_keeper() != keeper
+    names = [j["name"] for j in requests.get(f"{api}/jobs", headers=headers, timeout=10).json()["jobs"]]
+    assert "while-down" not in names  # refused while down: nothing was changed
+    bob.session.close()

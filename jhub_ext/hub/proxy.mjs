@@ -1,18 +1,21 @@
-// configurable-http-proxy as the hub starts it in local mode, answering the jobs service's API
-// clients as the API itself does while the service is down (restarting, or killed): a JSON 503
-// with Retry-After, instead of the hub's HTML error page (the proxy's --error-target passes on no
-// header but Content-Type, so the hub cannot add Retry-After). Browsers keep the hub's page.
+// configurable-http-proxy, answering the jobs service's API clients as the API itself does while
+// the service is down (restarting, or killed): a JSON 503 with Retry-After, instead of the hub's
+// HTML error page (the proxy's --error-target passes on no header but Content-Type, so the hub
+// cannot add Retry-After). Browsers keep the hub's page. The hub starts it so in local mode; the
+// proxy image (images/proxy) puts it on the chart's proxy pod.
 //
-// Usage: node proxy.js <configurable-http-proxy's bin script> <API path prefix> [its options...]
-"use strict";
+// Usage: node proxy.mjs <configurable-http-proxy's bin script> <API path prefix> [its options...]
+// Works with configurable-http-proxy 4 (CommonJS) and 5 (an ES module).
+import { realpathSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { pathToFileURL } from "node:url";
 
-const fs = require("fs");
-const path = require("path");
-
-const bin = fs.realpathSync(process.argv[2]);
+const bin = realpathSync(process.argv[2]);
 const api = process.argv[3];
-const { ConfigurableProxy } = require(path.join(path.dirname(bin), "..", "lib", "configproxy.js"));
 const RETRY_AFTER_SECONDS = "10"; // as the service's own 503s (jhub_ext/jobs/handlers.py)
+
+const lib = await import(pathToFileURL(join(dirname(bin), "..", "lib", "configproxy.js")).href);
+const ConfigurableProxy = lib.ConfigurableProxy ?? lib.default.ConfigurableProxy ?? lib.default;
 
 const handleProxyError = ConfigurableProxy.prototype.handleProxyError;
 ConfigurableProxy.prototype.handleProxyError = function (code, kind, req, res, e) {
@@ -35,4 +38,4 @@ ConfigurableProxy.prototype.handleProxyError = function (code, kind, req, res, e
 };
 
 process.argv.splice(1, 3, bin); // the proxy reads its own command line, as if started directly
-require(bin);
+await import(pathToFileURL(bin).href);
