@@ -39,7 +39,7 @@ helm:
 
 # as root: the Python environment users' own accounts run servers and jobs in (minutes the first time)
 user-env: install
-	$(BIN)/python -m jhub_ext.runtime.userenv >/dev/null
+	$(BIN)/python -m jhub_ext.local.userenv >/dev/null
 
 # the local control plane with its node agent, in the foreground (Ctrl-C stops it all)
 cluster: install control-plane

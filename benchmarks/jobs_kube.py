@@ -39,11 +39,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.spawn_kube import alternate, bench_cluster, rss_mib  # noqa: E402
-from jhub_ext.catalog import load_catalog  # noqa: E402
+from jhub_ext.core.catalog import load_catalog  # noqa: E402
+from jhub_ext.core.jobs.model import Placement, parse_submission  # noqa: E402
 from jhub_ext.devcluster.cluster import LocalCluster  # noqa: E402
-from jhub_ext.jobs.model import Placement, parse_submission  # noqa: E402
-from jhub_ext.jobs.store import JobStore  # noqa: E402
-from jhub_ext.k8s.jobs import NAME_ANNOTATION, Site, build_manifests, object_name  # noqa: E402
+from jhub_ext.kubernetes.workloads import NAME_ANNOTATION, Site, build_manifests, object_name  # noqa: E402
+from jhub_ext.service.store import JobStore  # noqa: E402
 from tests.conftest import SHIPPED_CATALOG, free_port  # noqa: E402
 from tests.hubprocess import wait_for  # noqa: E402
 from tests.kube import Namespace, namespace  # noqa: E402
@@ -83,7 +83,7 @@ class Service:
             [
                 sys.executable,
                 "-m",
-                "jhub_ext.jobs.app",
+                "jhub_ext.service.app",
                 "--JobsService.submits_per_minute=100000",
                 "--JobsService.actions_per_minute=100000",
             ],
@@ -289,7 +289,7 @@ def list_p95(url: str, db_url: str, history: int) -> float:
     store = JobStore(db_url)
     spec = parse_submission(body("x"))
     with store.session() as session:  # bulk history, as years of use would leave it
-        from jhub_ext.jobs.store import JobRow
+        from jhub_ext.service.store import JobRow
 
         session.add_all(
             JobRow(

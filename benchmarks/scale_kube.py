@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.spawn_kube import TOKEN, alternate, bench_cluster, cpu_seconds, hub_for, rss_mib  # noqa: E402
 from jhub_ext.devcluster.cluster import LocalCluster  # noqa: E402
 from jhub_ext.devcluster.rest import KubeClient  # noqa: E402
-from jhub_ext.k8s.pods import RESTRICTED_CONTAINER_SECURITY_CONTEXT, RESTRICTED_POD_SECURITY_CONTEXT  # noqa: E402
+from jhub_ext.kubernetes.pods import RESTRICTED_CONTAINER_SECURITY_CONTEXT, RESTRICTED_POD_SECURITY_CONTEXT  # noqa: E402
 from tests.hubprocess import HubProcess  # noqa: E402
 from tests.kube import Namespace, namespace  # noqa: E402
 

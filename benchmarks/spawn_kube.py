@@ -64,14 +64,17 @@ c.KubeSpawner.cmd = ["python", "-c", {fake!r}]
 c.KubeSpawner.start_timeout = 600
 c.KubeSpawner.http_timeout = 600
 if os.environ.get("BENCH_STOCK"):
-    from jhub_ext.catalog import load_catalog
-    from jhub_ext.catalog.model import Kind
-    from jhub_ext.catalog.selection import Selection
-    from jhub_ext.k8s.pods import pod_plan
-    from jhub_ext.spawner.kube import kubespawner_traits
+    from jhub_ext.core.catalog import load_catalog
+    from jhub_ext.core.catalog.model import Kind
+    from jhub_ext.core.catalog.selection import Selection
+    from jhub_ext.kubernetes.pods import pod_plan
+    from jhub_ext.kubernetes.spawner import kubespawner_traits
 
     catalog = load_catalog(os.environ["JHUB_EXT_CATALOG"])
-    from jhub_ext.k8s.pods import RESTRICTED_CONTAINER_SECURITY_CONTEXT, RESTRICTED_POD_SECURITY_CONTEXT
+    from jhub_ext.kubernetes.pods import (
+        RESTRICTED_CONTAINER_SECURITY_CONTEXT,
+        RESTRICTED_POD_SECURITY_CONTEXT,
+    )
 
     c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
     # the same least-privilege settings ProfileKubeSpawner applies by default

@@ -1,6 +1,6 @@
 # The jobs service's settings (traitlets config), read when the service starts.
 # A file that cannot be used is reported in the service's log and skipped.
-# Every setting, with its help: python -m jhub_ext.jobs.app --help-all
+# Every setting, with its help: python -m jhub_ext.service.app --help-all
 c = get_config()  # noqa: F821
 
 # Per user: job submissions and restarts a minute, stops and deletes a minute, logs followed at once.

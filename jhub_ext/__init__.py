@@ -6,6 +6,6 @@
 
 def load_ipython_extension(ipython):  # type: ignore[no-untyped-def]
     """Register the jobs magics in IPython (what ``%load_ext jhub_ext`` calls)."""
-    from .magics import load_ipython_extension as load
+    from jhub_ext.magics import load_ipython_extension as load
 
     load(ipython)

@@ -23,7 +23,7 @@ from typing import Any
 
 import argcomplete
 
-from .client import STATUSES, Job, JobsClient, JobsError, snapshot
+from jhub_ext.client import STATUSES, Job, JobsClient, JobsError, snapshot
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2

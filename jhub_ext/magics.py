@@ -22,7 +22,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from .client import Job, JobsClient, JobsError, snapshot
+from jhub_ext.client import Job, JobsClient, JobsError, snapshot
 
 STATUS_COLOURS = {
     "pending": "#6c757d",
@@ -40,7 +40,7 @@ class JobTable:
         self.jobs = jobs
 
     def __repr__(self) -> str:
-        from .cli import jobs_table
+        from jhub_ext.cli import jobs_table
 
         return jobs_table(self.jobs)
 
@@ -187,7 +187,7 @@ class JobMagics(Magics):
     @line_magic
     def job_status(self, line: str) -> None:
         """One job in detail."""
-        from .cli import describe
+        from jhub_ext.cli import describe
 
         args = parse_argstring(self.job_status, line)
         print(describe(self.client.job(args.name)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from jhub_ext.jobs.backend import Observed
+from jhub_ext.core.jobs.backend import Observed
 
 
 class Recorder:

@@ -1,1 +1,2 @@
-"""Where work runs: the Kubernetes API (and, for jobs, a local process supervisor)."""
+"""Moved: the job backends are :mod:`jhub_ext.kubernetes.backend` and :mod:`jhub_ext.local.backend`.
+Their old paths work until the next release (see :mod:`jhub_ext.moved`)."""

@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .cluster import LocalCluster
+from jhub_ext.devcluster.cluster import LocalCluster
 
 
 def main(argv: list[str] | None = None) -> int:

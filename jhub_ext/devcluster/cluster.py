@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .controlplane import ROOT, ControlPlane, binaries_dir, free_port, write_kubeconfig
-from .image import NodeImage, node_image
-from .rest import KubeClient, poll
+from jhub_ext.devcluster.controlplane import ROOT, ControlPlane, binaries_dir, free_port, write_kubeconfig
+from jhub_ext.devcluster.image import NodeImage, node_image
+from jhub_ext.devcluster.rest import KubeClient, poll
 
 Json = dict[str, Any]
 HUB_K8S = ROOT / "hub_config" / "k8s"

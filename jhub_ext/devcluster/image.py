@@ -1,7 +1,7 @@
 """The "image" the node agent runs every container in: the users' Python environment.
 
 No container runtime exists here, so images are not pulled: as root, containers run as the pod's
-``runAsUser`` in the environment of :mod:`jhub_ext.runtime.userenv`, with the current jhub_ext
+``runAsUser`` in the environment of :mod:`jhub_ext.local.userenv`, with the current jhub_ext
 source overlaid per cluster start.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..runtime.userenv import UserEnvironment as NodeImage
-from ..runtime.userenv import user_environment
+from jhub_ext.local.userenv import UserEnvironment as NodeImage
+from jhub_ext.local.userenv import user_environment
 
 __all__ = ["NodeImage", "node_image"]
 

@@ -1,1 +1,3 @@
-"""What runs inside JupyterHub's own process: how jhub_ext's configuration joins the one it is loaded into."""
+"""What runs inside JupyterHub's own process: ``config.configure(c)`` (both modes, and the chart),
+``login``, ``chart``, the demo authenticator (``demoauth``), the admins' ``jhub-ext`` command
+(``admin_cli``) and the proxy's wrapper (``proxy.mjs``)."""

@@ -72,10 +72,10 @@ from typing import Any
 
 from traitlets.config import Config
 
-from ..catalog import CatalogError
-from ..catalog.reload import CatalogSource
-from ..runtime.userenv import user_environment
-from . import chart, login
+from jhub_ext.core.catalog import CatalogError
+from jhub_ext.core.catalog.reload import CatalogSource
+from jhub_ext.hub import chart, login
+from jhub_ext.local.userenv import user_environment
 
 #: where the chart's hub image keeps its configuration (images/hub/Dockerfile puts ours there too)
 CHART_CONFIG_DIR = "/usr/local/etc/jupyterhub"
@@ -259,7 +259,7 @@ def _network(c: Config, site: Site) -> None:
         if proxy and node
         else [proxy or "configurable-http-proxy"]
     )
-    c.ConfigurableHTTPProxy.command = [sys.executable, "-m", "jhub_ext.runtime.tied", str(os.getpid()), *run]
+    c.ConfigurableHTTPProxy.command = [sys.executable, "-m", "jhub_ext.local.tied", str(os.getpid()), *run]
     c.ConfigurableHTTPProxy.pid_file = str(state_dir / "proxy.pid")
     c.JupyterHub.db_url = env.get("JHUB_EXT_DB_URL", f"sqlite:///{state_dir / 'jupyterhub.sqlite'}")
     c.JupyterHub.cookie_secret_file = str(state_dir / "jupyterhub_cookie_secret")
@@ -296,7 +296,7 @@ def _jobs_service(c: Config, site: Site, admins: tuple[set[str], set[str]]) -> N
     service = {
         "name": "jobs",
         "url": f"http://{jobs_host}:{jobs_port}",
-        "command": [sys.executable, "-m", "jhub_ext.jobs.app"],
+        "command": [sys.executable, "-m", "jhub_ext.service.app"],
         "cwd": str(jobs_dir),
         "environment": {
             "JHUB_EXT_CATALOG": site.catalog,
@@ -407,7 +407,7 @@ def _servers(c: Config, site: Site) -> None:
         )
     quota_lock_dir = str(state_dir / "locks")
     if site.mode == "local":
-        c.JupyterHub.spawner_class = "jhub_ext.spawner.LocalProfileSpawner"
+        c.JupyterHub.spawner_class = "jhub_ext.local.spawner.LocalProfileSpawner"
         c.LocalProfileSpawner.catalog_path = site.catalog
         c.LocalProfileSpawner.home_dir_template = str(state_dir / "home" / "{username}")
         c.LocalProfileSpawner.jobs_db_url = _jobs_db_url(site)  # quotas count jobs as well as servers
@@ -424,7 +424,7 @@ def _servers(c: Config, site: Site) -> None:
         else:
             c.Spawner.cmd = [str(Path(sys.executable).parent / "jupyterhub-singleuser")]
         return
-    c.JupyterHub.spawner_class = "jhub_ext.spawner.kube.ProfileKubeSpawner"
+    c.JupyterHub.spawner_class = "jhub_ext.kubernetes.spawner.ProfileKubeSpawner"
     c.ProfileKubeSpawner.catalog_path = site.catalog
     c.ProfileKubeSpawner.jobs_db_url = _jobs_db_url(site)
     if env.get("JHUB_EXT_ORPHAN_GRACE_SECONDS"):  # server pods no hub record knows go after this long

@@ -9,7 +9,7 @@ from typing import Any
 
 from traitlets.config import Config
 
-from . import chart
+from jhub_ext.hub import chart
 
 
 def configure_login(
@@ -48,7 +48,7 @@ def configure_login(
                 "in with a known password. Configure an identity provider before anyone else can reach it.",
                 file=sys.stderr,
             )
-        c.JupyterHub.authenticator_class = "jhub_ext.demo_auth.DemoAuthenticator"
+        c.JupyterHub.authenticator_class = "jhub_ext.hub.demoauth.DemoAuthenticator"
         c.DemoAuthenticator.password = env.get("JHUB_EXT_DEMO_PASSWORD") or "demo"
         demo_users = {"alice": ["researchers"], "bob": ["researchers", "gpu"]}
         c.DemoAuthenticator.users = (

@@ -12,7 +12,7 @@ import { pathToFileURL } from "node:url";
 
 const bin = realpathSync(process.argv[2]);
 const api = process.argv[3];
-const RETRY_AFTER_SECONDS = "10"; // as the service's own 503s (jhub_ext/jobs/handlers.py)
+const RETRY_AFTER_SECONDS = "10"; // as the service's own 503s (jhub_ext/service/handlers.py)
 
 const lib = await import(pathToFileURL(join(dirname(bin), "..", "lib", "configproxy.js")).href);
 const ConfigurableProxy = lib.ConfigurableProxy ?? lib.default.ConfigurableProxy ?? lib.default;

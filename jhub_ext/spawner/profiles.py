@@ -22,19 +22,19 @@ from tornado import web
 from traitlets import Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from ..catalog import Catalog, Kind
-from ..catalog.ledger import UsageLedger, server_reservation
-from ..catalog.quota import QuotaExceeded, Usage, Workload, check_quota
-from ..catalog.quotalock import QuotaLock, QuotaLockTimeout
-from ..catalog.reload import CatalogSource
-from ..catalog.selection import (
+from jhub_ext.admission.lock import QuotaLock, QuotaLockTimeout
+from jhub_ext.admission.reservations import JobReservations
+from jhub_ext.core.catalog import Catalog, Kind
+from jhub_ext.core.catalog.ledger import UsageLedger, server_reservation
+from jhub_ext.core.catalog.quota import QuotaExceeded, Usage, Workload, check_quota
+from jhub_ext.core.catalog.reload import CatalogSource
+from jhub_ext.core.catalog.selection import (
     PROFILE_FIELD,
     Selection,
     SelectionError,
     preselect,
     resolve_selection,
 )
-from ..jobs.reservations import JobReservations
 
 OPTION_PREFIX = "profile-option-"
 STATE_KEY = "jhub_ext_usage"

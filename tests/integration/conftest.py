@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from jhub_ext.backends.kubernetes import KubernetesJobBackend
-from jhub_ext.catalog.reload import CatalogSource
-from jhub_ext.jobs.manager import JobManager
-from jhub_ext.jobs.store import JobStore
+from jhub_ext.core.catalog.reload import CatalogSource
+from jhub_ext.kubernetes.backend import KubernetesJobBackend
+from jhub_ext.service.manager import JobManager
+from jhub_ext.service.store import JobStore
 
 from ..conftest import SHIPPED_CATALOG
 from ..hubprocess import HubProcess

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from jhub_ext.catalog import load_catalog
+from jhub_ext.core.catalog import load_catalog
 
 from ..chart import HubPod, Rendered, chart_package, chart_versions, render, run_guide
 from ..conftest import HUB_CONFIG
@@ -148,7 +148,7 @@ def test_servers_and_jobs_run_in_the_releases_namespace_with_its_pull_secrets(
 ) -> None:
     config, _ = chart
     assert config["KubeSpawner"]["namespace"] == NAMESPACE
-    assert config["JupyterHub"]["spawner_class"] == "jhub_ext.spawner.kube.ProfileKubeSpawner"
+    assert config["JupyterHub"]["spawner_class"] == "jhub_ext.kubernetes.spawner.ProfileKubeSpawner"
     jobs = next(s for s in config["JupyterHub"]["services"] if s["name"] == "jobs")["environment"]
     assert jobs["JHUB_EXT_NAMESPACE"] == NAMESPACE
     assert jobs["JHUB_EXT_JOBS_IMAGE_PULL_SECRETS"] == "registry-credentials"
@@ -202,7 +202,7 @@ def test_a_hub_in_a_cluster_with_no_login_configured_refuses_to_start(version: s
     opted = {"hub": {"extraEnv": {"JHUB_EXT_ALLOW_DEMO_USERS": "1"}}}
     result, _ = load(tmp_path / "demo", opted, version)
     config = loaded(result)
-    assert config["JupyterHub"]["authenticator_class"] == "jhub_ext.demo_auth.DemoAuthenticator"
+    assert config["JupyterHub"]["authenticator_class"] == "jhub_ext.hub.demoauth.DemoAuthenticator"
     assert "JHUB_EXT_ALLOW_DEMO_USERS=1" in result.stderr
 
 

@@ -27,7 +27,7 @@ from .test_jobs_service import Jobs, token_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 PR_SET_CHILD_SUBREAPER = 36
-RUNNER = "jhub_ext.backends.runner"
+RUNNER = "jhub_ext.local.runner"
 PORTS = ("JHUB_EXT_PORT", "JHUB_EXT_PROXY_API_PORT", "JHUB_EXT_HUB_PORT", "JHUB_EXT_JOBS_PORT")
 
 

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode, checks
 
-from jhub_ext.jobs.handlers import openapi_document
+from jhub_ext.service.handlers import openapi_document
 
 from ..conftest import SHIPPED_CATALOG
 from ..hubprocess import HubProcess, wait_for

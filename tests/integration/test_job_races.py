@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from jhub_ext.backends.local import LocalJobBackend
-from jhub_ext.catalog.reload import CatalogSource
-from jhub_ext.jobs.manager import JobManager
-from jhub_ext.jobs.reconcile import reconcile
-from jhub_ext.jobs.store import JobStore
+from jhub_ext.core.catalog.reload import CatalogSource
+from jhub_ext.local.backend import LocalJobBackend
+from jhub_ext.service.manager import JobManager
+from jhub_ext.service.reconcile import reconcile
+from jhub_ext.service.store import JobStore
 
 from ..conftest import SHIPPED_CATALOG
 from ..hubprocess import HubProcess, wait_for

@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 import requests
 
-from jhub_ext.jobs.handlers import openapi_document
+from jhub_ext.service.handlers import openapi_document
 
 from ..hubprocess import HubProcess, wait_for
 
@@ -325,7 +325,7 @@ def service_pid(hub: HubProcess) -> int:
             ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except OSError:
             continue
-        if ppid == hub.process.pid and b"jhub_ext.jobs.app" in cmdline:
+        if ppid == hub.process.pid and b"jhub_ext.service.app" in cmdline:
             return int(entry.name)
     raise AssertionError("the jobs service is not running")
 

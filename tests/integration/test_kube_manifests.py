@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from jhub_ext.catalog import load_catalog
+from jhub_ext.core.catalog import load_catalog
+from jhub_ext.core.jobs.model import Placement, parse_submission
 from jhub_ext.devcluster.rest import KubeClient, KubeError, resource_path
-from jhub_ext.jobs.model import Placement, parse_submission
-from jhub_ext.k8s.jobs import Site, build_manifests
+from jhub_ext.kubernetes.workloads import Site, build_manifests
 
 from ..conftest import SHIPPED_CATALOG
 from ..kube import Namespace

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from jhub_ext.core.jobs.model import JobStatus
 from jhub_ext.devcluster.cluster import LocalCluster
-from jhub_ext.jobs.manager import Caller, JobManager
-from jhub_ext.jobs.model import JobStatus
-from jhub_ext.k8s.jobs import object_name
+from jhub_ext.kubernetes.workloads import object_name
+from jhub_ext.service.manager import Caller, JobManager
 
 from ..kube import Namespace, eventually
 

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from jhub_ext.jobs.manager import Caller, JobManager
-from jhub_ext.jobs.model import JobStatus, parse_submission
-from jhub_ext.jobs.reconcile import GONE, reconcile
-from jhub_ext.k8s.jobs import build_manifests, object_name
+from jhub_ext.core.jobs.model import JobStatus, parse_submission
+from jhub_ext.kubernetes.workloads import build_manifests, object_name
+from jhub_ext.service.manager import Caller, JobManager
+from jhub_ext.service.reconcile import GONE, reconcile
 
 from ..kube import Namespace, eventually
 from .test_kube_jobs import ALICE

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from jhub_ext.backends.local import LocalJobBackend
-from jhub_ext.backends.localprocess import group_prefix
-from jhub_ext.catalog.model import Profile, Resources
-from jhub_ext.jobs.backend import Placement
-from jhub_ext.jobs.lifecycle import OUT_OF_MEMORY
-from jhub_ext.jobs.model import JobStatus, Limits, parse_submission
-from jhub_ext.runtime import cgroups, confine, netns
+from jhub_ext.core.catalog.model import Profile, Resources
+from jhub_ext.core.jobs.backend import Placement
+from jhub_ext.core.jobs.lifecycle import OUT_OF_MEMORY
+from jhub_ext.core.jobs.model import JobStatus, Limits, parse_submission
+from jhub_ext.local import cgroups, confine, netns
+from jhub_ext.local.backend import LocalJobBackend
+from jhub_ext.local.process import group_prefix
 
 from ..hubprocess import wait_for
 from ..observations import Recorder

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jhub_ext.runtime import cgroups
+from jhub_ext.local import cgroups
 
 from ..hubprocess import HubClient, HubProcess, checked_profile, profiles_in_form, wait_for
 from .test_local_confinement import group_of

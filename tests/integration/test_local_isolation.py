@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from jhub_ext.runtime.accounts import account_name
+from jhub_ext.local.accounts import account_name
 
 from ..hubprocess import HubProcess, wait_for
 from .test_jobs_service import Jobs, token_for
@@ -129,7 +129,7 @@ def test_a_job_of_alice_cannot_read_bob_or_the_hub(hub: HubProcess) -> None:
     # all it sees: its init (a fork of the runner) and itself; not bob's keeper, the hub or the service
     assert any("probe.py" in c for c in seen["commands"])
     assert all(
-        c.startswith((f"{sys.executable} -I -m jhub_ext.backends.runner ", "python probe.py "))
+        c.startswith((f"{sys.executable} -I -m jhub_ext.local.runner ", "python probe.py "))
         for c in seen["commands"]
     ), seen["commands"]
     assert os.stat(bob_home).st_mode & 0o777 == 0o700
@@ -149,7 +149,7 @@ def test_servers_run_as_their_users_accounts_in_namespaces_of_their_own(hub: Hub
             for process in Path("/proc").iterdir()
             if process.name.isdigit()
             and b"jupyterhub-singleuser" in _cmdline(process)
-            and b"jhub_ext.runtime.confine" not in _cmdline(process)  # its confinement's, root's
+            and b"jhub_ext.local.confine" not in _cmdline(process)  # its confinement's, root's
         ]
         assert {process.stat().st_uid for process in servers} == {pwd.getpwnam(account_name("alice")).pw_uid}
         # its own network (the hub's ports are not there to take) and its own processes only

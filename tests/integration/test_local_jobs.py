@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from jhub_ext.backends.local import Clock, LocalJobBackend
-from jhub_ext.jobs.backend import Placement
-from jhub_ext.jobs.model import JobStatus, Limits, parse_submission
+from jhub_ext.core.jobs.backend import Placement
+from jhub_ext.core.jobs.model import JobStatus, Limits, parse_submission
+from jhub_ext.local.backend import Clock, LocalJobBackend
 
 from ..observations import Recorder
 

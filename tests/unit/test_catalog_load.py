@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from jhub_ext.catalog import CatalogError, Kind, catalog_schema, load_catalog, parse_catalog
+from jhub_ext.core.catalog import CatalogError, Kind, catalog_schema, load_catalog, parse_catalog
 
 from ..conftest import SHIPPED_CATALOG
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from traitlets import HasTraits
 
-from jhub_ext.backends.kubernetes import KubernetesJobBackend
-from jhub_ext.backends.local import LocalJobBackend
-from jhub_ext.demo_auth import DemoAuthenticator
-from jhub_ext.jobs.app import JobsService
-from jhub_ext.spawner.kube import ProfileKubeSpawner
-from jhub_ext.spawner.local import LocalProfileSpawner
+from jhub_ext.hub.demoauth import DemoAuthenticator
+from jhub_ext.kubernetes.backend import KubernetesJobBackend
+from jhub_ext.kubernetes.spawner import ProfileKubeSpawner
+from jhub_ext.local.backend import LocalJobBackend
+from jhub_ext.local.spawner import LocalProfileSpawner
+from jhub_ext.service.app import JobsService
 from jhub_ext.spawner.profiles import ProfileMenuMixin
 
 CLASSES = [

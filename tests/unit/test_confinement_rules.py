@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from jhub_ext.runtime import cgroups, confine, keeper, netns
+from jhub_ext.local import cgroups, confine, netns
+from jhub_ext.service import keeper
 
 HYBRID = """\
 22 27 0:21 / /proc rw,relatime - proc proc rw

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from jhub_ext.jobs.cron import parse_cron, parse_timezone, time_zones
-from jhub_ext.jobs.handlers import DuplicateKey, _unique_keys
-from jhub_ext.jobs.model import JobSpecError, parse_submission
+from jhub_ext.core.jobs.cron import parse_cron, parse_timezone, time_zones
+from jhub_ext.core.jobs.model import JobSpecError, parse_submission
+from jhub_ext.service.handlers import DuplicateKey, _unique_keys
 
 BASE: dict[str, Any] = {"name": "daily", "kind": "scheduled", "command": ["python", "run.py"]}
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from jhub_ext.jobs import lifecycle
-from jhub_ext.jobs.lifecycle import AfterRun, AtFireTime, Backoff, Fire, after_run, at_fire_time
-from jhub_ext.jobs.model import ConcurrencyPolicy, JobKind, JobStatus, Schedule
-from jhub_ext.jobs.status import derive_status
+from jhub_ext.core.jobs import lifecycle
+from jhub_ext.core.jobs.lifecycle import AfterRun, AtFireTime, Backoff, Fire, after_run, at_fire_time
+from jhub_ext.core.jobs.model import ConcurrencyPolicy, JobKind, JobStatus, Schedule
+from jhub_ext.kubernetes.status import derive_status
 
 BACKOFF = Backoff(base=2.0, maximum=300.0, reset_after=60.0)
 

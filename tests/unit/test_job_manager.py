@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from jhub_ext.catalog.quotalock import QuotaLock
-from jhub_ext.catalog.reload import CatalogSource
-from jhub_ext.jobs.backend import Held, JobBackend, JobRejected, Observed, Placement
-from jhub_ext.jobs.errors import Conflict, Invalid, NoSuchJob, NotAllowed, Refusal, TooMany
-from jhub_ext.jobs.hub import HubClient
-from jhub_ext.jobs.manager import Caller, JobManager
-from jhub_ext.jobs.model import JobSpec, JobStatus, Limits
-from jhub_ext.jobs.reconcile import GONE, reconcile
-from jhub_ext.jobs.reservations import JobReservations
-from jhub_ext.jobs.store import JobStore
+from jhub_ext.admission.lock import QuotaLock
+from jhub_ext.admission.reservations import JobReservations
+from jhub_ext.core.catalog.reload import CatalogSource
+from jhub_ext.core.jobs.backend import Held, JobBackend, JobRejected, Observed, Placement
+from jhub_ext.core.jobs.errors import Conflict, Invalid, NoSuchJob, NotAllowed, Refusal, TooMany
+from jhub_ext.core.jobs.model import JobSpec, JobStatus, Limits
+from jhub_ext.service.hubapi import HubClient
+from jhub_ext.service.manager import Caller, JobManager
+from jhub_ext.service.reconcile import GONE, reconcile
+from jhub_ext.service.store import JobStore
 
 CATALOG = """\
 version: 1

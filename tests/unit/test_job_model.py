@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from jhub_ext.jobs.model import (
+from jhub_ext.core.jobs.model import (
     ConcurrencyPolicy,
     JobKind,
     JobSpecError,

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from jhub_ext.jobs.model import JobStatus, parse_submission
-from jhub_ext.jobs.store import LOG_TAIL_BYTES, Base, JobExists, JobStore, StatusConflict
+from jhub_ext.core.jobs.model import JobStatus, parse_submission
+from jhub_ext.service.store import LOG_TAIL_BYTES, Base, JobExists, JobStore, StatusConflict
 
 from ..pgserver import postgres_server
 
@@ -114,8 +114,8 @@ def test_a_commit_survives_the_service_being_killed_right_after_it(tmp_path: Pat
     JobStore(url).close()
     child = (
         "import os, signal, sys\n"
-        "from jhub_ext.jobs.model import JobStatus, parse_submission\n"
-        "from jhub_ext.jobs.store import JobStore\n"
+        "from jhub_ext.core.jobs.model import JobStatus, parse_submission\n"
+        "from jhub_ext.service.store import JobStore\n"
         "store = JobStore(sys.argv[1])\n"
         "spec = parse_submission({'name': 'news', 'kind': 'batch', 'command': ['true']})\n"
         "store.create('alice', spec, 'small')\n"

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from jhub_ext.catalog import Kind, load_catalog, parse_catalog
-from jhub_ext.catalog.quota import Usage
-from jhub_ext.k8s.capacity import availability, node_matches, pod_limits, pod_requests, pod_workload
-from jhub_ext.k8s.pods import resource_requirements, workload_labels
-from jhub_ext.k8s.quantities import (
+from jhub_ext.core.catalog import Kind, load_catalog, parse_catalog
+from jhub_ext.core.catalog.quota import Usage
+from jhub_ext.kubernetes.capacity import availability, node_matches, pod_limits, pod_requests, pod_workload
+from jhub_ext.kubernetes.pods import resource_requirements, workload_labels
+from jhub_ext.kubernetes.quantities import (
     cpu_quantity,
     memory_quantity,
     parse_cpu_quantity,
@@ -79,7 +79,7 @@ def test_every_quantity_form_the_api_returns_parses(text: str, value: float) -> 
 
 @pytest.mark.parametrize("text", ["abc", "1Xi", "", "1e", "Gi"])
 def test_what_is_not_a_quantity_is_refused(text: str) -> None:
-    from jhub_ext.catalog.quantities import QuantityError
+    from jhub_ext.core.catalog.quantities import QuantityError
 
     with pytest.raises(QuantityError):
         parse_quantity(text)
@@ -184,7 +184,7 @@ def test_pods_count_against_their_groups_quota() -> None:
 def test_orphan_server_pods_are_ours_unknown_to_the_hub_and_past_their_grace() -> None:
     from datetime import UTC, datetime
 
-    from jhub_ext.k8s.capacity import orphan_server_pods
+    from jhub_ext.kubernetes.capacity import orphan_server_pods
 
     ours = {"component": "singleuser-server", "jhub-ext.io/kind": "server"}
 

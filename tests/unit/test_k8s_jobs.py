@@ -10,10 +10,10 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from jhub_ext.catalog import load_catalog
-from jhub_ext.jobs import lifecycle
-from jhub_ext.jobs.model import JobSpecError, Placement, parse_submission
-from jhub_ext.k8s.jobs import Site, build_manifests, build_workload, object_name, output_subdir
+from jhub_ext.core.catalog import load_catalog
+from jhub_ext.core.jobs import lifecycle
+from jhub_ext.core.jobs.model import JobSpecError, Placement, parse_submission
+from jhub_ext.kubernetes.workloads import Site, build_manifests, build_workload, object_name, output_subdir
 
 from ..conftest import SHIPPED_CATALOG
 

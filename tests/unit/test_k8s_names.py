@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from jhub_ext.k8s.jobs import object_name, output_subdir
+from jhub_ext.kubernetes.workloads import object_name, output_subdir
 
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 USERS = [

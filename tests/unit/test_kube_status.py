@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from jhub_ext.backends.kubernetes import KubernetesJobBackend
-from jhub_ext.jobs.model import JobStatus
-from jhub_ext.jobs.status import derive_status, extra_runs
-from jhub_ext.k8s.jobs import object_name
-from jhub_ext.runtime.watch import WatchCache
+from jhub_ext.core.jobs.model import JobStatus
+from jhub_ext.kubernetes.backend import KubernetesJobBackend
+from jhub_ext.kubernetes.status import derive_status, extra_runs
+from jhub_ext.kubernetes.watch import WatchCache
+from jhub_ext.kubernetes.workloads import object_name
 
 
 def job(*conditions: tuple[str, str], failed: int = 0, deadline: int | None = None) -> dict[str, Any]:

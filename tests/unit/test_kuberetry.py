@@ -1,4 +1,4 @@
-"""Transient API failures retried within the caller's time (jhub_ext.runtime.kuberetry), over a
+"""Transient API failures retried within the caller's time (jhub_ext.kubernetes.retry), over a
 REST client that answers from a script."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from jhub_ext.runtime.kuberetry import RetryingREST, attempt_timeout, retrying
+from jhub_ext.kubernetes.retry import RetryingREST, attempt_timeout, retrying
 
 
 def refusal(status: int, retry_after: str | None = None) -> ApiException:

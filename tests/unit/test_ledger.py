@@ -6,12 +6,12 @@ from pathlib import Path
 
 from sqlalchemy import create_engine
 
-from jhub_ext.catalog import Kind, parse_catalog
-from jhub_ext.catalog.ledger import UsageLedger, job_reservation, server_reservation
-from jhub_ext.catalog.quota import Usage, Workload
-from jhub_ext.jobs.model import JobStatus, parse_submission
-from jhub_ext.jobs.reservations import JobReservations
-from jhub_ext.jobs.store import JobStore
+from jhub_ext.admission.reservations import JobReservations
+from jhub_ext.core.catalog import Kind, parse_catalog
+from jhub_ext.core.catalog.ledger import UsageLedger, job_reservation, server_reservation
+from jhub_ext.core.catalog.quota import Usage, Workload
+from jhub_ext.core.jobs.model import JobStatus, parse_submission
+from jhub_ext.service.store import JobStore
 
 CATALOG = parse_catalog(
     """

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from jhub_ext.runtime import logfile as logs
+from jhub_ext.local import logfile as logs
 
 
 @pytest.mark.parametrize("ending", [b"\n", b""])

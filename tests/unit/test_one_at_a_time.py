@@ -7,13 +7,13 @@ import random
 from pathlib import Path
 from typing import Any
 
-from jhub_ext.catalog.quotalock import QuotaLock
-from jhub_ext.catalog.reload import CatalogSource
-from jhub_ext.jobs.errors import Conflict, NoSuchJob
-from jhub_ext.jobs.manager import JobManager
-from jhub_ext.jobs.model import JobSpec, Placement
-from jhub_ext.jobs.oneatatime import OneAtATime
-from jhub_ext.jobs.store import JobStore
+from jhub_ext.admission.lock import QuotaLock
+from jhub_ext.core.catalog.reload import CatalogSource
+from jhub_ext.core.jobs.errors import Conflict, NoSuchJob
+from jhub_ext.core.jobs.model import JobSpec, Placement
+from jhub_ext.core.jobs.oneatatime import OneAtATime
+from jhub_ext.service.manager import JobManager
+from jhub_ext.service.store import JobStore
 
 from .test_job_manager import ALICE, CATALOG, FakeBackend, batch
 

@@ -13,14 +13,14 @@ import pytest
 from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.config import kube_config
 
-from jhub_ext.backends.kubernetes import KubernetesJobBackend
-from jhub_ext.catalog import Kind, load_catalog
-from jhub_ext.catalog.model import Profile
-from jhub_ext.catalog.selection import resolve_selection
-from jhub_ext.jobs.model import Placement, parse_submission
-from jhub_ext.k8s.jobs import Site, build_workload
-from jhub_ext.k8s.pods import DEFAULT_GID, DEFAULT_UID, pod_plan
-from jhub_ext.spawner.kube import ProfileKubeSpawner
+from jhub_ext.core.catalog import Kind, load_catalog
+from jhub_ext.core.catalog.model import Profile
+from jhub_ext.core.catalog.selection import resolve_selection
+from jhub_ext.core.jobs.model import Placement, parse_submission
+from jhub_ext.kubernetes.backend import KubernetesJobBackend
+from jhub_ext.kubernetes.pods import DEFAULT_GID, DEFAULT_UID, pod_plan
+from jhub_ext.kubernetes.spawner import ProfileKubeSpawner
+from jhub_ext.kubernetes.workloads import Site, build_workload
 
 from ..conftest import SHIPPED_CATALOG
 

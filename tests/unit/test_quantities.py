@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from jhub_ext.catalog.quantities import QuantityError, format_memory, parse_cpu, parse_memory
+from jhub_ext.core.catalog.quantities import QuantityError, format_memory, parse_cpu, parse_memory
 
 
 @pytest.mark.parametrize(("text", "cores"), [(2, 2.0), (0.5, 0.5), ("500m", 0.5), ("1.5", 1.5), ("4", 4.0)])

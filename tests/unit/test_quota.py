@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from jhub_ext.catalog import Kind, parse_catalog
-from jhub_ext.catalog.quota import QuotaExceeded, Usage, Workload, check_quota, usage_by_group
+from jhub_ext.core.catalog import Kind, parse_catalog
+from jhub_ext.core.catalog.quota import QuotaExceeded, Usage, Workload, check_quota, usage_by_group
 
 CATALOG = parse_catalog(
     """

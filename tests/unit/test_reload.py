@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from jhub_ext.catalog import CatalogError
-from jhub_ext.catalog.reload import CatalogSource
+from jhub_ext.core.catalog import CatalogError
+from jhub_ext.core.catalog.reload import CatalogSource
 
 GOOD = "version: 1\nprofiles:\n  - {slug: small, display_name: Small}\n"
 RENAMED = "version: 1\nprofiles:\n  - {slug: small, display_name: Renamed}\n"
@@ -43,7 +43,7 @@ def test_an_invalid_edit_keeps_the_last_good_and_says_why(
     write(path, GOOD)
     source = CatalogSource(path)
     write(path, BROKEN)
-    with caplog.at_level(logging.ERROR, "jhub_ext.catalog"):
+    with caplog.at_level(logging.ERROR, "jhub_ext.core.catalog"):
         assert name(source) == "Small"
         assert name(source) == "Small"
     assert source.error is not None

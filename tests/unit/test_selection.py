@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from jhub_ext.catalog import Kind, load_catalog
-from jhub_ext.catalog.selection import SelectionError, preselect, resolve_selection
+from jhub_ext.core.catalog import Kind, load_catalog
+from jhub_ext.core.catalog.selection import SelectionError, preselect, resolve_selection
 
 from ..conftest import SHIPPED_CATALOG
 
@@ -30,7 +30,7 @@ def test_groups_decide_the_menu(catalog) -> None:  # type: ignore[no-untyped-def
 
 
 def test_kinds_decide_the_menu_too() -> None:
-    from jhub_ext.catalog import parse_catalog
+    from jhub_ext.core.catalog import parse_catalog
 
     catalog = parse_catalog(
         "version: 1\nprofiles:\n"
@@ -115,7 +115,7 @@ def test_a_stale_last_choice_falls_back_to_the_default(catalog) -> None:  # type
 
 
 def test_the_default_is_skipped_when_the_user_may_not_use_it() -> None:
-    from jhub_ext.catalog import parse_catalog
+    from jhub_ext.core.catalog import parse_catalog
 
     catalog = parse_catalog(
         "version: 1\ngroups: [gpu]\nprofiles:\n"
@@ -127,7 +127,7 @@ def test_the_default_is_skipped_when_the_user_may_not_use_it() -> None:
 
 
 def test_no_profile_at_all_is_a_clear_refusal() -> None:
-    from jhub_ext.catalog import parse_catalog
+    from jhub_ext.core.catalog import parse_catalog
 
     catalog = parse_catalog(
         "version: 1\ngroups: [gpu]\nprofiles:\n  - {slug: g, display_name: G, groups: [gpu]}\n"

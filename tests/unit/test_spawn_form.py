@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from jhub_ext.catalog import parse_catalog
-from jhub_ext.catalog.reload import CatalogProblem
-from jhub_ext.runtime.limits import cpu_set
+from jhub_ext.core.catalog import parse_catalog
+from jhub_ext.core.catalog.reload import CatalogProblem
+from jhub_ext.local.limits import cpu_set
 from jhub_ext.spawner.profiles import OPTION_PREFIX, _templates
 
 CATALOG = parse_catalog(

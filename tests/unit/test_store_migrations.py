@@ -14,8 +14,8 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 
-from jhub_ext.jobs.model import JobStatus, parse_submission
-from jhub_ext.jobs.store import Base, JobStore, migrations
+from jhub_ext.core.jobs.model import JobStatus, parse_submission
+from jhub_ext.service.store import Base, JobStore, migrations
 
 from ..pgserver import postgres_server
 

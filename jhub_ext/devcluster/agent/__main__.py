@@ -1,5 +1,5 @@
 """``python -m jhub_ext.devcluster.agent CONFIG.json``: run the node agent."""
 
-from .agent import main
+from jhub_ext.devcluster.agent.agent import main
 
 main()

@@ -26,11 +26,11 @@ from typing import Any
 
 from aiohttp import web
 
-from .api import Api, ApiError
-from .logs import LogServer
-from .podfiles import reachable_by_others
-from .pods import PodWorker
-from .runtime import now_rfc3339, python_environment
+from jhub_ext.devcluster.agent.api import Api, ApiError
+from jhub_ext.devcluster.agent.logs import LogServer
+from jhub_ext.devcluster.agent.podfiles import reachable_by_others
+from jhub_ext.devcluster.agent.pods import PodWorker
+from jhub_ext.devcluster.agent.runtime import now_rfc3339, python_environment
 
 Json = dict[str, Any]
 log = logging.getLogger("jhub_ext.nodeagent")

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ...runtime.logfile import BLOCK, tail_offset
+from jhub_ext.local.logfile import BLOCK, tail_offset
 
 if TYPE_CHECKING:
-    from .agent import NodeAgent
-    from .pods import ContainerState, PodWorker
+    from jhub_ext.devcluster.agent.agent import NodeAgent
+    from jhub_ext.devcluster.agent.pods import ContainerState, PodWorker
 
 
 def _parse(line: bytes) -> tuple[str, bytes, bool] | None:

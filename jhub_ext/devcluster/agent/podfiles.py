@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ...k8s.quantities import parse_cpu_quantity, parse_memory_quantity
-from .api import Api, ApiError
-from .runtime import Identity, Mounts, expand, give, rewrite_value
+from jhub_ext.devcluster.agent.api import Api, ApiError
+from jhub_ext.devcluster.agent.runtime import Identity, Mounts, expand, give, rewrite_value
+from jhub_ext.kubernetes.quantities import parse_cpu_quantity, parse_memory_quantity
 
 Json = dict[str, Any]
 

@@ -17,13 +17,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...k8s.quantities import parse_memory_quantity
-from .api import ApiError
-from .podfiles import NotReady, PodFiles
-from .runtime import LogWriter, Running, expand, give, identity, now_rfc3339, rewrite_value, start_process
+from jhub_ext.devcluster.agent.api import ApiError
+from jhub_ext.devcluster.agent.podfiles import NotReady, PodFiles
+from jhub_ext.devcluster.agent.runtime import (
+    LogWriter,
+    Running,
+    expand,
+    give,
+    identity,
+    now_rfc3339,
+    rewrite_value,
+    start_process,
+)
+from jhub_ext.kubernetes.quantities import parse_memory_quantity
 
 if TYPE_CHECKING:
-    from .agent import NodeAgent
+    from jhub_ext.devcluster.agent.agent import NodeAgent
 
 Json = dict[str, Any]
 log = logging.getLogger("jhub_ext.nodeagent")

@@ -1,0 +1,113 @@
+"""Quota arithmetic: what a group's members run at once, against the group's limits.
+
+Servers and jobs count together. A user in several groups must fit within every one of
+their groups that has a quota. Each workload counts its limit where the profile sets
+one, and its guarantee otherwise (see :attr:`.model.Resources.cpu`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from jhub_ext.core.catalog.model import Catalog, Kind, Profile, Quota
+from jhub_ext.core.catalog.quantities import format_cpu, format_memory
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What workloads count against a quota: cores, bytes of memory, GPUs, servers and jobs."""
+
+    cpu: float = 0.0
+    memory: int = 0
+    gpus: int = 0
+    servers: int = 0
+    jobs: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
+    @classmethod
+    def of(cls, profile: Profile, kind: Kind = Kind.SERVER) -> Usage:
+        """What one running workload of ``profile`` counts against quotas."""
+        resources = profile.resources
+        return cls(
+            cpu=resources.cpu,
+            memory=resources.memory,
+            gpus=resources.gpu_count,
+            servers=1 if kind is Kind.SERVER else 0,
+            jobs=0 if kind is Kind.SERVER else 1,
+        )
+
+    def to_json(self) -> dict[str, float | int]:
+        """The usage as a plain mapping of resource to amount."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Something running (or starting) that counts against its owner's groups."""
+
+    groups: frozenset[str]
+    usage: Usage
+
+
+def usage_by_group(workloads: Iterable[Workload], groups: Iterable[str]) -> dict[str, Usage]:
+    """Sum the usage of ``workloads`` for each of ``groups``."""
+    totals = {group: Usage() for group in groups}
+    for workload in workloads:
+        for group in workload.groups & totals.keys():
+            totals[group] = totals[group] + workload.usage
+    return totals
+
+
+_LABELS: dict[str, tuple[str, str, Callable[[Any], str]]] = {
+    "cpu": ("CPU", "CPUs", format_cpu),
+    "memory": ("memory", "memory", format_memory),
+    "gpus": ("GPU", "GPUs", str),
+    "servers": ("server", "servers", str),
+    "jobs": ("job", "jobs", str),
+}
+
+
+class QuotaExceeded(ValueError):
+    """Starting this workload would take a group over its quota; the message shows usage and limit."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(
+            "; ".join(problems) + ". Stop a server or job you no longer need, or choose a smaller profile."
+        )
+
+
+def quota_problems(quota: Quota, group: str, in_use: Usage, request: Usage) -> list[str]:
+    """Every resource for which ``in_use + request`` goes over ``quota``, as a sentence."""
+    problems = []
+    for name, (one, many, fmt) in _LABELS.items():
+        limit = getattr(quota, name)
+        label = one if limit == 1 else many
+        asked = getattr(request, name)
+        if limit is None or not asked:
+            continue
+        used = getattr(in_use, name)
+        if used + asked > limit:
+            problems.append(
+                f"group '{group}' may use {fmt(limit)} {label} at once and uses {fmt(used)}; "
+                f"this needs {fmt(asked)} more"
+            )
+    return problems
+
+
+def check_quota(
+    catalog: Catalog,
+    groups: frozenset[str] | set[str],
+    request: Usage,
+    in_use: Mapping[str, Usage],
+) -> None:
+    """Raise :class:`QuotaExceeded` unless ``request`` fits every quota of the user's ``groups``."""
+    problems = []
+    for group in sorted(set(groups) & catalog.quotas.keys()):
+        problems += quota_problems(catalog.quotas[group], group, in_use.get(group, Usage()), request)
+    if problems:
+        raise QuotaExceeded(problems)

@@ -1,1 +1,0 @@
-"""Alembic migrations of the jobs database (see :func:`jhub_ext.jobs.store.upgrade_schema`)."""

@@ -1,0 +1,447 @@
+"""ProfileKubeSpawner: the profile menu for servers that run as Kubernetes pods.
+
+A KubeSpawner subclass. The menu, validation and quotas are the mixin's (the same as in local
+mode); the validated :class:`Selection` is translated into the pod once, by
+:func:`jhub_ext.kubernetes.pods.pod_plan` (the translation jobs use too), and mapped onto
+KubeSpawner's traits here. KubeSpawner's own ``profile_list`` is not used: the catalog is the
+menu. On top of that it shows live capacity in the menu from watch-fed caches of nodes and pods
+(no API call per page view), counts the group's pods for quotas, and runs every pod under the
+"restricted" Pod Security Standard with no service-account token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from jupyterhub import orm
+from kubernetes_asyncio.client import V1DeleteOptions, V1Preconditions
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubespawner import KubeSpawner
+from kubespawner.clients import shared_client
+from traitlets import Bool, Integer, default
+
+from jhub_ext.core.catalog import Catalog, Kind
+from jhub_ext.core.catalog.quota import Workload
+from jhub_ext.core.catalog.selection import Selection
+from jhub_ext.kubernetes.capacity import availability, orphan_server_pods, pod_workload
+from jhub_ext.kubernetes.pods import (
+    DEFAULT_GID,
+    DEFAULT_UID,
+    RESTRICTED_CONTAINER_SECURITY_CONTEXT,
+    RESTRICTED_POD_SECURITY_CONTEXT,
+    PodPlan,
+    pod_plan,
+)
+from jhub_ext.kubernetes.retry import retrying
+from jhub_ext.kubernetes.watch import WatchCache
+from jhub_ext.spawner.profiles import ProfileChoiceError, ProfileMenuMixin
+
+UNFINISHED = "status.phase!=Succeeded,status.phase!=Failed"
+PROBE_SECONDS = 10
+PROBE_TIMEOUT = 5
+
+_AFFINITY_TRAITS = {
+    ("nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution"): "node_affinity_required",
+    ("nodeAffinity", "preferredDuringSchedulingIgnoredDuringExecution"): "node_affinity_preferred",
+    ("podAffinity", "requiredDuringSchedulingIgnoredDuringExecution"): "pod_affinity_required",
+    ("podAffinity", "preferredDuringSchedulingIgnoredDuringExecution"): "pod_affinity_preferred",
+    ("podAntiAffinity", "requiredDuringSchedulingIgnoredDuringExecution"): "pod_anti_affinity_required",
+    ("podAntiAffinity", "preferredDuringSchedulingIgnoredDuringExecution"): "pod_anti_affinity_preferred",
+}
+
+
+def kubespawner_traits(plan: PodPlan, selection: Selection) -> dict[str, Any]:
+    """KubeSpawner trait values that give a server's pod what ``plan`` says (dicts are merged into
+    the admin's own values, as KubeSpawner merges a profile's overrides)."""
+    r = selection.profile.resources
+    traits: dict[str, Any] = {
+        # the numbers, for the variables KubeSpawner sets from them (MEM_LIMIT, CPU_GUARANTEE, ...)
+        "cpu_guarantee": r.cpu_guarantee,
+        "cpu_limit": r.cpu_limit,
+        "mem_guarantee": r.mem_guarantee,
+        "mem_limit": r.mem_limit,
+        # the container's resources exactly as translated (KubeSpawner applies these last)
+        "extra_resource_guarantees": plan.resources.get("requests", {}),
+        "extra_resource_limits": plan.resources.get("limits", {}),
+        "node_selector": plan.node_selector,
+        "tolerations": plan.tolerations,
+        "extra_labels": plan.labels,
+        "environment": plan.env,
+    }
+    if selection.image is not None:
+        traits["image"] = selection.image.image
+    for (section, field), trait in _AFFINITY_TRAITS.items():
+        value = plan.affinity.get(section, {}).get(field)
+        if value is not None:
+            # KubeSpawner takes node affinity terms as a list of NodeSelectorTerms
+            traits[trait] = value.get("nodeSelectorTerms", []) if isinstance(value, dict) else value
+    return traits
+
+
+#: every trait a profile may set (those it does not set go back to the admin's value)
+PROFILE_TRAITS = (
+    "cpu_guarantee",
+    "cpu_limit",
+    "mem_guarantee",
+    "mem_limit",
+    "extra_resource_guarantees",
+    "extra_resource_limits",
+    "node_selector",
+    "tolerations",
+    "extra_labels",
+    "environment",
+    "image",
+    *_AFFINITY_TRAITS.values(),
+)
+
+
+def _clock(moment: float) -> str:
+    """A moment as the hub's users read it: ``HH:MM``, local time."""
+    return time.strftime("%H:%M", time.localtime(moment))
+
+
+def _api(kind: str) -> Any:
+    """KubeSpawner's shared client of ``kind`` (one per event loop), retrying transient failures."""
+    api = shared_client(kind)
+    retrying(api.api_client)
+    return api
+
+
+class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
+    """Spawn pods with the resources of a catalog profile, showing live capacity in the menu."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        if getattr(self, "api", None) is not None:  # KubeSpawner's client (and its reflectors')
+            retrying(self.api.api_client)
+
+    capacity_all_namespaces = Bool(
+        True,
+        config=True,
+        help="""
+        Count pods in every namespace when computing free capacity (needs read access to
+        pods cluster-wide). When False, only pods in the spawner's namespace are counted,
+        which over-states what is free on nodes shared with other workloads.
+
+        Example::
+
+            c.ProfileKubeSpawner.capacity_all_namespaces = False
+        """,
+    )
+
+    watch_timeout_seconds = Integer(
+        300,
+        config=True,
+        help="""
+        How long one watch request of the capacity and quota caches lasts before it is renewed.
+
+        Example::
+
+            c.ProfileKubeSpawner.watch_timeout_seconds = 300
+        """,
+    )
+
+    orphan_grace_seconds = Integer(
+        600,
+        config=True,
+        help="""
+        A server pod of this hub's namespace that no hub record knows (its spawn was cut short by a
+        hub restart, say) is deleted once it is this old. Spawns under way are never touched (they
+        have ``start_timeout``). One hub per namespace, as with Zero to JupyterHub.
+
+        Example::
+
+            c.ProfileKubeSpawner.orphan_grace_seconds = 600
+        """,
+    )
+
+    # One cache per kind and scope for the whole hub, as KubeSpawner does with its reflectors.
+    caches: ClassVar[dict[tuple[str, str], WatchCache]] = {}
+    _caches_lock: ClassVar[asyncio.Lock | None] = None
+    _availability_memo: ClassVar[dict[tuple[Any, ...], str]] = {}
+    _reaper: ClassVar[asyncio.Task[None] | None] = None
+    _prober: ClassVar[asyncio.Task[None] | None] = None
+    #: since when the API server has not answered the hub's probe (None: it answers)
+    api_down_since: ClassVar[float | None] = None
+    #: the admin's values of PROFILE_TRAITS, taken before the first profile is applied
+    _configured: dict[str, Any] | None = None
+
+    # --- least privilege by default ----------------------------------------------------------------
+
+    @default("uid")
+    def _default_uid(self) -> int:
+        return DEFAULT_UID
+
+    @default("gid")
+    def _default_gid(self) -> int:
+        return DEFAULT_GID
+
+    @default("fs_gid")
+    def _default_fs_gid(self) -> int:
+        return DEFAULT_GID
+
+    @default("allow_privilege_escalation")
+    def _default_allow_privilege_escalation(self) -> bool:
+        return False
+
+    @default("container_security_context")
+    def _default_container_security_context(self) -> dict[str, Any]:
+        return dict(RESTRICTED_CONTAINER_SECURITY_CONTEXT)
+
+    @default("pod_security_context")
+    def _default_pod_security_context(self) -> dict[str, Any]:
+        return dict(RESTRICTED_POD_SECURITY_CONTEXT)
+
+    @default("automount_service_account_token")
+    def _default_automount_service_account_token(self) -> bool:
+        return False
+
+    # --- the chosen profile, onto KubeSpawner's traits -----------------------------------------------
+
+    def apply_selection(self, selection: Selection) -> None:
+        """Give this server's pod what the chosen profile asks for: the one translation, mapped.
+
+        Each start begins from the admin's configured values, so nothing of an earlier start's
+        profile (a GPU, a node selector) is left behind when the same spawner starts another one.
+        """
+        plan = pod_plan(selection.profile, user=self.user.name, kind=Kind.SERVER, groups=self.user_groups)
+        traits = kubespawner_traits(plan, selection)
+        if self._configured is None:
+            self._configured = {name: copy.deepcopy(getattr(self, name)) for name in PROFILE_TRAITS}
+        for name in PROFILE_TRAITS:
+            configured = copy.deepcopy(self._configured[name])
+            value = traits.get(name, configured)
+            if isinstance(value, dict) and isinstance(configured, dict):
+                value = {**configured, **value}
+            setattr(self, name, value)
+
+    async def load_user_options(self) -> None:
+        """Nothing left to load: :meth:`apply_selection` applied the validated choice before the start
+        (KubeSpawner would look the profile up again in its own ``profile_list``, which is unused)."""
+
+    # --- watch-fed caches ------------------------------------------------------------------------------
+
+    async def ensure_caches(self) -> None:
+        """Start the shared node and pod caches once; later calls return at once."""
+        cls = ProfileKubeSpawner
+        if cls._caches_lock is None:
+            cls._caches_lock = asyncio.Lock()
+        async with cls._caches_lock:
+            core = _api("CoreV1Api")
+            wanted: dict[tuple[str, str], WatchCache] = {}
+            if ("nodes", "") not in cls.caches:
+                wanted[("nodes", "")] = WatchCache(
+                    core.list_node, kind="nodes", timeout_seconds=self.watch_timeout_seconds, logger=self.log
+                )
+            scope = "" if self.capacity_all_namespaces else self.namespace
+            if ("pods", scope) not in cls.caches:
+                list_pods = (
+                    core.list_pod_for_all_namespaces
+                    if not scope
+                    else (lambda **kw: core.list_namespaced_pod(scope, **kw))
+                )
+                wanted[("pods", scope)] = WatchCache(
+                    list_pods,
+                    kind="pods",
+                    field_selector=UNFINISHED,
+                    timeout_seconds=self.watch_timeout_seconds,
+                    logger=self.log,
+                )
+            for key, cache in wanted.items():
+                await cache.start()
+                cls.caches[key] = cache
+            if cls._reaper is None:  # the hub's own reconciler of server pods
+                cls._reaper = asyncio.create_task(self._reap_orphans_forever())
+            if cls._prober is None:  # a paused or cut-off API server breaks no watch: ask it
+                cls._prober = asyncio.create_task(self._probe_forever())
+
+    async def _probe_forever(self) -> None:
+        """Ask the API server for its version every 10 s (every 2 s while it does not answer): whether
+        it answers decides the menu's "as of" note and whether a spawn is tried at all."""
+        while True:
+            await self._api_answers()
+            await asyncio.sleep(PROBE_SECONDS if ProfileKubeSpawner.api_down_since is None else 2)
+
+    async def _api_answers(self, timeout: float = PROBE_TIMEOUT) -> bool:
+        """Whether the API server answers now (tried twice: one failure is not an outage); keeps
+        :attr:`api_down_since` up to date."""
+        cls = ProfileKubeSpawner
+        try:
+            try:
+                await _api("VersionApi").get_code(_request_timeout=timeout)
+            except Exception:  # once more, on a fresh connection
+                await _api("VersionApi").get_code(_request_timeout=timeout)
+        except Exception as e:
+            if cls.api_down_since is None:
+                cls.api_down_since = time.time()
+                self.log.warning("The Kubernetes API server does not answer: %s", e or type(e).__name__)
+            return False
+        if cls.api_down_since is not None:
+            self.log.info("The Kubernetes API server answers again")
+        cls.api_down_since = None
+        return True
+
+    async def _cluster_down(self, unsure: bool = False) -> bool:
+        """Whether the API server does not answer now. Asked quickly (it may be back) where the probe
+        found it down, or where ``unsure`` (nothing has asked it yet); else the probe's word holds."""
+        if ProfileKubeSpawner.api_down_since is None and not unsure:
+            return False
+        return not await self._api_answers(timeout=2)
+
+    async def _reap_orphans_forever(self) -> None:
+        interval = max(5.0, min(60.0, float(self.orphan_grace_seconds)))
+        while True:
+            try:
+                await self.reap_orphan_pods()
+            except Exception:
+                self.log.exception("Could not look for server pods without a hub record")
+            await asyncio.sleep(interval)
+
+    async def reap_orphan_pods(self) -> list[str]:
+        """Delete (by uid) this namespace's server pods that no hub record knows, once they are
+        older than ``orphan_grace_seconds``; the names of those deleted."""
+        pods = self._cache("pods")
+        if pods is None:
+            return []
+        now = datetime.now(UTC).replace(tzinfo=None)  # the hub's database keeps naive UTC
+        known = {
+            (row.user.name, row.name)
+            for row in self.db.query(orm.Spawner)
+            if row.server_id is not None
+            or (row.started is not None and (now - row.started).total_seconds() < self.start_timeout)
+        }
+        deleted = []
+        for pod in orphan_server_pods(pods.values(), self.namespace, known, self.orphan_grace_seconds):
+            meta = pod["metadata"]
+            try:
+                await _api("CoreV1Api").delete_namespaced_pod(
+                    meta["name"],
+                    meta["namespace"],
+                    body=V1DeleteOptions(preconditions=V1Preconditions(uid=meta["uid"])),
+                )
+            except ApiException as e:
+                if e.status not in (404, 409):  # gone already, or another pod by now
+                    raise
+                continue
+            self.log.warning("Deleted server pod %s: no hub record knows it", meta["name"])
+            deleted.append(meta["name"])
+        return deleted
+
+    def _cache(self, kind: str) -> WatchCache | None:
+        scope = "" if kind == "nodes" or self.capacity_all_namespaces else self.namespace
+        return ProfileKubeSpawner.caches.get((kind, scope))
+
+    async def poll(self) -> int | None:
+        """KubeSpawner's poll, with the hub's caches (and their reaper and probe) started first: the
+        hub polls running servers when it starts, so a restarted hub looks for orphans at once."""
+        try:
+            await self.ensure_caches()
+        except Exception:
+            self.log.exception("Could not start the node and pod caches")
+        reflector = self.__class__.reflectors.get(self._get_reflector_key("pods"))
+        loaded = reflector is not None and reflector.first_load_future.done()
+        known_down = ProfileKubeSpawner.api_down_since is not None  # the probe asks every 2 s then
+        if not loaded and (known_down or await self._cluster_down(unsure=True)):
+            # KubeSpawner would start (or wait for) its pod reflector, whose first list waits a minute for
+            # an API server that does not answer. Without it nobody can look: a server the hub records
+            # as running is taken to run still (the next poll looks again); any other has nothing
+            # running (a spawn refused for the outage made nothing).
+            return None if self.server is not None else 0
+        return await super().poll()  # type: ignore[no-any-return]
+
+    async def stop(self, now: bool = False) -> None:
+        """KubeSpawner's stop, unless the API server does not answer: then the hub forgets the server
+        at once (instead of retrying its delete for half a minute while the user waits), and the
+        orphan reaper deletes its pod, if it made one, once the API server answers again."""
+        if await self._cluster_down():
+            self.log.warning(
+                "The Kubernetes API server does not answer: pod %s is left to the orphan reaper",
+                self.pod_name,
+            )
+            return
+        await super().stop(now=now)
+
+    # --- the menu --------------------------------------------------------------------------------------
+
+    async def render_profile_form(self) -> str:  # type: ignore[override]
+        """Start the node and pod caches for the capacity notes, then render the menu.
+
+        If the cluster cannot be read, the menu is shown without them.
+        """
+        try:
+            await self.ensure_caches()
+        except Exception:
+            self.log.exception("Could not read nodes and pods for the capacity display")
+        return super().render_profile_form()
+
+    def profile_availability(self, slug: str) -> str | None:
+        """The capacity note for ``slug`` from the cached nodes and pods, marked if they are stale."""
+        nodes, pods = self._cache("nodes"), self._cache("pods")
+        profile = self.catalog.profile(slug)
+        if profile is None or nodes is None or pods is None:
+            return None
+        key = (self.catalog_path, self.catalog_source.loaded_at, slug, nodes.changes, pods.changes)
+        text = self._availability_memo.get(key)
+        if text is None:
+            if len(self._availability_memo) > 1024:
+                self._availability_memo.clear()
+            text = availability(profile, nodes.values(), pods.values()).describe(profile)
+            self._availability_memo[key] = text
+        down = [t for t in (nodes.stale_since, pods.stale_since, ProfileKubeSpawner.api_down_since) if t]
+        if down:
+            text += f" (as of {_clock(min(down))}: the cluster is not answering)"
+        return text
+
+    # --- quotas: the ledger's Kubernetes source of servers, fed by the pod cache ----------------------
+
+    async def apply_profile_options(self, user_options: dict[str, Any]) -> None:
+        """Start the pod cache the quota check counts from, then validate, check and apply the choice.
+        While the API server does not answer, a spawn is refused at once: 503 with Retry-After."""
+        # a fresh hub's caches would wait on their first list: ask first
+        if await self._cluster_down(unsure=self._cache("pods") is None):
+            down = ProfileKubeSpawner.api_down_since or time.time()
+            raise ProfileChoiceError(
+                f"The cluster has not answered since {_clock(down)}, so your server cannot start now. "
+                "Try again in a minute; an admin can see why in the hub's log.",
+                status_code=503,
+                retry_after=30,
+            )
+        await self.ensure_caches()
+        await super().apply_profile_options(user_options)
+
+    async def workloads(self, catalog: Catalog, groups: frozenset[str]) -> list[Workload]:
+        """Servers charged to ``groups``: each server pod (not this one's) by its limits, from the
+        watch-fed pod cache, and each server still starting (hub record, no pod yet) by its record.
+
+        Jobs are the jobs service's records' to count (``jobs.reservations``): a job counts from
+        its submission, before its pod exists. Without the jobs database, jobs' pods count here.
+        """
+        pods = self._cache("pods")
+        if pods is None:
+            return []
+        gpu_resources = {p.resources.gpu_resource for p in catalog.profiles}
+        own = (self.namespace, self.pod_name)
+        counted = [
+            workload
+            for pod in pods.values()
+            if (pod["metadata"].get("namespace"), pod["metadata"]["name"]) != own
+            and (workload := pod_workload(pod, groups, gpu_resources)) is not None
+            and not (self.jobs_db_url and workload.usage.jobs)
+        ]
+        # A server that is starting has its hub record before its pod: count it from the record,
+        # so that two spawns at the same moment cannot both take the last of a quota.
+        with_pods = {
+            (annotations.get("hub.jupyter.org/username"), annotations.get("hub.jupyter.org/servername", ""))
+            for pod in pods.values()
+            if (annotations := pod["metadata"].get("annotations") or {})
+        }
+        starting = [
+            workload
+            for row, workload in self.server_records(catalog, groups)
+            if (row.user.name, row.name) not in with_pods
+        ]
+        return counted + starting

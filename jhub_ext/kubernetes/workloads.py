@@ -1,0 +1,312 @@
+"""Kubernetes objects for a job, as plain dicts: a ConfigMap with the code snapshot, and a workload.
+
+Every object is bounded, so nothing runs or stays for ever unless it is meant to:
+
+- ``batch`` -> a ``batch/v1`` Job: ``backoffLimit`` retries (the Job controller backs off
+  exponentially), ``activeDeadlineSeconds`` (the job's deadline, at most its profile's
+  ``max_run_seconds``), ``ttlSecondsAfterFinished`` (the service keeps the log when it finishes),
+  and a ``podFailurePolicy`` under which a pod lost to a drained or failed node is not a retry.
+- ``scraper`` -> an ``apps/v1`` Deployment of one replica with the ``Recreate`` strategy: restarted
+  forever (with the kubelet's backoff), rescheduled when its node is drained, never two at once.
+- ``scheduled`` -> a ``batch/v1`` CronJob with ``timeZone``, ``concurrencyPolicy``,
+  ``startingDeadlineSeconds`` and history limits; each run is a Job with a deadline, no retries
+  and the same failure policy.
+
+Every pod runs under the "restricted" Pod Security Standard, without a service-account token,
+with its profile's resources and scheduling, and labels that attribute it to its user, kind,
+profile and groups. The snapshot is copied from the read-only ConfigMap into a writable work
+directory by an init container, so jobs can write files next to their code.
+
+Identity: every object is named by :func:`object_name` from the exact (user, job name), with a
+64-bit hash of the pair, and carries that pair exactly in its annotations ``jhub-ext.io/user`` and
+``jhub-ext.io/name`` (pods and a CronJob's Jobs too, through their templates). Those annotations
+are what says whose an object is. Labels (``jhub-ext.io/user`` and the rest) are sanitised and
+lossy (``jürgen`` and ``jörgen`` share one): they select objects (watches, quotas), never identify.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from jhub_ext.core.catalog.model import Kind
+from jhub_ext.core.jobs.model import ConcurrencyPolicy, JobKind, JobSpec, Placement
+from jhub_ext.kubernetes.pods import (
+    DEFAULT_GID,
+    DEFAULT_UID,
+    LABEL_PREFIX,
+    RESTRICTED_CONTAINER_SECURITY_CONTEXT,
+    PodPlan,
+    pod_plan,
+    pod_security_context,
+)
+
+CODE_DIR = "/jhub-ext/code"
+WORK_DIR = "/jhub-ext/work"
+OUTPUT_DIR = "/jhub-ext/output"
+JOB_LABEL = f"{LABEL_PREFIX}/job"
+#: the exact owner and job name of an object: what identifies it (labels are lossy)
+USER_ANNOTATION = f"{LABEL_PREFIX}/user"
+NAME_ANNOTATION = f"{LABEL_PREFIX}/name"
+#: on a CronJob: how many of its runs may be alive at once (the backend deletes the newest extra ones)
+MAX_LIVE_RUNS_ANNOTATION = f"{LABEL_PREFIX}/max-live-runs"
+#: on a workload (set by the backend when it creates one): the uid of the ConfigMap it runs, so that
+#: only that very object is ever deleted as the job's code
+CODE_UID_ANNOTATION = f"{LABEL_PREFIX}/code-uid"
+#: a CronJob appends "-" and up to 10 digits to the names of the Jobs it creates, which are label
+#: values (``job-name``) of at most 63 characters
+MAX_NAME_LENGTH = 52
+HASH_HEX = 16  # 64 bits of sha256: no collision to find by trying names
+_USER_PART = 12
+_NAME_PART = MAX_NAME_LENGTH - _USER_PART - HASH_HEX - 2
+_NOT_NAME = re.compile(r"[^a-z0-9]+")
+PROFILE_KIND = {JobKind.BATCH: Kind.JOB, JobKind.SCHEDULED: Kind.JOB, JobKind.SCRAPER: Kind.SCRAPER}
+_POLICIES = {
+    ConcurrencyPolicy.FORBID: "Forbid",
+    ConcurrencyPolicy.REPLACE: "Replace",
+    ConcurrencyPolicy.ALLOW: "Allow",
+}
+
+
+@dataclass(frozen=True)
+class Site:
+    """What every job's objects share, set by the backend's configuration: the namespace, the user
+    and group pods run as, the image of a job that has none, and an optional output volume."""
+
+    namespace: str = "jhub"
+    uid: int = DEFAULT_UID
+    gid: int = DEFAULT_GID
+    default_image: str = "quay.io/jupyter/scipy-notebook:2024-12-09"
+    output_claim: str | None = None  # a PersistentVolumeClaim for outputs; each user gets a sub-directory
+    #: how long a finished Job is kept (the service keeps its log when it finishes); a CronJob's
+    #: runs are bounded by its history limits instead
+    finished_ttl_seconds: int = 24 * 3600
+    #: how late a scheduled run may still start (after the controller manager was down, say)
+    starting_deadline_seconds: int = 300
+    #: Secrets in the namespace with the credentials to pull images from a private registry
+    image_pull_secrets: tuple[str, ...] = ()
+
+
+#: pods that fail because their node was drained, lost or preempted do not count against retries
+IGNORE_DISRUPTIONS = {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]}
+
+
+def _readable(text: str, limit: int) -> str:
+    """Lower-case letters and digits of ``text`` (any run of anything else: one '-'), at most ``limit``
+    characters, alphanumeric at both ends; possibly empty. Lossy: only ever a prefix for the eye."""
+    return _NOT_NAME.sub("-", text.lower())[:limit].strip("-")
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_HEX]
+
+
+def object_name(user: str, name: str) -> str:
+    """The name of a user's job's objects: a readable prefix (the sanitised, truncated user and job
+    name) and a 64-bit hash of the exact pair, so distinct (user, name) pairs get distinct names
+    (``jürgen``/``jörgen``, long names alike up to the cut). A DNS-1123 label of at most 52
+    characters: valid for every kind, including a CronJob (whose Jobs append 11 characters).
+
+    The name is only where to look: whose an object under it is comes from its annotations
+    (``USER_ANNOTATION``, ``NAME_ANNOTATION``), which the backend checks before using it.
+    """
+    # job names cannot contain NUL: the encoding is unambiguous whatever the user name holds
+    digest = _digest(f"{user}\0{name}")
+    parts = [_readable(user, _USER_PART) or "u", _readable(name, _NAME_PART)]
+    return "-".join([*(part for part in parts if part), digest])
+
+
+def output_subdir(user: str) -> str:
+    """The user's sub-directory of the output volume (the mount's ``subPath``): a readable prefix and
+    a 64-bit hash of the exact user name, so no two users share one (unlike ``label_value``)."""
+    return f"{_readable(user, 40) or 'u'}-{_digest(user)}"
+
+
+def _plan(spec: JobSpec, placement: Placement) -> PodPlan:
+    """The profile's part of the job's pods: the same translation as for servers."""
+    if placement.profile is None:
+        raise ValueError("a job's placement names its profile (the service always chooses one)")
+    env = {**placement.env, **spec.env, "JHUB_EXT_JOB": spec.name, "JHUB_EXT_JOB_KIND": spec.kind.value}
+    return pod_plan(
+        placement.profile, user=placement.user, kind=PROFILE_KIND[spec.kind], groups=placement.groups, env=env
+    )
+
+
+def _labels(spec: JobSpec, placement: Placement, plan: PodPlan) -> dict[str, str]:
+    """Labels to select by (watches, quotas, ``kubectl``): sanitised, so they say nothing certain
+    about whose an object is; the annotations do."""
+    labels = dict(plan.labels)
+    labels[f"{LABEL_PREFIX}/job-kind"] = spec.kind.value
+    labels[JOB_LABEL] = object_name(placement.user, spec.name)
+    return labels
+
+
+def _annotations(spec: JobSpec, placement: Placement) -> dict[str, str]:
+    # labels are sanitised and lossy; the exact owner and name, which identify the job, live here
+    return {USER_ANNOTATION: placement.user, NAME_ANNOTATION: spec.name}
+
+
+def _metadata(spec: JobSpec, placement: Placement, site: Site, plan: PodPlan) -> dict[str, Any]:
+    return {
+        "name": object_name(placement.user, spec.name),
+        "namespace": site.namespace,
+        "labels": _labels(spec, placement, plan),
+        "annotations": _annotations(spec, placement),
+    }
+
+
+def build_configmap(
+    spec: JobSpec, placement: Placement, site: Site = Site(), plan: PodPlan | None = None
+) -> dict[str, Any]:
+    """The code snapshot. Keys are ``f0``, ``f1``, ...: ConfigMap keys cannot hold paths."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(spec, placement, site, plan or _plan(spec, placement)),
+        "data": {f"f{i}": text for i, text in enumerate(spec.files.values())},
+        "immutable": True,
+    }
+
+
+def _pod_template(
+    spec: JobSpec, placement: Placement, site: Site, plan: PodPlan, restart_policy: str
+) -> dict[str, Any]:
+    name = object_name(placement.user, spec.name)
+    image = placement.image or site.default_image
+    security = dict(RESTRICTED_CONTAINER_SECURITY_CONTEXT)
+    tmp = "/tmp"  # noqa: S108 - an emptyDir of the pod's own
+    volume_mounts = [{"name": "work", "mountPath": WORK_DIR}, {"name": "tmp", "mountPath": tmp}]
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": restart_policy,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(site.uid, site.gid),
+        "initContainers": [
+            {
+                "name": "code",
+                "image": image,
+                "command": ["sh", "-c", f"cp -RL {CODE_DIR}/. {WORK_DIR}/"],
+                "securityContext": security,
+                "resources": {
+                    "requests": {"cpu": "50m", "memory": "32Mi"},
+                    "limits": {"cpu": "500m", "memory": "128Mi"},
+                },
+                "volumeMounts": [
+                    {"name": "code", "mountPath": CODE_DIR, "readOnly": True},
+                    dict(volume_mounts[0]),
+                ],
+            }
+        ],
+        "containers": [
+            {
+                "name": "job",
+                "image": image,
+                "command": list(spec.command),
+                "workingDir": WORK_DIR,
+                "env": [{"name": key, "value": value} for key, value in sorted(plan.env.items())],
+                "resources": plan.resources,
+                "securityContext": security,
+                "volumeMounts": [dict(mount) for mount in volume_mounts],
+            }
+        ],
+        "volumes": [
+            {
+                "name": "code",
+                "configMap": {
+                    "name": name,
+                    "items": [{"key": f"f{i}", "path": path} for i, path in enumerate(spec.files)],
+                },
+            },
+            {"name": "work", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    }
+    if site.output_claim:
+        # outputs outlive the job; users see only their own sub-directory of the admin's volume
+        pod_spec["volumes"].append(
+            {"name": "output", "persistentVolumeClaim": {"claimName": site.output_claim}}
+        )
+        job_container = pod_spec["containers"][0]
+        job_container["volumeMounts"].append(
+            {"name": "output", "mountPath": OUTPUT_DIR, "subPath": output_subdir(placement.user)}
+        )
+        job_container["env"] = sorted(
+            [*job_container["env"], {"name": "JHUB_EXT_OUTPUT_DIR", "value": OUTPUT_DIR}],
+            key=lambda e: e["name"],
+        )
+    if site.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": secret} for secret in site.image_pull_secrets]
+    if plan.node_selector:
+        pod_spec["nodeSelector"] = plan.node_selector
+    if plan.tolerations:
+        pod_spec["tolerations"] = plan.tolerations
+    if plan.affinity:
+        pod_spec["affinity"] = plan.affinity
+    return {
+        "metadata": {"labels": _labels(spec, placement, plan), "annotations": _annotations(spec, placement)},
+        "spec": pod_spec,
+    }
+
+
+def build_workload(
+    spec: JobSpec, placement: Placement, site: Site = Site(), plan: PodPlan | None = None
+) -> dict[str, Any]:
+    """The Job, Deployment or CronJob that runs ``spec`` (``plan``: its profile's part, if known)."""
+    plan = plan or _plan(spec, placement)
+    metadata = _metadata(spec, placement, site, plan)
+    selector = {"matchLabels": {JOB_LABEL: metadata["name"]}}
+    if spec.kind is JobKind.SCRAPER:
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": metadata,
+            "spec": {
+                "replicas": 1,
+                "strategy": {"type": "Recreate"},
+                "revisionHistoryLimit": 1,
+                "selector": selector,
+                "template": _pod_template(spec, placement, site, plan, "Always"),
+            },
+        }
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.retries if spec.kind is JobKind.BATCH else 0,
+        "podFailurePolicy": IGNORE_DISRUPTIONS,
+        "template": _pod_template(spec, placement, site, plan, "Never"),
+    }
+    if spec.deadline_seconds is not None:  # the service always sets one (see lifecycle.bounded_deadline)
+        job_spec["activeDeadlineSeconds"] = spec.deadline_seconds
+    if spec.kind is JobKind.BATCH:
+        job_spec["ttlSecondsAfterFinished"] = site.finished_ttl_seconds
+        return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
+    schedule = spec.schedule
+    assert schedule is not None
+    metadata["annotations"][MAX_LIVE_RUNS_ANNOTATION] = str(schedule.max_live_runs)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": metadata,
+        "spec": {
+            "schedule": schedule.cron,
+            "timeZone": schedule.timezone,
+            "concurrencyPolicy": _POLICIES[schedule.concurrency_policy],
+            "startingDeadlineSeconds": site.starting_deadline_seconds,
+            "successfulJobsHistoryLimit": schedule.history_limit,
+            "failedJobsHistoryLimit": schedule.history_limit,
+            # its Jobs carry the exact owner too
+            "jobTemplate": {
+                "metadata": {
+                    "labels": _labels(spec, placement, plan),
+                    "annotations": _annotations(spec, placement),
+                },
+                "spec": job_spec,
+            },
+        },
+    }
+
+
+def build_manifests(spec: JobSpec, placement: Placement, site: Site = Site()) -> list[dict[str, Any]]:
+    """Everything to create for a job, in order: the code first, then what runs it."""
+    plan = _plan(spec, placement)  # the profile's part: the translation servers use too
+    return [build_configmap(spec, placement, site, plan), build_workload(spec, placement, site, plan)]

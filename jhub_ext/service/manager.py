@@ -1,0 +1,485 @@
+"""The jobs service's domain: who may do what to which job, quotas, and keeping the store in step.
+
+Handlers parse and serialise; this decides. The backend runs work and reports what it
+sees; the store keeps history. Both modes share all of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import math
+import time
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from jhub_ext.admission.lock import QuotaLock
+from jhub_ext.admission.reservations import JobReservations
+from jhub_ext.core.catalog.ledger import UsageLedger, job_reservation
+from jhub_ext.core.catalog.model import Catalog, Kind
+from jhub_ext.core.catalog.quota import QuotaExceeded, Usage, check_quota
+from jhub_ext.core.catalog.reload import CatalogSource
+from jhub_ext.core.catalog.selection import Selection, SelectionError, resolve_selection
+from jhub_ext.core.jobs import lifecycle
+from jhub_ext.core.jobs.backend import JobBackend, JobRejected, Observed, Placement
+from jhub_ext.core.jobs.errors import Conflict, Invalid, NoSuchJob, NotAllowed, TooMany
+from jhub_ext.core.jobs.model import JobKind, JobSpec, JobSpecError, JobStatus, Limits, parse_submission
+from jhub_ext.core.jobs.oneatatime import OneAtATime
+from jhub_ext.service.hubapi import HubClient
+from jhub_ext.service.store import JobExists, JobRecord, JobStore, StatusConflict
+
+logger = logging.getLogger(__name__)
+#: how much of a job's output is kept once it ends, and how long reading it may take
+KEPT_LINES = 2000
+KEEP_LOG_SECONDS = 15
+
+#: Which profile kind each job kind needs (the catalog's ``kinds``).
+PROFILE_KIND = {JobKind.BATCH: Kind.JOB, JobKind.SCHEDULED: Kind.JOB, JobKind.SCRAPER: Kind.SCRAPER}
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: from the JupyterHub token or cookie."""
+
+    name: str
+    groups: frozenset[str]
+    admin: bool
+
+
+class RateLimiter:
+    """At most ``limit`` events per ``window`` seconds per key (a sliding window)."""
+
+    def __init__(self, limit: int, window: float = 60.0):
+        self.limit = limit
+        self.window = window
+        self._events: dict[str, deque[float]] = defaultdict(deque)
+
+    def allow(self, key: str, now: float | None = None) -> bool:
+        """Count an event for ``key`` and say whether it fits in the window; a refused one is not counted."""
+        now = time.monotonic() if now is None else now
+        events = self._events[key]
+        while events and events[0] <= now - self.window:
+            events.popleft()
+        if len(events) >= self.limit:
+            return False
+        events.append(now)
+        return True
+
+    def retry_after(self, key: str, now: float | None = None) -> int:
+        """Whole seconds until ``key`` may act again."""
+        now = time.monotonic() if now is None else now
+        events = self._events[key]
+        return max(1, math.ceil(events[0] + self.window - now)) if events else 1
+
+    def check(self, key: str, what: str) -> None:
+        """Raise :class:`TooMany` (with when to try again) once ``key`` is over the limit."""
+        if not self.allow(key):
+            wait = self.retry_after(key)
+            raise TooMany(
+                f"too many {what}: at most {self.limit} a minute; try again in {wait} s",
+                None,
+                retry_after=wait,
+            )
+
+
+_Action = TypeVar("_Action", bound=Callable[..., Awaitable[Any]])
+
+
+def _working(action: _Action) -> _Action:
+    """Run a manager's action on ``(caller, owner, name)`` in the job's turn (see ``working_on``)."""
+
+    @functools.wraps(action)
+    async def wrapper(self: JobManager, caller: Caller, owner: str, name: str) -> Any:
+        async with self.working_on(owner, name):
+            return await action(self, caller, owner, name)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class JobManager:
+    """Decides every job request: permissions, rate limits, profiles and quotas, then backend and store.
+
+    Also keeps the store in step with what the backend observes.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        backend: JobBackend,
+        catalog: CatalogSource,
+        hub: HubClient | None,
+        submits_per_minute: int = 30,
+        *,
+        actions_per_minute: int = 120,
+        follows_per_user: int = 5,
+        limits: Limits | None = None,
+        quota_lock: QuotaLock | None = None,
+    ):
+        self.store = store
+        self.backend = backend
+        self.catalog_source = catalog
+        self.hub = hub
+        self.rate = RateLimiter(submits_per_minute)  # submissions and restarts
+        self.actions = RateLimiter(actions_per_minute)  # stops and deletes
+        self.follows_per_user = follows_per_user
+        self.following: dict[str, int] = defaultdict(int)  # open ``follow`` streams per user
+        self.limits = limits or Limits()
+        self.quota_lock = quota_lock or QuotaLock()
+        self.busy = OneAtATime()  # jobs an operation holds or waits for (see working_on)
+        #: jobs from the store, servers from the hub: the sources the hub's own count reads alike
+        sources: list[Any] = [JobReservations(store.engine)]
+        if hub is not None:
+            sources.append(hub)
+        self.ledger = UsageLedger(*sources)
+        backend.on_change = self.on_change
+        backend.limits = self.limits
+
+    # --- keeping the store in step with the backend --------------------------------------------------
+
+    async def on_change(self, user: str, name: str, observed: Observed) -> None:
+        """Record a job's status as the backend now sees it, and keep its log tail once it finishes."""
+        record = self.store.get(user, name)
+        if record is None:
+            return
+        if (
+            observed.status is record.status
+            and not observed.status.finished  # (a finished job's log is kept again: it may have failed)
+            and observed.message in (None, record.message or "")
+            and observed.restarts <= record.restarts
+        ):
+            return  # nothing new: no write (every submit reports its job pending, as it was stored)
+        if observed.status is JobStatus.PENDING and record.status is JobStatus.PENDING:
+            self.store.set_status(user, name, JobStatus.PENDING, message=observed.message)
+            return
+        # a reason holds while the status it explains does: a job now running is no longer
+        # "waiting for room", but a running scraper keeps saying why it moved
+        message = observed.message if observed.message or observed.status is record.status else ""
+        try:
+            self.store.set_status(
+                user,
+                name,
+                observed.status,
+                exit_code=observed.exit_code,
+                message=message,
+                restarts=observed.restarts,
+            )
+        except StatusConflict:
+            # e.g. a scraper restarting (running -> pending) after it was stopped: the store wins
+            return
+        if observed.status.finished:
+            await self.keep_log(user, name)
+
+    async def keep_log(self, user: str, name: str) -> None:
+        """Keep the end of a job's output in the store, where it outlives the job's pods or process.
+        Nothing read (the output is gone already, the cluster does not answer in time) keeps what
+        was kept before."""
+        try:
+            async with asyncio.timeout(KEEP_LOG_SECONDS):
+                tail = "".join([chunk async for chunk in self.backend.logs(user, name, tail=KEPT_LINES)])
+        except Exception as e:  # the job's end is recorded whether or not its log can be read
+            logger.warning("Could not keep the log of job %s of %s: %s", name, user, e)
+            return
+        if tail:
+            self.store.replace_log(user, name, tail)
+
+    # --- access ---------------------------------------------------------------------------------------
+
+    def owner_for(self, caller: Caller, requested: str | None) -> str:
+        """Whose jobs a request is about: the caller's own unless an admin names someone."""
+        if not requested or requested == caller.name:
+            return caller.name
+        if not caller.admin:
+            raise NotAllowed("only admins may see or act on other users' jobs; leave out ?user=", "user")
+        return requested
+
+    def job(self, caller: Caller, owner: str, name: str) -> JobRecord:
+        """The job ``owner`` has named ``name``; a 404 if there is none."""
+        record = self.store.get(owner, name)
+        if record is None:
+            raise NoSuchJob(f"there is no job '{name[:70]}'; list your jobs with GET jobs", "name")
+        return record
+
+    def list_jobs(
+        self, caller: Caller, requested: str | None, limit: int | None = None, offset: int = 0
+    ) -> tuple[list[JobRecord], int]:
+        """A page of the jobs the caller asked for, newest first, and how many there are in all."""
+        if requested == "*":
+            if not caller.admin:
+                raise NotAllowed("only admins may list everyone's jobs; leave out ?user=", "user")
+            owner = None
+        else:
+            owner = self.owner_for(caller, requested)
+        return self.store.list_jobs(owner, limit, offset), self.store.count_jobs(owner)
+
+    # --- profiles and quotas ----------------------------------------------------------------------------
+
+    @property
+    def catalog(self) -> Catalog:
+        """The profile and quota catalog as it stands now (it may be reloaded)."""
+        return self.catalog_source.current()
+
+    async def usage(self, catalog: Catalog, groups: frozenset[str]) -> dict[str, Usage]:
+        """What the members of ``groups`` run now: jobs (from the store) and servers (from the hub),
+        counted by the ledger's one rule, as the hub counts them."""
+        return await self.ledger.usage(catalog, groups)
+
+    async def quota(self, caller: Caller) -> list[dict[str, Any]]:
+        """For each quota group the caller is in, its limits and how much is in use now."""
+        catalog = self.catalog
+        in_use = await self.usage(catalog, caller.groups)
+        return [
+            {
+                "group": group,
+                "usage": in_use.get(group, Usage()).to_json(),
+                "limits": {
+                    key: getattr(catalog.quotas[group], key)
+                    for key in ("cpu", "memory", "gpus", "servers", "jobs")
+                },
+            }
+            for group in sorted(caller.groups & catalog.quotas.keys())
+        ]
+
+    # --- actions -------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _bounded(spec: JobSpec, selection: Selection) -> JobSpec:
+        """The spec as it runs: under its own deadline or its profile's longest run."""
+        try:
+            return lifecycle.bounded_deadline(spec, selection.profile.max_run_seconds, selection.profile.slug)
+        except JobSpecError as e:
+            raise Invalid(str(e), e.field) from None
+
+    @staticmethod
+    def _select(catalog: Catalog, spec: JobSpec, profile: str | None, groups: frozenset[str]) -> Selection:
+        """The profile a job runs with (the default one when it names none), if ``groups`` may use it."""
+        try:
+            return resolve_selection(
+                catalog, {"profile": profile} if profile else {}, groups, PROFILE_KIND[spec.kind]
+            )
+        except SelectionError as e:
+            raise NotAllowed(str(e), "profile") from None
+
+    @contextlib.asynccontextmanager
+    async def _reserving(self, catalog: Catalog, groups: frozenset[str], usage: Usage) -> AsyncIterator[None]:
+        """Check that ``usage`` fits the quotas of ``groups`` and hold their locks while the body
+        records it: counting, checking and recording are one step (see :class:`QuotaLock`)."""
+        async with self.quota_lock.hold(groups & catalog.quotas.keys()):
+            try:
+                check_quota(catalog, groups, usage, await self.usage(catalog, groups))
+            except QuotaExceeded as e:
+                raise NotAllowed(str(e), "profile") from None
+            yield
+
+    def usage_of(self, spec: JobSpec, selection: Selection) -> Usage:
+        """What a job counts against quotas: each run that may be alive at once counts."""
+        runs = spec.schedule.max_live_runs if spec.schedule is not None else 1
+        return job_reservation(selection.profile, PROFILE_KIND[spec.kind], runs)
+
+    async def submit(self, caller: Caller, body: Any) -> JobRecord:
+        """Validate a submission, check profile access and quota, record the job and start it.
+
+        Anything that fails after the job was recorded removes it again, so nothing stays counted.
+        """
+        self.rate.check(caller.name, "submissions")
+        try:
+            spec = parse_submission(body, self.limits)
+        except JobSpecError as e:
+            raise Invalid(str(e), e.field) from None
+        async with self.working_on(caller.name, spec.name):
+            return await self._submit(caller, spec)
+
+    async def _submit(self, caller: Caller, spec: JobSpec) -> JobRecord:
+        catalog = self.catalog
+        selection = self._select(catalog, spec, spec.profile, caller.groups)
+        if self.store.get(caller.name, spec.name) is not None:
+            raise Conflict(
+                f"you already have a job named '{spec.name}'; choose another name or delete it first",
+                "name",
+            )
+        usage = self.usage_of(spec, selection)
+        runs = self._bounded(spec, selection)  # stored as submitted: a restart bounds it anew
+        image = None if spec.profile else await self.notebook_image(caller)
+        placement = self._placement(caller.name, caller.groups, selection, image)
+        try:
+            await self.backend.validate(runs, placement)  # what would fail later is refused now
+        except JobRejected as e:
+            raise Invalid(e.message, e.field) from None
+        async with self._reserving(catalog, caller.groups, usage):
+            try:
+                record = self.store.create(
+                    caller.name,
+                    spec,
+                    selection.profile.slug,
+                    groups=caller.groups,
+                    usage=usage.to_json(),
+                    image=image,
+                )
+            except JobExists:
+                raise Conflict(f"you already have a job named '{spec.name}'", "name") from None
+        try:
+            await self.backend.submit(runs, placement)
+        except JobRejected as e:
+            self.store.delete(caller.name, spec.name, actor="jobs service: not started")
+            raise Invalid(e.message, e.field) from None
+        except Exception:
+            # nothing may stay pending (and counted) for a job that never started
+            with contextlib.suppress(Exception):
+                await self.backend.delete(caller.name, spec.name)
+            self.store.delete(caller.name, spec.name, actor="jobs service: not started")
+            raise
+        return self.store.get(caller.name, spec.name) or record
+
+    async def notebook_image(self, caller: Caller) -> str | None:
+        """The image of the caller's running notebook server: a job runs where its code was written."""
+        if self.hub is None:
+            return None
+        options = await self.hub.server_options(caller.name)
+        if options is None:
+            return None
+        try:
+            selection = resolve_selection(self.catalog, options, caller.groups, Kind.SERVER)
+        except SelectionError:
+            return None
+        return selection.image.image if selection.image else None
+
+    def _placement(
+        self, user: str, groups: frozenset[str], selection: Selection, image: str | None = None
+    ) -> Placement:
+        """Where a job runs: its profile; the notebook's image unless the job named a profile."""
+        return Placement(
+            user=user,
+            groups=groups,
+            profile=selection.profile,
+            image=image or (selection.image.image if selection.image else None),
+        )
+
+    @_working
+    async def stop(self, caller: Caller, owner: str, name: str) -> JobRecord:
+        """Stop a job that is still going and return its record; a finished job is left as it is."""
+        self.actions.check(caller.name, "stops and deletes")
+        record = self.job(caller, owner, name)
+        if not record.status.finished:
+            await self.keep_log(owner, name)  # before its pods or process go, and their output with them
+            await self.backend.stop(owner, name)
+            with contextlib.suppress(StatusConflict):
+                self.store.set_status(owner, name, JobStatus.STOPPED, message="stopped", actor=caller.name)
+        return self.job(caller, owner, name)
+
+    @_working
+    async def restart(self, caller: Caller, owner: str, name: str) -> JobRecord:
+        """Stop a job if it runs, then start it again from its stored spec, quota permitting."""
+        self.rate.check(caller.name, "submissions and restarts")
+        record = self.job(caller, owner, name)
+        try:
+            spec = parse_submission(record.spec, self.limits)
+        except JobSpecError as e:
+            raise Conflict(
+                f"this job cannot run any more ({e}); delete it and submit it again", e.field
+            ) from None
+        # the owner's groups as they are now (asked before anything is stopped): leaving a group
+        # takes its profiles and quota away
+        groups = await self.hub.groups(owner) if self.hub is not None else frozenset(record.groups)
+        if not record.status.finished:
+            await self.backend.stop(owner, name)
+            with contextlib.suppress(StatusConflict):  # it ended meanwhile: restarted all the same
+                self.store.set_status(owner, name, JobStatus.STOPPED, message="stopped for a restart")
+        catalog = self.catalog
+        selection = self._select(catalog, spec, record.profile, groups)
+        runs = self._bounded(spec, selection)
+        usage = self.usage_of(spec, selection)
+        async with self._reserving(catalog, groups, usage):
+            self.store.set_status(
+                owner,
+                name,
+                JobStatus.PENDING,
+                message="restarted",
+                actor=caller.name,
+                reserved=(groups, usage.to_json()),
+            )
+        try:
+            await self.backend.submit(runs, self._placement(owner, groups, selection, record.image))
+        except JobRejected as e:
+            self.store.set_status(owner, name, JobStatus.FAILED, message=f"could not start: {e.message}")
+            raise Invalid(e.message, e.field) from None
+        except Exception as e:
+            self.store.set_status(owner, name, JobStatus.FAILED, message=f"failed: could not start ({e})")
+            raise
+        return self.job(caller, owner, name)
+
+    async def resume(self, owner: str, name: str) -> None:
+        """Finish starting a recorded job whose start was cut short (the service died between its
+        record and its workload): as submitted, on what it reserved then. Its record ends ``failed``,
+        saying why, where it cannot start any more."""
+        record = self.store.get(owner, name)
+        if record is None:
+            return
+        try:
+            spec = parse_submission(record.spec, self.limits)
+            groups = frozenset(record.groups)
+            selection = self._select(self.catalog, spec, record.profile, groups)
+            await self.backend.submit(
+                self._bounded(spec, selection), self._placement(owner, groups, selection, record.image)
+            )
+        except (JobSpecError, NotAllowed, Invalid, JobRejected) as e:
+            self.store.set_status(owner, name, JobStatus.FAILED, message=f"failed: could not start ({e})")
+
+    @_working
+    async def delete(self, caller: Caller, owner: str, name: str) -> None:
+        """Remove a job from the backend and from the store."""
+        self.actions.check(caller.name, "stops and deletes")
+        self.job(caller, owner, name)
+        await self.backend.delete(owner, name)
+        self.store.delete(owner, name, actor=caller.name)
+
+    def working_on(self, user: str, name: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """The job's turn: submit, restart, stop and delete of one job, and the reconciler's
+        corrections, run one at a time, each waiting for the one before (see :mod:`.oneatatime`);
+        the reconciler leaves a job alone while anyone holds or waits for its turn."""
+        return self.busy.turn((user, name))
+
+    @contextlib.contextmanager
+    def follow_slot(self, caller: Caller) -> Any:
+        """One of the caller's few concurrent ``follow`` streams, for as long as the stream lasts."""
+        if self.following[caller.name] >= self.follows_per_user:
+            raise TooMany(
+                f"you follow {self.follows_per_user} logs already; close one (Ctrl-C) and try again",
+                "follow",
+                retry_after=10,
+            )
+        self.following[caller.name] += 1
+        try:
+            yield
+        finally:
+            self.following[caller.name] -= 1
+            if not self.following[caller.name]:
+                del self.following[caller.name]
+
+    def logs(
+        self, caller: Caller, owner: str, name: str, follow: bool, tail: int | None
+    ) -> AsyncIterator[str]:
+        """A job's output, in chunks: live from the backend, or the kept tail once the backend forgot it.
+
+        Whether there is such a job is checked at once, before anything is streamed.
+        """
+        self.job(caller, owner, name)
+        return self._logs(owner, name, follow, tail)
+
+    async def _logs(self, owner: str, name: str, follow: bool, tail: int | None) -> AsyncIterator[str]:
+        observed = self.backend.observed(owner, name)
+        if observed is not None:
+            said = False
+            async for chunk in self.backend.logs(owner, name, follow=follow, tail=tail):
+                said = said or bool(chunk)
+                yield chunk
+            if said or not observed.status.finished:
+                return
+        # gone from the backend, or ended with its output gone (a stopped job's pods): the kept tail
+        kept = self.store.log_tail(owner, name) or ""
+        lines = kept.splitlines(keepends=True)
+        if tail is not None:
+            lines = lines[-tail:] if tail > 0 else []
+        yield "".join(lines)

@@ -1,0 +1,430 @@
+"""The jobs database: history, final status, log tails and an audit trail (SQLAlchemy).
+
+SQLite by default, PostgreSQL with a ``postgresql://`` URL. The backend (Kubernetes or
+the local supervisor) is the source of truth for what runs now; this keeps what must
+outlive a pod or process: who submitted what, how it ended, the end of its logs, and
+who did what to it. A job is unique per (user, name), so a retried or replayed submit
+cannot create a duplicate.
+
+The schema is versioned with Alembic (``jhub_ext/service/migrations/``), as JupyterHub's own
+database is: the service brings an existing database up to date when it starts, and a change to
+the tables below comes with a migration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    JSON,
+    Connection,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    inspect,
+    select,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from jhub_ext.core.jobs.model import JobKind, JobSpec, JobStatus, can_transition
+
+LOG_TAIL_BYTES = 64 * 1024
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime (the columns' default)."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """The declarative base of the jobs database's tables."""
+
+    pass
+
+
+class JobRow(Base):
+    """One job as stored: its spec, owner, quota groups and usage, status, and kept log tail."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("user", "name", name="uq_jobs_user_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user: Mapped[str] = mapped_column(String(255), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    kind: Mapped[str] = mapped_column(String(16))
+    profile: Mapped[str | None] = mapped_column(String(63))
+    image: Mapped[str | None] = mapped_column(String(512))  # the notebook's, if the job ran in it
+    groups: Mapped[list[str]] = mapped_column(JSON, default=list)
+    usage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.PENDING.value, index=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    message: Mapped[str | None] = mapped_column(Text)
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    log_tail: Mapped[str] = mapped_column(Text, default="")
+
+
+class AuditRow(Base):
+    """One entry of the audit trail: who did what to which job, and when."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    owner: Mapped[str] = mapped_column(String(255))
+    job_name: Mapped[str] = mapped_column(String(63))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job as the API reports it."""
+
+    id: int
+    user: str
+    name: str
+    kind: JobKind
+    profile: str | None
+    groups: tuple[str, ...]
+    usage: dict[str, Any]
+    spec: dict[str, Any]
+    status: JobStatus
+    exit_code: int | None
+    message: str | None
+    restarts: int
+    created: datetime
+    started: datetime | None
+    finished: datetime | None
+    image: str | None = None
+
+    @classmethod
+    def of(cls, row: JobRow) -> JobRecord:
+        """The record of a stored row, with its times made aware."""
+        return cls(
+            id=row.id,
+            user=row.user,
+            name=row.name,
+            kind=JobKind(row.kind),
+            profile=row.profile,
+            groups=tuple(row.groups or ()),
+            usage=dict(row.usage or {}),
+            spec=dict(row.spec),
+            status=JobStatus(row.status),
+            exit_code=row.exit_code,
+            message=row.message,
+            restarts=row.restarts,
+            created=_aware(row.created),
+            started=_aware(row.started) if row.started else None,
+            finished=_aware(row.finished) if row.finished else None,
+            image=row.image,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The job as the API shows it; ``exit_code`` only once it has finished."""
+        body: dict[str, Any] = {
+            "name": self.name,
+            "user": self.user,
+            "kind": self.kind.value,
+            "profile": self.profile,
+            "status": self.status.value,
+            "created": self.created.isoformat(),
+            "started": self.started.isoformat() if self.started else None,
+            "finished": self.finished.isoformat() if self.finished else None,
+            "restarts": self.restarts,
+            "message": self.message,
+            "command": self.spec.get("command"),
+        }
+        if self.spec.get("schedule"):
+            body["schedule"] = self.spec["schedule"]
+            body["timezone"] = self.spec.get("timezone")
+        if self.status.finished:
+            body["exit_code"] = self.exit_code
+        return body
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything here is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class JobExists(Exception):
+    """A job of that name already exists for that user."""
+
+
+class StatusConflict(Exception):
+    """The requested status change is not allowed from the job's current status."""
+
+
+class JobStore:
+    """All database access of the jobs service."""
+
+    def __init__(self, url: str = "sqlite:///jobs.sqlite", *, migrate: bool = True, **engine_kwargs: Any):
+        """Open the database at ``url``; with ``migrate`` (the service), create or upgrade its schema.
+        Other readers (the hub's quota count) pass ``migrate=False`` and leave the schema to the service."""
+        self.engine = create_engine(url, **engine_kwargs)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        if migrate:
+            with self.engine.begin() as connection:
+                upgrade_schema(connection)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in one transaction, committed on leaving the block and rolled back on an error."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def close(self) -> None:
+        """Close every pooled database connection."""
+        self.engine.dispose()
+
+    # --- jobs --------------------------------------------------------------------------------------
+
+    def create(
+        self,
+        user: str,
+        spec: JobSpec,
+        profile: str | None,
+        *,
+        groups: frozenset[str] = frozenset(),
+        usage: dict[str, Any] | None = None,
+        image: str | None = None,
+        actor: str | None = None,
+    ) -> JobRecord:
+        """Record a new job; raise :class:`JobExists` if ``user`` already has one of that name.
+
+        ``groups`` and ``usage`` are what the job counts against quotas until it ends (a restart
+        may reserve anew); ``image`` is the image it runs in when not its profile's default.
+        """
+        try:
+            with self.session() as session:
+                row = JobRow(
+                    user=user,
+                    name=spec.name,
+                    kind=spec.kind.value,
+                    profile=profile,
+                    groups=sorted(groups),
+                    usage=usage or {},
+                    image=image,
+                    spec=spec.to_json(),
+                    status=JobStatus.PENDING.value,
+                )
+                session.add(row)
+                session.flush()
+                self._audit(session, actor or user, "submit", row, {"profile": profile})
+                return JobRecord.of(row)
+        except IntegrityError:
+            raise JobExists(f"{user}/{spec.name}") from None
+
+    def get(self, user: str, name: str) -> JobRecord | None:
+        """``user``'s job named ``name``, or ``None`` if there is none."""
+        with self.session() as session:
+            row = self._row(session, user, name)
+            return JobRecord.of(row) if row else None
+
+    def list_jobs(
+        self, user: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> list[JobRecord]:
+        """Jobs of ``user`` (everyone's when None), newest first; a page of them with ``limit``."""
+        with self.session() as session:
+            query = select(JobRow).order_by(JobRow.id.desc())
+            if user is not None:
+                query = query.where(JobRow.user == user)
+            if limit is not None:
+                query = query.limit(limit).offset(offset)
+            return [JobRecord.of(row) for row in session.scalars(query)]
+
+    def states(self) -> dict[tuple[str, str], tuple[JobStatus, datetime, datetime | None]]:
+        """Every job's status, when it was created and when it (last) started running, by (user,
+        name): what the reconciler reads."""
+        with self.session() as session:
+            rows = session.execute(
+                select(JobRow.user, JobRow.name, JobRow.status, JobRow.created, JobRow.started)
+            )
+            return {
+                (u, n): (JobStatus(status), _aware(created), _aware(started) if started else None)
+                for u, n, status, created, started in rows
+            }
+
+    def users(self) -> list[str]:
+        """Everyone who has a job, for the admins' filter."""
+        with self.session() as session:
+            return sorted(session.scalars(select(JobRow.user).distinct()))
+
+    def count_jobs(self, user: str | None = None) -> int:
+        """How many jobs are stored, all users' or only ``user``'s."""
+        with self.session() as session:
+            query = select(func.count()).select_from(JobRow)
+            if user is not None:
+                query = query.where(JobRow.user == user)
+            return int(session.scalar(query) or 0)
+
+    def set_status(
+        self,
+        user: str,
+        name: str,
+        status: JobStatus,
+        *,
+        exit_code: int | None = None,
+        message: str | None = None,
+        actor: str | None = None,
+        when: datetime | None = None,
+        reserved: tuple[frozenset[str], dict[str, Any]] | None = None,
+        restarts: int = 0,
+    ) -> JobRecord:
+        """Move a job to ``status``; an actor's change (stop, restart) is written to the audit trail.
+
+        ``message``: the job's reason from now on (None keeps the one it has, "" clears it).
+        ``reserved``: the quota groups and usage a restarted job counts from now on.
+        ``restarts``: the backend's restart count (the recorded count never goes down).
+        """
+        when = when or utcnow()
+        with self.session() as session:
+            row = self._row(session, user, name)
+            if row is None:
+                raise KeyError(f"{user}/{name}")
+            old = JobStatus(row.status)
+            if not can_transition(old, status):
+                raise StatusConflict(f"job '{name}' is {old.value} and cannot become {status.value}")
+            if status is JobStatus.PENDING and old.finished:  # a restart
+                row.restarts += 1
+                row.started = row.finished = row.exit_code = None
+            row.restarts = max(row.restarts, restarts)
+            if status is JobStatus.RUNNING and row.started is None:
+                row.started = when
+            if status.finished:
+                row.finished = row.finished or when
+                row.exit_code = exit_code
+            row.status = status.value
+            if reserved is not None:
+                row.groups, row.usage = sorted(reserved[0]), reserved[1]
+            if message is not None:
+                row.message = message or None
+            if actor is not None:
+                self._audit(session, actor, _ACTIONS.get(status, status.value), row, {"from": old.value})
+            return JobRecord.of(row)
+
+    def replace_log(self, user: str, name: str, text: str) -> None:
+        """Keep ``text`` (bounded) as the job's log tail."""
+        with self.session() as session:
+            row = self._row(session, user, name)
+            if row is not None:
+                row.log_tail = _tail(text)
+
+    def append_log(self, user: str, name: str, text: str) -> None:
+        """Keep the last :data:`LOG_TAIL_BYTES` of a job's output, for after its pod or process is gone."""
+        with self.session() as session:
+            row = self._row(session, user, name)
+            if row is not None:
+                row.log_tail = _tail((row.log_tail or "") + text)
+
+    def log_tail(self, user: str, name: str) -> str | None:
+        """The end of a job's output kept when it finished, or ``None``."""
+        with self.session() as session:
+            row = self._row(session, user, name)
+            return row.log_tail if row else None
+
+    def delete(self, user: str, name: str, actor: str) -> bool:
+        """Remove a job, auditing it as ``actor``'s; ``False`` if there was no such job."""
+        with self.session() as session:
+            row = self._row(session, user, name)
+            if row is None:
+                return False
+            self._audit(session, actor, "delete", row, {"status": row.status})
+            session.delete(row)
+            return True
+
+    def audit(self, user: str | None = None) -> list[dict[str, Any]]:
+        """The audit trail (of jobs owned by ``user``, or all), oldest first."""
+        with self.session() as session:
+            query = select(AuditRow).order_by(AuditRow.id)
+            if user is not None:
+                query = query.where(AuditRow.owner == user)
+            return [
+                {
+                    "time": _aware(a.time).isoformat(),
+                    "actor": a.actor,
+                    "action": a.action,
+                    "user": a.owner,
+                    "job": a.job_name,
+                    "detail": a.detail,
+                }
+                for a in session.scalars(query)
+            ]
+
+    # --- helpers -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _row(session: Session, user: str, name: str) -> JobRow | None:
+        return session.scalars(select(JobRow).where(JobRow.user == user, JobRow.name == name)).one_or_none()
+
+    @staticmethod
+    def _audit(session: Session, actor: str, action: str, row: JobRow, detail: dict[str, Any]) -> None:
+        session.add(
+            AuditRow(
+                actor=actor, action=action, job_id=row.id, owner=row.user, job_name=row.name, detail=detail
+            )
+        )
+
+
+_ACTIONS = {JobStatus.STOPPED: "stop", JobStatus.PENDING: "restart"}
+
+#: the revision of the schema the first release created (with ``create_all``, before migrations)
+BASELINE = "0001"
+
+
+def migrations(connection: Connection) -> Config:
+    """Alembic's configuration for the jobs database, working on ``connection``."""
+    config = Config()
+    config.set_main_option("script_location", "jhub_ext.service:migrations")
+    config.attributes["connection"] = connection
+    return config
+
+
+def upgrade_schema(connection: Connection) -> None:
+    """Create the schema, or bring an existing one to the newest revision. A database made before
+    migrations existed (it has the tables but no ``alembic_version``) is the baseline revision."""
+    config = migrations(connection)
+    tables = set(inspect(connection).get_table_names())
+    if "jobs" in tables and "alembic_version" not in tables:
+        command.stamp(config, BASELINE)
+    command.upgrade(config, "head")
+
+
+def _tail(text: str) -> str:
+    data = text.encode("utf-8")
+    if len(data) <= LOG_TAIL_BYTES:
+        return text
+    return data[-LOG_TAIL_BYTES:].decode("utf-8", errors="ignore")
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")  # the service and its tests read while a writer writes
+    # In WAL mode, NORMAL syncs at checkpoints, not at every commit: a commit survives the service
+    # being killed (the OS holds it), only a power cut may lose the last ones, and the database is
+    # never corrupted. FULL's fsync per commit blocked the event loop for milliseconds each, several
+    # times per submitted job.
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
