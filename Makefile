@@ -10,11 +10,11 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: demo test test-fast test-faults lint format install system clean bench control-plane helm cluster user-env oidc-provider
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml tools/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || \
 		{ rm -rf $(VENV); scripts/install-system.sh venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test]' -e ./tools
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -43,7 +43,7 @@ user-env: install
 
 # the local control plane with its node agent, in the foreground (Ctrl-C stops it all)
 cluster: install control-plane
-	$(BIN)/python -m jhub_ext.devcluster --state state/cluster
+	$(BIN)/python -m devcluster --state state/cluster
 
 demo: install user-env
 	$(BIN)/jupyterhub -f hub_config/jupyterhub_config.py
@@ -53,7 +53,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/hadolint images/*/Dockerfile
-	$(BIN)/mypy jhub_ext
+	$(BIN)/mypy jhub_ext tools/devcluster
 
 format: $(STAMP)
 	$(BIN)/ruff format .

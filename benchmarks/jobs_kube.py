@@ -1,6 +1,6 @@
 """Jobs-service benchmark on the real control plane: the service versus creating the same objects directly.
 
-One local cluster (jhub_ext.devcluster, 10 nodes) serves every run; each run has a namespace of its
+One local cluster (devcluster, 10 nodes) serves every run; each run has a namespace of its
 own, set up from hub_config/k8s/, and both sides act as the hub's ServiceAccount. The jobs service
 runs standalone (one user, one token) with the Kubernetes backend. The baseline creates the same
 ConfigMap and Job with ``kubernetes_asyncio`` in a process of its own (``python jobs_kube.py direct
@@ -38,10 +38,11 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devcluster.cluster import LocalCluster  # noqa: E402
+
 from benchmarks.spawn_kube import alternate, bench_cluster, rss_mib  # noqa: E402
 from jhub_ext.core.catalog import load_catalog  # noqa: E402
 from jhub_ext.core.jobs.model import Placement, parse_submission  # noqa: E402
-from jhub_ext.devcluster.cluster import LocalCluster  # noqa: E402
 from jhub_ext.kubernetes.workloads import NAME_ANNOTATION, Site, build_manifests, object_name  # noqa: E402
 from jhub_ext.service.store import JobStore  # noqa: E402
 from tests.conftest import SHIPPED_CATALOG, free_port  # noqa: E402

@@ -34,9 +34,10 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devcluster.cluster import LocalCluster  # noqa: E402
+from devcluster.rest import KubeClient  # noqa: E402
+
 from benchmarks.spawn_kube import TOKEN, alternate, bench_cluster, cpu_seconds, hub_for, rss_mib  # noqa: E402
-from jhub_ext.devcluster.cluster import LocalCluster  # noqa: E402
-from jhub_ext.devcluster.rest import KubeClient  # noqa: E402
 from jhub_ext.kubernetes.pods import RESTRICTED_CONTAINER_SECURITY_CONTEXT, RESTRICTED_POD_SECURITY_CONTEXT  # noqa: E402
 from tests.hubprocess import HubProcess  # noqa: E402
 from tests.kube import Namespace, namespace  # noqa: E402

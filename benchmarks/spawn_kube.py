@@ -1,6 +1,6 @@
 """Kubernetes-mode spawn benchmark: ProfileKubeSpawner against stock KubeSpawner, on the real control plane.
 
-One local cluster (jhub_ext.devcluster: kube-apiserver, controller manager, scheduler, etcd, and a
+One local cluster (devcluster: kube-apiserver, controller manager, scheduler, etcd, and a
 node agent with 20 nodes) serves every run. Each run is a fresh namespace and a fresh hub process
 from hub_config/; the baseline hub swaps in stock KubeSpawner with the shipped catalog as an
 equivalent static profile_list and the same least-privilege settings. USERS users spawn the "small"
@@ -37,7 +37,8 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from jhub_ext.devcluster.cluster import DEFAULT_NODES, LocalCluster  # noqa: E402
+from devcluster.cluster import DEFAULT_NODES, LocalCluster  # noqa: E402
+
 from tests.hubprocess import HubProcess  # noqa: E402
 from tests.kube import Namespace, namespace  # noqa: E402
 

@@ -25,9 +25,8 @@ from typing import Any
 
 import requests
 import yaml
-
-from jhub_ext.devcluster.controlplane import helm_path, kubectl_path, write_kubeconfig
-from jhub_ext.devcluster.rest import poll
+from devcluster.controlplane import helm_path, kubectl_path, write_kubeconfig
+from devcluster.rest import poll
 
 from .conftest import ROOT, free_port
 

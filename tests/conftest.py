@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from jhub_ext.devcluster.controlplane import free_port as free_port  # re-exported for the tests
+from devcluster.controlplane import free_port as free_port  # re-exported for the tests
 
 ROOT = Path(__file__).resolve().parent.parent
 HUB_CONFIG = ROOT / "hub_config"
@@ -38,7 +37,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def cluster() -> Iterator[Any]:
     """The real control plane (etcd, kube-apiserver, controller manager, scheduler) and node agents,
     started once for the session. Built from Go modules on first use (scripts/build-control-plane.sh)."""
-    from jhub_ext.devcluster.cluster import LocalCluster
+    from devcluster.cluster import LocalCluster
 
     # not under pytest's 0700 temp root: pods run as their own user and must reach their directories
     directory = Path(tempfile.mkdtemp(prefix="jhub-ext-cluster-"))

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-
-from jhub_ext.devcluster.rest import poll as wait_for
+from devcluster.rest import poll as wait_for
 
 from .conftest import HUB_CONFIG, SHIPPED_CATALOG, free_port
 

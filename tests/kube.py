@@ -1,4 +1,4 @@
-"""Helpers for tests against the local control plane (see ``jhub_ext.devcluster``).
+"""Helpers for tests against the local control plane (see ``devcluster``).
 
 One cluster serves the whole test session; each test module or test gets namespaces of its own,
 prepared from ``hub_config/k8s/`` exactly as an admin would, with the hub's ServiceAccount
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jhub_ext.devcluster.cluster import LocalCluster
-from jhub_ext.devcluster.rest import KubeClient
+from devcluster.cluster import LocalCluster
+from devcluster.rest import KubeClient
 
 _numbers = itertools.count(1)
 

@@ -42,8 +42,7 @@ import requests
 import tornado.httpclient
 import tornado.httpserver
 import tornado.web
-
-from jhub_ext.devcluster.rest import poll as wait_for
+from devcluster.rest import poll as wait_for
 
 from .conftest import ROOT, free_port
 

@@ -1,4 +1,4 @@
-"""``make cluster`` (python -m jhub_ext.devcluster): up, working kubeconfigs, nothing left after SIGTERM."""
+"""``make cluster`` (python -m devcluster): up, working kubeconfigs, nothing left after SIGTERM."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from jhub_ext.devcluster.rest import KubeClient, KubeError
+from devcluster.rest import KubeClient, KubeError
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +33,7 @@ def processes_under(directory: Path) -> list[str]:
 def test_make_cluster_runs_in_the_foreground_and_stops_everything_on_sigterm() -> None:
     state = Path(tempfile.mkdtemp(prefix="jhub-ext-make-cluster-"))
     process = subprocess.Popen(
-        [sys.executable, "-m", "jhub_ext.devcluster", "--state", str(state)],
+        [sys.executable, "-m", "devcluster", "--state", str(state)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

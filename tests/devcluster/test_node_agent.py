@@ -11,8 +11,7 @@ import time
 from typing import Any
 
 import pytest
-
-from jhub_ext.devcluster.rest import KubeError
+from devcluster.rest import KubeError
 
 from ..kube import Namespace
 

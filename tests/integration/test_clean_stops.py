@@ -19,8 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from jhub_ext.devcluster.rest import poll
+from devcluster.rest import poll
 
 from ..hubprocess import HubProcess
 from .test_jobs_service import Jobs, token_for

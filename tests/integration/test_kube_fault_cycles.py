@@ -20,9 +20,8 @@ from typing import Any
 import pytest
 import requests
 import yaml
-
-from jhub_ext.devcluster.cluster import LocalCluster
-from jhub_ext.devcluster.controlplane import write_kubeconfig
+from devcluster.cluster import LocalCluster
+from devcluster.controlplane import write_kubeconfig
 
 from ..faultproxy import FaultProxy
 from ..faults import size

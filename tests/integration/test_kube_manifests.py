@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from devcluster.rest import KubeClient, KubeError, resource_path
 
 from jhub_ext.core.catalog import load_catalog
 from jhub_ext.core.jobs.model import Placement, parse_submission
-from jhub_ext.devcluster.rest import KubeClient, KubeError, resource_path
 from jhub_ext.kubernetes.workloads import Site, build_manifests
 
 from ..conftest import SHIPPED_CATALOG

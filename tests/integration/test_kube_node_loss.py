@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from devcluster.cluster import LocalCluster
 
 from jhub_ext.core.jobs.model import JobStatus
-from jhub_ext.devcluster.cluster import LocalCluster
 from jhub_ext.kubernetes.workloads import object_name
 from jhub_ext.service.manager import Caller, JobManager
 

@@ -23,9 +23,9 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 import yaml
+from devcluster.rest import poll
 
 from jhub_ext.client import JobsClient
-from jhub_ext.devcluster.rest import poll
 
 from ..chart import HubPod, chart_package, chart_versions, guide_block, run_guide, service_kubeconfig
 from ..conftest import HUB_CONFIG, free_port

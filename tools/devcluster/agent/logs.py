@@ -18,8 +18,8 @@ from aiohttp import web
 from jhub_ext.local.logfile import BLOCK, tail_offset
 
 if TYPE_CHECKING:
-    from jhub_ext.devcluster.agent.agent import NodeAgent
-    from jhub_ext.devcluster.agent.pods import ContainerState, PodWorker
+    from devcluster.agent.agent import NodeAgent
+    from devcluster.agent.pods import ContainerState, PodWorker
 
 
 def _parse(line: bytes) -> tuple[str, bytes, bool] | None:

@@ -1,6 +1,6 @@
 """A whole local cluster: the control plane, node agents, and namespaces set up as an admin would.
 
-:class:`LocalCluster` is what ``make cluster`` runs (``python -m jhub_ext.devcluster``) and what
+:class:`LocalCluster` is what ``make cluster`` runs (``python -m devcluster``) and what
 the tests start once per session. A namespace for the hub is prepared from ``hub_config/k8s/``
 (labelled for restricted Pod Security, the hub's ServiceAccount bound to exactly those Roles),
 and the hub gets a kubeconfig with that ServiceAccount's token, so Kubernetes itself enforces
@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jhub_ext.devcluster.controlplane import ROOT, ControlPlane, binaries_dir, free_port, write_kubeconfig
-from jhub_ext.devcluster.image import NodeImage, node_image
-from jhub_ext.devcluster.rest import KubeClient, poll
+from devcluster.controlplane import ROOT, ControlPlane, binaries_dir, free_port, write_kubeconfig
+from devcluster.image import NodeImage, node_image
+from devcluster.rest import KubeClient, poll
 
 Json = dict[str, Any]
 HUB_K8S = ROOT / "hub_config" / "k8s"
@@ -66,7 +66,7 @@ class NodeAgentProcess:
         """Start the agent and wait (up to ``timeout`` seconds) for it to print ``READY``."""
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(  # noqa: S603
-                [sys.executable, "-m", "jhub_ext.devcluster.agent", str(self.config_path)],
+                [sys.executable, "-m", "devcluster.agent", str(self.config_path)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=out,

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jhub_ext.devcluster.agent.api import ApiError
-from jhub_ext.devcluster.agent.podfiles import NotReady, PodFiles
-from jhub_ext.devcluster.agent.runtime import (
+from devcluster.agent.api import ApiError
+from devcluster.agent.podfiles import NotReady, PodFiles
+from devcluster.agent.runtime import (
     LogWriter,
     Running,
     expand,
@@ -32,7 +32,7 @@ from jhub_ext.devcluster.agent.runtime import (
 from jhub_ext.kubernetes.quantities import parse_memory_quantity
 
 if TYPE_CHECKING:
-    from jhub_ext.devcluster.agent.agent import NodeAgent
+    from devcluster.agent.agent import NodeAgent
 
 Json = dict[str, Any]
 log = logging.getLogger("jhub_ext.nodeagent")

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from jhub_ext.devcluster.agent.api import Api, ApiError
-from jhub_ext.devcluster.agent.runtime import Identity, Mounts, expand, give, rewrite_value
+from devcluster.agent.api import Api, ApiError
+from devcluster.agent.runtime import Identity, Mounts, expand, give, rewrite_value
 from jhub_ext.kubernetes.quantities import parse_cpu_quantity, parse_memory_quantity
 
 Json = dict[str, Any]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from jhub_ext.devcluster.pki import Pki, ensure_pki
+from devcluster.pki import Pki, ensure_pki
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = ROOT / "scripts" / "build-control-plane.sh"

@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from jhub_ext.devcluster.cluster import LocalCluster
+from devcluster.cluster import LocalCluster
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,9 +23,7 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns 1 if the cluster fails to start or a component dies, else 0.
     """
-    parser = argparse.ArgumentParser(
-        prog="python -m jhub_ext.devcluster", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m devcluster", description=__doc__.splitlines()[0])
     parser.add_argument("--state", type=Path, default=Path("state/cluster"), help="directory for its files")
     parser.add_argument("--namespace", default="jhub", help="the hub's namespace (default: jhub)")
     args = parser.parse_args(argv)

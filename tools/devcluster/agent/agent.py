@@ -4,7 +4,7 @@ It registers its nodes (capacity, GPUs as ``nvidia.com/gpu``, labels, taints), k
 renewing their Leases in ``kube-node-lease`` and their status, runs the pods the scheduler binds
 to them as local processes (:mod:`.pods`), serves their logs on the nodes' kubelet port
 (:mod:`.logs`), and provisions PersistentVolumes for claims of the ``local`` StorageClass as
-directories. Run it as ``python -m jhub_ext.devcluster.agent CONFIG.json``.
+directories. Run it as ``python -m devcluster.agent CONFIG.json``.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from typing import Any
 
 from aiohttp import web
 
-from jhub_ext.devcluster.agent.api import Api, ApiError
-from jhub_ext.devcluster.agent.logs import LogServer
-from jhub_ext.devcluster.agent.podfiles import reachable_by_others
-from jhub_ext.devcluster.agent.pods import PodWorker
-from jhub_ext.devcluster.agent.runtime import now_rfc3339, python_environment
+from devcluster.agent.api import Api, ApiError
+from devcluster.agent.logs import LogServer
+from devcluster.agent.podfiles import reachable_by_others
+from devcluster.agent.pods import PodWorker
+from devcluster.agent.runtime import now_rfc3339, python_environment
 
 Json = dict[str, Any]
 log = logging.getLogger("jhub_ext.nodeagent")
@@ -420,7 +420,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run the node agent with the JSON config named on the command line, until SIGTERM or SIGINT."""
     args = argv if argv is not None else sys.argv[1:]
     if len(args) != 1:
-        sys.exit("usage: python -m jhub_ext.devcluster.agent CONFIG.json")
+        sys.exit("usage: python -m devcluster.agent CONFIG.json")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     agent = NodeAgent(json.loads(Path(args[0]).read_text()))
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from jhub_ext.devcluster.rest import Kubeconfig
+from devcluster.rest import Kubeconfig
 
 Json = dict[str, Any]
 
