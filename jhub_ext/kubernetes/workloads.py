@@ -31,7 +31,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from jhub_ext.core.catalog.model import Kind
 from jhub_ext.core.jobs.model import ConcurrencyPolicy, JobKind, JobSpec, Placement
 from jhub_ext.kubernetes.pods import (
     DEFAULT_GID,
@@ -62,7 +61,6 @@ HASH_HEX = 16  # 64 bits of sha256: no collision to find by trying names
 _USER_PART = 12
 _NAME_PART = MAX_NAME_LENGTH - _USER_PART - HASH_HEX - 2
 _NOT_NAME = re.compile(r"[^a-z0-9]+")
-PROFILE_KIND = {JobKind.BATCH: Kind.JOB, JobKind.SCHEDULED: Kind.JOB, JobKind.SCRAPER: Kind.SCRAPER}
 _POLICIES = {
     ConcurrencyPolicy.FORBID: "Forbid",
     ConcurrencyPolicy.REPLACE: "Replace",
@@ -130,7 +128,7 @@ def _plan(spec: JobSpec, placement: Placement) -> PodPlan:
         raise ValueError("a job's placement names its profile (the service always chooses one)")
     env = {**placement.env, **spec.env, "JHUB_EXT_JOB": spec.name, "JHUB_EXT_JOB_KIND": spec.kind.value}
     return pod_plan(
-        placement.profile, user=placement.user, kind=PROFILE_KIND[spec.kind], groups=placement.groups, env=env
+        placement.profile, user=placement.user, kind=spec.kind.profile_kind, groups=placement.groups, env=env
     )
 
 

@@ -17,17 +17,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from jhub_ext.admission.jobs import Admission, Admitted
 from jhub_ext.admission.lock import QuotaLock
 from jhub_ext.admission.reservations import JobReservations
-from jhub_ext.core.catalog.ledger import UsageLedger, job_reservation
+from jhub_ext.core.catalog.ledger import UsageSource
 from jhub_ext.core.catalog.model import Catalog, Kind
-from jhub_ext.core.catalog.quota import QuotaExceeded, Usage, check_quota
+from jhub_ext.core.catalog.quota import Usage
 from jhub_ext.core.catalog.reload import CatalogSource
-from jhub_ext.core.catalog.selection import Selection, SelectionError, resolve_selection
-from jhub_ext.core.jobs import lifecycle
-from jhub_ext.core.jobs.backend import JobBackend, JobRejected, Observed, Placement
+from jhub_ext.core.catalog.selection import SelectionError, resolve_selection
+from jhub_ext.core.jobs.backend import JobBackend, JobRejected, Observed
 from jhub_ext.core.jobs.errors import Conflict, Invalid, NoSuchJob, NotAllowed, TooMany
-from jhub_ext.core.jobs.model import JobKind, JobSpec, JobSpecError, JobStatus, Limits, parse_submission
+from jhub_ext.core.jobs.model import JobSpec, JobSpecError, JobStatus, Limits, parse_submission
 from jhub_ext.core.jobs.oneatatime import OneAtATime
 from jhub_ext.service.hubapi import HubClient
 from jhub_ext.service.store import JobExists, JobRecord, JobStore, StatusConflict
@@ -36,9 +36,6 @@ logger = logging.getLogger(__name__)
 #: how much of a job's output is kept once it ends, and how long reading it may take
 KEPT_LINES = 2000
 KEEP_LOG_SECONDS = 15
-
-#: Which profile kind each job kind needs (the catalog's ``kinds``).
-PROFILE_KIND = {JobKind.BATCH: Kind.JOB, JobKind.SCHEDULED: Kind.JOB, JobKind.SCRAPER: Kind.SCRAPER}
 
 
 @dataclass(frozen=True)
@@ -128,13 +125,11 @@ class JobManager:
         self.follows_per_user = follows_per_user
         self.following: dict[str, int] = defaultdict(int)  # open ``follow`` streams per user
         self.limits = limits or Limits()
-        self.quota_lock = quota_lock or QuotaLock()
         self.busy = OneAtATime()  # jobs an operation holds or waits for (see working_on)
-        #: jobs from the store, servers from the hub: the sources the hub's own count reads alike
-        sources: list[Any] = [JobReservations(store.engine)]
-        if hub is not None:
-            sources.append(hub)
-        self.ledger = UsageLedger(*sources)
+        # jobs from the store (recorded under the quota locks), servers from the hub (asked before
+        # taking them): the sources the hub's own count reads alike
+        asked: list[UsageSource] = [hub] if hub is not None else []
+        self.admission = Admission(catalog, quota_lock or QuotaLock(), [JobReservations(store.engine)], asked)
         backend.on_change = self.on_change
         backend.limits = self.limits
 
@@ -225,7 +220,7 @@ class JobManager:
     async def usage(self, catalog: Catalog, groups: frozenset[str]) -> dict[str, Usage]:
         """What the members of ``groups`` run now: jobs (from the store) and servers (from the hub),
         counted by the ledger's one rule, as the hub counts them."""
-        return await self.ledger.usage(catalog, groups)
+        return await self.admission.usage(catalog, groups)
 
     async def quota(self, caller: Caller) -> list[dict[str, Any]]:
         """For each quota group the caller is in, its limits and how much is in use now."""
@@ -245,40 +240,6 @@ class JobManager:
 
     # --- actions -------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _bounded(spec: JobSpec, selection: Selection) -> JobSpec:
-        """The spec as it runs: under its own deadline or its profile's longest run."""
-        try:
-            return lifecycle.bounded_deadline(spec, selection.profile.max_run_seconds, selection.profile.slug)
-        except JobSpecError as e:
-            raise Invalid(str(e), e.field) from None
-
-    @staticmethod
-    def _select(catalog: Catalog, spec: JobSpec, profile: str | None, groups: frozenset[str]) -> Selection:
-        """The profile a job runs with (the default one when it names none), if ``groups`` may use it."""
-        try:
-            return resolve_selection(
-                catalog, {"profile": profile} if profile else {}, groups, PROFILE_KIND[spec.kind]
-            )
-        except SelectionError as e:
-            raise NotAllowed(str(e), "profile") from None
-
-    @contextlib.asynccontextmanager
-    async def _reserving(self, catalog: Catalog, groups: frozenset[str], usage: Usage) -> AsyncIterator[None]:
-        """Check that ``usage`` fits the quotas of ``groups`` and hold their locks while the body
-        records it: counting, checking and recording are one step (see :class:`QuotaLock`)."""
-        async with self.quota_lock.hold(groups & catalog.quotas.keys()):
-            try:
-                check_quota(catalog, groups, usage, await self.usage(catalog, groups))
-            except QuotaExceeded as e:
-                raise NotAllowed(str(e), "profile") from None
-            yield
-
-    def usage_of(self, spec: JobSpec, selection: Selection) -> Usage:
-        """What a job counts against quotas: each run that may be alive at once counts."""
-        runs = spec.schedule.max_live_runs if spec.schedule is not None else 1
-        return job_reservation(selection.profile, PROFILE_KIND[spec.kind], runs)
-
     async def submit(self, caller: Caller, body: Any) -> JobRecord:
         """Validate a submission, check profile access and quota, record the job and start it.
 
@@ -293,35 +254,33 @@ class JobManager:
             return await self._submit(caller, spec)
 
     async def _submit(self, caller: Caller, spec: JobSpec) -> JobRecord:
-        catalog = self.catalog
-        selection = self._select(catalog, spec, spec.profile, caller.groups)
+        admitted = self.admission.plan(caller.name, caller.groups, spec, spec.profile)
         if self.store.get(caller.name, spec.name) is not None:
             raise Conflict(
                 f"you already have a job named '{spec.name}'; choose another name or delete it first",
                 "name",
             )
-        usage = self.usage_of(spec, selection)
-        runs = self._bounded(spec, selection)  # stored as submitted: a restart bounds it anew
+        # a job that names no profile runs in its owner's notebook's image
         image = None if spec.profile else await self.notebook_image(caller)
-        placement = self._placement(caller.name, caller.groups, selection, image)
-        try:
-            await self.backend.validate(runs, placement)  # what would fail later is refused now
+        admitted = admitted.running_in(image)
+        try:  # what would fail later is refused now
+            await self.backend.validate(admitted.runs, admitted.placement)
         except JobRejected as e:
             raise Invalid(e.message, e.field) from None
-        async with self._reserving(catalog, caller.groups, usage):
-            try:
+        async with self.admission.reserve(admitted):
+            try:  # stored as submitted: a restart bounds it anew
                 record = self.store.create(
                     caller.name,
                     spec,
-                    selection.profile.slug,
+                    admitted.selection.profile.slug,
                     groups=caller.groups,
-                    usage=usage.to_json(),
+                    usage=admitted.usage.to_json(),
                     image=image,
                 )
             except JobExists:
                 raise Conflict(f"you already have a job named '{spec.name}'", "name") from None
         try:
-            await self.backend.submit(runs, placement)
+            await self.backend.submit(admitted.runs, admitted.placement)
         except JobRejected as e:
             self.store.delete(caller.name, spec.name, actor="jobs service: not started")
             raise Invalid(e.message, e.field) from None
@@ -345,17 +304,6 @@ class JobManager:
         except SelectionError:
             return None
         return selection.image.image if selection.image else None
-
-    def _placement(
-        self, user: str, groups: frozenset[str], selection: Selection, image: str | None = None
-    ) -> Placement:
-        """Where a job runs: its profile; the notebook's image unless the job named a profile."""
-        return Placement(
-            user=user,
-            groups=groups,
-            profile=selection.profile,
-            image=image or (selection.image.image if selection.image else None),
-        )
 
     @_working
     async def stop(self, caller: Caller, owner: str, name: str) -> JobRecord:
@@ -387,21 +335,18 @@ class JobManager:
             await self.backend.stop(owner, name)
             with contextlib.suppress(StatusConflict):  # it ended meanwhile: restarted all the same
                 self.store.set_status(owner, name, JobStatus.STOPPED, message="stopped for a restart")
-        catalog = self.catalog
-        selection = self._select(catalog, spec, record.profile, groups)
-        runs = self._bounded(spec, selection)
-        usage = self.usage_of(spec, selection)
-        async with self._reserving(catalog, groups, usage):
+        admitted = self._admit(owner, groups, spec, record)
+        async with self.admission.reserve(admitted):
             self.store.set_status(
                 owner,
                 name,
                 JobStatus.PENDING,
                 message="restarted",
                 actor=caller.name,
-                reserved=(groups, usage.to_json()),
+                reserved=(groups, admitted.usage.to_json()),
             )
         try:
-            await self.backend.submit(runs, self._placement(owner, groups, selection, record.image))
+            await self.backend.submit(admitted.runs, admitted.placement)
         except JobRejected as e:
             self.store.set_status(owner, name, JobStatus.FAILED, message=f"could not start: {e.message}")
             raise Invalid(e.message, e.field) from None
@@ -419,13 +364,14 @@ class JobManager:
             return
         try:
             spec = parse_submission(record.spec, self.limits)
-            groups = frozenset(record.groups)
-            selection = self._select(self.catalog, spec, record.profile, groups)
-            await self.backend.submit(
-                self._bounded(spec, selection), self._placement(owner, groups, selection, record.image)
-            )
+            admitted = self._admit(owner, frozenset(record.groups), spec, record)
+            await self.backend.submit(admitted.runs, admitted.placement)
         except (JobSpecError, NotAllowed, Invalid, JobRejected) as e:
             self.store.set_status(owner, name, JobStatus.FAILED, message=f"failed: could not start ({e})")
+
+    def _admit(self, owner: str, groups: frozenset[str], spec: JobSpec, record: JobRecord) -> Admitted:
+        """A recorded job's admission: with the profile and image it was submitted with."""
+        return self.admission.plan(owner, groups, spec, record.profile).running_in(record.image)
 
     @_working
     async def delete(self, caller: Caller, owner: str, name: str) -> None:

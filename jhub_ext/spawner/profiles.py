@@ -24,9 +24,10 @@ from traitlets.config import LoggingConfigurable
 
 from jhub_ext.admission.lock import QuotaLock, QuotaLockTimeout
 from jhub_ext.admission.reservations import JobReservations
+from jhub_ext.admission.reserve import reserving
 from jhub_ext.core.catalog import Catalog, Kind
 from jhub_ext.core.catalog.ledger import UsageLedger, server_reservation
-from jhub_ext.core.catalog.quota import QuotaExceeded, Usage, Workload, check_quota
+from jhub_ext.core.catalog.quota import QuotaExceeded, Usage, Workload
 from jhub_ext.core.catalog.reload import CatalogSource
 from jhub_ext.core.catalog.selection import (
     PROFILE_FIELD,
@@ -213,9 +214,9 @@ class ProfileMenuMixin(LoggingConfigurable):
         catalog = self.catalog
         # This server's hub record exists already, so a start that checks after this one counts it.
         try:
-            groups = self.user_groups
-            async with shared_quota_lock(self.quota_lock_dir).hold(groups & catalog.quotas.keys()):
-                check_quota(catalog, groups, usage, await self.ledger().usage(catalog, groups))
+            lock = shared_quota_lock(self.quota_lock_dir)
+            async with reserving(lock, catalog, self.user_groups, usage, self.ledger().sources):
+                pass  # counted: its record is the hub's, made before the spawn began
         except QuotaExceeded as e:
             raise ProfileChoiceError(str(e), status_code=403) from None
         except QuotaLockTimeout as e:

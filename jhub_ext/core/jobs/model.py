@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import CroniterError, croniter
 
-from jhub_ext.core.catalog.model import Profile
+from jhub_ext.core.catalog.model import Kind, Profile
 from jhub_ext.core.jobs import cron as cron_grammar
 
 NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # used with fullmatch: no "$\n" slips by
@@ -55,6 +55,11 @@ class JobKind(StrEnum):
     BATCH = "batch"  # runs to completion, retried with backoff
     SCRAPER = "scraper"  # long-running, restarted on failure
     SCHEDULED = "scheduled"  # runs on a cron schedule
+
+    @property
+    def profile_kind(self) -> Kind:
+        """The use of a catalog profile this kind of job needs (the profiles' ``kinds``)."""
+        return Kind.SCRAPER if self is JobKind.SCRAPER else Kind.JOB
 
 
 class JobStatus(StrEnum):
