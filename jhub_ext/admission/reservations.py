@@ -2,7 +2,7 @@
 
 The hub (for its spawn checks) and the service (for its submissions) both count jobs through this
 one reader, so they count them alike. It reads only the four columns it needs, with SQLAlchemy
-Core, and never changes the database: the service owns the schema (``jobs/store.py`` and its
+Core, and never changes the database: the service owns the schema (``service/store.py`` and its
 Alembic migrations); a test checks this reader against a database the store wrote.
 """
 

@@ -141,7 +141,7 @@ def _stop_promptly_while_starting() -> None:
     Without this, SIGINT raises KeyboardInterrupt wherever the start-up happens to be, and one raised
     inside a finalizer is printed and dropped: the hub then finished starting and served on, though
     asked to stop (#21). A handler of the event loop runs in the loop, so no signal is lost; the proxy
-    and the jobs service end with the hub (runtime/tied.py). JupyterHub's own handlers replace these.
+    and the jobs service end with the hub (local/tied.py). JupyterHub's own handlers replace these.
     """
     try:
         loop = asyncio.get_running_loop()  # the config is loaded inside JupyterHub's start-up
@@ -311,7 +311,7 @@ def _jobs_service(c: Config, site: Site, admins: tuple[set[str], set[str]]) -> N
             "JHUB_EXT_JOBS_DIR": str(jobs_dir / "run"),
             "JHUB_EXT_JOBS_OUTPUT_DIR": env.get("JHUB_EXT_JOBS_OUTPUT_DIR", str(state_dir / "outputs")),
             "JHUB_EXT_JOBS_OUTPUT_CLAIM": env.get("JHUB_EXT_JOBS_OUTPUT_CLAIM", ""),
-            "JHUB_EXT_HUB_PID": str(os.getpid()),  # the service ends when the hub does (runtime/tied.py)
+            "JHUB_EXT_HUB_PID": str(os.getpid()),  # the service ends when the hub does (local/tied.py)
             "PATH": env.get("PATH", ""),
             **{k: env[k] for k in ("JHUB_EXT_CONFINE", "JHUB_EXT_MAX_PROCESSES") if env.get(k)},
             "JHUB_EXT_JOBS_BIND_IP": "0.0.0.0" if site.in_cluster else "127.0.0.1",  # noqa: S104 - the pod's own address

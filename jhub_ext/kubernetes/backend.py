@@ -65,7 +65,7 @@ _KINDS = {JobKind.BATCH: "jobs", JobKind.SCRAPER: "deployments", JobKind.SCHEDUL
 
 class KubernetesJobBackend(JobBackend):
     """Run jobs as Kubernetes workloads in one namespace (one submit, stop or delete of a job at a
-    time: the service's rule, ``jobs/oneatatime.py``, so no lock of its own)."""
+    time: the service's rule, ``core/jobs/oneatatime.py``, so no lock of its own)."""
 
     namespace = Unicode(
         config=True,

@@ -1,7 +1,7 @@
 """The one translation of a profile into a pod: resources, GPUs, scheduling, labels, security.
 
 :func:`pod_plan` is used for servers (the spawner maps it onto KubeSpawner's traits) and for
-jobs (``k8s/jobs.py`` writes it into their pod templates), so a profile asks the same of the
+jobs (``kubernetes/workloads.py`` writes it into their pod templates), so a profile asks the same of the
 cluster whichever runs it.
 
 Every server and job pod runs under the Kubernetes "restricted" Pod Security Standard:

@@ -417,7 +417,7 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
         """Servers charged to ``groups``: each server pod (not this one's) by its limits, from the
         watch-fed pod cache, and each server still starting (hub record, no pod yet) by its record.
 
-        Jobs are the jobs service's records' to count (``jobs.reservations``): a job counts from
+        Jobs are the jobs service's records' to count (``admission.reservations``): a job counts from
         its submission, before its pod exists. Without the jobs database, jobs' pods count here.
         """
         pods = self._cache("pods")

@@ -383,8 +383,9 @@ class JobManager:
 
     def working_on(self, user: str, name: str) -> contextlib.AbstractAsyncContextManager[None]:
         """The job's turn: submit, restart, stop and delete of one job, and the reconciler's
-        corrections, run one at a time, each waiting for the one before (see :mod:`.oneatatime`);
-        the reconciler leaves a job alone while anyone holds or waits for its turn."""
+        corrections, run one at a time, each waiting for the one before (see
+        :mod:`jhub_ext.core.jobs.oneatatime`); the reconciler leaves a job alone while anyone holds or
+        waits for its turn."""
         return self.busy.turn((user, name))
 
     @contextlib.contextmanager

@@ -49,9 +49,9 @@ class Reconciled:
 async def reconcile(manager: JobManager, grace_seconds: float, now: datetime | None = None) -> Reconciled:
     """One pass: make the store and the backend agree (see the module's docstring).
 
-    Each correction is made in the job's turn (:mod:`.oneatatime`), and only if the job's record
-    is still as this pass read it: a job an operation holds or waits for, or changed meanwhile, is
-    left to the next pass."""
+    Each correction is made in the job's turn (:mod:`jhub_ext.core.jobs.oneatatime`), and only if
+    the job's record is still as this pass read it: a job an operation holds or waits for, or
+    changed meanwhile, is left to the next pass."""
     now = now or datetime.now(UTC)
     held = await manager.backend.inventory()
     records = manager.store.states()

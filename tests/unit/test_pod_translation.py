@@ -1,7 +1,8 @@
 """One profile-to-pod translation: a server's pod and a job's pod ask the same of the cluster.
 
 The server's pod is the one KubeSpawner itself builds (``get_pod_manifest``) after our spawner
-applied the selection; the job's pod is from ``k8s/jobs.py``. Both come from ``k8s.pods.pod_plan``.
+applied the selection; the job's pod is from ``kubernetes/workloads.py``. Both come from
+``kubernetes.pods.pod_plan``.
 """
 
 from __future__ import annotations

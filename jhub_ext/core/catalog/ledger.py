@@ -14,10 +14,10 @@ workloads. The sources, and who uses them:
 source                        counts                                      used by
 ============================  ==========================================  =====================
 ``spawner.profiles``          servers, from the hub's records             the hub (local mode)
-``spawner.kube``              servers, from the pod cache (a pod counts   the hub (Kubernetes)
+``kubernetes.spawner``        servers, from the pod cache (a pod counts   the hub (Kubernetes)
                               its limits), and starting servers' records
-``jobs.reservations``         jobs, from the jobs service's records       the hub and the service
-``jobs.hub``                  servers, from the hub's REST API            the service
+``admission.reservations``    jobs, from the jobs service's records       the hub and the service
+``service.hubapi``            servers, from the hub's REST API            the service
 ============================  ==========================================  =====================
 
 This module is pure: the sources do the reading.
