@@ -24,7 +24,8 @@ MOVED = {
 
 def reexport(old: str, namespace: dict[str, Any]) -> None:
     """Warn that module ``old`` moved, and put the new module's public names in ``namespace``."""
-    new = MOVED["jhub_ext.jobs.app" if old == "__main__" else old]
+    old = "jhub_ext.jobs.app" if old == "__main__" else old  # the one old module run as a command
+    new = MOVED[old]
     warnings.warn(
         f"{old} moved to {new} in jhub_ext 0.2: use the new path (the old one goes in the next release)",
         FutureWarning,
