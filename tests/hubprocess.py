@@ -46,9 +46,22 @@ class HubProcess:
     """``jupyterhub -f hub_config/jupyterhub_config.py`` on free loopback ports."""
 
     def __init__(
-        self, workdir: Path, catalog_text: str | None = None, extra_env: dict[str, str] | None = None
+        self,
+        workdir: Path,
+        catalog_text: str | None = None,
+        extra_env: dict[str, str] | None = None,
+        extra_config: str | None = None,
     ):
         self.workdir = workdir
+        # the shipped configuration file, run as JupyterHub runs it, then the test's own lines
+        self.config_file = HUB_CONFIG / "jupyterhub_config.py"
+        if extra_config is not None:
+            self.config_file = workdir / "jupyterhub_config.py"
+            shipped = HUB_CONFIG / "jupyterhub_config.py"
+            self.config_file.write_text(
+                f"__file__ = {str(shipped)!r}\n"
+                f"exec(compile(open(__file__).read(), __file__, 'exec'))\n" + extra_config
+            )
         # As root, servers and jobs run as accounts of their own, which must reach their homes in
         # the state directory: it lives where others may pass (pytest's own directory is 0700).
         self.state_dir = (
@@ -105,7 +118,7 @@ class HubProcess:
         return [
             str(Path(sys.executable).parent / "jupyterhub"),
             "-f",
-            str(HUB_CONFIG / "jupyterhub_config.py"),
+            str(self.config_file),
         ]
 
     def run(self, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -32,17 +32,19 @@ import logging
 import os
 import signal
 import sys
+from typing import Any
 from urllib.parse import urlparse
 
 from tornado import web
 from tornado.httpserver import HTTPServer
-from traitlets import Bool, Float, Integer, Type, Unicode, default
+from traitlets import Bool, Float, Integer, List, Type, Unicode, default
 from traitlets.config import Application
 from traitlets.config.loader import PyFileConfigLoader
 
 from jhub_ext.admission.lock import QuotaLock
 from jhub_ext.core.catalog import CatalogError
 from jhub_ext.core.catalog.reload import CatalogSource
+from jhub_ext.core.events import Events, resolve_observers
 from jhub_ext.core.jobs.backend import JobBackend
 from jhub_ext.core.jobs.model import Limits
 from jhub_ext.core.settings import env_default
@@ -96,6 +98,19 @@ class JobsService(Application):
         Example::
 
             c.JobsService.backend_class = "jhub_ext.local.backend.LocalJobBackend"
+        """,
+    )
+    event_observers: List[Any] = List(
+        config=True,
+        help="""
+        Who else hears of what happens to jobs (submitted, waiting and why, started, restarted,
+        ended and why, deleted): functions or classes taking one
+        :class:`jhub_ext.core.events.Event`, plain or async, or their import strings. They run after
+        the service has recorded the event, in this order; one that fails is logged and skipped.
+
+        Example::
+
+            c.JobsService.event_observers = ["mysite.events.notify_on_end"]
         """,
     )
     submits_per_minute = Integer(
@@ -319,6 +334,7 @@ class JobsService(Application):
             follows_per_user=self.follows_per_user,
             limits=Limits(max_live_runs=self.max_live_runs),
             quota_lock=QuotaLock(self.quota_lock_dir or None),
+            events=Events(resolve_observers(self.event_observers, "c.JobsService.event_observers")),
         )
         await backend.start()
         reconciling = asyncio.create_task(

@@ -6,8 +6,8 @@ sees; the store keeps history. Both modes share all of it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -25,17 +25,18 @@ from jhub_ext.core.catalog.model import Catalog, Kind
 from jhub_ext.core.catalog.quota import Usage
 from jhub_ext.core.catalog.reload import CatalogSource
 from jhub_ext.core.catalog.selection import SelectionError, resolve_selection
+from jhub_ext.core.events import Event, Events, Happened, Subject, observed_job_event
 from jhub_ext.core.jobs.backend import JobBackend, JobRejected, Observed
 from jhub_ext.core.jobs.errors import Conflict, Invalid, NoSuchJob, NotAllowed, TooMany
 from jhub_ext.core.jobs.model import JobSpec, JobSpecError, JobStatus, Limits, parse_submission
 from jhub_ext.core.jobs.oneatatime import OneAtATime
 from jhub_ext.service.hubapi import HubClient
+from jhub_ext.service.recorder import Recorder
 from jhub_ext.service.store import JobExists, JobRecord, JobStore, StatusConflict
 
 logger = logging.getLogger(__name__)
-#: how much of a job's output is kept once it ends, and how long reading it may take
-KEPT_LINES = 2000
-KEEP_LOG_SECONDS = 15
+#: the actor of what the service itself does to a job (a start it could not make)
+SERVICE = "jobs service"
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ class JobManager:
         follows_per_user: int = 5,
         limits: Limits | None = None,
         quota_lock: QuotaLock | None = None,
+        events: Events | None = None,
     ):
         self.store = store
         self.backend = backend
@@ -130,56 +132,47 @@ class JobManager:
         # taking them): the sources the hub's own count reads alike
         asked: list[UsageSource] = [hub] if hub is not None else []
         self.admission = Admission(catalog, quota_lock or QuotaLock(), [JobReservations(store.engine)], asked)
+        #: lifecycle events; the recorder is the first observer (see :mod:`jhub_ext.core.events`)
+        self.recorder = Recorder(store, backend)
+        self.events = Events([self.recorder, *(events.observers if events else ())])
         backend.on_change = self.on_change
         backend.limits = self.limits
 
-    # --- keeping the store in step with the backend --------------------------------------------------
+    # --- what the backend observes, as lifecycle events ------------------------------------------------
 
     async def on_change(self, user: str, name: str, observed: Observed) -> None:
-        """Record a job's status as the backend now sees it, and keep its log tail once it finishes."""
+        """Publish what the backend now observes of a job, if it changes the job's record (the
+        recorder, the first observer, writes it to the store)."""
         record = self.store.get(user, name)
         if record is None:
             return
-        if (
-            observed.status is record.status
-            and not observed.status.finished  # (a finished job's log is kept again: it may have failed)
-            and observed.message in (None, record.message or "")
-            and observed.restarts <= record.restarts
-        ):
-            return  # nothing new: no write (every submit reports its job pending, as it was stored)
-        if observed.status is JobStatus.PENDING and record.status is JobStatus.PENDING:
-            self.store.set_status(user, name, JobStatus.PENDING, message=observed.message)
-            return
-        # a reason holds while the status it explains does: a job now running is no longer
-        # "waiting for room", but a running scraper keeps saying why it moved
-        message = observed.message if observed.message or observed.status is record.status else ""
-        try:
-            self.store.set_status(
-                user,
-                name,
-                observed.status,
-                exit_code=observed.exit_code,
-                message=message,
-                restarts=observed.restarts,
-            )
-        except StatusConflict:
-            # e.g. a scraper restarting (running -> pending) after it was stopped: the store wins
-            return
-        if observed.status.finished:
-            await self.keep_log(user, name)
+        event = observed_job_event(user, name, record.status, record.message, record.restarts, observed)
+        if event is not None:
+            await self.events.publish(self._about(event, record))
 
-    async def keep_log(self, user: str, name: str) -> None:
-        """Keep the end of a job's output in the store, where it outlives the job's pods or process.
-        Nothing read (the output is gone already, the cluster does not answer in time) keeps what
-        was kept before."""
-        try:
-            async with asyncio.timeout(KEEP_LOG_SECONDS):
-                tail = "".join([chunk async for chunk in self.backend.logs(user, name, tail=KEPT_LINES)])
-        except Exception as e:  # the job's end is recorded whether or not its log can be read
-            logger.warning("Could not keep the log of job %s of %s: %s", name, user, e)
-            return
-        if tail:
-            self.store.replace_log(user, name, tail)
+    @staticmethod
+    def _about(event: Event, record: JobRecord) -> Event:
+        """``event`` with what the record says of its job."""
+        return dataclasses.replace(
+            event, kind=record.kind.value, profile=record.profile, groups=frozenset(record.groups)
+        )
+
+    async def _published(
+        self, happened: Happened, record: JobRecord, actor: str, message: str | None = None
+    ) -> None:
+        """Publish what a user (``actor``) did to a job, once it is recorded."""
+        event = Event(
+            Subject.JOB,
+            happened,
+            record.user,
+            record.name,
+            status=record.status,
+            message=message if message is not None else record.message,
+            exit_code=record.exit_code,
+            restarts=record.restarts,
+            actor=actor,
+        )
+        await self.events.publish(self._about(event, record))
 
     # --- access ---------------------------------------------------------------------------------------
 
@@ -290,7 +283,9 @@ class JobManager:
                 await self.backend.delete(caller.name, spec.name)
             self.store.delete(caller.name, spec.name, actor="jobs service: not started")
             raise
-        return self.store.get(caller.name, spec.name) or record
+        record = self.store.get(caller.name, spec.name) or record
+        await self._published(Happened.SUBMITTED, record, caller.name)
+        return record
 
     async def notebook_image(self, caller: Caller) -> str | None:
         """The image of the caller's running notebook server: a job runs where its code was written."""
@@ -311,10 +306,16 @@ class JobManager:
         self.actions.check(caller.name, "stops and deletes")
         record = self.job(caller, owner, name)
         if not record.status.finished:
-            await self.keep_log(owner, name)  # before its pods or process go, and their output with them
+            await self.recorder.keep_log(owner, name)  # before its pods or process go, and their output
             await self.backend.stop(owner, name)
-            with contextlib.suppress(StatusConflict):
-                self.store.set_status(owner, name, JobStatus.STOPPED, message="stopped", actor=caller.name)
+            try:
+                stopped = self.store.set_status(
+                    owner, name, JobStatus.STOPPED, message="stopped", actor=caller.name
+                )
+            except StatusConflict:
+                pass  # it ended by itself meanwhile
+            else:
+                await self._published(Happened.ENDED, stopped, caller.name)
         return self.job(caller, owner, name)
 
     @_working
@@ -348,12 +349,14 @@ class JobManager:
         try:
             await self.backend.submit(admitted.runs, admitted.placement)
         except JobRejected as e:
-            self.store.set_status(owner, name, JobStatus.FAILED, message=f"could not start: {e.message}")
+            await self._failed(owner, name, f"could not start: {e.message}")
             raise Invalid(e.message, e.field) from None
         except Exception as e:
-            self.store.set_status(owner, name, JobStatus.FAILED, message=f"failed: could not start ({e})")
+            await self._failed(owner, name, f"failed: could not start ({e})")
             raise
-        return self.job(caller, owner, name)
+        record = self.job(caller, owner, name)
+        await self._published(Happened.RESTARTED, record, caller.name)
+        return record
 
     async def resume(self, owner: str, name: str) -> None:
         """Finish starting a recorded job whose start was cut short (the service died between its
@@ -367,7 +370,12 @@ class JobManager:
             admitted = self._admit(owner, frozenset(record.groups), spec, record)
             await self.backend.submit(admitted.runs, admitted.placement)
         except (JobSpecError, NotAllowed, Invalid, JobRejected) as e:
-            self.store.set_status(owner, name, JobStatus.FAILED, message=f"failed: could not start ({e})")
+            await self._failed(owner, name, f"failed: could not start ({e})")
+
+    async def _failed(self, owner: str, name: str, message: str) -> None:
+        """Record and publish that a job the service was starting could not start."""
+        record = self.store.set_status(owner, name, JobStatus.FAILED, message=message)
+        await self._published(Happened.ENDED, record, SERVICE)
 
     def _admit(self, owner: str, groups: frozenset[str], spec: JobSpec, record: JobRecord) -> Admitted:
         """A recorded job's admission: with the profile and image it was submitted with."""
@@ -377,9 +385,10 @@ class JobManager:
     async def delete(self, caller: Caller, owner: str, name: str) -> None:
         """Remove a job from the backend and from the store."""
         self.actions.check(caller.name, "stops and deletes")
-        self.job(caller, owner, name)
+        record = self.job(caller, owner, name)
         await self.backend.delete(owner, name)
         self.store.delete(owner, name, actor=caller.name)
+        await self._published(Happened.DELETED, record, caller.name)
 
     def working_on(self, user: str, name: str) -> contextlib.AbstractAsyncContextManager[None]:
         """The job's turn: submit, restart, stop and delete of one job, and the reconciler's

@@ -19,7 +19,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from jupyterhub import orm
 from tornado import web
-from traitlets import Unicode, default
+from traitlets import List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from jhub_ext.admission.lock import QuotaLock, QuotaLockTimeout
@@ -36,6 +36,7 @@ from jhub_ext.core.catalog.selection import (
     preselect,
     resolve_selection,
 )
+from jhub_ext.core.events import Event, Events, Happened, Subject, resolve_observers
 
 OPTION_PREFIX = "profile-option-"
 STATE_KEY = "jhub_ext_usage"
@@ -94,6 +95,18 @@ class ProfileMenuMixin(LoggingConfigurable):
             c.LocalProfileSpawner.jobs_db_url = "sqlite:////srv/jhub/jobs/jobs.sqlite"
         """,
     )
+    event_observers: List[Any] = List(
+        config=True,
+        help="""
+        Who hears of what happens to servers (submitted once admitted, started, ended): functions or
+        classes taking one :class:`jhub_ext.core.events.Event`, plain or async, or their import
+        strings, called in this order; one that fails is logged and skipped.
+
+        Example::
+
+            c.ProfileKubeSpawner.event_observers = ["mysite.events.count_servers"]
+        """,
+    )
     quota_lock_dir = Unicode(
         "",
         config=True,
@@ -114,6 +127,7 @@ class ProfileMenuMixin(LoggingConfigurable):
     user: Any
     db: Any
     orm_spawner: Any
+    name: str
     _log_name: str
 
     # --- the catalog ------------------------------------------------------------------------
@@ -223,6 +237,7 @@ class ProfileMenuMixin(LoggingConfigurable):
             raise ProfileChoiceError(str(e), status_code=503, retry_after=10) from None
         self.user_options = selection.to_user_options()
         self._usage = usage
+        await self.publish(Happened.SUBMITTED)
         self.log.info(
             "Starting %s with profile %s (%s)",
             self._log_name,
@@ -230,6 +245,36 @@ class ProfileMenuMixin(LoggingConfigurable):
             selection.profile.resources.summary(),
         )
         self.apply_selection(selection)
+
+    # --- lifecycle events: the seam observers subscribe to (jhub_ext.core.events) -----------------
+
+    async def start(self) -> Any:
+        """Start the server (the platform's spawner does), then publish that it started."""
+        started = await super().start()  # type: ignore[misc]
+        await self.publish(Happened.STARTED)
+        return started
+
+    async def stop(self, now: bool = False) -> None:
+        """Stop the server (the platform's spawner does), then publish that it ended."""
+        await super().stop(now=now)  # type: ignore[misc]
+        await self.publish(Happened.ENDED)
+
+    async def publish(self, happened: Happened) -> None:
+        """Tell the configured observers what happened to this server."""
+        if not self.event_observers:
+            return
+        observers = resolve_observers(self.event_observers, f"c.{type(self).__name__}.event_observers")
+        profile = (self.user_options or {}).get("profile")
+        event = Event(
+            Subject.SERVER,
+            happened,
+            self.user.name,
+            self.name,
+            profile=profile,
+            groups=self.user_groups,
+            detail={"options": dict(self.user_options or {})},
+        )
+        await Events(observers).publish(event)
 
     def apply_selection(self, selection: Selection) -> None:
         """Turn a validated selection into this spawner's settings."""
