@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -161,58 +161,86 @@ def submission(args: argparse.Namespace) -> dict[str, Any]:
     return {"name": args.name, "kind": kind, "command": command, **body}
 
 
+def _submit(client: JobsClient, args: argparse.Namespace) -> None:
+    job = client.submit(**submission(args))
+    human = f"Submitted {job.kind} job '{job.name}' ({job.status}). Follow it: jhub-jobs logs {job.name} -f"
+    emit(args, job_json(job), human)
+
+
+def _list(client: JobsClient, args: argparse.Namespace) -> None:
+    jobs = client.jobs(args.user)
+    emit(args, [job_json(j) for j in jobs], jobs_table(jobs, show_user=bool(args.user)))
+
+
+def _status(client: JobsClient, args: argparse.Namespace) -> None:
+    job = client.job(args.name, args.user)
+    emit(args, job_json(job), describe(job))
+
+
+def _logs(client: JobsClient, args: argparse.Namespace) -> None:
+    if args.follow:
+        for chunk in client.follow(args.name, tail=args.tail, user=args.user):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+        return
+    text = client.logs(args.name, tail=args.tail, user=args.user)
+    if args.json:
+        print(json.dumps({"name": args.name, "logs": text}))
+    else:
+        sys.stdout.write(text)
+
+
+def _stop_or_restart(client: JobsClient, args: argparse.Namespace) -> None:
+    job = getattr(client, args.verb)(args.name, args.user)
+    emit(args, job_json(job), f"{job.name}: {job.status}")
+
+
+def _delete(client: JobsClient, args: argparse.Namespace) -> None:
+    client.delete(args.name, args.user)
+    emit(args, {"name": args.name, "deleted": True}, f"Deleted {args.name}.")
+
+
+def _profiles(client: JobsClient, args: argparse.Namespace) -> None:
+    profiles = client.profiles()
+    rows = [
+        [p.slug, p.display_name, p.summary, f"{p.cost_per_hour:.2f}", ",".join(p.kinds)] for p in profiles
+    ]
+    emit(
+        args,
+        [dict(p.raw) for p in profiles],
+        table(rows, ["PROFILE", "NAME", "RESOURCES", "COST/H", "KINDS"]),
+    )
+
+
+def _quota(client: JobsClient, args: argparse.Namespace) -> None:
+    groups = client.quota()
+    rows = [
+        [entry["group"], key, str(entry["usage"][key]), str(limit)]
+        for entry in groups
+        for key, limit in entry["limits"].items()
+        if limit is not None
+    ]
+    human = table(rows, ["GROUP", "RESOURCE", "IN USE", "LIMIT"]) if rows else "No quota applies to you."
+    emit(args, groups, human)
+
+
+#: what each verb does
+VERBS: dict[str, Callable[[JobsClient, argparse.Namespace], None]] = {
+    "submit": _submit,
+    "list": _list,
+    "status": _status,
+    "logs": _logs,
+    "stop": _stop_or_restart,
+    "restart": _stop_or_restart,
+    "delete": _delete,
+    "profiles": _profiles,
+    "quota": _quota,
+}
+
+
 def run(args: argparse.Namespace) -> int:
-    client = JobsClient(url=args.url)
-    verb = args.verb
-    if verb == "submit":
-        body = submission(args)
-        job = client.submit(**body)
-        human = (
-            f"Submitted {job.kind} job '{job.name}' ({job.status}). Follow it: jhub-jobs logs {job.name} -f"
-        )
-        emit(args, job_json(job), human)
-    elif verb == "list":
-        jobs = client.jobs(args.user)
-        emit(args, [job_json(j) for j in jobs], jobs_table(jobs, show_user=bool(args.user)))
-    elif verb == "status":
-        job = client.job(args.name, args.user)
-        emit(args, job_json(job), describe(job))
-    elif verb == "logs":
-        if args.follow:
-            for chunk in client.follow(args.name, tail=args.tail, user=args.user):
-                sys.stdout.write(chunk)
-                sys.stdout.flush()
-        else:
-            text = client.logs(args.name, tail=args.tail, user=args.user)
-            if args.json:
-                print(json.dumps({"name": args.name, "logs": text}))
-            else:
-                sys.stdout.write(text)
-    elif verb in ("stop", "restart"):
-        job = getattr(client, verb)(args.name, args.user)
-        emit(args, job_json(job), f"{job.name}: {job.status}")
-    elif verb == "delete":
-        client.delete(args.name, args.user)
-        emit(args, {"name": args.name, "deleted": True}, f"Deleted {args.name}.")
-    elif verb == "profiles":
-        profiles = client.profiles()
-        rows = [
-            [p.slug, p.display_name, p.summary, f"{p.cost_per_hour:.2f}", ",".join(p.kinds)] for p in profiles
-        ]
-        emit(
-            args,
-            [dict(p.raw) for p in profiles],
-            table(rows, ["PROFILE", "NAME", "RESOURCES", "COST/H", "KINDS"]),
-        )
-    elif verb == "quota":
-        groups = client.quota()
-        rows = []
-        for entry in groups:
-            for key, limit in entry["limits"].items():
-                if limit is not None:
-                    rows.append([entry["group"], key, str(entry["usage"][key]), str(limit)])
-        human = table(rows, ["GROUP", "RESOURCE", "IN USE", "LIMIT"]) if rows else "No quota applies to you."
-        emit(args, groups, human)
+    """Run the parsed command ``args`` against the jobs service."""
+    VERBS[args.verb](JobsClient(url=args.url), args)
     return 0
 
 

@@ -98,7 +98,7 @@ class Admission:
         groups = admitted.placement.groups
         try:
             async with reserving(
-                self.lock, admitted.catalog, groups, admitted.usage, self.recorded, self.asked
+                self.lock, admitted.catalog, groups, admitted.usage, recorded=self.recorded, asked=self.asked
             ):
                 yield
         except QuotaExceeded as e:

@@ -32,6 +32,7 @@ async def reserving(
     catalog: Catalog,
     groups: frozenset[str],
     usage: Usage,
+    *,
     recorded: Sequence[UsageSource],
     asked: Sequence[UsageSource] = (),
 ) -> AsyncIterator[None]:

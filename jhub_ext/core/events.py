@@ -138,10 +138,11 @@ def resolve_observers(items: Iterable[Any], setting: str) -> list[Observer]:
 def observed_job_event(
     user: str,
     name: str,
+    observed: Observed,
+    *,
     recorded: JobStatus,
     recorded_message: str | None,
     recorded_restarts: int,
-    observed: Observed,
 ) -> Event | None:
     """What a backend's observation of a job means, given the job's record: None if nothing new."""
     if (

@@ -237,7 +237,7 @@ class Confined:
         self.pid = os.fork()
         if self.pid == 0:
             net_path = self.network.path if self.network is not None else None
-            _inner(self.group, net_path, command, env, cwd, uid, gid, stdout)
+            _inner(self.group, net_path, command, env, cwd, uid=uid, gid=gid, stdout=stdout)
 
     def send_signal(self, signum: int) -> None:
         """Pass ``signum`` to the init, which passes it to the command."""
@@ -266,6 +266,7 @@ def _inner(
     command: Sequence[str],
     env: Mapping[str, str],
     cwd: str | None,
+    *,
     uid: int | None,
     gid: int | None,
     stdout: int,

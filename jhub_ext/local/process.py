@@ -97,6 +97,7 @@ def job_env(
     spec: JobSpec,
     placement: Mapping[str, Any],
     account: Account | None,
+    *,
     account_env: Mapping[str, str],
     output_dir: str,
 ) -> dict[str, str]:
@@ -143,6 +144,7 @@ async def start_run(
     command: tuple[str, ...],
     env: Mapping[str, str],
     account: Account | None,
+    *,
     placement: Mapping[str, Any],
     max_log_bytes: int,
     started: str,

@@ -74,7 +74,14 @@ class Supervision:
         job.state.run_seq += 1
         clear_exit_files(job.dir, keep={r["exit_file"] for r in job.state.runs})
         account = await self._account(job.user)
-        env = job_env(job.dir, job.spec, job.placement, account, self.account_env, self.output_dir)
+        env = job_env(
+            job.dir,
+            job.spec,
+            job.placement,
+            account,
+            account_env=self.account_env,
+            output_dir=self.output_dir,
+        )
         started = self.clock.now().isoformat()
         confinement = None
         if self.support is not None:
@@ -89,10 +96,10 @@ class Supervision:
             job.spec.command,
             env,
             account,
-            job.placement,
-            self.max_log_bytes,
-            started,
-            confinement,
+            placement=job.placement,
+            max_log_bytes=self.max_log_bytes,
+            started=started,
+            confinement=confinement,
         )
         job.procs[proc.pid] = proc
         job.state.runs.append(asdict(run))
@@ -158,7 +165,7 @@ class Supervision:
                 backoff = self._backoff()
                 why = lifecycle.OUT_OF_MEMORY if ended.out_of_memory() else None
                 after = lifecycle.after_run(
-                    job.spec.kind, code, failures, job.spec.retries, lasted, backoff, why
+                    job.spec.kind, code, failures, job.spec.retries, lasted, backoff=backoff, why=why
                 )
             failures = after.failures
             if after.delay is None:  # over: succeeded, or failed for good

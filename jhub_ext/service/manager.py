@@ -146,7 +146,14 @@ class JobManager:
         record = self.store.get(user, name)
         if record is None:
             return
-        event = observed_job_event(user, name, record.status, record.message, record.restarts, observed)
+        event = observed_job_event(
+            user,
+            name,
+            observed,
+            recorded=record.status,
+            recorded_message=record.message,
+            recorded_restarts=record.restarts,
+        )
         if event is not None:
             await self.events.publish(self._about(event, record))
 

@@ -67,7 +67,7 @@ async def reconcile(manager: JobManager, grace_seconds: float, now: datetime | N
         async with manager.busy.turn_if_free(key) as free:
             record = manager.store.get(*key) if free else None
             if record is not None and (record.status, record.created, record.started) == state:
-                await _correct(manager, key, status, started, held.get(key), done)
+                await _correct(manager, key, status, started, held.get(key), done=done)
     for key, holding in held.items():
         if key not in records and settled(key, holding.created):
             async with manager.busy.turn_if_free(key) as free:
@@ -85,6 +85,7 @@ async def _correct(
     status: JobStatus,
     started: datetime | None,
     holding: Held | None,
+    *,
     done: Reconciled,
 ) -> None:
     """Make one recorded job and what the backend holds of it agree (in the job's turn)."""

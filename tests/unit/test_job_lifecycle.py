@@ -56,7 +56,7 @@ def test_a_batch_job_fails_for_good_once_its_retries_have_failed_too() -> None:
 
 def test_a_scraper_is_restarted_whatever_its_code_and_a_long_run_resets_the_backoff() -> None:
     def scraper(code: int, failures: int, lasted: float) -> AfterRun:
-        return after_run(JobKind.SCRAPER, code, failures, 0, lasted, BACKOFF)
+        return after_run(JobKind.SCRAPER, code, failures, 0, lasted, backoff=BACKOFF)
 
     assert scraper(0, 0, 1.0) == AfterRun(
         JobStatus.PENDING, 0, "exited with code 0; restarting in 2s", 1, 2.0
@@ -72,7 +72,7 @@ def test_a_scraper_is_restarted_whatever_its_code_and_a_long_run_resets_the_back
 
 def test_a_scheduled_job_is_not_run_again_after_a_run() -> None:
     with pytest.raises(ValueError, match="schedule"):
-        after_run(JobKind.SCHEDULED, 0, 0, 0, 1.0, BACKOFF)
+        after_run(JobKind.SCHEDULED, 0, 0, 0, 1.0, backoff=BACKOFF)
 
 
 # --- a batch job's deadline ---------------------------------------------------------------------------

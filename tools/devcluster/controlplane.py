@@ -238,7 +238,7 @@ class ControlPlane:
             f"{etcd_url}/health",
             pki.cert("etcd-client"),
             pki.key("etcd-client"),
-            timeout,
+            timeout=timeout,
             ok=b'"true"',
         )
         self.components["kube-apiserver"] = Component(
@@ -280,7 +280,12 @@ class ControlPlane:
         )
         self.components["kube-apiserver"].start()
         self._wait_ready(
-            "kube-apiserver", f"{self.server}/readyz", pki.cert("admin"), pki.key("admin"), timeout, ok=b"ok"
+            "kube-apiserver",
+            f"{self.server}/readyz",
+            pki.cert("admin"),
+            pki.key("admin"),
+            timeout=timeout,
+            ok=b"ok",
         )
         controller_flags = [
             "--use-service-account-credentials=true",
@@ -347,7 +352,7 @@ class ControlPlane:
         path.write_text(yaml.safe_dump(policy))
         return path
 
-    def _wait_ready(self, name: str, url: str, cert: Path, key: Path, timeout: float, ok: bytes) -> None:
+    def _wait_ready(self, name: str, url: str, cert: Path, key: Path, *, timeout: float, ok: bytes) -> None:
         context = ssl.create_default_context(cafile=str(self.pki.ca_cert))
         context.load_cert_chain(str(cert), str(key))
         deadline = time.monotonic() + timeout
@@ -372,7 +377,12 @@ class ControlPlane:
         component.start()
         pki = self.pki
         self._wait_ready(
-            "kube-apiserver", f"{self.server}/readyz", pki.cert("admin"), pki.key("admin"), timeout, b"ok"
+            "kube-apiserver",
+            f"{self.server}/readyz",
+            pki.cert("admin"),
+            pki.key("admin"),
+            timeout=timeout,
+            ok=b"ok",
         )
 
     def check(self) -> None:

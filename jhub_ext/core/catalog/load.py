@@ -168,9 +168,8 @@ def _describe_schema_error(data: Mapping[str, Any], error: jsonschema.Validation
     where, field = _where(data, tuple(error.absolute_path))
     schema = error.schema if isinstance(error.schema, dict) else {}
     value: Any = error.instance
-    kind = error.validator
+    kind = str(error.validator)
     rule: Any = error.validator_value
-
     if kind == "required":
         missing = [name for name in rule if name not in value]
         name = missing[0] if missing else "?"
@@ -184,32 +183,38 @@ def _describe_schema_error(data: Mapping[str, Any], error: jsonschema.Validation
         close = difflib.get_close_matches(str(name), allowed, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"the fields are: {', '.join(allowed)}"
         return _join(where, f"unknown field '{target}'; {hint}")
-
-    subject = f"{field} {_show(value)}" if field else _show(value)
-    if kind in ("type", "pattern") and "x-problem" in schema:
-        return _join(where, f"{subject} {schema['x-problem']}; {schema['x-fix']}")
-    if kind == "type":
-        expected = rule
-        names = " or ".join(expected) if isinstance(expected, list) else expected
-        return _join(where, f"{subject} is a {_type_name(value)}; use a {names}")
-    if kind == "enum":
-        options = ", ".join(str(v) for v in rule)
-        return _join(where, f"{subject} is not allowed; use one of: {options}")
-    if kind == "const":
-        return _join(where, f"{subject} is not supported; {schema.get('x-fix', 'use ' + repr(rule))}")
     if kind in ("minItems", "minProperties", "minLength"):
         fix = schema.get("x-fix", "fill it in or remove it")
         return _join(where, f"{field or 'this entry' if where else field or 'the file'} is empty; {fix}")
-    if kind == "uniqueItems":
-        return _join(where, f"{subject} lists an entry twice; list each once")
-    if kind in ("minimum", "exclusiveMinimum"):
-        if kind == "exclusiveMinimum":
-            low = f"must be above {rule}"
-        else:
-            low = "is negative" if rule == 0 else f"is below the least allowed, {rule}"
-        return _join(where, f"{subject} {low}; {schema.get('x-fix', 'use zero or more')}")
-    fix = schema.get("x-fix", "see the catalog reference in the README")
-    return _join(where, f"{subject} is invalid ({error.message}); {fix}")
+    subject = f"{field} {_show(value)}" if field else _show(value)
+    if kind in ("type", "pattern") and "x-problem" in schema:
+        return _join(where, f"{subject} {schema['x-problem']}; {schema['x-fix']}")
+    problem = _VALUE_PROBLEMS.get(kind)
+    if problem is None:
+        fix = schema.get("x-fix", "see the catalog reference in the docs")
+        return _join(where, f"{subject} is invalid ({error.message}); {fix}")
+    return _join(where, f"{subject} {problem(value, rule, schema)}")
+
+
+def _low(value: Any, rule: Any, schema: Mapping[str, Any], exclusive: bool) -> str:
+    if exclusive:
+        low = f"must be above {rule}"
+    else:
+        low = "is negative" if rule == 0 else f"is below the least allowed, {rule}"
+    return f"{low}; {schema.get('x-fix', 'use zero or more')}"
+
+
+#: what is wrong with a value, and the fix, for each JSON Schema keyword it failed
+_VALUE_PROBLEMS: dict[str, Callable[[Any, Any, Mapping[str, Any]], str]] = {
+    "type": lambda value, rule, schema: (
+        f"is a {_type_name(value)}; use a {' or '.join(rule) if isinstance(rule, list) else rule}"
+    ),
+    "enum": lambda value, rule, schema: f"is not allowed; use one of: {', '.join(str(v) for v in rule)}",
+    "const": lambda value, rule, schema: f"is not supported; {schema.get('x-fix', 'use ' + repr(rule))}",
+    "uniqueItems": lambda value, rule, schema: "lists an entry twice; list each once",
+    "minimum": lambda value, rule, schema: _low(value, rule, schema, exclusive=False),
+    "exclusiveMinimum": lambda value, rule, schema: _low(value, rule, schema, exclusive=True),
+}
 
 
 def _show(value: Any) -> str:
@@ -312,6 +317,7 @@ class _Builder:
         key: str,
         parse: Callable[[object], Any],
         hint: str,
+        *,
         where: str,
         field: str,
     ) -> Any:
@@ -325,12 +331,16 @@ class _Builder:
 
     def resources(self, raw: Mapping[str, Any], where: str) -> Resources:
         cpu, memory, gpu = raw.get("cpu", {}), raw.get("memory", {}), raw.get("gpu")
-        cpu_guarantee = self.quantity(cpu, "guarantee", parse_cpu, CPU_HINT, where, "cpu.guarantee")
-        cpu_limit = self.quantity(cpu, "limit", parse_cpu, CPU_HINT, where, "cpu.limit")
-        mem_guarantee = self.quantity(
-            memory, "guarantee", parse_memory, MEMORY_HINT, where, "memory.guarantee"
+        cpu_guarantee = self.quantity(
+            cpu, "guarantee", parse_cpu, CPU_HINT, where=where, field="cpu.guarantee"
         )
-        mem_limit = self.quantity(memory, "limit", parse_memory, MEMORY_HINT, where, "memory.limit")
+        cpu_limit = self.quantity(cpu, "limit", parse_cpu, CPU_HINT, where=where, field="cpu.limit")
+        mem_guarantee = self.quantity(
+            memory, "guarantee", parse_memory, MEMORY_HINT, where=where, field="memory.guarantee"
+        )
+        mem_limit = self.quantity(
+            memory, "limit", parse_memory, MEMORY_HINT, where=where, field="memory.limit"
+        )
         for name, guarantee, limit in (
             ("cpu", cpu_guarantee, cpu_limit),
             ("memory", mem_guarantee, mem_limit),
@@ -379,7 +389,7 @@ class _Builder:
                     self.problem(where, f"{key} {raw[key]!r} must be at least 1; remove it for no limit")
                 counts[key] = raw[key]
         return Quota(
-            cpu=self.quantity(raw, "cpu", parse_cpu, CPU_HINT, where, "cpu"),
-            memory=self.quantity(raw, "memory", parse_memory, MEMORY_HINT, where, "memory"),
+            cpu=self.quantity(raw, "cpu", parse_cpu, CPU_HINT, where=where, field="cpu"),
+            memory=self.quantity(raw, "memory", parse_memory, MEMORY_HINT, where=where, field="memory"),
             **counts,
         )

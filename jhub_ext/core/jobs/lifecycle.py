@@ -129,6 +129,7 @@ def after_run(
     failures: int,
     retries: int,
     lasted: float,
+    *,
     backoff: Backoff,
     why: str | None = None,
 ) -> AfterRun:

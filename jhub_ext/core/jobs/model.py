@@ -319,6 +319,39 @@ def safe_relative_path(path: str) -> str | None:
     return normal
 
 
+def _add_file(result: dict[str, str], path: Any, text: Any, limits: Limits) -> int:
+    """Add one file of a submission to ``result`` (by its normal path); the bytes it counts."""
+    where = f"files.{path}" if isinstance(path, str) and len(path) <= 100 else "files"
+    normal = safe_relative_path(path) if isinstance(path, str) else None
+    if normal is None or len(path) > limits.max_path_length:
+        raise JobSpecError(
+            where,
+            f"'{str(path)[:100]}' is not a relative path inside the job's directory; "
+            "use a path such as scraper.py or lib/util.py (no leading /, no ..)",
+        )
+    if not isinstance(text, str):
+        raise JobSpecError(where, f"the content of '{path}' must be text")
+    if (problem := text_problem(path) or text_problem(text)) is not None:
+        raise JobSpecError(where, f"'{path}' {problem}; ship UTF-8 text only")
+    if normal in result:
+        raise JobSpecError(where, f"'{path}' is given twice; ship each file once")
+    result[normal] = text
+    return len(text.encode("utf-8")) + len(path)
+
+
+def _check_no_file_is_a_directory(files: Mapping[str, str]) -> None:
+    """A file cannot also be a directory: "a" and "a/b"."""
+    for normal in files:
+        parent = posixpath.dirname(normal)
+        while parent:
+            if parent in files:
+                raise JobSpecError(
+                    f"files.{parent}"[:106],
+                    f"'{parent}' is both a file and the directory of '{normal}'; rename one of them",
+                )
+            parent = posixpath.dirname(parent)
+
+
 def _parse_files(files: Any, limits: Limits) -> dict[str, str]:
     if not isinstance(files, Mapping):
         raise JobSpecError(
@@ -326,34 +359,9 @@ def _parse_files(files: Any, limits: Limits) -> dict[str, str]:
         )
     if len(files) > limits.max_files:
         raise JobSpecError("files", f"files has {len(files)} entries; ship at most {limits.max_files}")
-    total = 0
     result: dict[str, str] = {}
-    for path, text in files.items():
-        where = f"files.{path}" if isinstance(path, str) and len(path) <= 100 else "files"
-        normal = safe_relative_path(path) if isinstance(path, str) else None
-        if normal is None or len(path) > limits.max_path_length:
-            raise JobSpecError(
-                where,
-                f"'{str(path)[:100]}' is not a relative path inside the job's directory; "
-                "use a path such as scraper.py or lib/util.py (no leading /, no ..)",
-            )
-        if not isinstance(text, str):
-            raise JobSpecError(where, f"the content of '{path}' must be text")
-        if (problem := text_problem(path) or text_problem(text)) is not None:
-            raise JobSpecError(where, f"'{path}' {problem}; ship UTF-8 text only")
-        if normal in result:
-            raise JobSpecError(where, f"'{path}' is given twice; ship each file once")
-        total += len(text.encode("utf-8")) + len(path)
-        result[normal] = text
-    for normal in result:  # a file cannot also be a directory: "a" and "a/b"
-        parent = posixpath.dirname(normal)
-        while parent:
-            if parent in result:
-                raise JobSpecError(
-                    f"files.{parent}"[:106],
-                    f"'{parent}' is both a file and the directory of '{normal}'; rename one of them",
-                )
-            parent = posixpath.dirname(parent)
+    total = sum(_add_file(result, path, text, limits) for path, text in files.items())
+    _check_no_file_is_a_directory(result)
     if total > limits.max_snapshot_bytes:
         raise JobSpecError(
             "files",
