@@ -43,7 +43,7 @@ from jhub_ext.core.jobs.model import JobKind, JobSpec, JobStatus, parse_submissi
 from jhub_ext.core.settings import env_default, string_mapping
 from jhub_ext.local import confine
 from jhub_ext.local.accounts import Account, Accounts
-from jhub_ext.local.process import group_prefix
+from jhub_ext.local.process import Run, group_prefix
 from jhub_ext.local.state import LocalJob, State, create, read_log, read_saved
 from jhub_ext.local.supervision import Clock, Supervision
 from jhub_ext.local.sweep import end_groups, end_processes, job_processes
@@ -384,6 +384,17 @@ class LocalJobBackend(Supervision, JobBackend):
         """The job's status as last saved, or ``None`` for a job this backend does not know."""
         job = self._jobs.get((user, name))
         return job.observed() if job else None
+
+    def runs(self, user: str, name: str) -> list[Run]:
+        """The runs of a job this backend supervises now (started, not yet seen to end), each with
+        its runner's process id and the directory of its job; empty for a job it does not know."""
+        job = self._jobs.get((user, name))
+        return job.runs() if job else []
+
+    def directory(self, user: str, name: str) -> Path | None:
+        """Where a job this backend supervises keeps its code, state and output."""
+        job = self._jobs.get((user, name))
+        return job.dir if job else None
 
     async def logs(
         self, user: str, name: str, *, follow: bool = False, tail: int | None = None

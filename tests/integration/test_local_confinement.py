@@ -50,7 +50,7 @@ async def backend(tmp_path: Path) -> AsyncIterator[LocalJobBackend]:
     await b.start()
     assert b.support is not None and b.support.cgroups and b.support.network, confine.support()
     yield b
-    for user, name in list(b._jobs):
+    for user, name in list(await b.inventory()):
         await b.delete(user, name)
     await b.shutdown()
 

@@ -48,7 +48,7 @@ async def backend(tmp_path: Path) -> AsyncIterator[LocalJobBackend]:
     b = make_backend(tmp_path)
     await b.start()
     yield b
-    for user, name in list(b._jobs):
+    for user, name in list(await b.inventory()):
         await b.delete(user, name)
     await b.shutdown()
 
@@ -116,7 +116,7 @@ async def test_a_scraper_runs_until_stopped(backend: LocalJobBackend) -> None:
         spec("scrape", "scraper", "import time\nprint('up', flush=True)\ntime.sleep(60)"), ALICE
     )
     await recorder(backend).until(lambda o: o.status is JobStatus.RUNNING)
-    pid = backend._jobs[("alice", "scrape")].runs()[0].pid
+    pid = backend.runs("alice", "scrape")[0].pid
     await backend.stop("alice", "scrape")
     assert backend.observed("alice", "scrape").status is JobStatus.STOPPED
     assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
@@ -207,7 +207,7 @@ async def test_a_restarted_service_re_adopts_running_work_and_settles_finished_w
     )
     await recorder(first).until(lambda o: o.status is JobStatus.RUNNING)
     assert "up" in await logged(first, "keep", "up")
-    pid = first._jobs[("alice", "keep")].runs()[0].pid
+    pid = first.runs("alice", "keep")[0].pid
     await first.shutdown()  # the service dies; its processes do not
     await asyncio.sleep(1.0)  # "quick" ends while nobody is watching
 
@@ -216,8 +216,8 @@ async def test_a_restarted_service_re_adopts_running_work_and_settles_finished_w
     try:
         quick = await recorder(second).until(lambda o: o.status.finished)
         assert (quick.status, quick.exit_code) == (JobStatus.FAILED, 3)
-        keep = second._jobs[("alice", "keep")]
-        assert [r.pid for r in keep.runs()] == [pid]  # the same process: adopted, not started again
+        # the same process: adopted, not started again
+        assert [r.pid for r in second.runs("alice", "keep")] == [pid]
         assert second.observed("alice", "keep").status is JobStatus.RUNNING
         assert os.path.exists(f"/proc/{pid}")
         await second.stop("alice", "keep")
@@ -236,7 +236,7 @@ async def test_submitting_a_running_job_again_changes_nothing(backend: LocalJobB
     assert "up" in await logged(backend, "once", "up")
     await backend.submit(job, ALICE)
     await asyncio.sleep(0.3)
-    assert len(backend._jobs[("alice", "once")].runs()) == 1
+    assert len(backend.runs("alice", "once")) == 1
     assert (await logs(backend, "once")).count("up") == 1
 
 
@@ -320,7 +320,7 @@ async def test_an_error_in_supervision_ends_the_job_failed_and_stop_delete_shutd
     await b.shutdown()  # nothing raised
     again = make_backend(tmp_path)
     await again.start()  # never started again: today's validation refuses it
-    assert ("alice", "never") not in again._jobs
+    assert again.observed("alice", "never") is None
     await again.delete("alice", "never")
     assert not (tmp_path / "jobs" / "u-alice" / "never").exists()
     await again.shutdown()
@@ -346,7 +346,7 @@ async def test_a_saved_job_that_cannot_run_any_more_ends_failed_on_start(tmp_pat
         final = await recorder(second).until(lambda o: o.status.finished)
         assert final.status is JobStatus.FAILED and final.message is not None
         assert "cannot run any more" in final.message and "NUL" in final.message
-        assert ("alice", "old") not in second._jobs
+        assert second.observed("alice", "old") is None
         await second.delete("alice", "old")
         assert not saved.parent.exists()
     finally:
@@ -357,10 +357,10 @@ async def test_the_jobs_environment_reaches_the_job_but_not_the_runner(backend: 
     code = "import os, time\nprint('FOO=' + os.environ['FOO'], flush=True)\ntime.sleep(60)\n"
     await backend.submit(spec("env", "scraper", code, env={"FOO": "from-the-user"}), ALICE)
     await recorder(backend).until(lambda o: o.status is JobStatus.RUNNING)
-    runner = backend._jobs[("alice", "env")].runs()[0].pid
+    runner = backend.runs("alice", "env")[0].pid
     assert "FOO=from-the-user" in await logged(backend, "env", "FOO=from-the-user")
     assert b"FOO=" not in Path(f"/proc/{runner}/environ").read_bytes()
-    assert not list((tmp_dir := backend._jobs[("alice", "env")].dir).glob("env.*.json")), tmp_dir
+    assert not list((tmp_dir := backend.directory("alice", "env")).glob("env.*.json")), tmp_dir
 
 
 async def test_allow_keeps_at_most_max_live_runs(tmp_path: Path) -> None:
@@ -376,7 +376,7 @@ async def test_allow_keeps_at_most_max_live_runs(tmp_path: Path) -> None:
             await clock.advance_to(datetime(2026, 11, 25, 9, minute, tzinfo=UTC))
             await asyncio.sleep(0.5)
         output = await logged(b, "many", "skipped a run")
-        assert len(b._jobs[("alice", "many")].runs()) == 2
+        assert len(b.runs("alice", "many")) == 2
         assert "max_live_runs" in output
     finally:
         await b.delete("alice", "many")
