@@ -73,5 +73,16 @@ test-faults: system control-plane user-env
 bench: install
 	$(BIN)/python benchmarks/run.py $(BENCH)
 
+# the documentation, built offline with Sphinx into build/docs/; any warning (a broken link between
+# pages, a heading anchor that does not exist) fails it
+.PHONY: docs docs-reference
+docs: $(STAMP)
+	$(BIN)/python -m sphinx -E -W --keep-going -b html -q docs build/docs
+
+# rewrite docs/reference/{catalog,rest-api,settings}.md from the catalog's schema, the OpenAPI file
+# and the settings' help (tests/unit/test_docs.py fails until they are current)
+docs-reference: $(STAMP)
+	$(BIN)/python docs/generate.py
+
 clean:
 	rm -rf $(VENV) state node_modules

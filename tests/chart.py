@@ -1,8 +1,9 @@
-"""The production install: the Zero to JupyterHub chart with our values, as docs/admin.md says.
+"""The production install: the Zero to JupyterHub chart with our values, as the install guide
+(docs/how-to/install-on-kubernetes.md) says.
 
 - :func:`chart_package` finds the published chart as an admin's machine would ($JHUB_EXT_Z2JH_CHART,
   else ``../shared/charts/``, else the chart repository).
-- :func:`guide_commands` reads the commands of docs/admin.md that the tests run, unchanged.
+- :func:`guide_commands` reads the commands of the install guide that the tests run, unchanged.
 - :class:`HubPod` lays out what the chart's hub pod loads (the chart's own ``jupyterhub_config.py``
   and ``z2jh.py``, the installed ConfigMap and Secret, our files where ``images/hub/Dockerfile`` puts
   them, the catalog ConfigMap where the values mount it) under a directory of this machine, with
@@ -34,7 +35,7 @@ Json = dict[str, Any]
 CHART_VERSIONS = ("4.3.3", "4.4.0")
 SHARED_CHARTS = ROOT.parent / "shared" / "charts"
 CHART_REPOSITORY = "https://hub.jupyter.org/helm-chart/"
-GUIDE = ROOT / "docs" / "admin.md"
+GUIDE = ROOT / "docs" / "how-to" / "install-on-kubernetes.md"
 HUB_DOCKERFILE = ROOT / "images" / "hub" / "Dockerfile"
 PROXY_DOCKERFILE = ROOT / "images" / "proxy" / "Dockerfile"
 #: the configurable-http-proxy of the proxy image's base, the chart's (make system installs it here)
@@ -93,11 +94,13 @@ def render(package: Path, namespace: str, values: list[Path], release: str = "jh
 
 
 def guide_block(block: str) -> str:
-    """The text of docs/admin.md's code block marked ``<!-- tested: BLOCK -->``, as written."""
+    """The text of the install guide's code block marked ``<!-- tested: BLOCK -->``, as written."""
     text = GUIDE.read_text()
     match = re.search(rf"<!-- tested: {re.escape(block)} -->\s*```\w*\n(.*?)```", text, re.S)
     if match is None:
-        raise AssertionError(f"docs/admin.md has no block marked <!-- tested: {block} -->")
+        raise AssertionError(
+            f"docs/how-to/install-on-kubernetes.md has no block marked <!-- tested: {block} -->"
+        )
     return match.group(1)
 
 

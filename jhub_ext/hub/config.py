@@ -235,7 +235,7 @@ def _isolation(site: Site) -> None:
         print(
             "jhub_ext: WARNING: users are not isolated: every user's servers and jobs run as the hub's "
             "own OS user and can read each other's files (accounts of their own need the hub to run as "
-            "root); see the README's security section.",
+            "root); see docs/explanation/security.md.",
             file=sys.stderr,
         )
 

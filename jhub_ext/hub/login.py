@@ -38,7 +38,8 @@ def configure_login(
             "the demo users' passwords are known (and the chart's default authenticator lets anyone in "
             "with any password). Configure the team's identity provider in the chart's values "
             "(hub.config.JupyterHub.authenticator_class: generic-oauth and hub.config.GenericOAuthenticator; "
-            "see docs/admin.md, 'Your site's values'). For a short private trial only, set hub.extraEnv "
+            "see docs/how-to/install-on-kubernetes.md, 'Your site's values'). For a short private trial "
+            "only, set hub.extraEnv "
             'JHUB_EXT_ALLOW_DEMO_USERS: "1".'
         )
     else:

@@ -181,7 +181,7 @@ class LocalJobBackend(Supervision, JobBackend):
         help="""
         Run each run of a job confined (needs root): a control group with its profile's memory
         and CPUs and at most ``max_processes`` processes, a PID namespace and a network namespace
-        of its own (see the README's security table). Default: $JHUB_EXT_CONFINE is 1, else
+        of its own (see docs/explanation/security.md). Default: $JHUB_EXT_CONFINE is 1, else
         whether the service runs as root. What this machine cannot give is logged at start.
 
         Example::

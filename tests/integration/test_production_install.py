@@ -1,4 +1,5 @@
-"""The production install on the real control plane, as docs/admin.md says, for each published chart.
+"""The production install on the real control plane, as the install guide
+(docs/how-to/install-on-kubernetes.md) says, for each published chart.
 
 The guide's own commands install the chart with our values (Helm and kubectl built from their Go
 modules); every object is accepted and every pod the chart's controllers make is admitted under the
@@ -66,7 +67,9 @@ def site_values(provider: OIDCProvider, client: OAuthClient, hub_url: str) -> di
         text = text.replace(example, real)
     values = yaml.safe_load(text)
     values["cull"] = {"timeout": CULL_SECONDS, "every": 10}
-    values["imagePullSecrets"] = ["registry-credentials"]  # a private registry (docs/admin.md, step 1)
+    values["imagePullSecrets"] = [
+        "registry-credentials"
+    ]  # a private registry (docs/how-to/install-on-kubernetes.md, step 1)
     return values  # type: ignore[no-any-return]
 
 

@@ -346,8 +346,8 @@ def test_a_missing_file_names_the_path(tmp_path: Path) -> None:
 
 
 def test_the_readme_example_catalog_is_valid() -> None:
-    readme = (SHIPPED_CATALOG.parent.parent / "README.md").read_text()
+    readme = (SHIPPED_CATALOG.parent.parent / "docs" / "reference" / "catalog-rules.md").read_text()
     example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
-    catalog = parse_catalog(example, "README.md")
+    catalog = parse_catalog(example, "catalog-rules.md")
     assert [p.slug for p in catalog.profiles] == ["small", "large-memory", "gpu-a100"]
     assert catalog.currency == "€"
