@@ -11,23 +11,23 @@ menu. On top of that it shows live capacity in the menu from watch-fed caches of
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import time
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any
 
 from jupyterhub import orm
 from kubernetes_asyncio.client import V1DeleteOptions, V1Preconditions
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
-from kubespawner.clients import shared_client
 from traitlets import Bool, Integer, default
 
 from jhub_ext.core.catalog import Catalog, Kind
 from jhub_ext.core.catalog.quota import Workload
 from jhub_ext.core.catalog.selection import Selection
+from jhub_ext.core.events import Happened
 from jhub_ext.kubernetes.capacity import availability, orphan_server_pods, pod_workload
+from jhub_ext.kubernetes.hubwatch import ClusterWatch, shared_api
 from jhub_ext.kubernetes.pods import (
     DEFAULT_GID,
     DEFAULT_UID,
@@ -39,10 +39,6 @@ from jhub_ext.kubernetes.pods import (
 from jhub_ext.kubernetes.retry import retrying
 from jhub_ext.kubernetes.watch import WatchCache
 from jhub_ext.spawner.profiles import ProfileChoiceError, ProfileMenuMixin
-
-UNFINISHED = "status.phase!=Succeeded,status.phase!=Failed"
-PROBE_SECONDS = 10
-PROBE_TIMEOUT = 5
 
 _AFFINITY_TRAITS = {
     ("nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution"): "node_affinity_required",
@@ -104,13 +100,6 @@ def _clock(moment: float) -> str:
     return time.strftime("%H:%M", time.localtime(moment))
 
 
-def _api(kind: str) -> Any:
-    """KubeSpawner's shared client of ``kind`` (one per event loop), retrying transient failures."""
-    api = shared_client(kind)
-    retrying(api.api_client)
-    return api
-
-
 class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
     """Spawn pods with the resources of a catalog profile, showing live capacity in the menu."""
 
@@ -159,16 +148,16 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
         """,
     )
 
-    # One cache per kind and scope for the whole hub, as KubeSpawner does with its reflectors.
-    caches: ClassVar[dict[tuple[str, str], WatchCache]] = {}
-    _caches_lock: ClassVar[asyncio.Lock | None] = None
-    _availability_memo: ClassVar[dict[tuple[Any, ...], str]] = {}
-    _reaper: ClassVar[asyncio.Task[None] | None] = None
-    _prober: ClassVar[asyncio.Task[None] | None] = None
-    #: since when the API server has not answered the hub's probe (None: it answers)
-    api_down_since: ClassVar[float | None] = None
     #: the admin's values of PROFILE_TRAITS, taken before the first profile is applied
     _configured: dict[str, Any] | None = None
+    _cluster: ClusterWatch | None = None
+
+    @property
+    def cluster(self) -> ClusterWatch:
+        """The hub's one view of the cluster: caches, probe, orphan reaper (see :mod:`.hubwatch`)."""
+        if self._cluster is None:
+            self._cluster = ClusterWatch.of_hub(getattr(self.user, "settings", None), self.log)
+        return self._cluster
 
     # --- least privilege by default ----------------------------------------------------------------
 
@@ -223,83 +212,21 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
         """Nothing left to load: :meth:`apply_selection` applied the validated choice before the start
         (KubeSpawner would look the profile up again in its own ``profile_list``, which is unused)."""
 
-    # --- watch-fed caches ------------------------------------------------------------------------------
+    # --- the hub's view of the cluster ------------------------------------------------------------------
 
     async def ensure_caches(self) -> None:
-        """Start the shared node and pod caches once; later calls return at once."""
-        cls = ProfileKubeSpawner
-        if cls._caches_lock is None:
-            cls._caches_lock = asyncio.Lock()
-        async with cls._caches_lock:
-            core = _api("CoreV1Api")
-            wanted: dict[tuple[str, str], WatchCache] = {}
-            if ("nodes", "") not in cls.caches:
-                wanted[("nodes", "")] = WatchCache(
-                    core.list_node, kind="nodes", timeout_seconds=self.watch_timeout_seconds, logger=self.log
-                )
-            scope = "" if self.capacity_all_namespaces else self.namespace
-            if ("pods", scope) not in cls.caches:
-                list_pods = (
-                    core.list_pod_for_all_namespaces
-                    if not scope
-                    else (lambda **kw: core.list_namespaced_pod(scope, **kw))
-                )
-                wanted[("pods", scope)] = WatchCache(
-                    list_pods,
-                    kind="pods",
-                    field_selector=UNFINISHED,
-                    timeout_seconds=self.watch_timeout_seconds,
-                    logger=self.log,
-                )
-            for key, cache in wanted.items():
-                await cache.start()
-                cls.caches[key] = cache
-            if cls._reaper is None:  # the hub's own reconciler of server pods
-                cls._reaper = asyncio.create_task(self._reap_orphans_forever())
-            if cls._prober is None:  # a paused or cut-off API server breaks no watch: ask it
-                cls._prober = asyncio.create_task(self._probe_forever())
+        """Start the hub's node and pod caches, its API probe and its orphan reaper, once."""
+        await self.cluster.start(
+            self._scope,
+            self.watch_timeout_seconds,
+            self.reap_orphan_pods,
+            max(5.0, min(60.0, float(self.orphan_grace_seconds))),
+        )
 
-    async def _probe_forever(self) -> None:
-        """Ask the API server for its version every 10 s (every 2 s while it does not answer): whether
-        it answers decides the menu's "as of" note and whether a spawn is tried at all."""
-        while True:
-            await self._api_answers()
-            await asyncio.sleep(PROBE_SECONDS if ProfileKubeSpawner.api_down_since is None else 2)
-
-    async def _api_answers(self, timeout: float = PROBE_TIMEOUT) -> bool:
-        """Whether the API server answers now (tried twice: one failure is not an outage); keeps
-        :attr:`api_down_since` up to date."""
-        cls = ProfileKubeSpawner
-        try:
-            try:
-                await _api("VersionApi").get_code(_request_timeout=timeout)
-            except Exception:  # once more, on a fresh connection
-                await _api("VersionApi").get_code(_request_timeout=timeout)
-        except Exception as e:
-            if cls.api_down_since is None:
-                cls.api_down_since = time.time()
-                self.log.warning("The Kubernetes API server does not answer: %s", e or type(e).__name__)
-            return False
-        if cls.api_down_since is not None:
-            self.log.info("The Kubernetes API server answers again")
-        cls.api_down_since = None
-        return True
-
-    async def _cluster_down(self, unsure: bool = False) -> bool:
-        """Whether the API server does not answer now. Asked quickly (it may be back) where the probe
-        found it down, or where ``unsure`` (nothing has asked it yet); else the probe's word holds."""
-        if ProfileKubeSpawner.api_down_since is None and not unsure:
-            return False
-        return not await self._api_answers(timeout=2)
-
-    async def _reap_orphans_forever(self) -> None:
-        interval = max(5.0, min(60.0, float(self.orphan_grace_seconds)))
-        while True:
-            try:
-                await self.reap_orphan_pods()
-            except Exception:
-                self.log.exception("Could not look for server pods without a hub record")
-            await asyncio.sleep(interval)
+    @property
+    def _scope(self) -> str:
+        """The namespace whose pods count for capacity ("": every namespace)."""
+        return "" if self.capacity_all_namespaces else self.namespace
 
     async def reap_orphan_pods(self) -> list[str]:
         """Delete (by uid) this namespace's server pods that no hub record knows, once they are
@@ -318,7 +245,7 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
         for pod in orphan_server_pods(pods.values(), self.namespace, known, self.orphan_grace_seconds):
             meta = pod["metadata"]
             try:
-                await _api("CoreV1Api").delete_namespaced_pod(
+                await shared_api("CoreV1Api").delete_namespaced_pod(
                     meta["name"],
                     meta["namespace"],
                     body=V1DeleteOptions(preconditions=V1Preconditions(uid=meta["uid"])),
@@ -332,8 +259,7 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
         return deleted
 
     def _cache(self, kind: str) -> WatchCache | None:
-        scope = "" if kind == "nodes" or self.capacity_all_namespaces else self.namespace
-        return ProfileKubeSpawner.caches.get((kind, scope))
+        return self.cluster.cache(kind, self._scope)
 
     async def poll(self) -> int | None:
         """KubeSpawner's poll, with the hub's caches (and their reaper and probe) started first: the
@@ -344,8 +270,8 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
             self.log.exception("Could not start the node and pod caches")
         reflector = self.__class__.reflectors.get(self._get_reflector_key("pods"))
         loaded = reflector is not None and reflector.first_load_future.done()
-        known_down = ProfileKubeSpawner.api_down_since is not None  # the probe asks every 2 s then
-        if not loaded and (known_down or await self._cluster_down(unsure=True)):
+        known_down = self.cluster.api_down_since is not None  # the probe asks every 2 s then
+        if not loaded and (known_down or await self.cluster.down(unsure=True)):
             # KubeSpawner would start (or wait for) its pod reflector, whose first list waits a minute for
             # an API server that does not answer. Without it nobody can look: a server the hub records
             # as running is taken to run still (the next poll looks again); any other has nothing
@@ -357,11 +283,12 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
         """KubeSpawner's stop, unless the API server does not answer: then the hub forgets the server
         at once (instead of retrying its delete for half a minute while the user waits), and the
         orphan reaper deletes its pod, if it made one, once the API server answers again."""
-        if await self._cluster_down():
+        if await self.cluster.down():
             self.log.warning(
                 "The Kubernetes API server does not answer: pod %s is left to the orphan reaper",
                 self.pod_name,
             )
+            await self.publish(Happened.ENDED)  # for the hub, it has ended
             return
         await super().stop(now=now)
 
@@ -385,13 +312,14 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
         if profile is None or nodes is None or pods is None:
             return None
         key = (self.catalog_path, self.catalog_source.loaded_at, slug, nodes.changes, pods.changes)
-        text = self._availability_memo.get(key)
+        memo = self.cluster.availability_memo
+        text = memo.get(key)
         if text is None:
-            if len(self._availability_memo) > 1024:
-                self._availability_memo.clear()
+            if len(memo) > 1024:
+                memo.clear()
             text = availability(profile, nodes.values(), pods.values()).describe(profile)
-            self._availability_memo[key] = text
-        down = [t for t in (nodes.stale_since, pods.stale_since, ProfileKubeSpawner.api_down_since) if t]
+            memo[key] = text
+        down = [t for t in (nodes.stale_since, pods.stale_since, self.cluster.api_down_since) if t]
         if down:
             text += f" (as of {_clock(min(down))}: the cluster is not answering)"
         return text
@@ -402,8 +330,8 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
         """Start the pod cache the quota check counts from, then validate, check and apply the choice.
         While the API server does not answer, a spawn is refused at once: 503 with Retry-After."""
         # a fresh hub's caches would wait on their first list: ask first
-        if await self._cluster_down(unsure=self._cache("pods") is None):
-            down = ProfileKubeSpawner.api_down_since or time.time()
+        if await self.cluster.down(unsure=self._cache("pods") is None):
+            down = self.cluster.api_down_since or time.time()
             raise ProfileChoiceError(
                 f"The cluster has not answered since {_clock(down)}, so your server cannot start now. "
                 "Try again in a minute; an admin can see why in the hub's log.",

@@ -19,6 +19,7 @@ from jhub_ext.core.catalog.model import Profile
 from jhub_ext.core.catalog.selection import resolve_selection
 from jhub_ext.core.jobs.model import Placement, parse_submission
 from jhub_ext.kubernetes.backend import KubernetesJobBackend
+from jhub_ext.kubernetes.hubwatch import SETTINGS_KEY
 from jhub_ext.kubernetes.pods import DEFAULT_GID, DEFAULT_UID, pod_plan
 from jhub_ext.kubernetes.spawner import ProfileKubeSpawner
 from jhub_ext.kubernetes.workloads import Site, build_workload
@@ -164,3 +165,15 @@ async def test_a_later_start_with_another_profile_keeps_nothing_of_the_earlier_o
     assert env["TEAM"] == "social" and env["JHUB_EXT_PROFILE"] == "small"
     assert pod["metadata"]["labels"]["jhub-ext.io/profile"] == "small"
     assert small.default_image is not None and container["image"] == small.default_image.image
+
+
+async def test_the_servers_of_one_hub_share_its_one_view_of_the_cluster(new_spawner: Any) -> None:
+    """The node and pod caches, the API probe and the orphan reaper are the hub's, kept in the
+    settings its users share, not in the spawner's class: a second hub in the process has its own."""
+    hub_settings: dict[str, Any] = {}
+    first, second, other_hub = new_spawner(), new_spawner(), new_spawner()
+    first.user.settings = second.user.settings = hub_settings
+    other_hub.user.settings = {}
+    assert first.cluster is second.cluster is hub_settings[SETTINGS_KEY]
+    assert other_hub.cluster is not first.cluster
+    assert first.cluster.api_down_since is None and first.cluster.caches == {}
