@@ -60,7 +60,8 @@ from jhub_ext.kubernetes.workloads import (
 Key = tuple[str, str]
 
 
-_KINDS = {JobKind.BATCH: "jobs", JobKind.SCRAPER: "deployments", JobKind.SCHEDULED: "cronjobs"}
+#: the resource of each kind of job's workload (the jobs domain's table says which)
+_KINDS = {kind: kind.rules.workload for kind in JobKind}
 
 
 class KubernetesJobBackend(JobBackend):

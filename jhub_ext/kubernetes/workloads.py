@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from jhub_ext.core.jobs.model import ConcurrencyPolicy, JobKind, JobSpec, Placement
+from jhub_ext.core.jobs.model import ConcurrencyPolicy, JobSpec, Placement
 from jhub_ext.kubernetes.pods import (
     DEFAULT_GID,
     DEFAULT_UID,
@@ -255,7 +255,8 @@ def build_workload(
     plan = plan or _plan(spec, placement)
     metadata = _metadata(spec, placement, site, plan)
     selector = {"matchLabels": {JOB_LABEL: metadata["name"]}}
-    if spec.kind is JobKind.SCRAPER:
+    resource = spec.kind.rules.workload
+    if resource == "deployments":
         return {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -269,13 +270,13 @@ def build_workload(
             },
         }
     job_spec: dict[str, Any] = {
-        "backoffLimit": spec.retries if spec.kind is JobKind.BATCH else 0,
+        "backoffLimit": spec.retries if spec.kind.rules.takes_retries else 0,
         "podFailurePolicy": IGNORE_DISRUPTIONS,
         "template": _pod_template(spec, placement, site, plan, "Never"),
     }
     if spec.deadline_seconds is not None:  # the service always sets one (see lifecycle.bounded_deadline)
         job_spec["activeDeadlineSeconds"] = spec.deadline_seconds
-    if spec.kind is JobKind.BATCH:
+    if resource == "jobs":
         job_spec["ttlSecondsAfterFinished"] = site.finished_ttl_seconds
         return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
     schedule = spec.schedule

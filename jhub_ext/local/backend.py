@@ -39,7 +39,7 @@ from traitlets import Bool, Dict, Float, Integer, Unicode, default
 
 from jhub_ext.core.jobs import lifecycle
 from jhub_ext.core.jobs.backend import Held, JobBackend, Observed, Placement
-from jhub_ext.core.jobs.model import JobKind, JobSpec, JobStatus, parse_submission
+from jhub_ext.core.jobs.model import JobKind, JobSpec, JobStatus, Runs, parse_submission
 from jhub_ext.core.settings import env_default, string_mapping
 from jhub_ext.local import confine
 from jhub_ext.local.accounts import Account, Accounts
@@ -270,7 +270,7 @@ class LocalJobBackend(Supervision, JobBackend):
             job = LocalJob(spec_file.parent, spec, saved["placement"], state)
             self._jobs[(job.user, spec.name)] = job
             if state.desired == "run" and not (
-                JobKind(spec.kind) is JobKind.BATCH and JobStatus(state.status).finished
+                JobKind(spec.kind).rules.runs is Runs.ONCE and JobStatus(state.status).finished
             ):
                 adopted = [r for r in job.runs() if r.alive()]
                 self.log.info(

@@ -18,7 +18,7 @@ from typing import Any
 
 from jhub_ext.core.jobs import lifecycle
 from jhub_ext.core.jobs.lifecycle import Fire
-from jhub_ext.core.jobs.model import JobKind, JobStatus
+from jhub_ext.core.jobs.model import JobKind, JobStatus, Runs
 from jhub_ext.local import confine
 from jhub_ext.local.accounts import Account
 from jhub_ext.local.process import (
@@ -126,7 +126,7 @@ class Supervision:
         reason, its processes stopped: a job never stays pending (and counted) for ever."""
         kind = JobKind(job.spec.kind)
         try:
-            if kind is JobKind.SCHEDULED:
+            if kind.rules.runs is Runs.ON_SCHEDULE:
                 await self._run_schedule(job, resumed)
             else:
                 await self._run_until_done(job, resumed)

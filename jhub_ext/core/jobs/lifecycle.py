@@ -24,7 +24,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from jhub_ext.core.jobs.model import ConcurrencyPolicy, JobKind, JobSpec, JobSpecError, JobStatus, Schedule
+from jhub_ext.core.jobs.model import (
+    ConcurrencyPolicy,
+    JobKind,
+    JobSpec,
+    JobSpecError,
+    JobStatus,
+    Runs,
+    Schedule,
+)
 
 #: the exit code of a run killed with SIGKILL (shell convention: 128 + the signal)
 EXIT_KILLED = 128 + signal.SIGKILL.value
@@ -140,9 +148,9 @@ def after_run(
     otherwise it runs again after a backoff. A scraper runs again after a backoff whatever its
     code, the backoff reset by a run that lasted ``backoff.reset_after``.
     """
-    if kind is JobKind.SCHEDULED:
+    if kind.rules.runs is Runs.ON_SCHEDULE:
         raise ValueError("a scheduled job runs again on its schedule (see at_fire_time)")
-    forever = kind is JobKind.SCRAPER
+    forever = kind.rules.runs is Runs.UNTIL_STOPPED
     if code == 0 and not forever:
         return AfterRun(JobStatus.SUCCEEDED, 0, COMPLETED, failures)
     failures = 1 if forever and lasted >= backoff.reset_after else failures + 1
@@ -168,7 +176,7 @@ def at_deadline(failures: int, deadline_seconds: int | None) -> AfterRun:
 def bounded_deadline(spec: JobSpec, max_run_seconds: int, profile: str) -> JobSpec:
     """``spec`` with the deadline it runs under: the one it asked for, else its profile's longest
     run; a scraper has none. A job that asks for more than its profile allows is refused."""
-    if spec.kind is JobKind.SCRAPER:
+    if not spec.kind.rules.has_deadline:
         return spec
     asked = spec.deadline_seconds
     if asked is not None and asked > max_run_seconds:

@@ -57,9 +57,51 @@ class JobKind(StrEnum):
     SCHEDULED = "scheduled"  # runs on a cron schedule
 
     @property
+    def rules(self) -> KindRules:
+        """What this kind of job is (its entry in :data:`KIND_RULES`)."""
+        return KIND_RULES[self]
+
+    @property
     def profile_kind(self) -> Kind:
         """The use of a catalog profile this kind of job needs (the profiles' ``kinds``)."""
-        return Kind.SCRAPER if self is JobKind.SCRAPER else Kind.JOB
+        return KIND_RULES[self].profile_kind
+
+
+class Runs(StrEnum):
+    """How a kind of job runs."""
+
+    ONCE = "once"  # to completion; a failed run is tried again up to ``retries`` times
+    UNTIL_STOPPED = "until stopped"  # restarted after any exit, with a backoff; no deadline
+    ON_SCHEDULE = "on schedule"  # one run per firing of its cron schedule
+
+
+@dataclass(frozen=True)
+class KindRules:
+    """Everything that depends on a job's kind, in one place: a new kind is one entry here (and its
+    Kubernetes object's builder, :func:`jhub_ext.kubernetes.workloads.build_workload`)."""
+
+    profile_kind: Kind  # the use of a catalog profile it needs
+    runs: Runs
+    workload: str  # the Kubernetes resource it becomes
+
+    @property
+    def takes_retries(self) -> bool:
+        """Whether a submission may say how often a failed run is tried again."""
+        return self.runs is Runs.ONCE
+
+    @property
+    def has_deadline(self) -> bool:
+        """Whether it runs under a deadline (its own, else its profile's longest run)."""
+        return self.runs is not Runs.UNTIL_STOPPED
+
+
+KIND_RULES: Mapping[JobKind, KindRules] = MappingProxyType(
+    {
+        JobKind.BATCH: KindRules(Kind.JOB, Runs.ONCE, workload="jobs"),
+        JobKind.SCRAPER: KindRules(Kind.SCRAPER, Runs.UNTIL_STOPPED, workload="deployments"),
+        JobKind.SCHEDULED: KindRules(Kind.JOB, Runs.ON_SCHEDULE, workload="cronjobs"),
+    }
+)
 
 
 class JobStatus(StrEnum):
@@ -185,9 +227,9 @@ class JobSpec:
             "profile": self.profile,
             "env": dict(self.env),
         }
-        if self.kind is JobKind.BATCH:
+        if self.kind.rules.takes_retries:
             body.update(retries=self.retries, deadline_seconds=self.deadline_seconds)
-        if self.kind is JobKind.SCHEDULED and self.deadline_seconds is not None:
+        elif self.kind.rules.has_deadline and self.deadline_seconds is not None:
             body.update(deadline_seconds=self.deadline_seconds)
         if self.schedule is not None:
             body.update(
@@ -243,9 +285,9 @@ def parse_submission(body: Any, limits: Limits = Limits()) -> JobSpec:
     deadline = body.get("deadline_seconds")
     if deadline is not None:
         deadline = _parse_int(body, "deadline_seconds", None, 1, 366 * 24 * 3600)
-    if kind is not JobKind.BATCH and body.get("retries") is not None:
+    if not kind.rules.takes_retries and body.get("retries") is not None:
         raise JobSpecError("retries", "retries applies to batch jobs only; remove it")
-    if kind is JobKind.SCRAPER and deadline is not None:
+    if not kind.rules.has_deadline and deadline is not None:
         raise JobSpecError(
             "deadline_seconds",
             "deadline_seconds applies to batch and scheduled jobs; a scraper runs until stopped",
@@ -412,7 +454,7 @@ def _parse_int(body: Mapping[str, Any], key: str, fallback: Any, low: int, high:
 
 def _parse_schedule(body: Mapping[str, Any], kind: JobKind, limits: Limits) -> Schedule | None:
     scheduling = ("schedule", "timezone", "concurrency_policy", "history_limit")
-    if kind is not JobKind.SCHEDULED:
+    if kind.rules.runs is not Runs.ON_SCHEDULE:
         for key in scheduling:
             if body.get(key) is not None:
                 raise JobSpecError(
