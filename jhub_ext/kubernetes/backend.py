@@ -173,6 +173,8 @@ class KubernetesJobBackend(JobBackend):
         self._change = asyncio.Event()  # set on every watch event
         self._by_object: dict[str, Key] = {}
         self._code_uids: dict[Key, str] = {}  # ConfigMaps created here whose deletion is not yet known
+        #: the manifests a validate built, for the submit of the very same spec and placement
+        self._built: dict[Key, tuple[JobSpec, Placement, list[Json]]] = {}
         self._live_runs = LiveRuns(self._api, self._spawn, self.log)  # scheduled jobs' bound
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -251,7 +253,7 @@ class KubernetesJobBackend(JobBackend):
     async def validate(self, spec: JobSpec, placement: Placement) -> None:
         """Ask the API server (a dry run: nothing is stored) whether it would take the job's objects."""
         key = (placement.user, spec.name)
-        configmap, workload = build_manifests(spec, placement, self.site)
+        configmap, workload = self._manifests(spec, placement, keep=True)
         # the pod its controller will create: Pod Security, LimitRange and ResourceQuota apply to pods
         template = (workload["spec"].get("jobTemplate") or workload)["spec"]["template"]
         pod = {"apiVersion": "v1", "kind": "Pod", **template}
@@ -292,7 +294,7 @@ class KubernetesJobBackend(JobBackend):
         self.specs[key] = (spec, kind)
         self.stopped.discard(key)
         self._last.pop(key, None)
-        configmap, workload = build_manifests(spec, placement, self.site)
+        configmap, workload = self._manifests(spec, placement)
         try:
             code = await self._api().claim(configmap, key)
         except Exception:
@@ -321,6 +323,21 @@ class KubernetesJobBackend(JobBackend):
         with contextlib.suppress(TimeoutError):
             await self._until(cached, 10)
         await self.notify(placement.user, spec.name, Observed(JobStatus.PENDING))
+
+    def _manifests(self, spec: JobSpec, placement: Placement, keep: bool = False) -> list[Json]:
+        """The job's ConfigMap and workload, built once per submit: a validate keeps what it built
+        for the submit of the very same ``spec`` and ``placement`` objects, which takes it."""
+        key = (placement.user, spec.name)
+        kept = self._built.pop(key, None)
+        if kept is not None and kept[0] is spec and kept[1] is placement:
+            built = kept[2]
+        else:
+            built = build_manifests(spec, placement, self.site)
+        if keep:
+            if len(self._built) >= 256:  # validates whose submit never came (refused, say)
+                self._built.pop(next(iter(self._built)))
+            self._built[key] = (spec, placement, built)
+        return built
 
     def _active(self, key: Key, kind: str) -> bool:
         """Whether the job's workload exists, is ours, is not being deleted and has not finished."""

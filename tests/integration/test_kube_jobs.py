@@ -453,3 +453,30 @@ async def test_a_scheduled_jobs_live_runs_beyond_its_bound_are_deleted_newest_fi
 
     await eventually(lambda: live("free") == runs["free"][:1], "the newest runs to go")
     assert live("held") == runs["held"]  # (its events came first: nothing was done about them)
+
+
+async def test_a_submit_builds_its_manifests_once_for_its_check_and_its_create(
+    backend: KubernetesJobBackend, ns: Namespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service checks a job (a dry run) and then creates it, with the same spec and placement:
+    its objects are built for the check and created as built."""
+    import jhub_ext.kubernetes.backend as kube_backend
+
+    built: list[str] = []
+
+    def counted(job: Any, placement: Placement, site: Any) -> list[dict[str, Any]]:
+        built.append(job.name)
+        return build_manifests(job, placement, site)
+
+    monkeypatch.setattr(kube_backend, "build_manifests", counted)
+    once = spec("built-once", "batch", "print('done')")
+    await backend.validate(once, ALICE)
+    await backend.submit(once, ALICE)
+    assert built == ["built-once"]
+    job = ns.admin.get("Job", object_name("alice", "built-once"), ns.name)
+    assert job is not None and job["metadata"]["annotations"]["jhub-ext.io/name"] == "built-once"
+    other = spec("built-once", "batch", "print('changed')")  # another spec: built anew
+    await backend.validate(other, ALICE)
+    await backend.validate(spec("built-twice", "batch", "print(2)"), ALICE)
+    await backend.submit(spec("built-twice", "batch", "print(2)"), ALICE)  # not the checked object
+    assert built == ["built-once", "built-once", "built-twice", "built-twice"]
