@@ -281,7 +281,12 @@ def lifecycle_requests(url: str, ns: Namespace) -> int:
         "the job to finish",
     )
     requests.get(f"{url}/jobs/life/logs", headers=headers, timeout=10)
-    return len([e for e in ns.requests()[before:] if e["verb"] != "watch"])
+    made = [e for e in ns.requests()[before:] if e["verb"] != "watch"]
+    what = [
+        f"{e['verb']} {e['objectRef'].get('resource')}/{e['objectRef'].get('subresource', '')}" for e in made
+    ]
+    print(f"  one lifecycle's requests: {', '.join(what)}", file=sys.stderr, flush=True)
+    return len(made)
 
 
 def list_p95(url: str, db_url: str, history: int) -> float:
