@@ -37,6 +37,7 @@ class BoundedBody(web.RequestHandler):
 
     body: bytearray
     body_too_large = False
+    discarding = False  # a refusal waits for the body's end (see refuse_after_body)
     body_seen = 0
     answered: Future[None] | None = None
 
@@ -62,12 +63,32 @@ class BoundedBody(web.RequestHandler):
         if self.body_seen > DRAIN_BODY_BYTES:
             connection = self.request.connection
             self.answer_too_large().add_done_callback(lambda _: connection.close())  # type: ignore[union-attr]
-        elif self.body_too_large:
+        elif self.body_too_large or self.discarding:
             return
         elif len(self.body) + len(chunk) > MAX_BODY_BYTES:
             self.drop_body()
         else:
             self.body += chunk
+
+    def body_pending(self) -> bool:
+        """Whether the request announced a body, which may not have arrived yet."""
+        headers = self.request.headers
+        length = headers.get("Content-Length", "0")
+        chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
+        return chunked or not (length.isascii() and length.isdigit()) or int(length) > 0
+
+    def refuse_after_body(self, error: Exception) -> None:
+        """Answer with ``error`` once the body has arrived, read and dropped: an answer sent while
+        the client is still sending reaches it through the proxy as a reset connection (the proxy's
+        own 503), not as this answer. Nothing of the body is kept; whatever the method, it is not run.
+        """
+        self.discarding = True
+        self.body.clear()
+
+        def refuse(*args: str) -> None:
+            raise error
+
+        setattr(self, (self.request.method or "get").lower(), refuse)
 
     def drop_body(self) -> None:
         """Keep nothing more of the body; the request's method, once it has all arrived, answers 413."""

@@ -103,10 +103,21 @@ class APIHandler(HubOAuthenticated, BoundedBody):
         """Refuse oversized bodies, then authenticate the caller and check they may use the jobs service.
 
         Sets ``self.caller`` from the standalone token or from the hub's user model (its scopes and groups).
+        A refusal of a request with a body is answered once the body has arrived (see
+        :meth:`BoundedBody.refuse_after_body`).
         """
         super().prepare()
         if self.body_too_large:
             return
+        try:
+            await self.authenticate()
+        except (Refusal, web.HTTPError) as refused:
+            if not self.body_pending():
+                raise
+            self.refuse_after_body(refused)
+
+    async def authenticate(self) -> None:
+        """Set ``self.caller``, or refuse: not logged in (401), or not allowed to use the service (403)."""
         standalone = self.settings.get("standalone_token")
         if standalone:  # no hub (Binder, a laptop): one user, one token
             sent = self.request.headers.get("Authorization", "").partition(" ")[2]

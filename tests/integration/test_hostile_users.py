@@ -214,6 +214,25 @@ def test_oversized_bodies_get_a_json_413_through_the_proxy_and_nobody_else_notic
     assert "Traceback" not in hub.log()
 
 
+def test_a_refusal_of_a_request_with_a_body_reaches_the_client_through_the_proxy(
+    users: dict[str, Jobs], hub: HubProcess
+) -> None:
+    """A request refused before its body is read (no token, a bad one) still gets its JSON answer
+    through the proxy, not the proxy's 503 for a connection reset under it: the body is read and
+    dropped first. Every endpoint, every size up to what the service drains."""
+    base, anonymous = users["fuzz"].base, {"Authorization": "token not-a-token"}
+    for size in (1, 64 * 1024, 512 * 1024, 3 * 1024 * 1024):
+        endpoints = (("GET", "/quota"), ("POST", "/jobs"), ("GET", "/jobs"), ("POST", "/jobs/x/stop"))
+        for method, path in endpoints:
+            for headers in (anonymous, {}):
+                answer = requests.request(
+                    method, f"{base}{path}", headers=headers, data=b"x" * size, timeout=60
+                )
+                assert answer.status_code in (401, 403, 413), (method, path, size, answer.status_code)
+                assert answer.headers["Content-Type"].startswith("application/json"), answer.text[:200]
+    assert users["fuzz"].call("GET", "/jobs").status_code == 200
+
+
 def open_follow(hub: HubProcess, user: Jobs, name: str) -> tuple[socket.socket, bytes]:
     """A follow stream through the proxy, on a raw socket: the socket and the head of the answer."""
     sock = socket.create_connection(("127.0.0.1", hub.port), timeout=10)
