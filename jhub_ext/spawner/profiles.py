@@ -40,6 +40,8 @@ from jhub_ext.core.events import Event, Events, Happened, Subject, resolve_obser
 
 OPTION_PREFIX = "profile-option-"
 STATE_KEY = "jhub_ext_usage"
+#: where the hub's settings keep the observers of server events, made once
+EVENTS_KEY = "jhub_ext_server_events"
 
 _templates = Environment(
     loader=PackageLoader("jhub_ext.spawner", "templates"),
@@ -263,7 +265,6 @@ class ProfileMenuMixin(LoggingConfigurable):
         """Tell the configured observers what happened to this server."""
         if not self.event_observers:
             return
-        observers = resolve_observers(self.event_observers, f"c.{type(self).__name__}.event_observers")
         profile = (self.user_options or {}).get("profile")
         event = Event(
             Subject.SERVER,
@@ -274,7 +275,18 @@ class ProfileMenuMixin(LoggingConfigurable):
             groups=self.user_groups,
             detail={"options": dict(self.user_options or {})},
         )
-        await Events(observers).publish(event)
+        await self.server_events().publish(event)
+
+    def server_events(self) -> Events:
+        """The configured observers, made once per hub (a class among them is made once, so it
+        keeps what it counts) and kept in the hub's settings, which every user shares."""
+        settings = getattr(self.user, "settings", None)
+        shared = settings if isinstance(settings, dict) else self.__dict__
+        events = shared.get(EVENTS_KEY)
+        if not isinstance(events, Events):
+            setting = f"c.{type(self).__name__}.event_observers"
+            events = shared[EVENTS_KEY] = Events(resolve_observers(self.event_observers, setting))
+        return events
 
     def apply_selection(self, selection: Selection) -> None:
         """Turn a validated selection into this spawner's settings."""
