@@ -95,7 +95,11 @@ class Service:
         )
         import requests
 
-        wait_for(lambda: _ok(requests, f"{self.url}/openapi.json"), 30, "the jobs service")
+        try:
+            wait_for(lambda: _ok(requests, f"{self.url}/openapi.json"), 30, "the jobs service")
+        except BaseException:
+            self.stop()  # never leave it behind
+            raise
 
     def stop(self) -> None:
         self.process.terminate()
@@ -106,7 +110,7 @@ class Service:
 def _ok(requests: Any, url: str) -> bool:
     try:
         return bool(requests.get(url, timeout=2).ok)
-    except requests.ConnectionError:
+    except requests.RequestException:  # not listening yet, or too busy to answer in time
         return False
 
 
@@ -248,16 +252,18 @@ async def directly(kubeconfig: Path, ns: str) -> dict[str, float]:
     }
 
 
-def baseline_run(ns: Namespace) -> dict[str, float]:
-    """``directly`` in its own process; the lifecycle's requests counted from the audit log."""
-    process = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "direct", str(ns.kubeconfig), ns.name],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdin is not None and process.stdout is not None
-    assert process.stdout.readline().strip() == "LIFECYCLE"
+def baseline_run(cluster: LocalCluster, ns: Namespace) -> dict[str, float]:
+    """``directly`` in its own process, no pod starting while it submits (as for the service); the
+    lifecycle's requests counted from the audit log."""
+    with cluster.pods_held():
+        process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "direct", str(ns.kubeconfig), ns.name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stdin is not None and process.stdout is not None
+        assert process.stdout.readline().strip() == "LIFECYCLE"
     before = len(ns.requests())
     process.stdin.write("go\n")
     process.stdin.flush()
@@ -272,6 +278,12 @@ def baseline_run(ns: Namespace) -> dict[str, float]:
 def lifecycle_requests(url: str, ns: Namespace) -> int:
     import requests
 
+    def reconciled() -> bool:  # the service's start-up pass is not part of a lifecycle
+        return any(
+            e["verb"] == "list" and e["objectRef"].get("resource") == "configmaps" for e in ns.requests()
+        )
+
+    wait_for(reconciled, 30, "the service's first reconcile pass")
     headers = {"Authorization": f"token {TOKEN}"}
     before = len(ns.requests())
     assert requests.post(f"{url}/jobs", headers=headers, json=body("life"), timeout=30).status_code == 201
@@ -323,7 +335,8 @@ def service_run(cluster: LocalCluster, workdir: Path) -> dict[str, float]:
         db_url = f"sqlite:///{workdir / 'jobs.sqlite'}"
         service = Service(workdir, ns, db_url)
         try:
-            return asyncio.run(through_service(service.url))
+            with cluster.pods_held():  # the submits alone, as for the baseline: pods start after them
+                return asyncio.run(through_service(service.url))
         finally:
             service.stop()
 
@@ -397,7 +410,7 @@ def main() -> dict[str, Any]:
             if not baseline:
                 return {**service_run(cluster, workdir), **quiet_run(cluster, workdir, 10_000), **queued}
             with namespace(cluster, "bench-direct", wait=True) as ns:
-                figures = baseline_run(ns)
+                figures = baseline_run(cluster, ns)
             quiet = quiet_run(cluster, workdir, 100)
             del quiet["api_requests_per_lifecycle"]  # the baseline's own lifecycle is counted above
             return {**figures, **quiet, **queued}

@@ -35,7 +35,7 @@ def jobs_service_keeper() -> int:
                 parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
             except OSError:
                 continue
-            if b"jhub_ext.service.app" in command and b"runtime.tied" not in command:
+            if b"jhub_ext.service.app" in command and b"jhub_ext.local.tied" not in command:
                 services[int(entry.name)] = parent
     keepers = [pid for pid, parent in services.items() if parent not in services]
     assert len(keepers) == 1, services

@@ -41,12 +41,15 @@ class Namespace:
         return self.admin.list("Pod", self.name, labels=labels)
 
     def requests(self) -> list[dict]:  # type: ignore[type-arg]
-        """What the hub's ServiceAccount asked the API server, from the audit log."""
+        """What the hub's ServiceAccount asked the API server, from the audit log: one event per
+        request, in the order they were made. A long-running request (a watch, a log read) is
+        logged twice, when it starts and when it ends; it is counted once, when it starts."""
         log = self.cluster.control_plane.audit_log  # type: ignore[union-attr]
-        events = []
+        events, seen = [], set()
         for line in log.read_text().splitlines():
             event = json.loads(line)
-            if event.get("user", {}).get("username") == self.hub_user:
+            if event.get("user", {}).get("username") == self.hub_user and event["auditID"] not in seen:
+                seen.add(event["auditID"])
                 events.append(event)
         return events
 

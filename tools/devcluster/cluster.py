@@ -9,10 +9,14 @@ what the product may do.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +107,18 @@ class NodeAgentProcess:
             self.process.kill()
             self.process.wait()
             self._close()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The agent frozen (SIGSTOP) for the block, then let go: the scheduler still binds pods to its
+        nodes, but none starts until the block ends. Pods already running go on. Keep the block well
+        under the node monitor's grace period (about 40 s), or its nodes turn NotReady meanwhile."""
+        assert self.process is not None and self.process.poll() is None, "the agent is not running"
+        os.kill(self.process.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.process.pid, signal.SIGCONT)
 
     def _close(self) -> None:
         if self.process is not None and self.process.stdout is not None:
@@ -197,6 +213,15 @@ class LocalCluster:
         for node in nodes:
             self.admin.wait_for("Node", node["name"], None, _ready, timeout=60)
         return agent
+
+    @contextlib.contextmanager
+    def pods_held(self) -> Iterator[None]:
+        """No pod starts on any node during the block (every agent :meth:`~NodeAgentProcess.paused`);
+        the ones bound meanwhile start after it."""
+        with contextlib.ExitStack() as stack:
+            for agent in self.agents:
+                stack.enter_context(agent.paused())
+            yield
 
     def remove_agent(self, agent: NodeAgentProcess) -> None:
         """Stop an agent and remove its nodes from the cluster (a node pool scaled down)."""

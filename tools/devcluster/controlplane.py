@@ -324,7 +324,8 @@ class ControlPlane:
 
     @property
     def audit_log(self) -> Path:
-        """One JSON line per request (who, verb, resource, namespace): tests read what was asked."""
+        """One JSON line per request, two for a long-running one (a watch or a log read: when it
+        starts and when it ends), saying who, verb, resource and namespace: tests read what was asked."""
         return self.directory / "logs" / "audit.log"
 
     def _audit_policy(self) -> Path:
