@@ -33,7 +33,6 @@ from jhub_ext.core.jobs.backend import Held, JobBackend, Observed, Placement
 from jhub_ext.core.jobs.model import JobKind, JobSpec, JobStatus
 from jhub_ext.core.settings import env_default, names
 from jhub_ext.kubernetes.api import KIND_OF as _KIND_OF
-from jhub_ext.kubernetes.api import RESOURCES as _RESOURCES
 from jhub_ext.kubernetes.api import Json, KubeObjects
 from jhub_ext.kubernetes.api import already_exists as _already_exists
 from jhub_ext.kubernetes.api import rejected as _rejected
@@ -53,11 +52,17 @@ from jhub_ext.kubernetes.workloads import (
     CODE_UID_ANNOTATION,
     JOB_LABEL,
     Site,
+    admission_key,
     build_manifests,
     object_name,
+    pod_to_check,
 )
 
 Key = tuple[str, str]
+#: how long a dry run's "yes" for a pod stands for the next pods alike (see ``validate``): long
+#: enough for a burst of submits, short enough that a changed LimitRange or Pod Security level
+#: is soon asked about again
+ADMITTED_SECONDS = 30.0
 
 
 #: the resource of each kind of job's workload (the jobs domain's table says which)
@@ -175,6 +180,8 @@ class KubernetesJobBackend(JobBackend):
         self._code_uids: dict[Key, str] = {}  # ConfigMaps created here whose deletion is not yet known
         #: the manifests a validate built, for the submit of the very same spec and placement
         self._built: dict[Key, tuple[JobSpec, Placement, list[Json]]] = {}
+        #: pods let in by a dry run, by their admission key: until when that answer stands
+        self._admitted: dict[str, float] = {}
         self._live_runs = LiveRuns(self._api, self._spawn, self.log)  # scheduled jobs' bound
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -251,29 +258,29 @@ class KubernetesJobBackend(JobBackend):
         )
 
     async def validate(self, spec: JobSpec, placement: Placement) -> None:
-        """Ask the API server (a dry run: nothing is stored) whether it would take the job's objects."""
-        key = (placement.user, spec.name)
-        configmap, workload = self._manifests(spec, placement, keep=True)
-        # the pod its controller will create: Pod Security, LimitRange and ResourceQuota apply to pods
-        template = (workload["spec"].get("jobTemplate") or workload)["spec"]["template"]
-        pod = {"apiVersion": "v1", "kind": "Pod", **template}
-        pod["metadata"] = {**template["metadata"], "name": configmap["metadata"]["name"]}
-        # (the ConfigMap needs no asking: the submission's own limits keep it far below 1 MiB)
+        """Ask the API server (a dry run: nothing is stored) whether it would take the job's pod.
 
-        async def ask(manifest: Json) -> None:
-            try:
-                await self._api().create(manifest, dry_run=True)
-            except ApiException as e:
-                if not _already_exists(e):
-                    raise _rejected(e) from None
-                if manifest is pod:
-                    return  # no job's pod has exactly this name; the dry run has passed admission already
-                existing = await self._api().read(_RESOURCES[manifest["kind"]], manifest["metadata"]["name"])
-                if existing is not None and _owner(existing) != key:
-                    raise _taken(manifest["kind"], manifest["metadata"]["name"]) from None
-                # this job's earlier run: submit replaces it
-
-        await asyncio.gather(ask(workload), ask(pod))  # both at once: a submit waits for one round trip
+        The workload itself is not asked: its create, right after, answers the same refusals (a name
+        taken, an invalid spec) before anything runs, and the submit removes the code again. A pod
+        let in a moment ago that differed only in its job's name stands for this one
+        (:func:`~jhub_ext.kubernetes.workloads.admission_key`), for :data:`ADMITTED_SECONDS`: a
+        burst of alike submits asks once.
+        """
+        _, workload = self._manifests(spec, placement, keep=True)
+        pod = pod_to_check(workload)
+        key = admission_key(pod)
+        now = asyncio.get_running_loop().time()
+        if self._admitted.get(key, 0.0) > now:
+            return
+        try:
+            await self._api().create(pod, dry_run=True)
+        except ApiException as e:
+            # AlreadyExists: no job's pod has exactly this name; the dry run has passed admission already
+            if not _already_exists(e):
+                raise _rejected(e) from None
+        if len(self._admitted) >= 256:
+            self._admitted = {k: until for k, until in self._admitted.items() if until > now}
+        self._admitted[key] = now + ADMITTED_SECONDS
 
     async def submit(self, spec: JobSpec, placement: Placement) -> None:
         """Create the job's code ConfigMap and workload (replacing an earlier run's) and report it
@@ -293,12 +300,14 @@ class KubernetesJobBackend(JobBackend):
             await self._remove(*key, wait=True)
         self.specs[key] = (spec, kind)
         self.stopped.discard(key)
-        self._last.pop(key, None)
+        # reported once, below: watch events of the new objects that say no more are not reported
+        self._last[key] = pending = Observed(JobStatus.PENDING)
         configmap, workload = self._manifests(spec, placement)
         try:
             code = await self._api().claim(configmap, key)
         except Exception:
             self.specs.pop(key, None)
+            self._last.pop(key, None)
             raise
         code_uid = self._code_uids[key] = _uid(code)
         workload["metadata"]["annotations"][CODE_UID_ANNOTATION] = code_uid
@@ -310,6 +319,7 @@ class KubernetesJobBackend(JobBackend):
                 await self._api().delete("configmaps", object_id, code_uid)
                 self._code_uids.pop(key, None)
             self.specs.pop(key, None)
+            self._last.pop(key, None)
             if isinstance(e, ApiException) and e.status in (400, 403, 409, 422):
                 raise _rejected(e) from None
             raise
@@ -322,7 +332,7 @@ class KubernetesJobBackend(JobBackend):
 
         with contextlib.suppress(TimeoutError):
             await self._until(cached, 10)
-        await self.notify(placement.user, spec.name, Observed(JobStatus.PENDING))
+        await self.notify(placement.user, spec.name, pending)
 
     def _manifests(self, spec: JobSpec, placement: Placement, keep: bool = False) -> list[Json]:
         """The job's ConfigMap and workload, built once per submit: a validate keeps what it built

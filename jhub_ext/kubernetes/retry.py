@@ -11,6 +11,11 @@ all, and an API server that is really down still fails within it (the callers an
 Streams (watches, followed logs: ``_preload_content=False``) are not retried here; their callers
 reconnect. A create whose answer was lost may have happened: retried, it meets 409 AlreadyExists,
 which the callers already take as "it is there" (KubeSpawner for pods, the jobs backend's claim).
+
+:func:`retrying` also looks up the environment's proxy for the API server once, when the client is
+made. ``kubernetes_asyncio``'s session trusts the environment, so aiohttp would otherwise look up
+the proxy variables and ``~/.netrc`` in a worker thread on every single request: under many
+submits, a quarter of the jobs service's CPU.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import logging
 from typing import Any
 
 import aiohttp
+import yarl
+from aiohttp.helpers import get_env_proxy_for_url
 from kubernetes_asyncio.client.exceptions import ApiException
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_before_delay
 from tenacity.wait import wait_random_exponential
@@ -119,8 +126,26 @@ class RetryingREST:
 
 
 def retrying(api_client: Any) -> Any:
-    """Make ``api_client`` (a ``kubernetes_asyncio.client.ApiClient``) retry transient failures;
-    the same client, for chaining. Doing it twice changes nothing."""
+    """Make ``api_client`` (a ``kubernetes_asyncio.client.ApiClient``) retry transient failures,
+    with the environment's proxy looked up once (see the module); the same client, for chaining.
+    Doing it twice changes nothing."""
     if not isinstance(api_client.rest_client, RetryingREST):
+        _settle_proxy(api_client.rest_client, api_client.configuration.host)
         api_client.rest_client = RetryingREST(api_client.rest_client)
     return api_client
+
+
+def _settle_proxy(rest: Any, host: str) -> None:
+    """Give ``rest`` (a ``RESTClientObject``) the proxy the environment names for ``host`` (where
+    the client names none itself), and stop its session looking the environment up per request."""
+    if not rest.proxy:
+        try:
+            proxy, auth = get_env_proxy_for_url(yarl.URL(host))
+        except LookupError:  # no proxy, or NO_PROXY covers the API server
+            pass
+        else:
+            rest.proxy = str(proxy)
+            if auth is not None:
+                rest.proxy_headers = {**(rest.proxy_headers or {}), "Proxy-Authorization": auth.encode()}
+    # the session's own switch has no setter; without it aiohttp looks the environment up each time
+    rest.pool_manager._trust_env = False

@@ -26,7 +26,9 @@ lossy (``jürgen`` and ``jörgen`` share one): they select objects (watches, quo
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -309,3 +311,29 @@ def build_manifests(spec: JobSpec, placement: Placement, site: Site = Site()) ->
     """Everything to create for a job, in order: the code first, then what runs it."""
     plan = _plan(spec, placement)  # the profile's part: the translation servers use too
     return [build_configmap(spec, placement, site, plan), build_workload(spec, placement, site, plan)]
+
+
+def pod_to_check(workload: dict[str, Any]) -> dict[str, Any]:
+    """The pod that ``workload``'s controller will create, named like the job's objects: what a
+    dry run asks about. Pod Security, the LimitRange and the ResourceQuota judge pods, so the
+    workload's own create cannot answer for them (its controller meets them later, unseen)."""
+    template = (workload["spec"].get("jobTemplate") or workload)["spec"]["template"]
+    metadata = {**template["metadata"], "name": workload["metadata"]["name"]}
+    return {"apiVersion": "v1", "kind": "Pod", **template, "metadata": metadata}
+
+
+def admission_key(pod: dict[str, Any]) -> str:
+    """A digest of ``pod`` without what names its job: the pod's name, the job's annotation and
+    label, the code volume's ConfigMap and ``$JHUB_EXT_JOB``. Two jobs that differ only in their
+    names are let in or refused alike, so one answer may stand for both."""
+    shape = copy.deepcopy(pod)
+    meta = shape["metadata"]
+    meta.pop("name", None)
+    (meta.get("annotations") or {}).pop(NAME_ANNOTATION, None)
+    (meta.get("labels") or {}).pop(JOB_LABEL, None)
+    for volume in shape["spec"].get("volumes") or []:
+        if "configMap" in volume:
+            volume["configMap"].pop("name", None)
+    for container in shape["spec"].get("containers") or []:
+        container["env"] = [e for e in container.get("env") or [] if e.get("name") != "JHUB_EXT_JOB"]
+    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()

@@ -255,7 +255,7 @@ class JobManager:
 
     async def _submit(self, caller: Caller, spec: JobSpec) -> JobRecord:
         admitted = self.admission.plan(caller.name, caller.groups, spec, spec.profile)
-        if self.store.get(caller.name, spec.name) is not None:
+        if self.store.exists(caller.name, spec.name):
             raise Conflict(
                 f"you already have a job named '{spec.name}'; choose another name or delete it first",
                 "name",
@@ -290,8 +290,7 @@ class JobManager:
                 await self.backend.delete(caller.name, spec.name)
             self.store.delete(caller.name, spec.name, actor="jobs service: not started")
             raise
-        record = self.store.get(caller.name, spec.name) or record
-        await self._published(Happened.SUBMITTED, record, caller.name)
+        await self._published(Happened.SUBMITTED, record, caller.name)  # pending, as recorded
         return record
 
     async def notebook_image(self, caller: Caller) -> str | None:

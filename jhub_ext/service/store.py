@@ -242,6 +242,12 @@ class JobStore:
             row = self._row(session, user, name)
             return JobRecord.of(row) if row else None
 
+    def exists(self, user: str, name: str) -> bool:
+        """Whether ``user`` has a job named ``name`` (cheaper than :meth:`get`)."""
+        with self.session() as session:
+            query = select(JobRow.id).where(JobRow.user == user, JobRow.name == name)
+            return session.scalar(query) is not None
+
     def list_jobs(
         self, user: str | None = None, limit: int | None = None, offset: int = 0
     ) -> list[JobRecord]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -360,8 +361,9 @@ async def test_a_name_held_by_someone_elses_object_is_refused_and_the_object_lef
 ) -> None:
     """Names are only where to look; annotations say whose an object is. A stranger's ConfigMap
     (no annotations), labelled Job (another owner's annotations; the caches see it) or unlabelled
-    CronJob (the caches do not) under a job's object name: validate and submit refuse the job
-    (field "name"), and neither they nor stop and delete touch the object."""
+    CronJob (the caches do not) under a job's object name: submit refuses the job (field "name"),
+    and neither it nor stop and delete touch the object. (Validate asks only about the pod: the
+    workload's create answers for its name.)"""
     squatters = {
         "squat-code": stranger(ns, "ConfigMap", object_name("alice", "squat-code")),
         "squat-job": stranger(ns, "Job", object_name("alice", "squat-job"), STRANGER, labelled=True),
@@ -372,9 +374,6 @@ async def test_a_name_held_by_someone_elses_object_is_refused_and_the_object_lef
         "squat-job": spec("squat-job", "batch", "print(1)"),
         "squat-cron": spec("squat-cron", "scheduled", "print(1)", schedule=NEVER),
     }
-    with pytest.raises(JobRejected) as early:  # the workload's dry run meets it already
-        await backend.validate(jobs["squat-cron"], ALICE)
-    assert early.value.field == "name"
     for name, job in jobs.items():
         with pytest.raises(JobRejected) as refused:
             await backend.submit(job, ALICE)
@@ -453,6 +452,39 @@ async def test_a_scheduled_jobs_live_runs_beyond_its_bound_are_deleted_newest_fi
 
     await eventually(lambda: live("free") == runs["free"][:1], "the newest runs to go")
     assert live("held") == runs["held"]  # (its events came first: nothing was done about them)
+
+
+async def test_a_submit_asks_one_dry_run_and_a_burst_of_alike_submits_asks_it_once(
+    backend: KubernetesJobBackend, ns: Namespace
+) -> None:
+    """A submit asks the API server three things: a dry run of the pod its workload will create,
+    then the creates of its code and workload. Jobs that differ only in their names share the dry
+    run's answer for a while; another shape of pod (another profile) is asked about again."""
+
+    def asked(before: int) -> list[str]:
+        return [
+            f"{e['verb']} {e['objectRef']['resource']}"
+            + (" (dry run)" if "dryRun=All" in e["requestURI"] else "")
+            for e in ns.requests()[before:]
+            if e["verb"] not in ("watch", "list")
+        ]
+
+    before = len(ns.requests())
+    for name in ("alike-1", "alike-2"):
+        job = spec(name, "batch", "print(1)")
+        await backend.validate(job, ALICE)
+        await backend.submit(job, ALICE)
+    assert asked(before) == [
+        "create pods (dry run)",
+        "create configmaps",
+        "create jobs",
+        "create configmaps",  # alike-2: the pod's answer stands
+        "create jobs",
+    ]
+    before = len(ns.requests())
+    other = dataclasses.replace(ALICE, profile=load_catalog(SHIPPED_CATALOG).profile("large-memory"))
+    await backend.validate(spec("other-shape", "batch", "print(1)"), other)
+    assert asked(before) == ["create pods (dry run)"]
 
 
 async def test_a_submit_builds_its_manifests_once_for_its_check_and_its_create(

@@ -13,7 +13,15 @@ import pytest
 from jhub_ext.core.catalog import load_catalog
 from jhub_ext.core.jobs import lifecycle
 from jhub_ext.core.jobs.model import JobSpecError, Placement, parse_submission
-from jhub_ext.kubernetes.workloads import Site, build_manifests, build_workload, object_name, output_subdir
+from jhub_ext.kubernetes.workloads import (
+    Site,
+    admission_key,
+    build_manifests,
+    build_workload,
+    object_name,
+    output_subdir,
+    pod_to_check,
+)
 
 from ..conftest import SHIPPED_CATALOG
 
@@ -209,3 +217,31 @@ def test_a_deadline_over_the_profiles_longest_run_is_refused_naming_the_field() 
     assert refused.value.field == "deadline_seconds" and "at most 86400 s" in str(refused.value)
     scraper = parse_submission(SUBMISSIONS["scraper"])
     assert lifecycle.bounded_deadline(scraper, 60, "small").deadline_seconds is None  # runs until stopped
+
+
+def test_the_pod_a_dry_run_asks_about_is_the_workloads_named_like_the_job() -> None:
+    for kind in ("batch", "scraper", "scheduled"):
+        _, workload = build_manifests(parse_submission(SUBMISSIONS[kind]), PLACEMENT)
+        pod = pod_to_check(workload)
+        assert pod["kind"] == "Pod" and pod["metadata"]["name"] == workload["metadata"]["name"]
+        assert pod["spec"] == pod_spec_of(workload)
+        kubernetes_validate.validate(pod, KUBERNETES, strict=True)
+
+
+def test_pods_alike_but_for_their_jobs_names_share_one_admission_key() -> None:
+    """One dry run's answer may stand for jobs whose pods differ only in what names the job;
+    anything else admission may judge (command, resources, image, owner) asks again."""
+
+    def key(placement: Placement = PLACEMENT, **changes: Any) -> str:
+        body = {**SUBMISSIONS["batch"], **changes}
+        return admission_key(pod_to_check(build_manifests(parse_submission(body), placement)[1]))
+
+    assert key(name="first") == key(name="second-with-a-longer-name")
+    others = [
+        key(command=["python", "-c", "print(2)"]),
+        key(Placement(user="alice@example.org", profile=GPU, image="example.org/scipy:1")),
+        key(Placement(user="alice@example.org", profile=SMALL, image="example.org/other:1")),
+        key(Placement(user="bob", profile=SMALL, image="example.org/scipy:1")),
+        key(env={"MODE": "fast"}),
+    ]
+    assert len({key(), *others}) == len(others) + 1

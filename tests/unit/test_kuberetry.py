@@ -109,3 +109,32 @@ async def test_a_client_is_made_to_retry_once() -> None:
         assert not isinstance(api.rest_client.inner, RetryingREST)
     finally:
         await api.close()
+
+
+async def test_the_environments_proxy_is_looked_up_once_for_the_api_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The session would look up the proxy variables (and ~/.netrc) in a thread on every request;
+    the client made to retry has the proxy settled, and its session no longer asks the environment."""
+    for variable in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:secret@proxy.example:3128")
+    monkeypatch.setenv("https_proxy", "http://user:secret@proxy.example:3128")
+    proxied, direct, named = (Configuration() for _ in range(3))
+    proxied.host = "https://api.example:6443"
+    direct.host = "https://kubernetes.default.svc"
+    named.host = "https://api.example:6443"
+    named.proxy = "http://chosen.example:8080"
+    monkeypatch.setenv("NO_PROXY", ".svc")
+    monkeypatch.setenv("no_proxy", ".svc")
+    clients = [retrying(ApiClient(c)) for c in (proxied, direct, named)]
+    try:
+        rests = [c.rest_client.inner for c in clients]
+        assert rests[0].proxy == "http://proxy.example:3128"
+        assert rests[0].proxy_headers["Proxy-Authorization"].startswith("Basic ")
+        assert rests[1].proxy is None  # NO_PROXY covers it
+        assert rests[2].proxy == "http://chosen.example:8080"  # the client's own choice stands
+        assert all(rest.pool_manager.trust_env is False for rest in rests)
+    finally:
+        for client in clients:
+            await client.close()
