@@ -4,19 +4,16 @@ group's quota locks are held (a slow hub delays only the start that asked it).""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from jhub_ext.admission.lock import QuotaLock
-from jhub_ext.core.catalog.reload import CatalogSource
 from jhub_ext.core.jobs.errors import NotAllowed
 from jhub_ext.service.manager import Caller, JobManager
-from jhub_ext.service.store import JobStore
 
-from .test_job_manager import ALICE, CATALOG, FakeBackend, FakeHub, batch
+from .managers import ALICE, FakeHub, Make, batch
 
 CAROL = Caller("carol", frozenset({"researchers"}), admin=False)
 RESEARCHERS = frozenset({"researchers"})
@@ -47,12 +44,8 @@ def lock(tmp_path: Path) -> QuotaLock:
 
 
 @pytest.fixture
-def manager(tmp_path: Path, lock: QuotaLock) -> Iterator[JobManager]:
-    (tmp_path / "profiles.yaml").write_text(CATALOG)
-    store = JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite'}")
-    catalog = CatalogSource(tmp_path / "profiles.yaml")
-    yield JobManager(store, FakeBackend(), catalog, SlowHub(), quota_lock=lock)
-    store.close()
+def manager(make: Make, lock: QuotaLock) -> JobManager:
+    return make(SlowHub(), quota_lock=lock)
 
 
 async def test_a_submit_waiting_for_the_hub_holds_no_quota_lock(manager: JobManager) -> None:

@@ -4,20 +4,16 @@ a failing observer stops nothing; an observation the store refuses reaches no on
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from jhub_ext.admission.lock import QuotaLock
-from jhub_ext.core.catalog.reload import CatalogSource
 from jhub_ext.core.events import Dropped, Event, Events, Happened, Subject, resolve_observers
 from jhub_ext.core.jobs.model import JobStatus
 from jhub_ext.service.manager import JobManager
 from jhub_ext.service.store import JobStore
 
-from .test_job_manager import ALICE, CATALOG, FakeBackend, batch
+from .managers import ALICE, FakeBackend, Make, batch
 
 
 def event(happened: Happened = Happened.STARTED) -> Event:
@@ -84,35 +80,14 @@ def heard() -> list[Event]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[JobStore]:
-    s = JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite'}")
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def backend() -> FakeBackend:
-    return FakeBackend()
-
-
-@pytest.fixture
-def manager(tmp_path: Path, store: JobStore, backend: FakeBackend, heard: list[Event]) -> JobManager:
-    (tmp_path / "profiles.yaml").write_text(CATALOG)
-
+def manager(make: Make, store: JobStore, heard: list[Event]) -> JobManager:
     def observer(e: Event) -> None:  # what the store says when an observer hears of the event
         record = store.get(e.user, e.name)
         heard.append(e)
         assert record is None or e.happened is Happened.DELETED or record.status == e.status
 
     broken: Any = lambda e: 1 / 0  # noqa: E731 - an observer that always fails
-    return JobManager(
-        store,
-        backend,
-        CatalogSource(tmp_path / "profiles.yaml"),
-        None,
-        quota_lock=QuotaLock(tmp_path / "locks"),
-        events=Events([broken, observer]),
-    )
+    return make(events=Events([broken, observer]))
 
 
 async def test_a_jobs_life_reaches_the_observers_after_the_store_has_it(

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import random
-from pathlib import Path
 from typing import Any
 
-from jhub_ext.admission.lock import QuotaLock
-from jhub_ext.core.catalog.reload import CatalogSource
+import pytest
+
 from jhub_ext.core.jobs.errors import Conflict, NoSuchJob
 from jhub_ext.core.jobs.model import JobSpec, Placement
 from jhub_ext.core.jobs.oneatatime import OneAtATime
-from jhub_ext.service.manager import JobManager
 from jhub_ext.service.store import JobStore
 
-from .test_job_manager import ALICE, CATALOG, FakeBackend, batch
+from .managers import ALICE, FakeBackend, Make, batch
 
 
 async def test_operations_on_one_job_take_turns_in_order_and_other_jobs_do_not_wait() -> None:
@@ -76,19 +74,15 @@ class SlowBackend(FakeBackend):
         await super().delete(user, name)
 
 
-async def test_racing_operations_on_one_job_never_overlap_nor_fail(tmp_path: Path) -> None:
-    (tmp_path / "profiles.yaml").write_text(CATALOG)
-    store = JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite'}")
-    backend = SlowBackend()
-    manager = JobManager(
-        store,
-        backend,
-        CatalogSource(tmp_path / "profiles.yaml"),
-        None,
-        submits_per_minute=10**6,
-        actions_per_minute=10**6,
-        quota_lock=QuotaLock(tmp_path / "locks"),
-    )
+@pytest.fixture
+def backend() -> SlowBackend:
+    return SlowBackend()
+
+
+async def test_racing_operations_on_one_job_never_overlap_nor_fail(
+    make: Make, store: JobStore, backend: SlowBackend
+) -> None:
+    manager = make(submits_per_minute=10**6, actions_per_minute=10**6)
     rng = random.Random(21)  # noqa: S311 (a repeatable mix of races, not a secret)
 
     async def act(operation: str) -> Any:
@@ -99,11 +93,8 @@ async def test_racing_operations_on_one_job_never_overlap_nor_fail(tmp_path: Pat
         except (NoSuchJob, Conflict):
             return None  # 404 and 409: the job was gone, or its name taken
 
-    try:
-        for _ in range(100):
-            ops = [rng.choice(["submit", "restart", "stop", "delete"]) for _ in range(rng.randint(2, 5))]
-            await asyncio.gather(*(act(op) for op in ops))
-            assert (store.get("alice", "racy") is not None) == (("alice", "racy") in backend.seen), ops
-        assert backend.overlaps == 0 and not manager.busy
-    finally:
-        store.close()
+    for _ in range(100):
+        ops = [rng.choice(["submit", "restart", "stop", "delete"]) for _ in range(rng.randint(2, 5))]
+        await asyncio.gather(*(act(op) for op in ops))
+        assert (store.get("alice", "racy") is not None) == (("alice", "racy") in backend.seen), ops
+    assert backend.overlaps == 0 and not manager.busy

@@ -1,0 +1,46 @@
+"""Fixtures of the unit tests of the jobs service: a real store and a manager over it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jhub_ext.admission.lock import QuotaLock
+from jhub_ext.core.catalog.reload import CatalogSource
+from jhub_ext.service.manager import JobManager
+from jhub_ext.service.store import JobStore
+
+from .managers import CATALOG, FakeBackend, Make
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[JobStore]:
+    s = JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite'}")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def backend() -> FakeBackend:
+    return FakeBackend()
+
+
+@pytest.fixture
+def make(tmp_path: Path, store: JobStore, backend: FakeBackend) -> Make:
+    path = tmp_path / "profiles.yaml"
+    path.write_text(CATALOG)
+    catalog = CatalogSource(path)
+
+    def build(hub: Any = None, **options: Any) -> JobManager:
+        options.setdefault("quota_lock", QuotaLock(tmp_path / "locks"))
+        return JobManager(store, backend, catalog, hub, **options)
+
+    return build
+
+
+@pytest.fixture
+def manager(make: Make) -> JobManager:
+    return make()
