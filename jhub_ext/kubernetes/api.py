@@ -79,7 +79,7 @@ class KubeObjects:
         Where its name is taken: by an object of this job (code left behind, a run the caches did
         not show) that is deleted and the object created again; by anything else (or what cannot be
         read) the job is refused, and that object left alone."""
-        kind, name = RESOURCES[manifest["kind"]], manifest["metadata"]["name"]
+        resource, name = RESOURCES[manifest["kind"]], manifest["metadata"]["name"]
         for _ in range(3):
             try:
                 return await self.create(manifest)
@@ -87,7 +87,7 @@ class KubeObjects:
                 if not already_exists(e):
                     raise
             try:
-                existing = await self.read(kind, name)
+                existing = await self.read(resource, name)
             except ApiException as e:
                 if e.status != 403:
                     raise
@@ -99,8 +99,10 @@ class KubeObjects:
             self.log.info(
                 "Replacing %s %s left behind by job %s of %s", manifest["kind"], name, key[1], key[0]
             )
-            await self.delete(kind, name, uid_of(existing), None if kind == "configmaps" else "Foreground")
-            await self.gone(kind, name, uid_of(existing))
+            await self.delete(
+                resource, name, uid_of(existing), None if resource == "configmaps" else "Foreground"
+            )
+            await self.gone(resource, name, uid_of(existing))
         raise TimeoutError("the job's previous objects are still being deleted; try again shortly")
 
     async def _create_once(self, manifest: Json, dry_run: bool) -> Json:
@@ -133,20 +135,20 @@ class KubeObjects:
         )
         return answer  # type: ignore[no-any-return]
 
-    def list_method(self, kind: str) -> Any:
+    def list_method(self, resource: str) -> Any:
         """The API's list method of a workload resource (``jobs``, ``deployments``, ``cronjobs``)."""
         batch, apps = client.BatchV1Api(self.api), client.AppsV1Api(self.api)
         return {
             "jobs": batch.list_namespaced_job,
             "deployments": apps.list_namespaced_deployment,
             "cronjobs": batch.list_namespaced_cron_job,
-        }[kind]
+        }[resource]
 
-    async def read(self, kind: str, name: str) -> Json | None:
-        """The object ``name`` of ``kind`` as the API server has it now (not as cached), or None.
+    async def read(self, resource: str, name: str) -> Json | None:
+        """The object ``name`` of ``resource`` as the API server has it now (not as cached), or None.
         Workloads are read with ``list`` and a name field selector (they may lack the label the
         caches select by); a ConfigMap with ``get``."""
-        if kind == "configmaps":
+        if resource == "configmaps":
             try:
                 return await self.call("GET", self.path("ConfigMap", name))
             except ApiException as e:
@@ -154,35 +156,35 @@ class KubeObjects:
                     return None
                 raise
         answer = await self.call(
-            "GET", self.path(KIND_OF[kind]), [("fieldSelector", f"metadata.name={name}")]
+            "GET", self.path(KIND_OF[resource]), [("fieldSelector", f"metadata.name={name}")]
         )
         items: list[Json] = answer.get("items") or []
         return items[0] if items else None
 
-    async def gone(self, kind: str, name: str, uid: str, timeout: float = 60) -> None:
+    async def gone(self, resource: str, name: str, uid: str, timeout: float = 60) -> None:
         """Wait until the object ``name`` with ``uid`` no longer exists (read from the API server:
         what is in the way of a create need not be in the caches)."""
         deadline = asyncio.get_running_loop().time() + timeout
         delay = 0.1
-        while (found := await self.read(kind, name)) is not None and uid_of(found) == uid:
+        while (found := await self.read(resource, name)) is not None and uid_of(found) == uid:
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError("the job's previous objects are still being deleted; try again shortly")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    async def delete(self, kind: str, name: str, uid: str, propagation: str | None = None) -> bool:
-        """Delete the object ``name`` of ``kind`` only if it is still the one with ``uid``: another
+    async def delete(self, resource: str, name: str, uid: str, propagation: str | None = None) -> bool:
+        """Delete the object ``name`` of ``resource`` only if it is still the one with ``uid``: another
         may have taken the name meanwhile. Whether this deleted it (or began to)."""
         options: Json = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}}
         if propagation:
             options["propagationPolicy"] = propagation
         try:
-            await self.call("DELETE", self.path(KIND_OF[kind], name), body=options)
+            await self.call("DELETE", self.path(KIND_OF[resource], name), body=options)
         except ApiException as e:
             if e.status == 404:
                 return False  # gone already
             if e.status == 409:  # the precondition failed: the name holds another object now
-                self.log.info("Not deleting %s %s: it is not the object %s any more", kind, name, uid)
+                self.log.info("Not deleting %s %s: it is not the object %s any more", resource, name, uid)
                 return False
             raise
         return True
@@ -192,13 +194,13 @@ class KubeObjects:
         answer = await self.call("GET", self.path("ConfigMap"), [("labelSelector", label)])
         return list(answer.get("items") or [])
 
-    async def delete_quietly(self, kind: str, name: str, uid: str) -> None:
+    async def delete_quietly(self, resource: str, name: str, uid: str) -> None:
         """Delete as :meth:`delete` does, logging a failure instead of raising it (work in the
         background, which nobody waits for)."""
         try:
-            await self.delete(kind, name, uid)
+            await self.delete(resource, name, uid)
         except Exception:
-            self.log.exception("Could not delete %s %s (uid %s)", kind, name, uid)
+            self.log.exception("Could not delete %s %s (uid %s)", resource, name, uid)
 
     async def open_log(self, pod: str, follow: bool, tail: int | None) -> Any:
         """The log response of the pod's ``job`` container (its last ``tail`` lines; with ``follow``,

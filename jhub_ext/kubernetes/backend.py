@@ -65,8 +65,8 @@ Key = tuple[str, str]
 ADMITTED_SECONDS = 30.0
 
 
-#: the resource of each kind of job's workload (the jobs domain's table says which)
-_KINDS = {kind: kind.rules.workload for kind in JobKind}
+#: the resource of each job kind's workload (the jobs domain's table says which)
+_RESOURCE_OF = {kind: kind.rules.workload for kind in JobKind}
 
 
 class KubernetesJobBackend(JobBackend):
@@ -202,25 +202,28 @@ class KubernetesJobBackend(JobBackend):
         core = client.CoreV1Api(self.api)
         lists = {
             "pods": core.list_namespaced_pod,
-            **{kind: self._objects.list_method(kind) for kind in ("jobs", "deployments", "cronjobs")},
+            **{
+                resource: self._objects.list_method(resource)
+                for resource in ("jobs", "deployments", "cronjobs")
+            },
         }
-        for kind, method in lists.items():
+        for resource, method in lists.items():
             cache = WatchCache(
                 partial(method, self.namespace),
-                kind=kind,
+                resource=resource,
                 label_selector=JOB_LABEL,
                 timeout_seconds=self.watch_timeout_seconds,
                 logger=self.log,
                 on_change=self._changed,
             )
-            self.caches[kind] = cache
+            self.caches[resource] = cache
         await asyncio.gather(*(cache.start() for cache in self.caches.values()))
         # re-adopt: a workload named for the job its annotations name (not a CronJob's runs)
-        for kind in ("jobs", "deployments", "cronjobs"):
-            for obj in self.caches[kind].values():
+        for resource in ("jobs", "deployments", "cronjobs"):
+            for obj in self.caches[resource].values():
                 owner = _owner(obj)
                 if owner is not None and obj["metadata"]["name"] == object_name(*owner):
-                    self.specs.setdefault(owner, (None, kind))  # type: ignore[arg-type]
+                    self.specs.setdefault(owner, (None, resource))  # type: ignore[arg-type]
         self._changed("RELISTED", {})
 
     async def shutdown(self) -> None:
@@ -287,18 +290,21 @@ class KubernetesJobBackend(JobBackend):
         pending; nothing to do where the same job runs already."""
         assert self.api is not None and placement.profile is not None
         key = (placement.user, spec.name)
-        kind = _KINDS[spec.kind]
+        resource = _RESOURCE_OF[spec.kind]
         object_id = object_name(*key)
-        if self._active(key, kind):
+        if self._active(key, resource):
             return  # idempotent: the same job runs already
-        other = self.caches[kind].objects.get(f"{self.namespace}/{object_id}")
+        other = self.caches[resource].objects.get(f"{self.namespace}/{object_id}")
         if other is not None and _owner(other) != key:
-            raise _taken(_KIND_OF[kind], object_id)  # someone else's: left alone
-        if any(self.view.workload(*key, k) is not None for k in _KINDS.values()) or key in self._code_uids:
+            raise _taken(_KIND_OF[resource], object_id)  # someone else's: left alone
+        if (
+            any(self.view.workload(*key, k) is not None for k in _RESOURCE_OF.values())
+            or key in self._code_uids
+        ):
             # A finished run (or a leftover) holds the names: remove it first, or the creates
             # below would meet 409 AlreadyExists and nothing new would run.
             await self._remove(*key, wait=True)
-        self.specs[key] = (spec, kind)
+        self.specs[key] = (spec, resource)
         self.stopped.discard(key)
         # reported once, below: watch events of the new objects that say no more are not reported
         self._last[key] = pending = Observed(JobStatus.PENDING)
@@ -327,7 +333,7 @@ class KubernetesJobBackend(JobBackend):
         # the job's state is read from the caches: let them show the new workload (a moment),
         # so that a repeated submit or a stop right after finds it
         def cached() -> bool:
-            shown = self.view.workload(*key, kind)
+            shown = self.view.workload(*key, resource)
             return shown is not None and _uid(shown) == _uid(created)
 
         with contextlib.suppress(TimeoutError):
@@ -349,12 +355,12 @@ class KubernetesJobBackend(JobBackend):
             self._built[key] = (spec, placement, built)
         return built
 
-    def _active(self, key: Key, kind: str) -> bool:
+    def _active(self, key: Key, resource: str) -> bool:
         """Whether the job's workload exists, is ours, is not being deleted and has not finished."""
-        workload = self.view.workload(*key, kind)
+        workload = self.view.workload(*key, resource)
         if key in self.stopped or workload is None or workload["metadata"].get("deletionTimestamp"):
             return False
-        return kind != "jobs" or not _job_finished(workload)
+        return resource != "jobs" or not _job_finished(workload)
 
     # --- calls on the API server (see kubeapi) ----------------------------------------------------------
 
@@ -368,22 +374,22 @@ class KubernetesJobBackend(JobBackend):
         key = (user, name)
         object_id = object_name(user, name)
         known = self.specs.get(key)
-        # the kind the job has, and whatever else of the job the caches hold under its name (a leftover)
-        cached = {k for k in _KINDS.values() if self.view.workload(user, name, k) is not None}
+        # the resource the job has, and whatever else of the job the caches hold under its name (a leftover)
+        cached = {k for k in _RESOURCE_OF.values() if self.view.workload(user, name, k) is not None}
         # a job known neither here nor to the caches (work left without a record): look everywhere
-        kinds = sorted(({known[1]} if known else set()) | cached) or sorted(_KINDS.values())
+        resources = sorted(({known[1]} if known else set()) | cached) or sorted(_RESOURCE_OF.values())
         code_uids = {self._code_uids[key]} if key in self._code_uids else set()
-        for kind in kinds:
-            workload = self.view.workload(user, name, kind)
+        for resource in resources:
+            workload = self.view.workload(user, name, resource)
             if workload is None:  # not (yet) in the cache: ask the API server
-                found = await self._api().read(kind, object_id)
+                found = await self._api().read(resource, object_id)
                 workload = found if found is not None and _owner(found) == key else None
             if workload is None or workload["metadata"].get("deletionTimestamp"):
                 continue  # gone, or going: deleted (with its code) by an earlier stop, or by anyone
             if code_uid := (workload["metadata"].get("annotations") or {}).get(CODE_UID_ANNOTATION):
                 code_uids.add(code_uid)
             # Foreground: the workload goes only after its pods, so a new run never meets the old pods.
-            await self._api().delete(kind, object_id, _uid(workload), "Foreground")
+            await self._api().delete(resource, object_id, _uid(workload), "Foreground")
         if not code_uids:  # no workload names its code (left on its own, or made by hand): look
             code = await self._api().read("configmaps", object_id)
             if code is not None and _owner(code) == key and not code["metadata"].get("deletionTimestamp"):
@@ -395,7 +401,7 @@ class KubernetesJobBackend(JobBackend):
         if wait:
             await self._until(
                 lambda: (
-                    not any(self.view.workload(user, name, k) is not None for k in kinds)
+                    not any(self.view.workload(user, name, k) is not None for k in resources)
                     and not self.view.pods(user, name)
                 ),
                 timeout,
@@ -434,8 +440,10 @@ class KubernetesJobBackend(JobBackend):
             return Observed(JobStatus.STOPPED, message=lifecycle.STOPPED)
         if key not in self.specs:
             return None
-        _, kind = self.specs[key]
-        return derive_status(kind, self.view.workload(user, name, kind), self.view.run_pods(user, name, kind))
+        _, resource = self.specs[key]
+        return derive_status(
+            resource, self.view.workload(user, name, resource), self.view.run_pods(user, name, resource)
+        )
 
     async def inventory(self) -> dict[Key, Held]:
         """Jobs whose workload (from the caches) or code snapshot (listed now) exists, by when their
@@ -500,16 +508,16 @@ class KubernetesJobBackend(JobBackend):
         Only the job's own pods (its exact owner and name in their annotations) are read."""
         objects = self._api()
         key = (user, name)
-        kind = self.specs[key][1] if key in self.specs else "jobs"
-        target, finished = partial(self._log_target, user, name, kind), partial(self._finished, key)
+        resource = self.specs[key][1] if key in self.specs else "jobs"
+        target, finished = partial(self._log_target, user, name, resource), partial(self._finished, key)
         chunks = follow_logs(objects, target, finished, self._change, follow=follow, tail=tail)
         async with contextlib.aclosing(chunks):
             async for chunk in chunks:
                 yield chunk
 
-    def _log_target(self, user: str, name: str, kind: str) -> Target | None:
+    def _log_target(self, user: str, name: str, resource: str) -> Target | None:
         """(pod name, pod uid, restart count) of the job's latest container that has started."""
-        return log_target(self.view.run_pods(user, name, kind))
+        return log_target(self.view.run_pods(user, name, resource))
 
     def _finished(self, key: Key) -> bool:
         observed = self.observed(*key)

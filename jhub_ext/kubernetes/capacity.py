@@ -190,8 +190,8 @@ class Availability:
             return "No machine of this kind is running now; starting waits for the cluster to add one"
         start = "starts now" if self.fits_now else "waits for a new machine"
         if profile.resources.gpu_count:
-            kind = f"{profile.resources.gpu_type} " if profile.resources.gpu_type else ""
-            return f"{self.gpus_free} of {self.gpus_total} {kind}GPUs free · {start}"
+            model = f"{profile.resources.gpu_type} " if profile.resources.gpu_type else ""
+            return f"{self.gpus_free} of {self.gpus_total} {model}GPUs free · {start}"
         return start[0].upper() + start[1:]
 
     def to_json(self, profile: Profile) -> dict[str, Any]:

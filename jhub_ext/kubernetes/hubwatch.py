@@ -41,7 +41,7 @@ class ClusterWatch:
 
     def __init__(self, log: Any):
         self.log = log
-        self.caches: dict[tuple[str, str], WatchCache] = {}  # (kind, namespace or "" for all)
+        self.caches: dict[tuple[str, str], WatchCache] = {}  # (resource, namespace or "" for all)
         #: since when the API server has not answered the probe (None: it answers)
         self.api_down_since: float | None = None
         #: capacity notes already worked out, by catalog, profile and the caches' versions
@@ -59,9 +59,9 @@ class ClusterWatch:
             watch = settings[SETTINGS_KEY] = cls(log)
         return watch
 
-    def cache(self, kind: str, scope: str) -> WatchCache | None:
-        """The cache of ``kind`` ("nodes" or "pods") for namespace ``scope`` ("": all), if started."""
-        return self.caches.get((kind, "" if kind == "nodes" else scope))
+    def cache(self, resource: str, scope: str) -> WatchCache | None:
+        """The cache of ``resource`` ("nodes" or "pods") for namespace ``scope`` ("": all), if started."""
+        return self.caches.get((resource, "" if resource == "nodes" else scope))
 
     async def start(
         self, scope: str, watch_timeout: int, reap: Callable[[], Awaitable[Any]], reap_every: float
@@ -73,7 +73,7 @@ class ClusterWatch:
             wanted: dict[tuple[str, str], WatchCache] = {}
             if ("nodes", "") not in self.caches:
                 wanted[("nodes", "")] = WatchCache(
-                    core.list_node, kind="nodes", timeout_seconds=watch_timeout, logger=self.log
+                    core.list_node, resource="nodes", timeout_seconds=watch_timeout, logger=self.log
                 )
             if ("pods", scope) not in self.caches:
                 list_pods = (
@@ -83,7 +83,7 @@ class ClusterWatch:
                 )
                 wanted[("pods", scope)] = WatchCache(
                     list_pods,
-                    kind="pods",
+                    resource="pods",
                     field_selector=UNFINISHED,
                     timeout_seconds=watch_timeout,
                     logger=self.log,

@@ -258,8 +258,8 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
             deleted.append(meta["name"])
         return deleted
 
-    def _cache(self, kind: str) -> WatchCache | None:
-        return self.cluster.cache(kind, self._scope)
+    def _cache(self, resource: str) -> WatchCache | None:
+        return self.cluster.cache(resource, self._scope)
 
     async def poll(self) -> int | None:
         """KubeSpawner's poll, with the hub's caches (and their reaper and probe) started first: the

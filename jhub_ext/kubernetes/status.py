@@ -181,7 +181,7 @@ def _exit(pods: list[Json]) -> tuple[int | None, str | None]:
     return None, None
 
 
-def derive_status(kind: str, workload: Json | None, pods: list[Json]) -> Observed:
+def derive_status(resource: str, workload: Json | None, pods: list[Json]) -> Observed:
     """A job's status from its workload and its pods (as the watch caches hold them)."""
     restarts = sum(
         int(s.get("restartCount", 0))
@@ -191,7 +191,7 @@ def derive_status(kind: str, workload: Json | None, pods: list[Json]) -> Observe
     now = JobStatus.RUNNING if any(_running(p) for p in pods) else JobStatus.PENDING
     if workload is None:
         return Observed(JobStatus.PENDING)
-    if kind == "jobs":
+    if resource == "jobs":
         status = workload.get("status") or {}
         conditions = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
         failures = int(status.get("failed", 0))
@@ -208,7 +208,7 @@ def derive_status(kind: str, workload: Json | None, pods: list[Json]) -> Observe
                 return Observed(JobStatus.FAILED, code, deadline_message(deadline), failures)
             return Observed(JobStatus.FAILED, code, failed_message(code, failures or 1, why), failures)
         return Observed(now, message=_now_reason(pods), restarts=failures)
-    if kind == "cronjobs":
+    if resource == "cronjobs":
         code, _ = _exit(pods)
         return Observed(now, code, _now_reason(pods), restarts)
     return Observed(now, None, _now_reason(pods), restarts)

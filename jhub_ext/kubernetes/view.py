@@ -26,9 +26,9 @@ class CachedJobs:
     def __init__(self, caches: dict[str, WatchCache], namespace: str):
         self.caches, self.namespace = caches, namespace
 
-    def workload(self, user: str, name: str, kind: str) -> Json | None:
-        """The job's workload of ``kind`` as cached: the object under its name, if it is the job's."""
-        found = self.caches[kind].objects.get(f"{self.namespace}/{object_name(user, name)}")
+    def workload(self, user: str, name: str, resource: str) -> Json | None:
+        """The job's workload of ``resource`` as cached: the object under its name, if it is the job's."""
+        found = self.caches[resource].objects.get(f"{self.namespace}/{object_name(user, name)}")
         return found if found is not None and owner(found) == (user, name) else None
 
     def pods(self, user: str, name: str) -> list[Json]:
@@ -41,11 +41,11 @@ class CachedJobs:
         ]
         return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
 
-    def run_pods(self, user: str, name: str, kind: str) -> list[Json]:
+    def run_pods(self, user: str, name: str, resource: str) -> list[Json]:
         """The pods of the job's current workload (a Job's own pods, not an earlier run's)."""
         pods = self.pods(user, name)
-        workload = self.workload(user, name, kind)
-        if kind == "jobs" and workload is not None:
+        workload = self.workload(user, name, resource)
+        if resource == "jobs" and workload is not None:
             uid = workload["metadata"].get("uid")
             pods = [p for p in pods if (p["metadata"].get("labels") or {}).get(_CONTROLLER_UID) == uid]
         return pods
@@ -55,7 +55,7 @@ class CachedJobs:
         being deleted: since when, and whether a workload is among them. A CronJob's runs are not
         counted: they are named after their CronJob, not after a job."""
         found: dict[Key, Held] = {}
-        cached = [(obj, True) for kind in WORKLOADS for obj in self.caches[kind].values()]
+        cached = [(obj, True) for resource in WORKLOADS for obj in self.caches[resource].values()]
         for obj, runs in [*cached, *((obj, False) for obj in code)]:
             whose, meta = owner(obj), obj.get("metadata") or {}
             if whose is None or meta.get("name") != object_name(*whose) or meta.get("deletionTimestamp"):

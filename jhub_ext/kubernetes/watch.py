@@ -1,10 +1,10 @@
 """Watch-fed caches of Kubernetes objects: list once, then follow a watch.
 
 Reads (the spawn page's capacity figures, quota counts) answer from memory and never call
-the API. One :class:`WatchCache` per (kind, namespace), shared by everything in the
+the API. One :class:`WatchCache` per (resource, namespace), shared by everything in the
 process that needs it.
 
-Unlike KubeSpawner's reflector this handles cluster-scoped kinds (nodes), keeps raw JSON
+Unlike KubeSpawner's reflector this handles cluster-scoped resources (nodes), keeps raw JSON
 (no model deserialisation), follows bookmarks, relists on 410 Gone, and never gives up:
 after an error it retries with capped exponential backoff and reports itself stale
 (``stale_since``) so callers can say the figures may be out of date (KubeSpawner's
@@ -54,7 +54,7 @@ class WatchCache:
         self,
         list_method: ListMethod,
         *,
-        kind: str,
+        resource: str,
         label_selector: str = "",
         field_selector: str = "",
         timeout_seconds: int = 300,
@@ -63,7 +63,7 @@ class WatchCache:
         on_change: Callable[[str, Json], None] | None = None,
     ):
         self.list_method = list_method
-        self.kind = kind
+        self.resource = resource
         self.label_selector = label_selector
         self.field_selector = field_selector
         self.timeout_seconds = timeout_seconds
@@ -84,7 +84,7 @@ class WatchCache:
         """List, then follow the watch in the background; returns once the first list is in."""
         if self._task is None:
             self._first_load = asyncio.get_running_loop().create_future()
-            self._task = asyncio.create_task(self._run(), name=f"watch {self.kind}")
+            self._task = asyncio.create_task(self._run(), name=f"watch {self.resource}")
         assert self._first_load is not None
         await asyncio.shield(self._first_load)
 
@@ -120,7 +120,7 @@ class WatchCache:
             except asyncio.CancelledError:
                 raise
             except _Gone:
-                self.log.info("Watch of %s expired (410 Gone); listing again", self.kind)
+                self.log.info("Watch of %s expired (410 Gone); listing again", self.resource)
                 needs_list = True
             except Exception as e:
                 needs_list = True
@@ -131,7 +131,7 @@ class WatchCache:
                     self._first_load.set_exception(e)
                     self._first_load.exception()  # retrieved: start() re-raises it
                 self.log.warning(
-                    "Watching %s failed (%s); retrying in %.1fs", self.kind, self.last_error, delay
+                    "Watching %s failed (%s); retrying in %.1fs", self.resource, self.last_error, delay
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_backoff)
@@ -184,20 +184,20 @@ class WatchCache:
             response.release()
 
     def _apply(self, event: Json) -> None:
-        kind, obj = event.get("type"), event.get("object") or {}
-        if kind == "ERROR":
+        happened, obj = event.get("type"), event.get("object") or {}
+        if happened == "ERROR":
             if obj.get("code") == 410:
                 raise _Gone()
             raise ApiException(status=obj.get("code"), reason=f"{obj.get('reason')}: {obj.get('message')}")
         version = (obj.get("metadata") or {}).get("resourceVersion")
         if version:
             self.resource_version = version
-        if kind == "BOOKMARK":
+        if happened == "BOOKMARK":
             return
-        if kind == "DELETED":
+        if happened == "DELETED":
             self.objects.pop(_key(obj), None)
         else:
             self.objects[_key(obj)] = obj
         self.changes += 1
         if self.on_change is not None:
-            self.on_change(str(kind), obj)
+            self.on_change(str(happened), obj)

@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from jhub_ext.core.jobs.model import JobStatus
-from jhub_ext.kubernetes.backend import KubernetesJobBackend
+from jhub_ext.kubernetes.logs import log_target
 from jhub_ext.kubernetes.status import derive_status, extra_runs
+from jhub_ext.kubernetes.view import CachedJobs
 from jhub_ext.kubernetes.watch import WatchCache
 from jhub_ext.kubernetes.workloads import object_name
 
@@ -83,14 +84,20 @@ OWNER = {"jhub-ext.io/user": "alice", "jhub-ext.io/name": "x"}
 STRANGER = {"jhub-ext.io/user": "mallory", "jhub-ext.io/name": "x"}
 
 
-def backend_holding(**objects: list[dict[str, Any]]) -> KubernetesJobBackend:
-    """A backend whose watch caches hold ``objects`` (by kind), as if listed from the cluster."""
-    backend = KubernetesJobBackend(namespace="jhub")
-    for kind in ("pods", "jobs", "deployments", "cronjobs"):
-        cache = WatchCache(lambda **_: None, kind=kind)  # type: ignore[arg-type, return-value]
-        cache.objects = {f"jhub/{o['metadata']['name']}": o for o in objects.get(kind, [])}
-        backend.caches[kind] = cache
-    return backend
+def view_holding(**objects: list[dict[str, Any]]) -> CachedJobs:
+    """The jobs' objects as the backend sees them, from watch caches holding ``objects`` (by resource),
+    as if listed from the cluster."""
+    caches = {}
+    for resource in ("pods", "jobs", "deployments", "cronjobs"):
+        cache = WatchCache(lambda **_: None, resource=resource)  # type: ignore[arg-type, return-value]
+        cache.objects = {f"jhub/{o['metadata']['name']}": o for o in objects.get(resource, [])}
+        caches[resource] = cache
+    return CachedJobs(caches, "jhub")
+
+
+def alices_x(view: CachedJobs) -> Any:
+    """What the backend observes of alice's batch job ``x``: from its own workload and pods only."""
+    return derive_status("jobs", view.workload("alice", "x", "jobs"), view.run_pods("alice", "x", "jobs"))
 
 
 def named(obj: dict[str, Any], name: str, annotations: dict[str, str] | None, uid: str) -> dict[str, Any]:
@@ -110,29 +117,25 @@ def job_pod(name: str, annotations: dict[str, str] | None, controller: str, **st
 def test_an_object_under_the_jobs_name_that_is_someone_elses_is_never_the_jobs() -> None:
     name = object_name("alice", "x")
     squatter = named(job(("Complete", "")), name, STRANGER, "j-other")
-    backend = backend_holding(
+    view = view_holding(
         jobs=[squatter], pods=[job_pod(f"{name}-abcde", STRANGER, "j-other", code=0, reason="Completed")]
     )
-    backend.specs[("alice", "x")] = (None, "jobs")  # type: ignore[assignment]
-    assert backend.view.workload("alice", "x", "jobs") is None
-    assert not backend._active(("alice", "x"), "jobs")
-    assert backend.view.pods("alice", "x") == [] and backend._log_target("alice", "x", "jobs") is None
-    observed = backend.observed("alice", "x")
-    assert observed is not None and observed.status is JobStatus.PENDING  # not the stranger's success
-    unannotated = backend_holding(jobs=[named(job(("Complete", "")), name, None, "j-other")])
-    assert unannotated.view.workload("alice", "x", "jobs") is None
+    assert view.workload("alice", "x", "jobs") is None
+    assert view.pods("alice", "x") == [] and log_target(view.run_pods("alice", "x", "jobs")) is None
+    assert alices_x(view).status is JobStatus.PENDING  # not the stranger's success
+    assert ("alice", "x") not in view.inventory()  # nor counted as alice's
+    unannotated = view_holding(jobs=[named(job(("Complete", "")), name, None, "j-other")])
+    assert unannotated.workload("alice", "x", "jobs") is None
 
 
 def test_the_jobs_own_pods_are_those_carrying_its_exact_owner() -> None:
     name = object_name("alice", "x")
     ours = job_pod(f"{name}-aaaaa", OWNER, "j1")
     foreign = job_pod(f"{name}-bbbbb", STRANGER, "j1")  # labelled alike, even under the same Job uid
-    backend = backend_holding(jobs=[named(job(), name, OWNER, "j1")], pods=[ours, foreign])
-    backend.specs[("alice", "x")] = (None, "jobs")  # type: ignore[assignment]
-    assert backend.view.pods("alice", "x") == [ours]
-    assert backend._log_target("alice", "x", "jobs") == (f"{name}-aaaaa", f"pod-{name}-aaaaa", 0)
-    observed = backend.observed("alice", "x")
-    assert observed is not None and observed.status is JobStatus.RUNNING
+    view = view_holding(jobs=[named(job(), name, OWNER, "j1")], pods=[ours, foreign])
+    assert view.pods("alice", "x") == [ours]
+    assert log_target(view.run_pods("alice", "x", "jobs")) == (f"{name}-aaaaa", f"pod-{name}-aaaaa", 0)
+    assert alices_x(view).status is JobStatus.RUNNING
 
 
 # --- a scheduled job's live runs ----------------------------------------------------------------------
