@@ -180,6 +180,8 @@ class KubernetesJobBackend(JobBackend):
         self._code_uids: dict[Key, str] = {}  # ConfigMaps created here whose deletion is not yet known
         #: the manifests a validate built, for the submit of the very same spec and placement
         self._built: dict[Key, tuple[JobSpec, Placement, list[Json]]] = {}
+        #: workloads created here that the caches have not shown yet: (resource, uid) by job
+        self._unseen: dict[Key, tuple[str, str]] = {}
         #: pods let in by a dry run, by their admission key: until when that answer stands
         self._admitted: dict[str, float] = {}
         self._live_runs = LiveRuns(self._api, self._spawn, self.log)  # scheduled jobs' bound
@@ -286,8 +288,9 @@ class KubernetesJobBackend(JobBackend):
         self._admitted[key] = now + ADMITTED_SECONDS
 
     async def submit(self, spec: JobSpec, placement: Placement) -> None:
-        """Create the job's code ConfigMap and workload (replacing an earlier run's) and report it
-        pending; nothing to do where the same job runs already."""
+        """Create the job's code ConfigMap and workload (replacing an earlier run's); nothing to do
+        where the same job runs already. The job is pending from then on, as its caller records:
+        only what the watches show afterwards is reported."""
         assert self.api is not None and placement.profile is not None
         key = (placement.user, spec.name)
         resource = _RESOURCE_OF[spec.kind]
@@ -306,8 +309,8 @@ class KubernetesJobBackend(JobBackend):
             await self._remove(*key, wait=True)
         self.specs[key] = (spec, resource)
         self.stopped.discard(key)
-        # reported once, below: watch events of the new objects that say no more are not reported
-        self._last[key] = pending = Observed(JobStatus.PENDING)
+        # the caller records it pending: watch events of the new objects that say no more are not reported
+        self._last[key] = Observed(JobStatus.PENDING)
         configmap, workload = self._manifests(spec, placement)
         try:
             code = await self._api().claim(configmap, key)
@@ -329,16 +332,8 @@ class KubernetesJobBackend(JobBackend):
             if isinstance(e, ApiException) and e.status in (400, 403, 409, 422):
                 raise _rejected(e) from None
             raise
-
-        # the job's state is read from the caches: let them show the new workload (a moment),
-        # so that a repeated submit or a stop right after finds it
-        def cached() -> bool:
-            shown = self.view.workload(*key, resource)
-            return shown is not None and _uid(shown) == _uid(created)
-
-        with contextlib.suppress(TimeoutError):
-            await self._until(cached, 10)
-        await self.notify(placement.user, spec.name, pending)
+        # until the caches show it (a moment), a repeated submit finds it here
+        self._unseen[key] = (resource, _uid(created))
 
     def _manifests(self, spec: JobSpec, placement: Placement, keep: bool = False) -> list[Json]:
         """The job's ConfigMap and workload, built once per submit: a validate keeps what it built
@@ -356,9 +351,14 @@ class KubernetesJobBackend(JobBackend):
         return built
 
     def _active(self, key: Key, resource: str) -> bool:
-        """Whether the job's workload exists, is ours, is not being deleted and has not finished."""
+        """Whether the job's workload exists, is ours, is not being deleted and has not finished
+        (created here a moment ago and not yet in the caches counts)."""
         workload = self.view.workload(*key, resource)
-        if key in self.stopped or workload is None or workload["metadata"].get("deletionTimestamp"):
+        if key in self.stopped:
+            return False
+        if workload is None:
+            return self._unseen.get(key, ("", ""))[0] == resource
+        if workload["metadata"].get("deletionTimestamp"):
             return False
         return resource != "jobs" or not _job_finished(workload)
 
@@ -373,6 +373,7 @@ class KubernetesJobBackend(JobBackend):
         return once they and their pods are gone."""
         key = (user, name)
         object_id = object_name(user, name)
+        self._unseen.pop(key, None)
         known = self.specs.get(key)
         # the resource the job has, and whatever else of the job the caches hold under its name (a leftover)
         cached = {k for k in _RESOURCE_OF.values() if self.view.workload(user, name, k) is not None}
@@ -459,11 +460,17 @@ class KubernetesJobBackend(JobBackend):
             return
         if event == "RELISTED":
             keys = list(self.specs)
+            for key, (resource, uid) in list(self._unseen.items()):  # a list is newer than any create
+                shown = self.view.workload(*key, resource)
+                if shown is None or _uid(shown) != uid:
+                    del self._unseen[key]
             for cronjob in self.caches["cronjobs"].values():
                 self._live_runs.bound(cronjob, self.caches["jobs"].values())
         else:
             labels = (obj.get("metadata") or {}).get("labels") or {}
             owner = _owner(obj)
+            if owner in self._unseen and self._unseen[owner][1] == (obj.get("metadata") or {}).get("uid"):
+                del self._unseen[owner]  # the caches show it from now on
             keys = [owner] if owner in self.specs else []
             if not keys and labels.get(JOB_LABEL):  # a CronJob's Jobs of old carry only the label
                 found = self._owner_of(labels[JOB_LABEL])
