@@ -48,6 +48,8 @@ CODE_DIR = "/jhub-ext/code"
 WORK_DIR = "/jhub-ext/work"
 OUTPUT_DIR = "/jhub-ext/output"
 JOB_LABEL = f"{LABEL_PREFIX}/job"
+#: the environment variable that tells a job's process its job's name
+JOB_NAME_ENV = "JHUB_EXT_JOB"
 #: the exact owner and job name of an object: what identifies it (labels are lossy)
 USER_ANNOTATION = f"{LABEL_PREFIX}/user"
 NAME_ANNOTATION = f"{LABEL_PREFIX}/name"
@@ -128,7 +130,7 @@ def _plan(spec: JobSpec, placement: Placement) -> PodPlan:
     """The profile's part of the job's pods: the same translation as for servers."""
     if placement.profile is None:
         raise ValueError("a job's placement names its profile (the service always chooses one)")
-    env = {**placement.env, **spec.env, "JHUB_EXT_JOB": spec.name, "JHUB_EXT_JOB_KIND": spec.kind.value}
+    env = {**placement.env, **spec.env, JOB_NAME_ENV: spec.name, "JHUB_EXT_JOB_KIND": spec.kind.value}
     return pod_plan(
         placement.profile, user=placement.user, kind=spec.kind.profile_kind, groups=placement.groups, env=env
     )
@@ -335,5 +337,5 @@ def admission_key(pod: dict[str, Any]) -> str:
         if "configMap" in volume:
             volume["configMap"].pop("name", None)
     for container in shape["spec"].get("containers") or []:
-        container["env"] = [e for e in container.get("env") or [] if e.get("name") != "JHUB_EXT_JOB"]
+        container["env"] = [e for e in container.get("env") or [] if e.get("name") != JOB_NAME_ENV]
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
