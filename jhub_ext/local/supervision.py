@@ -189,12 +189,16 @@ class Supervision:
         and the run was stopped."""
         if remaining is None:
             return await self._wait(job, run)
+        waiting = asyncio.ensure_future(self._wait(job, run))
         try:
-            return await asyncio.wait_for(asyncio.shield(self._wait(job, run)), remaining)
+            return await asyncio.wait_for(asyncio.shield(waiting), remaining)
         except TimeoutError:
             job.note(lifecycle.deadline_note(job.spec.deadline_seconds))
             await self._terminate(job, run)
+            await waiting  # the stopped run leaves the job's runs before its end is reported
             return None
+        finally:
+            waiting.cancel()  # only when this supervisor itself was cancelled
 
     async def _run_schedule(self, job: LocalJob, resumed: bool) -> None:
         """Start a run of a scheduled job at each of its times, as its concurrency policy allows."""

@@ -70,13 +70,6 @@ class BoundedBody(web.RequestHandler):
         else:
             self.body += chunk
 
-    def body_pending(self) -> bool:
-        """Whether the request announced a body, which may not have arrived yet."""
-        headers = self.request.headers
-        length = headers.get("Content-Length", "0")
-        chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
-        return chunked or not (length.isascii() and length.isdigit()) or int(length) > 0
-
     def refuse_after_body(self, error: Exception) -> None:
         """Answer with ``error`` once the body has arrived, read and dropped: an answer sent while
         the client is still sending reaches it through the proxy as a reset connection (the proxy's
@@ -96,6 +89,16 @@ class BoundedBody(web.RequestHandler):
         self.body.clear()
         # whatever the method (tornado calls it once the body has been read), it only answers 413
         setattr(self, (self.request.method or "get").lower(), self._end_refusal)
+
+    def flush(self, include_footers: bool = False) -> Future[None]:
+        """Send what is written so far. An answer that starts before tornado has read the request
+        to its end (a refusal in ``prepare``, or tornado's own 405) is the connection's last: tornado
+        closes it after the answer. The answer then says so (``Connection: close``), so a client
+        that keeps connections open, such as the hub's proxy, never sends its next request into
+        the closing one, which it would pass on as its own 503."""
+        if not self.request._body_future.done():
+            self.set_header("Connection", "close")
+        return super().flush(include_footers)
 
     def answer_too_large(self) -> Future[None]:
         """Send the 413 (once), before the request has been read to its end: its length is known."""

@@ -103,8 +103,8 @@ class APIHandler(HubOAuthenticated, BoundedBody):
         """Refuse oversized bodies, then authenticate the caller and check they may use the jobs service.
 
         Sets ``self.caller`` from the standalone token or from the hub's user model (its scopes and groups).
-        A refusal of a request with a body is answered once the body has arrived (see
-        :meth:`BoundedBody.refuse_after_body`).
+        A refusal is answered once the request has been read to its end (see
+        :meth:`BoundedBody.refuse_after_body`), so the connection stays open for the next request.
         """
         super().prepare()
         if self.body_too_large:
@@ -112,8 +112,6 @@ class APIHandler(HubOAuthenticated, BoundedBody):
         try:
             await self.authenticate()
         except (Refusal, web.HTTPError) as refused:
-            if not self.body_pending():
-                raise
             self.refuse_after_body(refused)
 
     async def authenticate(self) -> None:

@@ -114,7 +114,45 @@ def stop_and_check(
         for pid in left:
             os.kill(pid, signal.SIGKILL)
         pytest.fail(f"{sig.name} left processes behind: {left}\nhub log:\n{hub.log()[-3000:]}")
-    assert [port for port in ports if not port_free(port)] == [], "ports of the hub are still held"
+    # a connection's socket may outlive its process for a moment while the kernel closes it
+    try:
+        poll(lambda: all(port_free(port) for port in ports), 10, "the hub's ports to come free")
+    except TimeoutError:
+        held = {port: sockets_on(port) for port in ports if not port_free(port)}
+        pytest.fail(f"{sig.name} left ports of the hub held: {held}")
+
+
+#: the states of /proc/net/tcp, by their hex code
+TCP_STATES = {
+    "01": "ESTABLISHED",
+    "02": "SYN_SENT",
+    "03": "SYN_RECV",
+    "04": "FIN_WAIT1",
+    "05": "FIN_WAIT2",
+    "06": "TIME_WAIT",
+    "07": "CLOSE",
+    "08": "CLOSE_WAIT",
+    "09": "LAST_ACK",
+    "0A": "LISTEN",
+    "0B": "CLOSING",
+}
+
+
+def sockets_on(port: int) -> list[str]:
+    """The TCP sockets with ``port`` as their local port: state, remote end, and owning processes."""
+    owners: dict[str, list[str]] = {}
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                owners.setdefault(target[8:-1], []).append(fd.parts[2])
+    found = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port:
+            state, inode = TCP_STATES.get(fields[3], fields[3]), fields[9]
+            found.append(f"{state} to {fields[2]} held by {owners.get(inode, ['no process'])}")
+    return found
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ user sends makes the service answer 5xx; quotas hold when many starts race; rate
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -231,6 +232,47 @@ def test_a_refusal_of_a_request_with_a_body_reaches_the_client_through_the_proxy
                 assert answer.status_code in (401, 403, 413), (method, path, size, answer.status_code)
                 assert answer.headers["Content-Type"].startswith("application/json"), answer.text[:200]
     assert users["fuzz"].call("GET", "/jobs").status_code == 200
+
+
+def test_the_service_closes_a_connection_only_after_an_answer_that_says_so(
+    users: dict[str, Jobs], hub: HubProcess
+) -> None:
+    """The hub's proxy keeps its connections to the service open and sends the next request,
+    anyone's, into one. Had the service closed a connection without saying so, that request would
+    get the proxy's 503 whenever it lost the race with the close. So on a connection straight to
+    the service, after each kind of answer (early refusals included, with and without a body),
+    either the answer says ``Connection: close`` or the same connection answers the next request."""
+    api, token = "/services/jobs/api", users["fuzz"].headers["Authorization"]
+    cases: list[tuple[str, str, dict[str, str], bytes]] = [
+        ("GET", f"{api}/jobs", {}, b""),
+        ("GET", f"{api}/jobs", {"Authorization": "token not-a-token"}, b""),
+        ("POST", f"{api}/jobs", {}, b"{}"),
+        ("POST", f"{api}/jobs/x/stop", {"Authorization": "token not-a-token"}, b"x" * 70000),
+        ("GET", f"{api}/jobs", {"Authorization": token}, b""),
+        ("GET", f"{api}/jobs?limit=x", {"Authorization": token}, b""),
+        ("PUT", f"{api}/jobs", {"Authorization": token}, b"{}"),
+        ("PATCH", f"{api}/nowhere", {}, b""),
+        ("GET", "/services/jobs/", {}, b""),  # the dashboard sends a visitor to log in
+        ("POST", f"{api}/jobs", {"Authorization": token}, b" " * (2 * 1024 * 1024)),
+    ]
+    port = int(hub.env["JHUB_EXT_JOBS_PORT"])
+    for method, path, headers, body in cases:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            connection.request(method, path, body=body, headers=headers)
+            answer = connection.getresponse()
+            answer.read()
+            assert answer.status < 500, (method, path, answer.status)
+            if answer.will_close:
+                continue
+            connection.request("GET", f"{api}/openapi.json")
+            again = connection.getresponse()
+            again.read()
+            assert again.status == 200, (method, path, answer.status)
+        except (ConnectionError, http.client.HTTPException) as e:
+            raise AssertionError(f"{method} {path}: the service closed the connection unannounced") from e
+        finally:
+            connection.close()
 
 
 def open_follow(hub: HubProcess, user: Jobs, name: str) -> tuple[socket.socket, bytes]:
