@@ -6,13 +6,16 @@ that pass through the request's entry point; what watches do afterwards in their
 events' path, not the request's. Helpers that return before any effect (parsing, quota arithmetic,
 manifest building) are not on it: a reader follows them only to learn what they compute.
 
-A path ends where a task does: an effect made in a task of its own (``asyncio.wait_for`` makes one
-for its coroutine) is seen without the functions that started that task.
+A path goes on into the tasks it starts (``asyncio.wait_for`` makes one for its coroutine, as
+KubeSpawner does around each API call): an effect made in a task is seen with the functions that
+were on the stack where the task was made, and theirs in turn.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -26,9 +29,29 @@ Step = tuple[str, str]  # (file under jhub_ext/, qualified function name)
 
 
 def record(entries: set[str], found: Callable[[str, list[Step]], None]) -> Callable[[], None]:
-    """From now on, in this thread, call ``found(effect, path)`` for every effect reached through a
-    function whose qualified name is in ``entries`` (``effect``: the library file it is made in);
-    returns the function that stops recording."""
+    """From now on, in this thread (and the tasks of its running event loop), call
+    ``found(effect, path)`` for every effect reached through a function whose qualified name is in
+    ``entries`` (``effect``: the library file it is made in); returns the function that stops
+    recording."""
+    started_by: weakref.WeakKeyDictionary[asyncio.Task[Any], tuple[bool, list[Step]]]
+    started_by = weakref.WeakKeyDictionary()
+
+    def here(frame: FrameType | None) -> tuple[bool, list[Step]]:
+        """Whether the stack from ``frame`` outwards (into the tasks that started its task) passes
+        an entry, and the functions of ours on it, outermost first."""
+        path: list[Step] = []
+        through = False
+        while frame is not None:
+            through = through or frame.f_code.co_qualname in entries
+            if frame.f_code.co_filename.startswith(PACKAGE):
+                path.append((frame.f_code.co_filename[len(PACKAGE) :], frame.f_code.co_qualname))
+            frame = frame.f_back
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # no event loop in this thread
+            task = None
+        outer_through, outer = started_by.get(task, (False, [])) if task is not None else (False, [])
+        return through or outer_through, outer + path[::-1]
 
     def profile(frame: FrameType, event: str, _arg: Any) -> None:
         if event != "call":
@@ -37,19 +60,31 @@ def record(entries: set[str], found: Callable[[str, list[Step]], None]) -> Calla
         effect = next((f for f, n in EFFECTS if code.co_filename.endswith(f) and code.co_name == n), None)
         if effect is None:
             return
-        path: list[Step] = []
-        through = False
-        caller: FrameType | None = frame.f_back
-        while caller is not None:
-            through = through or caller.f_code.co_qualname in entries
-            if caller.f_code.co_filename.startswith(PACKAGE):
-                path.append((caller.f_code.co_filename[len(PACKAGE) :], caller.f_code.co_qualname))
-            caller = caller.f_back
+        through, path = here(frame.f_back)
         if through:
-            found(effect, path[::-1])
+            found(effect, path)
 
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    factory = loop.get_task_factory() if loop is not None else None
+
+    def make_task(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        task = factory(loop, coro, **kwargs) if factory else asyncio.Task(coro, loop=loop, **kwargs)
+        started_by[task] = here(sys._getframe(1))
+        return task  # type: ignore[return-value]
+
+    if loop is not None:
+        loop.set_task_factory(make_task)  # type: ignore[arg-type]
     sys.setprofile(profile)
-    return lambda: sys.setprofile(None)
+
+    def stop() -> None:
+        sys.setprofile(None)
+        if loop is not None:
+            loop.set_task_factory(factory)
+
+    return stop
 
 
 def files_entered_again(path: list[Step]) -> list[str]:

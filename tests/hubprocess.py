@@ -99,9 +99,11 @@ class HubProcess:
         users: dict[str, list[str]],
         extra_env: dict[str, str] | None = None,
         catalog_text: str | None = None,
+        extra_config: str | None = None,
     ) -> HubProcess:
         """A hub in kubernetes mode in ``namespace`` (a tests.kube.Namespace), with these demo users
-        (and ``catalog_text`` instead of the shipped catalog, if given)."""
+        (and ``catalog_text`` instead of the shipped catalog, ``extra_config`` after the shipped
+        configuration file, if given)."""
         env = {
             "JHUB_EXT_MODE": "kubernetes",
             "KUBECONFIG": str(namespace.kubeconfig),
@@ -109,7 +111,7 @@ class HubProcess:
             "JHUB_EXT_DEMO_USERS": json.dumps(users),
             **(extra_env or {}),
         }
-        process = cls(workdir, catalog_text, extra_env=env)
+        process = cls(workdir, catalog_text, extra_env=env, extra_config=extra_config)
         # the node agent's pods run on this machine: they reach the hub on loopback
         process.env["JHUB_EXT_HUB_CONNECT_URL"] = f"http://127.0.0.1:{process.env['JHUB_EXT_HUB_PORT']}"
         return process

@@ -39,6 +39,7 @@ from jhub_ext.kubernetes.pods import (
 from jhub_ext.kubernetes.retry import retrying
 from jhub_ext.kubernetes.watch import WatchCache
 from jhub_ext.spawner.profiles import ProfileChoiceError, ProfileMenuMixin
+from jhub_ext.spawner.servers import ServerRecord
 
 _AFFINITY_TRAITS = {
     ("nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution"): "node_affinity_required",
@@ -324,11 +325,11 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
             text += f" (as of {_clock(min(down))}: the cluster is not answering)"
         return text
 
-    # --- quotas: the ledger's Kubernetes source of servers, fed by the pod cache ----------------------
+    # --- admission: refused during an outage; servers counted by their pods --------------------------
 
-    async def apply_profile_options(self, user_options: dict[str, Any]) -> None:
-        """Start the pod cache the quota check counts from, then validate, check and apply the choice.
-        While the API server does not answer, a spawn is refused at once: 503 with Retry-After."""
+    async def before_admission(self) -> None:
+        """While the API server does not answer, a spawn is refused at once: 503 with Retry-After.
+        Else the pod cache the quota check counts from is started (once)."""
         # a fresh hub's caches would wait on their first list: ask first
         if await self.cluster.down(unsure=self._cache("pods") is None):
             down = self.cluster.api_down_since or time.time()
@@ -339,9 +340,10 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
                 retry_after=30,
             )
         await self.ensure_caches()
-        await super().apply_profile_options(user_options)
 
-    async def workloads(self, catalog: Catalog, groups: frozenset[str]) -> list[Workload]:
+    def count_servers(
+        self, records: list[ServerRecord], catalog: Catalog, groups: frozenset[str]
+    ) -> list[Workload]:
         """Servers charged to ``groups``: each server pod (not this one's) by its limits, from the
         watch-fed pod cache, and each server still starting (hub record, no pod yet) by its record.
 
@@ -367,9 +369,5 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
             for pod in pods.values()
             if (annotations := pod["metadata"].get("annotations") or {})
         }
-        starting = [
-            workload
-            for row, workload in self.server_records(catalog, groups)
-            if (row.user.name, row.name) not in with_pods
-        ]
+        starting = [record.workload for record in records if (record.user, record.server) not in with_pods]
         return counted + starting

@@ -17,7 +17,6 @@ import time
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
-from jupyterhub import orm
 from tornado import web
 from traitlets import List, Unicode, default
 from traitlets.config import LoggingConfigurable
@@ -26,7 +25,7 @@ from jhub_ext.admission.lock import QuotaLock, QuotaLockTimeout
 from jhub_ext.admission.reservations import JobReservations
 from jhub_ext.admission.reserve import reserving
 from jhub_ext.core.catalog import Catalog, Kind
-from jhub_ext.core.catalog.ledger import UsageLedger, server_reservation
+from jhub_ext.core.catalog.ledger import UsageSource
 from jhub_ext.core.catalog.quota import QuotaExceeded, Usage, Workload
 from jhub_ext.core.catalog.reload import CatalogSource
 from jhub_ext.core.catalog.selection import (
@@ -37,9 +36,9 @@ from jhub_ext.core.catalog.selection import (
     resolve_selection,
 )
 from jhub_ext.core.events import Event, Events, Happened, Subject, resolve_observers
+from jhub_ext.spawner.servers import STATE_KEY, HubServers, ServerRecord
 
 OPTION_PREFIX = "profile-option-"
-STATE_KEY = "jhub_ext_usage"
 #: where the hub's settings keep the observers of server events, made once
 EVENTS_KEY = "jhub_ext_server_events"
 
@@ -225,13 +224,14 @@ class ProfileMenuMixin(LoggingConfigurable):
 
     async def apply_profile_options(self, user_options: dict[str, Any]) -> None:
         """Validate ``user_options`` again (they may come from the REST API), check quotas, apply."""
+        await self.before_admission()
         selection = self.resolve(user_options)
         usage = Usage.of(selection.profile, Kind.SERVER)
         catalog = self.catalog
         # This server's hub record exists already, so a start that checks after this one counts it.
         try:
             lock = shared_quota_lock(self.quota_lock_dir)
-            async with reserving(lock, catalog, self.user_groups, usage, recorded=self.ledger().sources):
+            async with reserving(lock, catalog, self.user_groups, usage, recorded=self.usage_sources()):
                 pass  # counted: its record is the hub's, made before the spawn began
         except QuotaExceeded as e:
             raise ProfileChoiceError(str(e), status_code=403) from None
@@ -292,37 +292,25 @@ class ProfileMenuMixin(LoggingConfigurable):
         """Turn a validated selection into this spawner's settings."""
         raise NotImplementedError
 
-    # --- quotas: this spawner is the ledger's source of servers -------------------------------------
+    # --- admission: the platform's hooks ------------------------------------------------------------
 
-    def ledger(self) -> UsageLedger:
-        """Servers from this spawner's view of the hub (:meth:`workloads`) and jobs from the jobs
-        service's records, counted by the ledger's one rule."""
+    async def before_admission(self) -> None:
+        """Refuse a start the platform cannot make now (a :class:`ProfileChoiceError`), before the
+        choice is checked and counted; nothing to refuse here."""
+
+    def usage_sources(self) -> list[UsageSource]:
+        """What the quota check counts, read while the quota locks are held: the hub's records of
+        servers (counted by :meth:`count_servers`), and the jobs service's records of jobs."""
+        servers = HubServers(self.db, self.orm_spawner, self.count_servers)
         if not self.jobs_db_url:
-            return UsageLedger(self)
-        return UsageLedger(self, JobReservations.at(self.jobs_db_url))
+            return [servers]
+        return [servers, JobReservations.at(self.jobs_db_url)]
 
-    async def workloads(self, catalog: Catalog, groups: frozenset[str]) -> list[Workload]:
-        """Servers of members of ``groups`` running or starting now (not this one), from the hub's
-        records (a usage source of :class:`UsageLedger`)."""
-        return [workload for _row, workload in self.server_records(catalog, groups)]
-
-    def server_records(self, catalog: Catalog, groups: frozenset[str]) -> list[tuple[orm.Spawner, Workload]]:
-        """The hub's records of servers running or starting now (not this one) of members of ``groups``."""
-        running = (
-            self.db.query(orm.Spawner)
-            .join(orm.User)
-            .filter(orm.Spawner.server_id.isnot(None))
-            .filter(orm.User.groups.any(orm.Group.name.in_(groups)))
-        )
-        records = []
-        for row in running:
-            if row is self.orm_spawner:
-                continue
-            owner_groups = frozenset(g.name for g in row.user.groups)
-            recorded = (row.state or {}).get(STATE_KEY)
-            usage = server_reservation(catalog, recorded, row.user_options, owner_groups)
-            records.append((row, Workload(owner_groups, usage)))
-        return records
+    def count_servers(
+        self, records: list[ServerRecord], catalog: Catalog, groups: frozenset[str]
+    ) -> list[Workload]:
+        """What the servers the hub records (not this one) count: what each reserved, here."""
+        return [record.workload for record in records]
 
     def get_state(self) -> dict[str, Any]:
         """The spawner's state, plus the quota usage this server counts, so it survives a hub restart."""

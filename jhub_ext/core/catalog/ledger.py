@@ -13,9 +13,10 @@ workloads. The sources, and who uses them:
 ============================  ==========================================  =====================
 source                        counts                                      used by
 ============================  ==========================================  =====================
-``spawner.profiles``          servers, from the hub's records             the hub (local mode)
-``kubernetes.spawner``        servers, from the pod cache (a pod counts   the hub (Kubernetes)
-                              its limits), and starting servers' records
+``spawner.servers``           servers, from the hub's records; in         the hub
+                              Kubernetes mode a server with a pod counts
+                              its pod's limits, from the pod cache
+                              (``ProfileKubeSpawner.count_servers``)
 ``admission.reservations``    jobs, from the jobs service's records       the hub and the service
 ``service.hubapi``            servers, from the hub's REST API            the service
 ============================  ==========================================  =====================
