@@ -43,7 +43,8 @@ from devcluster.cluster import LocalCluster  # noqa: E402
 from benchmarks.spawn_kube import alternate, bench_cluster, rss_mib  # noqa: E402
 from jhub_ext.core.catalog import load_catalog  # noqa: E402
 from jhub_ext.core.jobs.model import Placement, parse_submission  # noqa: E402
-from jhub_ext.kubernetes.workloads import NAME_ANNOTATION, Site, build_manifests, object_name  # noqa: E402
+from jhub_ext.core.names import object_name  # noqa: E402
+from jhub_ext.kubernetes.workloads import NAME_ANNOTATION, Site, build_manifests  # noqa: E402
 from jhub_ext.service.store import JobStore  # noqa: E402
 from tests.conftest import SHIPPED_CATALOG, free_port  # noqa: E402
 from tests.hubprocess import wait_for  # noqa: E402

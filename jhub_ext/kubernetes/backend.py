@@ -31,6 +31,7 @@ from traitlets import Integer, List, Unicode
 from jhub_ext.core.jobs import lifecycle
 from jhub_ext.core.jobs.backend import Held, JobBackend, Observed, Placement
 from jhub_ext.core.jobs.model import JobKind, JobSpec, JobStatus
+from jhub_ext.core.names import object_name
 from jhub_ext.core.settings import env_default, names
 from jhub_ext.kubernetes.api import KIND_OF as _KIND_OF
 from jhub_ext.kubernetes.api import Json, KubeObjects
@@ -54,7 +55,6 @@ from jhub_ext.kubernetes.workloads import (
     Site,
     admission_key,
     build_manifests,
-    object_name,
     pod_to_check,
 )
 

@@ -11,9 +11,9 @@ import logging
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
+from jhub_ext.core.names import object_name
 from jhub_ext.kubernetes.api import Json, KubeObjects, uid_of
 from jhub_ext.kubernetes.status import extra_runs, max_live_runs, owner
-from jhub_ext.kubernetes.workloads import object_name
 
 
 class LiveRuns:

@@ -12,12 +12,12 @@ service-account token.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from jhub_ext.core.catalog.model import Kind, Profile, Resources, thaw
+from jhub_ext.core.names import label_value
 from jhub_ext.kubernetes.quantities import cpu_quantity, memory_quantity
 
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -39,8 +39,6 @@ RESTRICTED_CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
     "runAsNonRoot": True,
     "seccompProfile": {"type": "RuntimeDefault"},
 }
-
-_LABEL_VALUE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def resource_requirements(resources: Resources) -> dict[str, dict[str, str]]:
@@ -77,12 +75,6 @@ def tolerations(profile: Profile) -> list[dict[str, Any]]:
 def affinity(profile: Profile) -> dict[str, Any]:
     """The profile's affinity as a plain dict for the pod spec."""
     return thaw(profile.affinity)  # type: ignore[no-any-return]
-
-
-def label_value(text: str) -> str:
-    """Make ``text`` a valid label value: allowed characters only, at most 63, alphanumeric ends."""
-    value = _LABEL_VALUE.sub("-", text)[:63].strip("-_.")
-    return value or "x"
 
 
 def group_label(group: str) -> str:

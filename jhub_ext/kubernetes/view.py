@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from jhub_ext.core.jobs.backend import Held
+from jhub_ext.core.names import object_name
 from jhub_ext.kubernetes.api import Json
 from jhub_ext.kubernetes.capacity import created_at
 from jhub_ext.kubernetes.status import owner
 from jhub_ext.kubernetes.watch import WatchCache
-from jhub_ext.kubernetes.workloads import JOB_LABEL, object_name
+from jhub_ext.kubernetes.workloads import JOB_LABEL
 
 Key = tuple[str, str]
 WORKLOADS = ("jobs", "deployments", "cronjobs")

@@ -17,7 +17,8 @@ with its profile's resources and scheduling, and labels that attribute it to its
 profile and groups. The snapshot is copied from the read-only ConfigMap into a writable work
 directory by an init container, so jobs can write files next to their code.
 
-Identity: every object is named by :func:`object_name` from the exact (user, job name), with a
+Identity: every object is named by :func:`~jhub_ext.core.names.object_name` from the exact (user,
+job name), with a
 64-bit hash of the pair, and carries that pair exactly in its annotations ``jhub-ext.io/user`` and
 ``jhub-ext.io/name`` (pods and a CronJob's Jobs too, through their templates). Those annotations
 are what says whose an object is. Labels (``jhub-ext.io/user`` and the rest) are sanitised and
@@ -29,11 +30,11 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from jhub_ext.core.jobs.model import ConcurrencyPolicy, JobSpec, Placement
+from jhub_ext.core.names import object_name, output_subdir
 from jhub_ext.kubernetes.pods import (
     DEFAULT_GID,
     DEFAULT_UID,
@@ -58,13 +59,6 @@ MAX_LIVE_RUNS_ANNOTATION = f"{LABEL_PREFIX}/max-live-runs"
 #: on a workload (set by the backend when it creates one): the uid of the ConfigMap it runs, so that
 #: only that very object is ever deleted as the job's code
 CODE_UID_ANNOTATION = f"{LABEL_PREFIX}/code-uid"
-#: a CronJob appends "-" and up to 10 digits to the names of the Jobs it creates, which are label
-#: values (``job-name``) of at most 63 characters
-MAX_NAME_LENGTH = 52
-HASH_HEX = 16  # 64 bits of sha256: no collision to find by trying names
-_USER_PART = 12
-_NAME_PART = MAX_NAME_LENGTH - _USER_PART - HASH_HEX - 2
-_NOT_NAME = re.compile(r"[^a-z0-9]+")
 _POLICIES = {
     ConcurrencyPolicy.FORBID: "Forbid",
     ConcurrencyPolicy.REPLACE: "Replace",
@@ -93,37 +87,6 @@ class Site:
 
 #: pods that fail because their node was drained, lost or preempted do not count against retries
 IGNORE_DISRUPTIONS = {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]}
-
-
-def _readable(text: str, limit: int) -> str:
-    """Lower-case letters and digits of ``text`` (any run of anything else: one '-'), at most ``limit``
-    characters, alphanumeric at both ends; possibly empty. Lossy: only ever a prefix for the eye."""
-    return _NOT_NAME.sub("-", text.lower())[:limit].strip("-")
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_HEX]
-
-
-def object_name(user: str, name: str) -> str:
-    """The name of a user's job's objects: a readable prefix (the sanitised, truncated user and job
-    name) and a 64-bit hash of the exact pair, so distinct (user, name) pairs get distinct names
-    (``jürgen``/``jörgen``, long names alike up to the cut). A DNS-1123 label of at most 52
-    characters: valid for every kind, including a CronJob (whose Jobs append 11 characters).
-
-    The name is only where to look: whose an object under it is comes from its annotations
-    (``USER_ANNOTATION``, ``NAME_ANNOTATION``), which the backend checks before using it.
-    """
-    # job names cannot contain NUL: the encoding is unambiguous whatever the user name holds
-    digest = _digest(f"{user}\0{name}")
-    parts = [_readable(user, _USER_PART) or "u", _readable(name, _NAME_PART)]
-    return "-".join([*(part for part in parts if part), digest])
-
-
-def output_subdir(user: str) -> str:
-    """The user's sub-directory of the output volume (the mount's ``subPath``): a readable prefix and
-    a 64-bit hash of the exact user name, so no two users share one (unlike ``label_value``)."""
-    return f"{_readable(user, 40) or 'u'}-{_digest(user)}"
 
 
 def _plan(spec: JobSpec, placement: Placement) -> PodPlan:

@@ -7,32 +7,20 @@ as The Littlest JupyterHub does. The kernel then keeps users apart: one user's f
 
 Account names are one-to-one with hub user names: a name that is already a short, plain Linux
 user name is kept (``jupyter-alice``); any other gets a readable prefix and a 64-bit hash of the
-exact hub name after an underscore (``jupyter-jrgen_3f2a...``), which no kept name contains.
+exact hub name after an underscore (``jupyter-jrgen_3f2a...``), which no kept name contains
+(:func:`jhub_ext.core.names.account_name`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pwd
-import re
 import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-PREFIX = "jupyter-"
-_PLAIN = re.compile(r"[a-z][a-z0-9-]{0,22}")  # with the prefix: at most 31 characters, no "_"
-_NOT_PLAIN = re.compile(r"[^a-z0-9-]+")
-
-
-def account_name(user: str) -> str:
-    """The system account of hub user ``user`` (one-to-one; at most 32 characters)."""
-    if _PLAIN.fullmatch(user):
-        return f"{PREFIX}{user}"
-    readable = _NOT_PLAIN.sub("-", user.lower()).strip("-")[:7]
-    digest = hashlib.sha256(user.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    return f"{PREFIX}{readable}_{digest}"
+from jhub_ext.core.names import account_name
 
 
 @dataclass(frozen=True)

@@ -33,13 +33,13 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
 
 from traitlets import Bool, Dict, Float, Integer, Unicode, default
 
 from jhub_ext.core.jobs import lifecycle
 from jhub_ext.core.jobs.backend import Held, JobBackend, Observed, Placement
 from jhub_ext.core.jobs.model import JobKind, JobSpec, JobStatus, Runs, parse_submission
+from jhub_ext.core.names import USER_DIRS, user_dir, user_of_dir
 from jhub_ext.core.settings import env_default, string_mapping
 from jhub_ext.local import confine
 from jhub_ext.local.accounts import Account, Accounts
@@ -232,7 +232,7 @@ class LocalJobBackend(Supervision, JobBackend):
     # --- paths and persistence ---------------------------------------------------------------------
 
     def _dir(self, user: str, name: str) -> Path:
-        return Path(self.jobs_dir) / f"u-{quote(user, safe='')}" / name
+        return Path(self.jobs_dir) / user_dir(user) / name
 
     async def _account(self, user: str) -> Account | None:
         """The system account ``user``'s jobs run as (created on first use), or None."""
@@ -259,7 +259,7 @@ class LocalJobBackend(Supervision, JobBackend):
                 self.log.warning("%s", support.note())
             self.support = support if support.active else None
             await asyncio.to_thread(end_groups, "job-", empty_only=True)  # left by killed runners
-        for spec_file in sorted(root.glob("u-*/*/spec.json")):
+        for spec_file in sorted(root.glob(f"{USER_DIRS}/*/spec.json")):
             saved: Any = None
             try:
                 saved, state = read_saved(spec_file)
@@ -371,8 +371,10 @@ class LocalJobBackend(Supervision, JobBackend):
             key: Held(datetime.fromtimestamp(job.dir.stat().st_mtime, UTC)) for key, job in self._jobs.items()
         }
         processes = await asyncio.to_thread(job_processes, self.jobs_dir)
-        for directory in Path(self.jobs_dir).glob("u-*/*"):
-            key = (unquote(directory.parent.name[2:]), directory.name)
+        for directory in Path(self.jobs_dir).glob(f"{USER_DIRS}/*"):
+            if (user := user_of_dir(directory.parent.name)) is None:
+                continue
+            key = (user, directory.name)
             with contextlib.suppress(OSError):
                 since = datetime.fromtimestamp(directory.stat().st_mtime, UTC)
                 held.setdefault(key, Held(since, runs=key in processes))

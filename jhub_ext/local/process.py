@@ -22,10 +22,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from jhub_ext.core.jobs.lifecycle import EXIT_KILLED
 from jhub_ext.core.jobs.model import JobSpec
+from jhub_ext.core.names import user_dir
 from jhub_ext.local import confine
 from jhub_ext.local.accounts import Account
 from jhub_ext.local.cgroups import Limits
@@ -126,7 +126,7 @@ def job_env(
     if placement.get("mem_limit"):
         env["MEM_LIMIT"] = str(int(placement["mem_limit"]))
     if output_dir:
-        output = Path(output_dir) / f"u-{quote(user, safe='')}"
+        output = Path(output_dir) / user_dir(user)
         output.mkdir(parents=True, exist_ok=True)
         if account is not None:
             output.parent.chmod(0o711)

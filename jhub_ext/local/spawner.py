@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import os
 import sys
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from jupyterhub.utils import random_port
 from traitlets import Bool, Dict, Integer, Unicode, default
 
 from jhub_ext.core.catalog.selection import Selection
+from jhub_ext.core.names import server_confinement
 from jhub_ext.local import confine
 from jhub_ext.local.accounts import Account, Accounts, drop_to
 from jhub_ext.local.cgroups import Limits
@@ -144,8 +144,7 @@ class LocalProfileSpawner(ProfileMenuMixin, SimpleLocalProcessSpawner):
     @property
     def confinement_name(self) -> str:
         """The name of this server's control group and network namespace."""
-        key = "\0".join((self.user.name, self.name)).encode("utf-8", "surrogatepass")
-        return f"srv-{hashlib.sha256(key).hexdigest()[:16]}"
+        return server_confinement(self.user.name, self.name)
 
     async def start(self) -> Any:
         """Start the server, first creating the user's system account (with ``system_users``), and

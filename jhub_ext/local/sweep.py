@@ -14,8 +14,8 @@ import contextlib
 import os
 import signal
 from pathlib import Path
-from urllib.parse import unquote
 
+from jhub_ext.core.names import user_of_dir
 from jhub_ext.local import cgroups, confine, netns
 
 Key = tuple[str, str]
@@ -29,9 +29,8 @@ def _owner(root: Path, cwd: str) -> Key | None:
         parts = Path(cwd).relative_to(root).parts
     except ValueError:
         return None
-    if len(parts) < 2 or not parts[0].startswith("u-"):
-        return None
-    return unquote(parts[0][2:]), parts[1]
+    user = user_of_dir(parts[0]) if len(parts) >= 2 else None
+    return None if user is None else (user, parts[1])
 
 
 def job_processes(jobs_dir: str) -> dict[Key, set[int]]:

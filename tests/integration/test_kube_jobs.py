@@ -13,8 +13,9 @@ import pytest
 from jhub_ext.core.catalog import load_catalog, parse_catalog
 from jhub_ext.core.jobs.backend import JobRejected, Placement
 from jhub_ext.core.jobs.model import JobStatus, parse_submission
+from jhub_ext.core.names import object_name
 from jhub_ext.kubernetes.backend import KubernetesJobBackend
-from jhub_ext.kubernetes.workloads import build_manifests, object_name
+from jhub_ext.kubernetes.workloads import build_manifests
 
 from ..conftest import SHIPPED_CATALOG
 from ..hubprocess import wait_for

@@ -16,7 +16,7 @@ import pytest
 from devcluster.cluster import LocalCluster
 
 from jhub_ext.core.jobs.model import JobStatus
-from jhub_ext.kubernetes.workloads import object_name
+from jhub_ext.core.names import object_name
 from jhub_ext.service.manager import Caller, JobManager
 
 from ..kube import Namespace, eventually

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from jhub_ext.core.jobs.model import JobStatus, parse_submission
-from jhub_ext.kubernetes.workloads import build_manifests, object_name
+from jhub_ext.core.names import object_name
+from jhub_ext.kubernetes.workloads import build_manifests
 from jhub_ext.service.manager import Caller, JobManager
 from jhub_ext.service.reconcile import GONE, reconcile
 

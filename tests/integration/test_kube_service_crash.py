@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from jhub_ext.kubernetes.workloads import object_name
+from jhub_ext.core.names import object_name
 
 from ..conftest import SHIPPED_CATALOG
 from ..faults import full, roomy_catalog, size

@@ -13,13 +13,12 @@ import pytest
 from jhub_ext.core.catalog import load_catalog
 from jhub_ext.core.jobs import lifecycle
 from jhub_ext.core.jobs.model import JobSpecError, Placement, parse_submission
+from jhub_ext.core.names import object_name, output_subdir
 from jhub_ext.kubernetes.workloads import (
     Site,
     admission_key,
     build_manifests,
     build_workload,
-    object_name,
-    output_subdir,
     pod_to_check,
 )
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from jhub_ext.core.jobs.model import JobStatus
+from jhub_ext.core.names import object_name
 from jhub_ext.kubernetes.logs import log_target
 from jhub_ext.kubernetes.status import derive_status, extra_runs
 from jhub_ext.kubernetes.view import CachedJobs
 from jhub_ext.kubernetes.watch import WatchCache
-from jhub_ext.kubernetes.workloads import object_name
 
 
 def job(*conditions: tuple[str, str], failed: int = 0, deadline: int | None = None) -> dict[str, Any]:
