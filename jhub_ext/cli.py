@@ -23,7 +23,7 @@ from typing import Any
 
 import argcomplete
 
-from jhub_ext.client import STATUSES, Job, JobsClient, JobsError, snapshot
+from jhub_ext.client import STATUSES, Job, JobsClient, JobsError, QuotaLine, snapshot
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
@@ -215,10 +215,8 @@ def _profiles(client: JobsClient, args: argparse.Namespace) -> None:
 def _quota(client: JobsClient, args: argparse.Namespace) -> None:
     groups = client.quota()
     rows = [
-        [entry["group"], key, str(entry["usage"][key]), str(limit)]
-        for entry in groups
-        for key, limit in entry["limits"].items()
-        if limit is not None
+        [line.group, line.resource, line.in_use_text(), line.limit_text()]
+        for line in QuotaLine.from_json(groups)
     ]
     human = table(rows, ["GROUP", "RESOURCE", "IN USE", "LIMIT"]) if rows else "No quota applies to you."
     emit(args, groups, human)

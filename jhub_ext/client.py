@@ -17,7 +17,7 @@ This module imports only the standard library and ``requests``: it runs in users
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,6 +120,48 @@ class Profile:
             kinds=tuple(body.get("kinds") or ()),
             raw=body,
         )
+
+
+_BINARY_UNITS = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def amount(resource: str, value: float) -> str:
+    """A quota figure as the spawn page says it: memory in binary units ("8 GiB"), CPUs as a number
+    ("2.5"), counts (GPUs, servers, jobs) as whole numbers."""
+    if resource != "memory":
+        return f"{value:g}"
+    size, unit = float(value), 0
+    while size >= 1024 and unit < len(_BINARY_UNITS) - 1:
+        size, unit = size / 1024, unit + 1
+    return f"{size:.3g} {_BINARY_UNITS[unit]}" if unit else f"{value:g} bytes"
+
+
+@dataclass(frozen=True)
+class QuotaLine:
+    """One of a group's limits and how much of it is in use."""
+
+    group: str
+    resource: str  # cpu, memory, gpus, servers or jobs
+    in_use: float
+    limit: float
+
+    @classmethod
+    def from_json(cls, groups: Sequence[Mapping[str, Any]]) -> list[QuotaLine]:
+        """The lines of ``GET quota``'s groups: one per limit that is set."""
+        return [
+            cls(entry["group"], resource, entry["usage"].get(resource, 0), limit)
+            for entry in groups
+            for resource, limit in entry["limits"].items()
+            if limit is not None
+        ]
+
+    def in_use_text(self) -> str:
+        """What is in use, in the units the spawn page uses."""
+        return amount(self.resource, self.in_use)
+
+    def limit_text(self) -> str:
+        """The limit, in the units the spawn page uses."""
+        return amount(self.resource, self.limit)
 
 
 def snapshot(path: str | Path, max_files: int = 200) -> dict[str, str]:
@@ -257,6 +299,7 @@ class JobsClient:
         return [Profile.from_json(p) for p in self._request("GET", "profiles").json()["profiles"]]
 
     def quota(self) -> list[dict[str, Any]]:
-        """For each of your groups with a quota: its limits and how much is in use."""
+        """For each of your groups with a quota: its limits and how much is in use (the API's JSON;
+        :meth:`QuotaLine.from_json` reads it line by line)."""
         groups: list[dict[str, Any]] = self._request("GET", "quota").json()["groups"]
         return groups

@@ -22,7 +22,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from jhub_ext.client import Job, JobsClient, JobsError, snapshot
+from jhub_ext.client import Job, JobsClient, JobsError, QuotaLine, snapshot
 
 STATUS_COLOURS = {
     "pending": "#6c757d",
@@ -251,16 +251,16 @@ class JobMagics(Magics):
     def quota(self, line: str) -> None:
         """Your groups' usage and limits."""
         parse_argstring(self.quota, line)
-        groups = self.client.quota()
-        if not groups:
+        lines = QuotaLine.from_json(self.client.quota())
+        if not lines:
             print("No quota applies to you.")
-        for entry in groups:
+        for group in dict.fromkeys(line.group for line in lines):
             limits = ", ".join(
-                f"{key} {entry['usage'][key]} of {limit}"
-                for key, limit in entry["limits"].items()
-                if limit is not None
+                f"{line.resource} {line.in_use_text()} of {line.limit_text()}"
+                for line in lines
+                if line.group == group
             )
-            print(f"{entry['group']}: {limits}")
+            print(f"{group}: {limits}")
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -63,8 +63,10 @@ def test_the_example_notebook_runs_under_binder_start(tmp_path: Path) -> None:
     outputs = json.loads(out.strip().splitlines()[-1])
     text = "\n".join(outputs)
     assert "Deployed scraper 'demo-scraper'" in text
-    assert "demo-scraper" in outputs[2] and "scraper" in outputs[2]  # %jobs
-    assert "fetched page" in outputs[3]  # %job_logs
-    assert "demo-scraper: stopped" in outputs[4]
-    assert "Deleted demo-scraper." in outputs[5]
+    # no %load_ext: the kernel has the magics from the start
+    assert "Deployed scraper 'demo-scraper'" in outputs[0]
+    assert "demo-scraper" in outputs[1] and "scraper" in outputs[1]  # %jobs
+    assert "fetched page" in outputs[2]  # %job_logs
+    assert "demo-scraper: stopped" in outputs[3]
+    assert "Deleted demo-scraper." in outputs[4]
     assert "Traceback" not in text

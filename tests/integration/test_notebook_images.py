@@ -89,3 +89,16 @@ def test_the_client_the_command_and_the_magics_work_there(notebook_env: Path) ->
     result = subprocess.run([python, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ok http://jobs.test/services/jobs/" in result.stdout
+
+
+def test_every_ipython_there_has_the_magics_without_load_ext(notebook_env: Path, tmp_path: Path) -> None:
+    script = tmp_path / "check.py"
+    script.write_text("print(sorted({'jobs', 'quota'} & set(get_ipython().magics_manager.magics['line'])))\n")
+    result = subprocess.run(
+        [str(notebook_env / "bin" / "ipython"), "--no-banner", str(script)],
+        capture_output=True,
+        text=True,
+        env={"HOME": str(tmp_path), "PATH": str(notebook_env / "bin")},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "['jobs', 'quota']" in result.stdout

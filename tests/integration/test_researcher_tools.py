@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -86,6 +88,34 @@ def test_cli_exit_codes_scripts_can_rely_on(server_env: dict[str, str]) -> None:
     assert cli(server_env, "frobnicate").returncode == 2
     unreachable = cli({**server_env, "JHUB_EXT_JOBS_URL": f"http://127.0.0.1:{free_port()}/"}, "list")
     assert unreachable.returncode == 3 and "cannot reach the jobs service" in unreachable.stderr
+
+
+def test_a_notebook_has_the_magics_at_once_and_quota_speaks_in_gib(
+    server_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A kernel as a local-mode server starts one (this environment's): no %load_ext first, and
+    memory in the units the spawn page uses."""
+    from jupyter_client.manager import start_new_kernel
+
+    env = {**os.environ, **server_env, "HOME": str(tmp_path)}
+    kernel, client = start_new_kernel(kernel_name="python3", env=env, cwd=str(tmp_path))
+    printed: list[str] = []
+
+    def output(message: dict[str, Any]) -> None:
+        if message["msg_type"] == "stream":
+            printed.append(message["content"]["text"])
+        elif message["msg_type"] == "error":
+            printed.append("\n".join(message["content"]["traceback"]))
+
+    try:
+        reply = client.execute_interactive("%quota", output_hook=output, timeout=60)
+    finally:
+        client.stop_channels()
+        kernel.shutdown_kernel(now=True)
+    text = "".join(printed)
+    assert reply["content"]["status"] == "ok", text
+    # the shipped catalog: researchers may use 128Gi of memory
+    assert re.search(r"researchers: .*memory \S+ (bytes|KiB|MiB|GiB) of 128 GiB", text), text
 
 
 @pytest.fixture
