@@ -10,14 +10,14 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: demo test test-fast test-faults lint format install system clean bench control-plane helm cluster user-env oidc-provider
 
-$(STAMP): setup.cfg pyproject.toml tools/pyproject.toml jhub_ext/etc/ipython_config.py
+$(STAMP): setup.cfg pyproject.toml tools/pyproject.toml jhub_ext/etc/ipython_config.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || \
 		{ rm -rf $(VENV); scripts/install-system.sh venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]' -e ./tools
 	# the kernels of local mode's servers load the magics (setup.cfg's data_files, which an
 	# editable install leaves out)
-	install -D -m 644 jhub_ext/etc/ipython_config.py $(VENV)/etc/ipython/ipython_config.py
+	install -D -m 644 jhub_ext/etc/ipython_config.json $(VENV)/etc/ipython/ipython_config.json
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -42,7 +42,7 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 def jobs_table(jobs: list[Job], show_user: bool = False) -> str:
     if not jobs:
         return "No jobs yet. Start one with: jhub-jobs submit NAME --file script.py"
-    header = (["USER"] if show_user else []) + ["NAME", "KIND", "STATUS", "PROFILE", "AGE", "EXIT"]
+    header = (["USER"] if show_user else []) + ["NAME", "KIND", "STATUS", "PROFILE", "AGE", "EXIT", "REASON"]
     rows = [
         ([job.user] if show_user else [])
         + [
@@ -52,6 +52,7 @@ def jobs_table(jobs: list[Job], show_user: bool = False) -> str:
             job.profile or "-",
             job.age(),
             "" if job.exit_code is None else str(job.exit_code),
+            job.reason or "",
         ]
         for job in jobs
     ]
@@ -84,7 +85,9 @@ def describe(job: Job) -> str:
     if job.restarts:
         lines.append(f"  restarts  {job.restarts}")
     if job.message:
-        lines.append(f"  note      {job.message}")
+        lines.append(f"  why       {job.message}" + (f" ({job.reason})" if job.reason else ""))
+    if job.detail:
+        lines.append(f"  detail    {job.detail}")
     return "\n".join(lines)
 
 

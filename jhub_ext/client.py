@@ -62,6 +62,8 @@ class Job:
     exit_code: int | None = None
     restarts: int = 0
     message: str | None = None
+    reason: str | None = None  # why it waits or ended, as a code (docs/reference/job-reasons.md)
+    detail: str | None = None  # admins only: the platform's own words
     command: tuple[str, ...] = ()
     schedule: str | None = None
     timezone: str | None = None
@@ -82,10 +84,16 @@ class Job:
             exit_code=body.get("exit_code"),
             restarts=body.get("restarts", 0),
             message=body.get("message"),
+            reason=body.get("reason"),
+            detail=body.get("detail"),
             command=tuple(body.get("command") or ()),
             schedule=body.get("schedule"),
             timezone=body.get("timezone"),
         )
+
+    def state(self) -> str:
+        """Its status and why, in a few words: "pending: starting: it runs in a moment"."""
+        return f"{self.status}: {self.message}" if self.message else self.status
 
     def age(self, now: datetime | None = None) -> str:
         """How long ago it was submitted, for people: "5s", "12m", "3h", "2d"."""

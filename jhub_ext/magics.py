@@ -62,9 +62,12 @@ class JobTable:
                 f"<td>{html.escape(job.profile or '-')}</td>",
                 f"<td>{html.escape(job.age())}</td>",
                 f"<td>{html.escape(exit_code)}</td>",
+                f"<td>{html.escape(job.message or '')}</td>",
             ]
             rows.append("<tr>" + "".join(cells) + "</tr>")
-        head = "".join(f"<th>{h}</th>" for h in ("Name", "Kind", "Status", "Profile", "Age", "Exit code"))
+        head = "".join(
+            f"<th>{h}</th>" for h in ("Name", "Kind", "Status", "Profile", "Age", "Exit code", "Why")
+        )
         body = "".join(rows)
         return f'<table class="jhub-ext-jobs"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
@@ -159,7 +162,7 @@ class JobMagics(Magics):
         )
         when = f" on schedule {job.schedule} ({job.timezone})" if job.schedule else ""
         print(
-            f"Deployed scraper '{job.name}'{when}: {job.status}. Watch it with %job_logs {job.name} --follow"
+            f"Deployed scraper '{job.name}'{when}: {job.state()}. Watch it with %job_logs {job.name} --follow"
         )
 
     @one_line_errors
@@ -171,7 +174,7 @@ class JobMagics(Magics):
         args = parse_argstring(self.submit_job, line)
         files, command = _code(args, cell)
         job = self.client.submit(args.name, "batch", command, files=files, profile=args.profile)
-        print(f"Submitted batch job '{job.name}': {job.status}. Watch it with %job_logs {job.name} --follow")
+        print(f"Submitted batch job '{job.name}': {job.state()}. Watch it with %job_logs {job.name} --follow")
 
     @one_line_errors
     @magic_arguments()
@@ -215,7 +218,7 @@ class JobMagics(Magics):
     def stop_job(self, line: str) -> None:
         """Stop a job."""
         job = self.client.stop(parse_argstring(self.stop_job, line).name)
-        print(f"{job.name}: {job.status}")
+        print(f"{job.name}: {job.state()}")
 
     @one_line_errors
     @magic_arguments()
@@ -224,7 +227,7 @@ class JobMagics(Magics):
     def restart_job(self, line: str) -> None:
         """Start a stopped or finished job again."""
         job = self.client.restart(parse_argstring(self.restart_job, line).name)
-        print(f"{job.name}: {job.status}")
+        print(f"{job.name}: {job.state()}")
 
     @one_line_errors
     @magic_arguments()

@@ -27,6 +27,7 @@ from typing import Any
 from traitlets.utils.importstring import import_item
 
 from jhub_ext.core.jobs.model import JobStatus, Observed
+from jhub_ext.core.jobs.reasons import Reason
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,9 @@ class Event:
     """One thing that happened to a job or a server.
 
     ``actor`` names who made it happen (a user or an admin); None means it was observed (the
-    backend or the platform saw it). ``status`` and ``exit_code`` are a job's after the event.
+    backend or the platform saw it). ``status``, ``exit_code`` and ``reason`` (why it waits or
+    ended, see :mod:`jhub_ext.core.jobs.reasons`) are a job's after the event; ``detail`` may say
+    more, such as the platform's own words (``"platform"``), for admins.
     """
 
     subject: Subject
@@ -63,6 +66,7 @@ class Event:
     name: str  # the job's name, or the server's ("" for a user's default server)
     status: JobStatus | None = None
     message: str | None = None
+    reason: Reason | None = None
     exit_code: int | None = None
     restarts: int = 0
     kind: str | None = None  # a job's kind
@@ -143,12 +147,14 @@ def observed_job_event(
     recorded: JobStatus,
     recorded_message: str | None,
     recorded_restarts: int,
+    recorded_reason: Reason | None = None,
 ) -> Event | None:
     """What a backend's observation of a job means, given the job's record: None if nothing new."""
     if (
         observed.status is recorded
         and not observed.status.finished  # (a finished job is told again: its log may have changed)
         and observed.message in (None, recorded_message or "")
+        and observed.reason in (None, recorded_reason)
         and observed.restarts <= recorded_restarts
     ):
         return None  # nothing new (every submit reports its job pending, as it was recorded)
@@ -166,6 +172,7 @@ def observed_job_event(
         message = observed.message
     else:
         message = observed.message if observed.message or observed.status is recorded else ""
+    reason = observed.reason or (recorded_reason if observed.status is recorded else None)
     return Event(
         Subject.JOB,
         happened,
@@ -173,6 +180,8 @@ def observed_job_event(
         name,
         status=observed.status,
         message=message,
+        reason=reason,
         exit_code=observed.exit_code,
         restarts=observed.restarts,
+        detail=MappingProxyType({"platform": observed.detail} if observed.detail else {}),
     )

@@ -1,17 +1,28 @@
 """A job's status from what Kubernetes shows of it: pure functions over API objects (as dicts).
 
 The backend feeds them its watch caches; the tests feed them literal objects. Nothing here
-talks to a cluster. The words come from :mod:`jhub_ext.core.jobs.lifecycle`, which the local backend
-reports its jobs' events with too.
+talks to a cluster. The words and reasons come from :mod:`jhub_ext.core.jobs.lifecycle` and
+:mod:`jhub_ext.core.jobs.reasons`, which the local backend reports its jobs' events with too. No
+Kubernetes word goes into a message: the cluster's own words go into ``detail``, for admins.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from jhub_ext.core.jobs.lifecycle import COMPLETED, OUT_OF_MEMORY, deadline_message, exited, failed_message
+from jhub_ext.core.jobs.lifecycle import (
+    COMPLETED,
+    OUT_OF_MEMORY,
+    deadline_message,
+    exited,
+    failed_message,
+    failed_reason,
+)
 from jhub_ext.core.jobs.model import JobStatus, Observed
+from jhub_ext.core.jobs.reasons import Reason, Why
 from jhub_ext.kubernetes.workloads import MAX_LIVE_RUNS_ANNOTATION, NAME_ANNOTATION, USER_ANNOTATION
 
 Json = dict[str, Any]
@@ -97,28 +108,63 @@ def _clip(text: Any, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def waiting_reason(pods: list[Json]) -> str | None:
-    """Why the job's latest pod is not running, in plain words (None: nothing holds it up): an
-    image that cannot be pulled, a crash loop, no room in the cluster, a container that cannot be
-    created."""
+@dataclass(frozen=True)
+class Held:
+    """Why a live job's pod is held up, in plain words, and the cluster's own words (for admins)."""
+
+    why: Why
+    detail: str | None = None
+
+
+#: what the scheduler finds short (its "Insufficient <resource>"), in words
+_SHORT = {"cpu": "CPUs", "memory": "memory", "pods": "room for more programs"}
+_INSUFFICIENT = re.compile(r"Insufficient ([\w./-]+)")
+
+
+def _short_of(scheduler_message: str) -> str:
+    """What no node has enough of, as the scheduler's message says, in words ("GPUs and memory")."""
+    found = []
+    for resource in _INSUFFICIENT.findall(scheduler_message):
+        word = _SHORT.get(resource, "GPUs" if "gpu" in resource.lower() else resource.rsplit("/", 1)[-1])
+        if word not in found:
+            found.append(word)
+    return " and ".join(found)
+
+
+def waiting_reason(pods: list[Json]) -> Held | None:
+    """Why the job's latest pod is not running (None: nothing holds it up): an image that cannot
+    be pulled, a crash loop, no room in the cluster, a container that cannot be created."""
     if not pods:
         return None
     status = pods[-1].get("status") or {}
     for entry in _containers(status):
         waiting = (entry.get("state") or {}).get("waiting") or {}
-        reason, detail = waiting.get("reason"), _clip(waiting.get("message"))
+        reason, message = waiting.get("reason"), _clip(waiting.get("message"))
+        detail = f"{reason}: {message}" if message else reason
         if reason in _CANNOT_PULL:
-            return f"its image cannot be pulled ({reason}){': ' + detail if detail else ''}"
+            text = "its image cannot be downloaded: check the image's name, or ask an admin"
+            return Held(Why(Reason.IMAGE_NOT_FOUND, text), detail)
         if reason == "CrashLoopBackOff":
             last = ((entry.get("lastState") or {}).get("terminated") or {}).get("exitCode")
             ended = f"; its last run {exited(int(last))}" if last is not None else ""
             restarts = int(entry.get("restartCount", 0))
-            return f"crashing: restarted {restarts} times, waiting before the next try{ended}"
+            text = f"crashing: restarted {restarts} times, waiting before the next try{ended}"
+            return Held(Why(Reason.CRASH_LOOP, text + "; its log shows why"), detail)
         if reason in ("CreateContainerConfigError", "CreateContainerError", "RunContainerError"):
-            return f"its container cannot be started ({reason}){': ' + detail if detail else ''}"
+            text = "its program cannot be started as configured; an admin can see why"
+            return Held(Why(Reason.CANNOT_START, text), detail)
     for condition in status.get("conditions") or []:
         if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
-            return f"waiting for room in the cluster: {_clip(condition.get('message')) or 'no node fits'}"
+            message = _clip(condition.get("message"))
+            short = _short_of(message)
+            text = (
+                f"waiting for room in the cluster: no machine has enough free {short} for it now"
+                if short
+                else "waiting for room in the cluster: no machine can take it now"
+            )
+            return Held(
+                Why(Reason.WAITING_FOR_CAPACITY, text + "; it starts by itself when room frees"), message
+            )
     return None
 
 
@@ -147,7 +193,7 @@ def _running(pod: Json) -> bool:
     return (pod.get("status") or {}).get("phase") == "Running" and _disruption(pod) is None
 
 
-def displaced_reason(pods: list[Json]) -> str | None:
+def displaced_reason(pods: list[Json]) -> Held | None:
     """Why a job is running (or waiting to run) again elsewhere: its newest pod the cluster took
     away from a lost, drained or short node (None: none was). A lost node's pods stay "terminating"
     until the node is removed, so this holds as long as the evidence does."""
@@ -156,24 +202,24 @@ def displaced_reason(pods: list[Json]) -> str | None:
         if why is None:
             continue
         if any(_running(p) for p in pods[index + 1 :]):
-            return f"{why}: running again on another node"
-        return f"{why}: waiting to run again on another node"
+            return Held(Why(Reason.NODE_LOST, f"{why}: running again on another node"))
+        return Held(Why(Reason.NODE_LOST, f"{why}: waiting to run again on another node"))
     return None
 
 
-def _exit(pods: list[Json]) -> tuple[int | None, str | None]:
-    """The exit code and a plain reason of the latest pod that has one."""
+def _exit(pods: list[Json]) -> tuple[int | None, Why | None]:
+    """The exit code and the cause (where the cluster says it) of the latest pod that has one."""
     for pod in reversed(pods):
         status = pod.get("status") or {}
         if status.get("reason") == "Evicted":
-            return None, f"evicted from its node ({_clip(status.get('message')) or 'the node ran short'})"
+            return None, Why(Reason.EVICTED, "its machine ran short and put it out; restart it")
         displaced = _disruption(pod)
         if displaced and not _terminated(pod):
-            return None, displaced
+            return None, Why(Reason.NODE_LOST, displaced)
         for container, terminated in reversed(_terminated(pod)):
             code = int(terminated.get("exitCode", 0))
             if container == "code" and code:
-                return code, "its code could not be copied into place"
+                return code, Why(Reason.CANNOT_START, "its code could not be copied into place")
             if terminated.get("reason") == "OOMKilled":
                 return code, OUT_OF_MEMORY
             if code or container != "code":
@@ -196,7 +242,7 @@ def derive_status(resource: str, workload: Json | None, pods: list[Json]) -> Obs
         conditions = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
         failures = int(status.get("failed", 0))
         if "Complete" in conditions:
-            return Observed(JobStatus.SUCCEEDED, 0, COMPLETED, failures)
+            return Observed(JobStatus.SUCCEEDED, 0, COMPLETED, failures, Reason.COMPLETED)
         if "Failed" in conditions:
             code, why = _exit(pods)
             settled = all((p.get("status") or {}).get("phase") in ("Succeeded", "Failed") for p in pods)
@@ -205,15 +251,28 @@ def derive_status(resource: str, workload: Json | None, pods: list[Json]) -> Obs
                 return Observed(JobStatus.RUNNING, restarts=failures)  # the pod's exit code is on its way
             if reason == "DeadlineExceeded":
                 deadline = (workload.get("spec") or {}).get("activeDeadlineSeconds")
-                return Observed(JobStatus.FAILED, code, deadline_message(deadline), failures)
-            return Observed(JobStatus.FAILED, code, failed_message(code, failures or 1, why), failures)
-        return Observed(now, message=_now_reason(pods), restarts=failures)
+                message = deadline_message(deadline)
+                return Observed(JobStatus.FAILED, code, message, failures, Reason.DEADLINE_EXCEEDED)
+            message, cause = failed_message(code, failures or 1, why), failed_reason(code, why)
+            said = _said(conditions["Failed"], pods)
+            return Observed(JobStatus.FAILED, code, message, failures, cause, said)
+        return _live(now, None, failures, pods)
     if resource == "cronjobs":
         code, _ = _exit(pods)
-        return Observed(now, code, _now_reason(pods), restarts)
-    return Observed(now, None, _now_reason(pods), restarts)
+        return _live(now, code, restarts, pods)
+    return _live(now, None, restarts, pods)
 
 
-def _now_reason(pods: list[Json]) -> str | None:
-    """What holds a live job up, or else why it moved: the words a running or pending job shows."""
-    return waiting_reason(pods) or displaced_reason(pods)
+def _said(condition: Json, pods: list[Json]) -> str | None:
+    """The cluster's own words on a failed Job: its condition's, and its latest pod's (for admins)."""
+    words = [condition.get("message"), *((p.get("status") or {}).get("message") for p in pods[-1:])]
+    return "; ".join(_clip(w) for w in words if w) or None
+
+
+def _live(status: JobStatus, code: int | None, restarts: int, pods: list[Json]) -> Observed:
+    """A live job, with what holds it up, or else why it moved (a running job keeps saying why it
+    runs elsewhere now)."""
+    held = waiting_reason(pods) or displaced_reason(pods)
+    if held is None:
+        return Observed(status, code, None, restarts)
+    return Observed(status, code, held.why.text, restarts, held.why.reason, held.detail)

@@ -39,6 +39,7 @@ from traitlets import Bool, Dict, Float, Integer, Unicode, default
 from jhub_ext.core.jobs import lifecycle
 from jhub_ext.core.jobs.backend import Held, JobBackend, Observed, Placement
 from jhub_ext.core.jobs.model import JobKind, JobSpec, JobStatus, Runs, parse_submission
+from jhub_ext.core.jobs.reasons import Reason
 from jhub_ext.core.names import USER_DIRS, user_dir, user_of_dir
 from jhub_ext.core.settings import env_default, string_mapping
 from jhub_ext.local import confine
@@ -240,10 +241,13 @@ class LocalJobBackend(Supervision, JobBackend):
             return None
         return await asyncio.to_thread(self._accounts.ensure, user)
 
-    async def _set(self, job: LocalJob, status: JobStatus, **changes: Any) -> None:
+    async def _set(
+        self, job: LocalJob, status: JobStatus, reason: Reason | None = None, **changes: Any
+    ) -> None:
         for key, value in changes.items():
             setattr(job.state, key, value)
         job.state.status = status.value
+        job.state.reason = reason.value if reason is not None else None
         job.save()
         await self.notify(job.user, job.spec.name, job.observed())
 
@@ -288,7 +292,7 @@ class LocalJobBackend(Supervision, JobBackend):
         except (TypeError, KeyError):
             return
         reason = f"failed: it cannot run any more ({str(error)[:200]}); delete it and submit it again"
-        await self.notify(user, name, Observed(JobStatus.FAILED, message=reason))
+        await self.notify(user, name, Observed(JobStatus.FAILED, message=reason, reason=Reason.CANNOT_START))
 
     async def shutdown(self) -> None:
         """Stop supervising; the processes keep running and are re-adopted by the next start()."""

@@ -20,6 +20,7 @@ from typing import Any
 
 from jhub_ext.core.jobs.backend import Observed, Placement
 from jhub_ext.core.jobs.model import JobSpec, JobStatus
+from jhub_ext.core.jobs.reasons import parse_reason
 from jhub_ext.local.accounts import Account
 from jhub_ext.local.logfile import note, read_tail
 from jhub_ext.local.process import Children, Run
@@ -33,6 +34,7 @@ class State:
     status: str = JobStatus.PENDING.value
     exit_code: int | None = None
     message: str | None = None
+    reason: str | None = None  # a jhub_ext.core.jobs.reasons.Reason
     restarts: int = 0
     attempt: int = 0
     first_start: float | None = None
@@ -66,7 +68,7 @@ class LocalJob:
     def observed(self) -> Observed:
         """The job's status as last recorded."""
         s = self.state
-        return Observed(JobStatus(s.status), s.exit_code, s.message, s.restarts)
+        return Observed(JobStatus(s.status), s.exit_code, s.message, s.restarts, parse_reason(s.reason))
 
     def save(self) -> None:
         """Write the state to ``state.json`` (atomically: a crash leaves the old state or the new)."""

@@ -19,6 +19,7 @@ from typing import Any
 from jhub_ext.core.jobs import lifecycle
 from jhub_ext.core.jobs.lifecycle import Fire
 from jhub_ext.core.jobs.model import JobKind, JobStatus, Runs
+from jhub_ext.core.jobs.reasons import Reason
 from jhub_ext.local import confine
 from jhub_ext.local.accounts import Account
 from jhub_ext.local.process import (
@@ -67,7 +68,9 @@ class Supervision:
     async def _account(self, user: str) -> Account | None:
         raise NotImplementedError
 
-    async def _set(self, job: LocalJob, status: JobStatus, **changes: Any) -> None:
+    async def _set(
+        self, job: LocalJob, status: JobStatus, reason: Reason | None = None, **changes: Any
+    ) -> None:
         raise NotImplementedError
 
     async def _launch(self, job: LocalJob) -> Run:
@@ -140,7 +143,7 @@ class Supervision:
                 job.note(reason)
             job.state.desired = "stop"
             try:
-                await self._set(job, JobStatus.FAILED, message=reason, runs=[])
+                await self._set(job, JobStatus.FAILED, Reason.FAILED, message=reason, runs=[])
             except Exception:
                 self.log.exception("Cannot record the end of job %s/%s", job.user, job.spec.name)
 
@@ -168,20 +171,20 @@ class Supervision:
                     job.spec.kind, code, failures, job.spec.retries, lasted, backoff=backoff, why=why
                 )
             failures = after.failures
-            if after.delay is None:  # over: succeeded, or failed for good
-                await self._set(
-                    job, after.status, exit_code=after.exit_code, message=after.message, attempt=failures
-                )
-                return
-            job.note(after.message)
+            again = after.delay is not None  # else over: succeeded, or failed for good
+            if again:
+                job.note(after.message)
             await self._set(
                 job,
                 after.status,
+                after.reason,
                 exit_code=after.exit_code,
                 message=after.message,
                 attempt=failures,
-                restarts=job.state.restarts + 1,
+                restarts=job.state.restarts + int(again),
             )
+            if after.delay is None:
+                return
             await asyncio.sleep(after.delay)
 
     async def _watch_deadline(self, job: LocalJob, run: Run, remaining: float | None) -> int | None:
@@ -209,7 +212,7 @@ class Supervision:
             active.add(asyncio.create_task(self._finish_scheduled(job, run, active)))
         if not resumed or not active:
             next_run = lifecycle.next_run_message(schedule.next_after(self.clock.now()))
-            await self._set(job, JobStatus.PENDING, message=next_run)
+            await self._set(job, JobStatus.PENDING, Reason.NEXT_RUN, message=next_run)
         when = schedule.next_after(self.clock.now())
         while True:
             await self.clock.sleep_until(when)
@@ -245,4 +248,10 @@ class Supervision:
         else:
             why = lifecycle.OUT_OF_MEMORY if run.out_of_memory() else None
             message = lifecycle.last_run_message(code, when, why)
-        await self._set(job, status, exit_code=code, message=message)
+        await self._set(
+            job,
+            status,
+            Reason.NEXT_RUN if status is JobStatus.PENDING else None,
+            exit_code=code,
+            message=message,
+        )

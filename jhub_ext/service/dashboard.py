@@ -75,7 +75,7 @@ class PageHandler(APIHandler):
 
     def view(self, job: JobRecord, now: datetime) -> dict[str, Any]:
         """A job as a page shows it: the API fields plus its age, cost so far and creation time."""
-        body = job.to_json()
+        body = job.to_json(self.caller.admin)
         catalog = self.manager.catalog
         profile = catalog.profile(job.profile) if job.profile else None
         hours = 0.0

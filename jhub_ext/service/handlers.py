@@ -222,7 +222,7 @@ class JobsHandler(APIHandler):
         following = offset + len(jobs)
         self.reply(
             {
-                "jobs": [job.to_json() for job in jobs],
+                "jobs": [job.to_json(self.caller.admin) for job in jobs],
                 "total": total,
                 "next": following if following < total else None,
             }
@@ -241,7 +241,7 @@ class JobsHandler(APIHandler):
         except RecursionError:
             raise Invalid("the body is nested too deeply; send a flat JSON object", "body") from None
         job = await self.manager.submit(self.caller, body)
-        self.reply(job.to_json(), status=201)
+        self.reply(job.to_json(self.caller.admin), status=201)
 
 
 class JobHandler(APIHandler):
@@ -252,7 +252,7 @@ class JobHandler(APIHandler):
     async def get(self, name: str) -> None:
         """Answer with the named job."""
         job = self.manager.job(self.caller, self.owner(), self.check_job_name(name))
-        self.reply(job.to_json())
+        self.reply(job.to_json(self.caller.admin))
 
     async def delete(self, name: str) -> None:
         """Delete the named job (stopping it first) and answer 204."""
@@ -269,7 +269,7 @@ class StopHandler(APIHandler):
     async def post(self, name: str) -> None:
         """Stop the named job and answer with its new state."""
         job = await self.manager.stop(self.caller, self.owner(), self.check_job_name(name))
-        self.reply(job.to_json())
+        self.reply(job.to_json(self.caller.admin))
 
 
 class RestartHandler(APIHandler):
@@ -280,7 +280,7 @@ class RestartHandler(APIHandler):
     async def post(self, name: str) -> None:
         """Restart the named job and answer with its new state."""
         job = await self.manager.restart(self.caller, self.owner(), self.check_job_name(name))
-        self.reply(job.to_json())
+        self.reply(job.to_json(self.caller.admin))
 
 
 class LogsHandler(APIHandler):

@@ -30,6 +30,7 @@ from jhub_ext.core.jobs.backend import JobBackend, JobRejected, Observed
 from jhub_ext.core.jobs.errors import Conflict, Invalid, NoSuchJob, NotAllowed, TooMany
 from jhub_ext.core.jobs.model import JobSpec, JobSpecError, JobStatus, Limits, parse_submission
 from jhub_ext.core.jobs.oneatatime import OneAtATime
+from jhub_ext.core.jobs.reasons import Reason, more_memory_hint
 from jhub_ext.service.hubapi import HubClient
 from jhub_ext.service.recorder import Recorder
 from jhub_ext.service.store import JobExists, JobRecord, JobStore, StatusConflict
@@ -146,6 +147,11 @@ class JobManager:
         record = self.store.get(user, name)
         if record is None:
             return
+        if observed.reason is Reason.OUT_OF_MEMORY and observed.message:
+            hint = more_memory_hint(
+                self.catalog, record.profile, frozenset(record.groups), record.kind.profile_kind
+            )
+            observed = dataclasses.replace(observed, message=f"{observed.message}; {hint}")
         event = observed_job_event(
             user,
             name,
@@ -153,6 +159,7 @@ class JobManager:
             recorded=record.status,
             recorded_message=record.message,
             recorded_restarts=record.restarts,
+            recorded_reason=record.reason,
         )
         if event is not None:
             await self.events.publish(self._about(event, record))
@@ -175,6 +182,7 @@ class JobManager:
             record.name,
             status=record.status,
             message=message if message is not None else record.message,
+            reason=record.reason,
             exit_code=record.exit_code,
             restarts=record.restarts,
             actor=actor,
@@ -314,9 +322,16 @@ class JobManager:
         if not record.status.finished:
             await self.recorder.keep_log(owner, name)  # before its pods or process go, and their output
             await self.backend.stop(owner, name)
+            by_admin = caller.name != owner
             try:
                 stopped = self.store.set_status(
-                    owner, name, JobStatus.STOPPED, message="stopped", actor=caller.name
+                    owner,
+                    name,
+                    JobStatus.STOPPED,
+                    message=f"stopped by an admin ({caller.name})" if by_admin else "stopped",
+                    reason=(Reason.STOPPED_BY_ADMIN if by_admin else Reason.STOPPED_BY_USER).value,
+                    detail="",
+                    actor=caller.name,
                 )
             except StatusConflict:
                 pass  # it ended by itself meanwhile
@@ -341,7 +356,9 @@ class JobManager:
         if not record.status.finished:
             await self.backend.stop(owner, name)
             with contextlib.suppress(StatusConflict):  # it ended meanwhile: restarted all the same
-                self.store.set_status(owner, name, JobStatus.STOPPED, message="stopped for a restart")
+                self.store.set_status(
+                    owner, name, JobStatus.STOPPED, message="stopped for a restart", reason="", detail=""
+                )
         admitted = self._admit(owner, groups, spec, record)
         async with self.admission.reserve(admitted):
             self.store.set_status(
@@ -349,6 +366,8 @@ class JobManager:
                 name,
                 JobStatus.PENDING,
                 message="restarted",
+                reason="",
+                detail="",
                 actor=caller.name,
                 reserved=(groups, admitted.usage.to_json()),
             )
@@ -380,7 +399,9 @@ class JobManager:
 
     async def _failed(self, owner: str, name: str, message: str) -> None:
         """Record and publish that a job the service was starting could not start."""
-        record = self.store.set_status(owner, name, JobStatus.FAILED, message=message)
+        record = self.store.set_status(
+            owner, name, JobStatus.FAILED, message=message, reason=Reason.CANNOT_START.value, detail=""
+        )
         await self._published(Happened.ENDED, record, SERVICE)
 
     def _admit(self, owner: str, groups: frozenset[str], spec: JobSpec, record: JobRecord) -> Admitted:

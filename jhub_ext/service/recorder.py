@@ -39,6 +39,8 @@ class Recorder:
                 event.status,
                 exit_code=event.exit_code,
                 message=event.message,
+                reason=event.reason.value if event.reason else "",
+                detail=event.detail.get("platform") or "",
                 restarts=event.restarts,
             )
         except (StatusConflict, KeyError):

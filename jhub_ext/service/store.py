@@ -40,6 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from jhub_ext.core.jobs.model import JobKind, JobSpec, JobStatus, can_transition
+from jhub_ext.core.jobs.reasons import STARTING, Reason, parse_reason
 
 LOG_TAIL_BYTES = 64 * 1024
 
@@ -73,6 +74,8 @@ class JobRow(Base):
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.PENDING.value, index=True)
     exit_code: Mapped[int | None] = mapped_column(Integer)
     message: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(String(32))  # a jhub_ext.core.jobs.reasons.Reason
+    detail: Mapped[str | None] = mapped_column(Text)  # the platform's own words, for admins
     restarts: Mapped[int] = mapped_column(Integer, default=0)
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -115,6 +118,8 @@ class JobRecord:
     started: datetime | None
     finished: datetime | None
     image: str | None = None
+    reason: Reason | None = None
+    detail: str | None = None
 
     @classmethod
     def of(cls, row: JobRow) -> JobRecord:
@@ -136,10 +141,16 @@ class JobRecord:
             started=_aware(row.started) if row.started else None,
             finished=_aware(row.finished) if row.finished else None,
             image=row.image,
+            reason=parse_reason(row.reason),
+            detail=row.detail,
         )
 
-    def to_json(self) -> dict[str, Any]:
-        """The job as the API shows it; ``exit_code`` only once it has finished."""
+    def to_json(self, admin: bool = False) -> dict[str, Any]:
+        """The job as the API shows it; ``exit_code`` only once it has finished, ``detail`` (the
+        platform's own words) only to an admin. A job waiting with no other reason is starting."""
+        reason = self.reason
+        if reason is None and self.status is JobStatus.PENDING:
+            reason = Reason.STARTING
         body: dict[str, Any] = {
             "name": self.name,
             "user": self.user,
@@ -150,9 +161,12 @@ class JobRecord:
             "started": self.started.isoformat() if self.started else None,
             "finished": self.finished.isoformat() if self.finished else None,
             "restarts": self.restarts,
-            "message": self.message,
+            "reason": reason.value if reason else None,
+            "message": self.message or (STARTING.text if reason is Reason.STARTING else None),
             "command": self.spec.get("command"),
         }
+        if admin:
+            body["detail"] = self.detail
         if self.spec.get("schedule"):
             body["schedule"] = self.spec["schedule"]
             body["timezone"] = self.spec.get("timezone")
@@ -293,6 +307,8 @@ class JobStore:
         *,
         exit_code: int | None = None,
         message: str | None = None,
+        reason: str | None = None,
+        detail: str | None = None,
         actor: str | None = None,
         when: datetime | None = None,
         reserved: tuple[frozenset[str], dict[str, Any]] | None = None,
@@ -300,7 +316,9 @@ class JobStore:
     ) -> JobRecord:
         """Move a job to ``status``; an actor's change (stop, restart) is written to the audit trail.
 
-        ``message``: the job's reason from now on (None keeps the one it has, "" clears it).
+        ``message``, ``reason`` and ``detail``: why the job waits or ended, from now on, in words, as
+        a code (:class:`~jhub_ext.core.jobs.reasons.Reason`) and in the platform's words (None keeps
+        the one it has, "" clears it).
         ``reserved``: the quota groups and usage a restarted job counts from now on.
         ``restarts``: the backend's restart count (the recorded count never goes down).
         """
@@ -324,8 +342,9 @@ class JobStore:
             row.status = status.value
             if reserved is not None:
                 row.groups, row.usage = sorted(reserved[0]), reserved[1]
-            if message is not None:
-                row.message = message or None
+            for column, said in (("message", message), ("reason", reason), ("detail", detail)):
+                if said is not None:  # None keeps what is recorded, "" clears it
+                    setattr(row, column, said or None)
             if actor is not None:
                 self._audit(session, actor, _ACTIONS.get(status, status.value), row, {"from": old.value})
             return JobRecord.of(row)

@@ -96,8 +96,18 @@ def test_a_batch_job_exiting_3_fails_and_keeps_its_logs(users: dict[str, Jobs]) 
     created = alice.submit(name="exit-three", kind="batch", command=[PY, "-c", code], retries=0)
     assert created.status_code == 201, created.text
     assert created.json()["status"] == "pending" and created.json()["user"] == "alice"
+    # a job just submitted says it is starting, and when it will run
+    assert (created.json()["reason"], created.json()["message"]) == (
+        "starting",
+        "starting: it runs in a moment",
+    )
     job = alice.wait_status("exit-three", "failed")
-    assert job["exit_code"] == 3
+    assert (job["exit_code"], job["reason"], job["message"]) == (
+        3,
+        "exit-code",
+        "exited with code 3 (1 attempt)",
+    )
+    assert "detail" not in job  # the platform's own words are for admins
     logs = alice.call("GET", "/jobs/exit-three/logs")
     assert logs.headers["Content-Type"].startswith("text/plain") and "collecting" in logs.text
     # a browser must never sniff a log into a page, nor run anything in it
@@ -119,9 +129,12 @@ def test_a_scraper_with_its_code_snapshot_runs_until_stopped(users: dict[str, Jo
     wait_for(lambda: "scraping" in alice.call("GET", "/jobs/news/logs").text, 20, "the scraper's output")
     stopped = alice.call("POST", "/jobs/news/stop")
     assert stopped.status_code == 200 and stopped.json()["status"] == "stopped"
+    assert (stopped.json()["reason"], stopped.json()["message"]) == ("stopped-by-user", "stopped")
     restarted = alice.call("POST", "/jobs/news/restart")
     assert restarted.status_code == 200 and restarted.json()["restarts"] >= 1
-    alice.wait_status("news", "running")
+    assert restarted.json()["reason"] != "stopped-by-user"  # the old reason went with the old run
+    running = alice.wait_status("news", "running")
+    assert running["reason"] is None
     assert alice.call("DELETE", "/jobs/news").status_code == 204
     assert alice.call("GET", "/jobs/news").status_code == 404
 
@@ -272,6 +285,14 @@ def test_authorization_matrix(hub: HubProcess, users: dict[str, Jobs]) -> None:
         assert admin.call(method, f"{path}?user=alice").status_code == 200, path  # admins may
         assert nobody.call(method, path).status_code in (401, 403), path
         assert forged.call(method, path).status_code in (401, 403), path
+    # a job an admin stops says so, to its owner too
+    sleeper = [PY, "-c", "import time; time.sleep(120)"]
+    assert alice.submit(name="held", kind="scraper", command=sleeper).status_code == 201
+    by_admin = admin.call("POST", "/jobs/held/stop?user=alice").json()
+    assert (by_admin["status"], by_admin["reason"]) == ("stopped", "stopped-by-admin")
+    assert by_admin["message"] == "stopped by an admin (admin)" and "detail" in by_admin  # (none here)
+    assert alice.call("GET", "/jobs/held").json()["reason"] == "stopped-by-admin"
+    assert alice.call("DELETE", "/jobs/held").status_code == 204
     for path in ("/jobs", "/profiles", "/quota"):
         assert nobody.call("GET", path).status_code in (401, 403)
         assert forged.call("GET", path).status_code in (401, 403)

@@ -13,6 +13,7 @@ import pytest
 from jhub_ext.core.catalog import load_catalog, parse_catalog
 from jhub_ext.core.jobs.backend import JobRejected, Placement
 from jhub_ext.core.jobs.model import JobStatus, parse_submission
+from jhub_ext.core.jobs.reasons import Reason
 from jhub_ext.core.names import object_name
 from jhub_ext.kubernetes.backend import KubernetesJobBackend
 from jhub_ext.kubernetes.workloads import build_manifests
@@ -56,7 +57,8 @@ async def test_a_batch_job_exiting_3_fails_after_its_retries_with_its_logs(
     )
     seen: Recorder = backend.on_change  # type: ignore[assignment]
     final = await seen.until(lambda o: o.status.finished)
-    assert (final.status, final.exit_code) == (JobStatus.FAILED, 3)
+    assert (final.status, final.exit_code, final.reason) == (JobStatus.FAILED, 3, Reason.EXIT_CODE)
+    assert final.message == "exited with code 3 (2 attempts)"  # as local mode says it
     job = ns.admin.get("Job", object_name("alice", "exit-three"), ns.name)
     assert job is not None and job["spec"]["backoffLimit"] == 1 and job["status"]["failed"] == 2
     logs = "".join([chunk async for chunk in backend.logs("alice", "exit-three")])
@@ -268,6 +270,7 @@ async def test_a_batch_job_past_its_deadline_fails_and_says_so(backend: Kubernet
     seen: Recorder = backend.on_change  # type: ignore[assignment]
     final = await seen.until(lambda o: o.status.finished, timeout=60)
     assert final.status is JobStatus.FAILED and "deadline of 3 s" in (final.message or "")
+    assert final.reason is Reason.DEADLINE_EXCEEDED
 
 
 async def test_a_job_over_its_memory_limit_is_oom_killed_and_says_so(backend: KubernetesJobBackend) -> None:
@@ -280,8 +283,8 @@ async def test_a_job_over_its_memory_limit_is_oom_killed_and_says_so(backend: Ku
     await backend.submit(spec("hungry", "batch", hungry, retries=0), Placement(user="alice", profile=tiny))
     seen: Recorder = backend.on_change  # type: ignore[assignment]
     final = await seen.until(lambda o: o.status.finished, timeout=60)
-    assert (final.status, final.exit_code) == (JobStatus.FAILED, 137)
-    assert "ran out of memory" in (final.message or "")
+    assert (final.status, final.exit_code, final.reason) == (JobStatus.FAILED, 137, Reason.OUT_OF_MEMORY)
+    assert "ran out of memory" in (final.message or "") and "OOMKilled" not in (final.message or "")
 
 
 async def test_a_job_the_cluster_would_refuse_is_refused_before_anything_exists(

@@ -24,6 +24,7 @@ from jhub_ext.core.catalog.model import Profile, Resources
 from jhub_ext.core.jobs.backend import Placement
 from jhub_ext.core.jobs.lifecycle import OUT_OF_MEMORY
 from jhub_ext.core.jobs.model import JobStatus, Limits, parse_submission
+from jhub_ext.core.jobs.reasons import Reason
 from jhub_ext.local import cgroups, confine, netns
 from jhub_ext.local.backend import LocalJobBackend
 from jhub_ext.local.process import group_prefix
@@ -161,7 +162,8 @@ async def test_memory_is_the_whole_runs_and_its_end_reads_out_of_memory(backend:
     await backend.submit(spec("hog", "batch", code, retries=0), ALICE)
     final = await recorder(backend).until(lambda o: o.status.finished)
     assert final.status is JobStatus.FAILED
-    assert final.message == f"{OUT_OF_MEMORY} (1 attempt)"  # as Kubernetes mode says it
+    assert final.message == f"{OUT_OF_MEMORY.text} (1 attempt)"  # as Kubernetes mode says it
+    assert final.reason is Reason.OUT_OF_MEMORY
 
 
 async def test_a_run_cannot_have_more_processes_than_its_profile_allows(backend: LocalJobBackend) -> None:

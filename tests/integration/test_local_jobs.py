@@ -15,6 +15,7 @@ import pytest
 
 from jhub_ext.core.jobs.backend import Placement
 from jhub_ext.core.jobs.model import JobStatus, Limits, parse_submission
+from jhub_ext.core.jobs.reasons import Reason
 from jhub_ext.local.backend import Clock, LocalJobBackend
 
 from ..observations import Recorder
@@ -88,7 +89,7 @@ async def logged(b: LocalJobBackend, name: str, *texts: str) -> str:
 async def test_a_batch_job_exiting_3_fails_with_its_code_and_keeps_its_logs(backend: LocalJobBackend) -> None:
     await backend.submit(spec("b3", "batch", "print('working');import sys;sys.exit(3)", retries=0), ALICE)
     final = await recorder(backend).until(lambda o: o.status.finished)
-    assert (final.status, final.exit_code) == (JobStatus.FAILED, 3)
+    assert (final.status, final.exit_code, final.reason) == (JobStatus.FAILED, 3, Reason.EXIT_CODE)
     assert "working" in await logs(backend, "b3")
 
 
@@ -109,6 +110,7 @@ async def test_a_batch_deadline_stops_and_fails_the_job(backend: LocalJobBackend
     final = await recorder(backend).until(lambda o: o.status.finished)
     # worded as on Kubernetes: both backends say the same thing for the same event
     assert (final.status, final.message) == (JobStatus.FAILED, "stopped after its deadline of 1 s")
+    assert final.reason is Reason.DEADLINE_EXCEEDED
 
 
 async def test_a_scraper_runs_until_stopped(backend: LocalJobBackend) -> None:
@@ -126,6 +128,9 @@ async def test_a_failing_scraper_is_restarted_with_growing_backoff(backend: Loca
     await backend.submit(spec("flaky", "scraper", "print('try');import sys;sys.exit(1)"), ALICE)
     third = await recorder(backend).until(lambda o: o.restarts >= 3)
     assert third.status in (JobStatus.PENDING, JobStatus.RUNNING)
+    # from the third failure in a row, a job waiting to run again is said to be crashing
+    crashing = await recorder(backend).until(lambda o: o.status is JobStatus.PENDING and o.restarts >= 3)
+    assert crashing.reason is Reason.CRASH_LOOP
     output = await logs(backend, "flaky")
     assert (
         "restarting in 0.05s" in output and "restarting in 0.1s" in output and "restarting in 0.2s" in output
@@ -170,6 +175,7 @@ async def test_each_scheduled_run_is_stopped_at_its_deadline(tmp_path: Path) -> 
         await clock.advance_to(datetime(2026, 11, 25, 9, 5, tzinfo=UTC))
         stopped = await recorder(b).until(lambda o: o.exit_code is not None)
         assert stopped.exit_code == 137 and stopped.status is JobStatus.PENDING  # waits for its next time
+        assert stopped.reason is Reason.NEXT_RUN
         assert stopped.message is not None
         assert stopped.message.startswith("last run stopped after its deadline of 1 s; next run")
         assert "deadline of 1s exceeded; stopping" in await logs(b, "slow")

@@ -11,6 +11,7 @@ import pytest
 from jhub_ext.core.jobs import lifecycle
 from jhub_ext.core.jobs.lifecycle import AfterRun, AtFireTime, Backoff, Fire, after_run, at_fire_time
 from jhub_ext.core.jobs.model import ConcurrencyPolicy, JobKind, JobStatus, Schedule
+from jhub_ext.core.jobs.reasons import Reason
 from jhub_ext.kubernetes.status import derive_status
 
 BACKOFF = Backoff(base=2.0, maximum=300.0, reset_after=60.0)
@@ -38,18 +39,26 @@ def test_a_batch_run_exiting_0_completes_the_job() -> None:
 
 
 def test_a_failed_batch_run_is_retried_after_a_growing_backoff() -> None:
-    assert batch(1) == AfterRun(JobStatus.PENDING, 1, "exited with code 1; restarting in 2s", 1, 2.0)
+    assert batch(1) == AfterRun(
+        JobStatus.PENDING, 1, "exited with code 1; restarting in 2s", 1, 2.0, Reason.RESTARTING
+    )
     assert batch(1, failures=1) == AfterRun(
-        JobStatus.PENDING, 1, "exited with code 1; restarting in 4s", 2, 4.0
+        JobStatus.PENDING, 1, "exited with code 1; restarting in 4s", 2, 4.0, Reason.RESTARTING
     )
     assert batch(1, failures=2).delay == 8.0
+    assert batch(1, failures=2).reason is Reason.CRASH_LOOP  # the third failure in a row
 
 
 def test_a_batch_job_fails_for_good_once_its_retries_have_failed_too() -> None:
     assert batch(3, failures=3, retries=3) == AfterRun(
-        JobStatus.FAILED, 3, "exited with code 3 (4 attempts)", 4
+        JobStatus.FAILED, 3, "exited with code 3 (4 attempts)", 4, reason=Reason.EXIT_CODE
     )
-    assert batch(3, retries=0) == AfterRun(JobStatus.FAILED, 3, "exited with code 3 (1 attempt)", 1)
+    assert batch(3, retries=0) == AfterRun(
+        JobStatus.FAILED, 3, "exited with code 3 (1 attempt)", 1, reason=Reason.EXIT_CODE
+    )
+    out_of_memory = after_run(JobKind.BATCH, 137, 0, 0, 1.0, backoff=BACKOFF, why=lifecycle.OUT_OF_MEMORY)
+    assert out_of_memory.reason is Reason.OUT_OF_MEMORY
+    assert out_of_memory.message == "ran out of memory (killed at its memory limit) (1 attempt)"
     assert batch(3, failures=1, retries=1).message == "exited with code 3 (2 attempts)"
     assert batch(3, failures=0, retries=1).status is JobStatus.PENDING  # one retry left
 
@@ -59,13 +68,13 @@ def test_a_scraper_is_restarted_whatever_its_code_and_a_long_run_resets_the_back
         return after_run(JobKind.SCRAPER, code, failures, 0, lasted, backoff=BACKOFF)
 
     assert scraper(0, 0, 1.0) == AfterRun(
-        JobStatus.PENDING, 0, "exited with code 0; restarting in 2s", 1, 2.0
+        JobStatus.PENDING, 0, "exited with code 0; restarting in 2s", 1, 2.0, Reason.RESTARTING
     )
     assert scraper(1, 4, 59.9) == AfterRun(
-        JobStatus.PENDING, 1, "exited with code 1; restarting in 32s", 5, 32.0
+        JobStatus.PENDING, 1, "exited with code 1; restarting in 32s", 5, 32.0, Reason.CRASH_LOOP
     )
     assert scraper(1, 4, 60.0) == AfterRun(
-        JobStatus.PENDING, 1, "exited with code 1; restarting in 2s", 1, 2.0
+        JobStatus.PENDING, 1, "exited with code 1; restarting in 2s", 1, 2.0, Reason.RESTARTING
     )
     assert scraper(1, 20, 0.5).delay == 300.0  # never fails for good, never waits longer than the maximum
 
@@ -86,7 +95,9 @@ def test_the_deadline_counts_from_the_first_run_s_start() -> None:
 
 
 def test_a_run_stopped_at_the_deadline_fails_the_job_killed() -> None:
-    expected = AfterRun(JobStatus.FAILED, 137, "stopped after its deadline of 30 s", 2)
+    expected = AfterRun(
+        JobStatus.FAILED, 137, "stopped after its deadline of 30 s", 2, reason=Reason.DEADLINE_EXCEEDED
+    )
     assert lifecycle.at_deadline(2, 30) == expected
     assert lifecycle.deadline_note(30) == "deadline of 30s exceeded; stopping"
 
@@ -171,7 +182,9 @@ def test_the_messages() -> None:
     assert lifecycle.exited(3) == "exited with code 3" and lifecycle.exited(None) == "failed"
     assert lifecycle.failed_message(3, 2) == "exited with code 3 (2 attempts)"
     assert lifecycle.failed_message(None, 1) == "failed (1 attempt)"
-    assert lifecycle.failed_message(137, 1, "ran out of memory") == "ran out of memory (1 attempt)"
+    assert lifecycle.failed_message(137, 1, lifecycle.OUT_OF_MEMORY) == (
+        "ran out of memory (killed at its memory limit) (1 attempt)"
+    )
     assert lifecycle.restarting_message(1, 0.05) == "exited with code 1; restarting in 0.05s"
     assert lifecycle.deadline_message(30) == "stopped after its deadline of 30 s"
     when = datetime(2026, 11, 25, 9, 5, tzinfo=UTC)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from jhub_ext.core.jobs.model import JobStatus
+from jhub_ext.core.jobs.reasons import Reason
 from jhub_ext.core.names import object_name
 from jhub_ext.kubernetes.logs import log_target
 from jhub_ext.kubernetes.status import derive_status, extra_runs
@@ -215,19 +216,21 @@ def waiting(
 def test_an_image_that_cannot_be_pulled_says_so_while_the_job_waits() -> None:
     pods = [waiting("ImagePullBackOff", 'Back-off pulling image "example.org/nope:1"')]
     observed = derive_status("deployments", {"metadata": {}}, pods)
-    assert observed.status is JobStatus.PENDING
-    assert observed.message == (
-        'its image cannot be pulled (ImagePullBackOff): Back-off pulling image "example.org/nope:1"'
-    )
+    assert observed.status is JobStatus.PENDING and observed.reason is Reason.IMAGE_NOT_FOUND
+    assert observed.message == "its image cannot be downloaded: check the image's name, or ask an admin"
+    # the cluster's own words are for admins
+    assert observed.detail == 'ImagePullBackOff: Back-off pulling image "example.org/nope:1"'
 
 
 def test_a_crash_loop_says_how_often_and_how_it_last_ended() -> None:
     pods = [waiting("CrashLoopBackOff", "back-off 40s", restarts=4, last_code=2)]
     observed = derive_status("deployments", {"metadata": {}}, pods)
-    assert observed.restarts == 4
+    assert observed.restarts == 4 and observed.reason is Reason.CRASH_LOOP
     assert observed.message == (
-        "crashing: restarted 4 times, waiting before the next try; its last run exited with code 2"
+        "crashing: restarted 4 times, waiting before the next try; its last run exited with code 2;"
+        " its log shows why"
     )
+    assert observed.detail == "CrashLoopBackOff: back-off 40s"
 
 
 def test_a_pod_without_room_in_the_cluster_says_why_it_waits() -> None:
@@ -246,11 +249,21 @@ def test_a_pod_without_room_in_the_cluster_says_why_it_waits() -> None:
         },
     }
     observed = derive_status("jobs", job(), [unschedulable])
-    assert observed.status is JobStatus.PENDING
-    assert (
-        observed.message
-        == "waiting for room in the cluster: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    assert observed.status is JobStatus.PENDING and observed.reason is Reason.WAITING_FOR_CAPACITY
+    assert observed.message == (
+        "waiting for room in the cluster: no machine has enough free GPUs for it now;"
+        " it starts by itself when room frees"
     )
+    assert observed.detail == "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    message = (
+        "0/4 nodes are available: 1 node(s) had untolerated taint {nvidia.com/gpu: present}, "
+        "3 Insufficient cpu, 3 Insufficient memory. preemption: 0/4 nodes are available"
+    )
+    unschedulable["status"]["conditions"][0]["message"] = message
+    said = derive_status("jobs", job(), [unschedulable]).message or ""
+    assert "enough free CPUs and memory" in said
+    for jargon in ("taint", "node(s)", "Insufficient", "preemption", "Unschedulable"):
+        assert jargon not in said
 
 
 def test_an_evicted_or_disrupted_pod_is_the_reason_a_job_failed() -> None:
@@ -263,14 +276,16 @@ def test_an_evicted_or_disrupted_pod_is_the_reason_a_job_failed() -> None:
         },
     }
     observed = derive_status("jobs", job(("Failed", "BackoffLimitExceeded"), failed=1), [evicted])
-    assert observed.status is JobStatus.FAILED
-    assert observed.message == "evicted from its node (The node was low on resource: memory.) (1 attempt)"
+    assert observed.status is JobStatus.FAILED and observed.reason is Reason.EVICTED
+    assert observed.message == "its machine ran short and put it out; restart it (1 attempt)"
+    assert "The node was low on resource: memory." in (observed.detail or "")
     lost = {
         "metadata": {"name": "p"},
         "status": {"phase": "Failed", "conditions": [{"type": "DisruptionTarget", "status": "True"}]},
     }
     observed = derive_status("jobs", job(("Failed", "BackoffLimitExceeded"), failed=2), [lost])
     assert observed.message == "its node was drained or lost (2 attempts)"
+    assert observed.reason is Reason.NODE_LOST
 
 
 def test_a_running_job_has_no_reason_to_give() -> None:

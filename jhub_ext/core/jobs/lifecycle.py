@@ -11,9 +11,10 @@ manifests (:mod:`jhub_ext.kubernetes.workloads`: a Job's ``backoffLimit`` is ``r
 ``concurrencyPolicy`` and the history limits), and :mod:`jhub_ext.kubernetes.status` reports what
 they did with the messages here.
 
-Both backends word every event alike: a batch job out of retries "exited with code 3
-(2 attempts)" (:func:`failed_message`), one stopped at its deadline "stopped after its deadline
-of 30 s" (:func:`deadline_message`).
+Both backends word every event alike, with the same reason (:mod:`jhub_ext.core.jobs.reasons`): a
+batch job out of retries "exited with code 3 (2 attempts)" (:func:`failed_message`, ``exit-code``),
+one stopped at its deadline "stopped after its deadline of 30 s" (:func:`deadline_message`,
+``deadline-exceeded``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from jhub_ext.core.jobs.model import (
     Runs,
     Schedule,
 )
+from jhub_ext.core.jobs.reasons import Reason, Why
 
 #: the exit code of a run killed with SIGKILL (shell convention: 128 + the signal)
 EXIT_KILLED = 128 + signal.SIGKILL.value
@@ -46,7 +48,9 @@ COMPLETED = "completed"
 #: a job stopped by its user
 STOPPED = "stopped"
 #: a run the kernel killed for going over its memory limit (in both modes)
-OUT_OF_MEMORY = "ran out of memory (killed at its memory limit)"
+OUT_OF_MEMORY = Why(Reason.OUT_OF_MEMORY, "ran out of memory (killed at its memory limit)")
+#: failed runs in a row after which a job that is started again is said to be crashing
+CRASH_LOOP_AFTER = 3
 
 
 def exited(code: int | None) -> str:
@@ -59,15 +63,30 @@ def attempts_text(attempts: int) -> str:
     return f"{attempts} {'attempt' if attempts == 1 else 'attempts'}"
 
 
-def failed_message(code: int | None, attempts: int, why: str | None = None) -> str:
+def failed_message(code: int | None, attempts: int, why: Why | None = None) -> str:
     """A batch job that failed for good: "exited with code 3 (2 attempts)";
     ``why`` replaces "exited with code C" where the cause is known (ran out of memory...)."""
-    return f"{why or exited(code)} ({attempts_text(attempts)})"
+    return f"{why.text if why else exited(code)} ({attempts_text(attempts)})"
 
 
-def restarting_message(code: int, delay: float, why: str | None = None) -> str:
+def failed_reason(code: int | None, why: Why | None = None) -> Reason:
+    """The reason of a run that failed: its known cause, else its exit code (where there is one)."""
+    if why is not None:
+        return why.reason
+    return Reason.EXIT_CODE if code is not None else Reason.FAILED
+
+
+def restarting_message(code: int, delay: float, why: Why | None = None) -> str:
     """A run that ended and is run again after ``delay`` seconds (said in the status and the log)."""
-    return f"{why or exited(code)}; restarting in {delay:g}s"
+    return f"{why.text if why else exited(code)}; restarting in {delay:g}s"
+
+
+def restarting_reason(failures: int, why: Why | None = None) -> Reason:
+    """Why a job waits to run again after ``failures`` failed runs in a row: its known cause, else
+    a crash loop from :data:`CRASH_LOOP_AFTER` failures on, else a plain restart."""
+    if why is not None:
+        return why.reason
+    return Reason.CRASH_LOOP if failures >= CRASH_LOOP_AFTER else Reason.RESTARTING
 
 
 def deadline_message(deadline_seconds: int | None) -> str:
@@ -85,10 +104,10 @@ def next_run_message(when: datetime) -> str:
     return f"next run {when:%c %Z}"
 
 
-def last_run_message(code: int, when: datetime, why: str | None = None) -> str:
+def last_run_message(code: int, when: datetime, why: Why | None = None) -> str:
     """A scheduled job whose last run exited with ``code`` (or ended as ``why`` says), waiting for
     its next run at ``when``."""
-    return f"last run {why or exited(code)}; {next_run_message(when)}"
+    return f"last run {why.text if why else exited(code)}; {next_run_message(when)}"
 
 
 def last_run_stopped_message(deadline_seconds: int | None, when: datetime) -> str:
@@ -129,6 +148,7 @@ class AfterRun:
     message: str
     failures: int
     delay: float | None = None
+    reason: Reason = Reason.COMPLETED
 
 
 def after_run(
@@ -139,7 +159,7 @@ def after_run(
     lasted: float,
     *,
     backoff: Backoff,
-    why: str | None = None,
+    why: Why | None = None,
 ) -> AfterRun:
     """A run of a batch job or a scraper exited with ``code`` after ``lasted`` seconds, ``failures``
     failed runs in a row before it; ``why`` is the cause where it is known (:data:`OUT_OF_MEMORY`).
@@ -155,9 +175,11 @@ def after_run(
         return AfterRun(JobStatus.SUCCEEDED, 0, COMPLETED, failures)
     failures = 1 if forever and lasted >= backoff.reset_after else failures + 1
     if not forever and failures > retries:
-        return AfterRun(JobStatus.FAILED, code, failed_message(code, failures, why), failures)
+        message = failed_message(code, failures, why)
+        return AfterRun(JobStatus.FAILED, code, message, failures, reason=failed_reason(code, why))
     delay = backoff.delay(failures)
-    return AfterRun(JobStatus.PENDING, code, restarting_message(code, delay, why), failures, delay)
+    message = restarting_message(code, delay, why)
+    return AfterRun(JobStatus.PENDING, code, message, failures, delay, restarting_reason(failures, why))
 
 
 def deadline_left(first_start: float | None, deadline_seconds: int | None, now: float) -> float | None:
@@ -170,7 +192,8 @@ def deadline_left(first_start: float | None, deadline_seconds: int | None, now: 
 
 def at_deadline(failures: int, deadline_seconds: int | None) -> AfterRun:
     """A local batch job's run was stopped at the job's deadline: the job fails, killed."""
-    return AfterRun(JobStatus.FAILED, EXIT_KILLED, deadline_message(deadline_seconds), failures)
+    message = deadline_message(deadline_seconds)
+    return AfterRun(JobStatus.FAILED, EXIT_KILLED, message, failures, reason=Reason.DEADLINE_EXCEEDED)
 
 
 def bounded_deadline(spec: JobSpec, max_run_seconds: int, profile: str) -> JobSpec:

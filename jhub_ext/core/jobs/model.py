@@ -21,6 +21,7 @@ from croniter import CroniterError, croniter
 
 from jhub_ext.core.catalog.model import Kind, Profile
 from jhub_ext.core.jobs import cron as cron_grammar
+from jhub_ext.core.jobs.reasons import Reason
 
 NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # used with fullmatch: no "$\n" slips by
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -142,12 +143,16 @@ _TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 
 @dataclass(frozen=True)
 class Observed:
-    """What a backend sees of a job now: its status, exit code, a plain reason and its restarts."""
+    """What a backend sees of a job now: its status, exit code, why in plain words (``message``, and
+    its code ``reason``), and its restarts. A reason of None keeps the one recorded; ``detail`` is
+    the platform's own words, for admins."""
 
     status: JobStatus
     exit_code: int | None = None
     message: str | None = None
     restarts: int = 0
+    reason: Reason | None = None
+    detail: str | None = None
 
 
 def can_transition(old: JobStatus, new: JobStatus) -> bool:
