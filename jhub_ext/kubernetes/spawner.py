@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +38,7 @@ from jhub_ext.kubernetes.pods import (
     pod_plan,
 )
 from jhub_ext.kubernetes.retry import retrying
+from jhub_ext.kubernetes.status import event_in_words
 from jhub_ext.kubernetes.watch import WatchCache
 from jhub_ext.spawner.profiles import ProfileChoiceError, ProfileMenuMixin
 from jhub_ext.spawner.servers import ServerRecord
@@ -292,6 +294,21 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
             await self.publish(Happened.ENDED)  # for the hub, it has ended
             return
         await super().stop(now=now)
+
+    # --- the spawn's progress, in plain words ------------------------------------------------------
+
+    async def progress(self) -> AsyncIterator[dict[str, Any]]:
+        """KubeSpawner's progress events, each said in plain words (:func:`event_in_words`); the
+        cluster's own words, and the raw event, only for admins."""
+        async for event in super().progress():
+            raw = event.get("raw_event")
+            if raw is None:  # KubeSpawner's own words (a slow spawn's patience message)
+                yield event
+                continue
+            said = {"progress": event.get("progress"), "message": event_in_words(raw)}
+            if self.user.admin:
+                said.update(raw_event=raw, message=f"{said['message']} (the cluster: {raw.get('message')})")
+            yield said
 
     # --- the menu --------------------------------------------------------------------------------------
 

@@ -124,7 +124,7 @@ _INSUFFICIENT = re.compile(r"Insufficient ([\w./-]+)")
 def _short_of(scheduler_message: str) -> str:
     """What no node has enough of, as the scheduler's message says, in words ("GPUs and memory")."""
     found = []
-    for resource in _INSUFFICIENT.findall(scheduler_message):
+    for resource in (name.rstrip(".") for name in _INSUFFICIENT.findall(scheduler_message)):
         word = _SHORT.get(resource, "GPUs" if "gpu" in resource.lower() else resource.rsplit("/", 1)[-1])
         if word not in found:
             found.append(word)
@@ -156,16 +156,43 @@ def waiting_reason(pods: list[Json]) -> Held | None:
     for condition in status.get("conditions") or []:
         if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
             message = _clip(condition.get("message"))
-            short = _short_of(message)
-            text = (
-                f"waiting for room in the cluster: no machine has enough free {short} for it now"
-                if short
-                else "waiting for room in the cluster: no machine can take it now"
-            )
-            return Held(
-                Why(Reason.WAITING_FOR_CAPACITY, text + "; it starts by itself when room frees"), message
-            )
+            return Held(Why(Reason.WAITING_FOR_CAPACITY, no_room(message)), message)
     return None
+
+
+def no_room(scheduler_message: str) -> str:
+    """What the scheduler's refusal to place a pod means, in plain words."""
+    short = _short_of(scheduler_message)
+    if short:
+        return (
+            f"waiting for room in the cluster: no machine has enough free {short} for it now;"
+            " it starts by itself when room frees"
+        )
+    return "waiting for room in the cluster: no machine can take it now; it starts by itself when one can"
+
+
+#: what a pod's events (as a server's spawn shows them) mean, in plain words, by their reason
+_EVENTS = {
+    "Scheduled": "a machine was found for it",
+    "Pulling": "downloading its software image (the first start of an image takes a while)",
+    "Pulled": "its software image is ready",
+    "Created": "its container was created",
+    "Started": "it started; waiting for it to answer",
+    "SchedulingGated": "held by the cluster's queue: it starts when the queue admits it",
+    "Killing": "it is being stopped",
+}
+
+
+def event_in_words(event: Json) -> str:
+    """A pod's event (a spawn's progress) in plain words: no Kubernetes word reaches a researcher."""
+    reason, message = str(event.get("reason") or ""), str(event.get("message") or "")
+    if reason == "FailedScheduling":
+        return no_room(message)
+    if reason in ("Failed", "BackOff", "ErrImagePull", "InspectFailed") and "image" in message.lower():
+        return "its image cannot be downloaded: check the image's name, or ask an admin"
+    if reason == "BackOff":
+        return "it keeps ending soon after it starts: the server's log says why"
+    return _EVENTS.get(reason, "the cluster is preparing it")
 
 
 #: Why Kubernetes took a pod away (its DisruptionTarget condition's reason), in plain words

@@ -132,6 +132,34 @@ def test_catalog_edits_and_group_quotas_apply_to_the_next_spawn(hub: HubProcess,
         bob.stop_server()
 
 
+def test_a_spawn_that_waits_for_room_says_why_in_plain_words(hub: HubProcess, ns: Namespace) -> None:
+    """The spawn's progress page says what the cluster's events mean, with none of its words: here a
+    profile whose machines are all gone (its node selector matches none)."""
+    shipped = hub.catalog.read_text()
+    hub.catalog.write_text(shipped.replace("instance-type: highmem", "instance-type: nowhere"))
+    alice = hub.client("alice")
+    alice.login()
+    events: list[dict[str, Any]] = []
+    try:
+        assert alice.api("POST", "/users/alice/server", json={"profile": "large-memory"}).status_code == 202
+        with alice.api("GET", "/users/alice/server/progress", stream=True, timeout=90) as stream:
+            for line in stream.iter_lines(decode_unicode=True):
+                if line.startswith("data:"):
+                    events.append(json.loads(line.removeprefix("data:")))
+                    if "waiting for room" in events[-1].get("message", ""):
+                        break
+        messages = [event.get("message", "") for event in events]
+        assert any("waiting for room in the cluster: no machine can take it now" in m for m in messages), (
+            messages
+        )
+        for jargon in ("node(s)", "affinity", "selector", "FailedScheduling", "preemption", "[Warning]"):
+            assert not any(jargon in m for m in messages), (jargon, messages)
+        assert not any("raw_event" in event for event in events)  # the cluster's own event: admins only
+    finally:
+        hub.catalog.write_text(shipped)
+        alice.stop_server()
+
+
 @pytest.mark.faults
 def test_after_an_api_server_restart_the_caches_recover_and_the_menu_stays_right(
     hub: HubProcess, ns: Namespace

@@ -9,7 +9,7 @@ from jhub_ext.core.jobs.model import JobStatus
 from jhub_ext.core.jobs.reasons import Reason
 from jhub_ext.core.names import object_name
 from jhub_ext.kubernetes.logs import log_target
-from jhub_ext.kubernetes.status import derive_status, extra_runs
+from jhub_ext.kubernetes.status import derive_status, event_in_words, extra_runs
 from jhub_ext.kubernetes.view import CachedJobs
 from jhub_ext.kubernetes.watch import WatchCache
 
@@ -343,3 +343,26 @@ def test_each_way_a_pod_is_taken_away_has_its_own_words() -> None:
         "TerminationByKubelet": "its node n1 ran short or shut down: waiting to run again on another node",
         "Other": "its node n1 was drained or lost: waiting to run again on another node",
     }
+
+
+def test_a_spawns_events_are_said_in_plain_words() -> None:
+    def said(reason: str, message: str = "") -> str:
+        return event_in_words({"reason": reason, "message": message, "type": "Normal"})
+
+    crowded = (
+        "0/4 nodes are available: 1 node(s) had untolerated taint {nvidia.com/gpu: present}, "
+        "3 Insufficient memory. preemption: 0/4 nodes are available"
+    )
+    assert said("FailedScheduling", crowded) == (
+        "waiting for room in the cluster: no machine has enough free memory for it now;"
+        " it starts by itself when room frees"
+    )
+    assert (
+        said("Scheduled", "Successfully assigned hub/jupyter-alice to cpu-1") == "a machine was found for it"
+    )
+    assert said("Pulling", 'Pulling image "x"').startswith("downloading its software image")
+    assert said("Failed", 'Failed to pull image "x": not found') == (
+        "its image cannot be downloaded: check the image's name, or ask an admin"
+    )
+    assert said("SchedulingGated").startswith("held by the cluster's queue")
+    assert said("SomethingNew", "whatever the cluster says") == "the cluster is preparing it"
