@@ -9,10 +9,12 @@ the same step as their quota reservation, then publishes them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from jhub_ext.core.events import Dropped, Event, Subject
 from jhub_ext.core.jobs.backend import JobBackend
+from jhub_ext.core.jobs.reasons import TOLD_BY_ITS_LOG, with_last_lines
 from jhub_ext.service.store import JobStore, StatusConflict
 
 logger = logging.getLogger(__name__)
@@ -47,16 +49,23 @@ class Recorder:
             # out of date (a scraper restarting after it was stopped: the store wins), or deleted
             raise Dropped from None
         if event.status.finished:
-            await self.keep_log(event.user, event.name)
+            tail = await self.keep_log(event.user, event.name)
+            if tail and event.message and event.reason in TOLD_BY_ITS_LOG:
+                told = with_last_lines(event.message, tail)
+                with contextlib.suppress(StatusConflict, KeyError):  # changed or deleted meanwhile
+                    self.store.set_status(
+                        event.user, event.name, event.status, exit_code=event.exit_code, message=told
+                    )
 
-    async def keep_log(self, user: str, name: str) -> None:
-        """Keep the end of a job's output in the store. Nothing read (the output is gone already,
-        the cluster does not answer in time) keeps what was kept before."""
+    async def keep_log(self, user: str, name: str) -> str:
+        """Keep the end of a job's output in the store, and return it. Nothing read (the output is
+        gone already, the cluster does not answer in time) keeps what was kept before."""
         try:
             async with asyncio.timeout(KEEP_LOG_SECONDS):
                 tail = "".join([chunk async for chunk in self.backend.logs(user, name, tail=KEPT_LINES)])
         except Exception as e:  # the job's end is recorded whether or not its log can be read
             logger.warning("Could not keep the log of job %s of %s: %s", name, user, e)
-            return
+            return ""
         if tail:
             self.store.replace_log(user, name, tail)
+        return tail

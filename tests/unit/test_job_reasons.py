@@ -7,7 +7,7 @@ import re
 from jhub_ext.core.catalog import load_catalog
 from jhub_ext.core.catalog.model import Kind
 from jhub_ext.core.catalog.quantities import format_memory
-from jhub_ext.core.jobs.reasons import Reason, more_memory_hint, parse_reason
+from jhub_ext.core.jobs.reasons import Reason, more_memory_hint, parse_reason, with_last_lines
 from jhub_ext.service.handlers import openapi_document
 
 from ..conftest import ROOT, SHIPPED_CATALOG
@@ -42,3 +42,14 @@ def test_a_run_out_of_memory_is_told_the_next_profile_with_more_that_its_owner_m
         f"Large memory has {format_memory(largest.resources.memory)}, the most you may use: ask an admin"
     )
     assert more_memory_hint(catalog, None, researchers, Kind.JOB) == "choose a profile with more memory"
+
+
+def test_a_job_that_failed_is_told_with_the_last_lines_it_printed() -> None:
+    log = "starting\n\n  reading input.csv\nTraceback (most recent call last):\nKeyError: 'date'\n\n"
+    assert with_last_lines("exited with code 1 (1 attempt)", log) == (
+        "exited with code 1 (1 attempt); it last printed: reading input.csv | "
+        "Traceback (most recent call last): | KeyError: 'date'"
+    )
+    assert with_last_lines("exited with code 1 (1 attempt)", "\n \n") == "exited with code 1 (1 attempt)"
+    long = with_last_lines("m", "x" * 1000)
+    assert long == "m; it last printed: " + "x" * 159 + "…"

@@ -81,3 +81,20 @@ def more_memory_hint(catalog: Catalog, slug: str | None, groups: frozenset[str],
         f"{current.display_name} has {format_memory(have)}; {bigger.display_name} has "
         f"{format_memory(bigger.resources.memory)}: submit it again with --profile {bigger.slug}"
     )
+
+
+#: the reasons whose message ends with the last lines the job printed, which often say why
+TOLD_BY_ITS_LOG = frozenset({Reason.EXIT_CODE, Reason.FAILED})
+LAST_LINES = 3
+_LINE_CHARACTERS = 160
+
+
+def with_last_lines(message: str, log: str) -> str:
+    """``message`` followed by the last :data:`LAST_LINES` lines ``log`` has (each clipped)."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()][-LAST_LINES:]
+    if not lines:
+        return message
+    clipped = [
+        line if len(line) <= _LINE_CHARACTERS else line[: _LINE_CHARACTERS - 1] + "…" for line in lines
+    ]
+    return f"{message}; it last printed: " + " | ".join(clipped)
