@@ -43,6 +43,7 @@ async def reserving(
     Gives up with :class:`QuotaLockTimeout` after the lock's timeout.
     """
     quota_groups = groups & catalog.quotas.keys()
+    check_quota(catalog, groups, usage, {})  # one that can never fit: refused before any lock or count
     deadline = time.monotonic() + lock.timeout
     while True:
         before = lock.generation(quota_groups)

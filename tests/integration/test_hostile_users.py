@@ -38,12 +38,16 @@ USERS = {
     "fuzz": ["researchers"],
     "spammer": ["researchers"],
     "racer": ["racers"],
+    "frugal": ["researchers", "frugal"],
     "carol": ["lab"],
     "dave": ["lab"],
     "erin": ["lab"],
 }
 #: quotas small enough to race for: 3 CPUs (the "small" profile's limit is 1 CPU)
-QUOTAS = "quotas:\n  researchers: {jobs: 50}\n  racers: {cpu: 3}\n  lab: {cpu: 3}\n  gpu: {gpus: 2}\n"
+QUOTAS = (
+    "quotas:\n  researchers: {jobs: 50}\n  racers: {cpu: 3}\n  lab: {cpu: 3}\n  gpu: {gpus: 2}\n"
+    "  frugal: {cpu: 2}\n"
+)
 SLEEPER = ["python", "-c", "import time; time.sleep(600)"]
 
 
@@ -51,7 +55,7 @@ SLEEPER = ["python", "-c", "import time; time.sleep(600)"]
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
     workdir = Path(tmp_path_factory.mktemp("hostile"))
     catalog = SHIPPED_CATALOG.read_text().split("\nquotas:")[0]
-    catalog = catalog.replace("groups: [researchers, gpu]", "groups: [researchers, gpu, racers, lab]")
+    catalog = catalog.replace("groups: [researchers, gpu]", "groups: [researchers, gpu, racers, lab, frugal]")
     config = workdir / "jobs_config.py"
     config.write_text(
         "c.JobsService.submits_per_minute = 40\n"
@@ -328,6 +332,18 @@ def test_twenty_concurrent_submits_never_exceed_the_quota(users: dict[str, Jobs]
     assert group["group"] == "racers" and group["usage"]["cpu"] == 3
     for name in job_names(racer):
         assert racer.call("DELETE", f"/jobs/{name}").status_code == 204
+
+
+def test_a_job_larger_than_its_groups_quota_allows_at_all_is_refused_at_once(users: dict[str, Jobs]) -> None:
+    """'frugal' may use 2 CPUs at once; 'large-memory' has 4: no stop would ever make room."""
+    frugal = users["frugal"]
+    refused = frugal.submit(name="too-big", kind="batch", command=["true"], profile="large-memory")
+    assert refused.status_code == 403 and refused.json()["field"] == "profile"
+    assert refused.json()["error"] == (
+        "group 'frugal' may use 2 CPUs at once; this needs 4, more than it may ever use. "
+        "It can never start as it is: choose a smaller profile, such as 'small'."
+    )
+    assert job_names(frugal) == []
 
 
 def test_spawns_and_submits_together_never_exceed_the_quota(hub: HubProcess, users: dict[str, Jobs]) -> None:

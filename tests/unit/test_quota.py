@@ -7,8 +7,7 @@ import pytest
 from jhub_ext.core.catalog import Kind, parse_catalog
 from jhub_ext.core.catalog.quota import QuotaExceeded, Usage, Workload, check_quota, usage_by_group
 
-CATALOG = parse_catalog(
-    """
+CATALOG_TEXT = """
 version: 1
 groups: [researchers, gpu]
 profiles:
@@ -19,7 +18,7 @@ quotas:
   researchers: {cpu: 10, memory: 40Gi, servers: 3, jobs: 2}
   gpu: {gpus: 3}
 """
-)
+CATALOG = parse_catalog(CATALOG_TEXT)
 SMALL, LEAN, GPU = CATALOG.profiles
 ALICE = frozenset({"researchers"})
 BOB = frozenset({"researchers", "gpu"})
@@ -95,3 +94,28 @@ def test_a_limit_of_one_reads_in_the_singular() -> None:
         QuotaExceeded, match="group 'g' may use 1 server at once and uses 1; this needs 1 more"
     ):
         check_quota(catalog, {"g"}, Usage.of(catalog.profiles[0]), {"g": Usage(servers=1)})
+
+
+def test_a_request_larger_than_a_quota_allows_at_all_can_never_fit_and_says_what_would() -> None:
+    tight = parse_catalog(CATALOG_TEXT.replace("gpu: {gpus: 3}", "gpu: {gpus: 1}"))
+    with pytest.raises(QuotaExceeded) as caught:
+        check_quota(tight, BOB, Usage.of(tight.profiles[2]), {})  # 2 GPUs where 1 is the most
+    assert caught.value.never
+    assert caught.value.problems == [
+        "group 'gpu' may use 1 GPU at once; this needs 2, more than it may ever use"
+    ]
+    # the largest profile bob may use that fits his groups' quotas on its own
+    assert str(caught.value).endswith(
+        "It can never start as it is: choose a smaller profile, such as 'small'."
+    )
+    # whatever runs now: nothing that stops would make room
+    with pytest.raises(QuotaExceeded) as again:
+        check_quota(tight, BOB, Usage.of(tight.profiles[2]), {"gpu": Usage(gpus=1)})
+    assert again.value.never
+
+
+def test_a_request_that_fits_a_quota_alone_is_not_called_never() -> None:
+    with pytest.raises(QuotaExceeded) as caught:
+        check_quota(CATALOG, BOB, Usage.of(GPU), {"gpu": Usage(gpus=2)})
+    assert not caught.value.never
+    assert caught.value.problems == ["group 'gpu' may use 3 GPUs at once and uses 2; this needs 2 more"]

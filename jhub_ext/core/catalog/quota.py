@@ -72,13 +72,22 @@ _LABELS: dict[str, tuple[str, str, Callable[[Any], str]]] = {
 
 
 class QuotaExceeded(ValueError):
-    """Starting this workload would take a group over its quota; the message shows usage and limit."""
+    """Starting this workload would take a group over its quota; the message shows usage and limit.
 
-    def __init__(self, problems: list[str]):
+    ``never``: it asks more than a quota allows at all, so it can never start as it is (whatever
+    stops); the message names the largest profile that would fit, where there is one.
+    """
+
+    def __init__(self, problems: list[str], never: bool = False, largest: Profile | None = None):
         self.problems = problems
-        super().__init__(
-            "; ".join(problems) + ". Stop a server or job you no longer need, or choose a smaller profile."
-        )
+        self.never = never
+        if not never:
+            advice = "Stop a server or job you no longer need, or choose a smaller profile."
+        elif largest is not None:
+            advice = f"It can never start as it is: choose a smaller profile, such as '{largest.slug}'."
+        else:
+            advice = "It can never start as it is: no profile you may use fits; ask an admin."
+        super().__init__("; ".join(problems) + ". " + advice)
 
 
 def quota_problems(quota: Quota, group: str, in_use: Usage, request: Usage) -> list[str]:
@@ -91,12 +100,28 @@ def quota_problems(quota: Quota, group: str, in_use: Usage, request: Usage) -> l
         if limit is None or not asked:
             continue
         used = getattr(in_use, name)
-        if used + asked > limit:
+        if asked > limit:
+            problems.append(
+                f"group '{group}' may use {fmt(limit)} {label} at once; this needs {fmt(asked)}, "
+                "more than it may ever use"
+            )
+        elif used + asked > limit:
             problems.append(
                 f"group '{group}' may use {fmt(limit)} {label} at once and uses {fmt(used)}; "
                 f"this needs {fmt(asked)} more"
             )
     return problems
+
+
+def _problems(
+    catalog: Catalog, groups: frozenset[str] | set[str], request: Usage, in_use: Mapping[str, Usage]
+) -> list[str]:
+    """Every way ``request`` goes over a quota of ``groups`` beside ``in_use``, as sentences."""
+    return [
+        problem
+        for group in sorted(set(groups) & catalog.quotas.keys())
+        for problem in quota_problems(catalog.quotas[group], group, in_use.get(group, Usage()), request)
+    ]
 
 
 def check_quota(
@@ -105,9 +130,20 @@ def check_quota(
     request: Usage,
     in_use: Mapping[str, Usage],
 ) -> None:
-    """Raise :class:`QuotaExceeded` unless ``request`` fits every quota of the user's ``groups``."""
-    problems = []
-    for group in sorted(set(groups) & catalog.quotas.keys()):
-        problems += quota_problems(catalog.quotas[group], group, in_use.get(group, Usage()), request)
+    """Raise :class:`QuotaExceeded` unless ``request`` fits every quota of the user's ``groups``
+    (one that can never fit, whatever else runs, says so, and what would)."""
+    never = _problems(catalog, groups, request, {})
+    if never:
+        kind = Kind.SERVER if request.servers else Kind.JOB
+        fitting = [
+            p
+            for p in catalog.visible_to(groups, kind)
+            if not _problems(catalog, groups, Usage.of(p, kind), {})
+        ]
+        largest = max(
+            fitting, key=lambda p: (p.resources.gpu_count, p.resources.cpu, p.resources.memory), default=None
+        )
+        raise QuotaExceeded(never, never=True, largest=largest)
+    problems = _problems(catalog, groups, request, in_use)
     if problems:
         raise QuotaExceeded(problems)
