@@ -98,7 +98,13 @@ class Admission:
         groups = admitted.placement.groups
         try:
             async with reserving(
-                self.lock, admitted.catalog, groups, admitted.usage, recorded=self.recorded, asked=self.asked
+                self.lock,
+                admitted.catalog,
+                groups,
+                admitted.usage,
+                recorded=self.recorded,
+                asked=self.asked,
+                owner=admitted.placement.user,
             ):
                 yield
         except QuotaExceeded as e:

@@ -18,7 +18,14 @@ from jhub_ext.core.catalog.model import Catalog
 from jhub_ext.core.catalog.quota import Usage, Workload
 from jhub_ext.core.jobs.model import JobStatus
 
-_JOBS = table("jobs", column("status", String), column("groups", JSON), column("usage", JSON))
+_JOBS = table(
+    "jobs",
+    column("status", String),
+    column("groups", JSON),
+    column("usage", JSON),
+    column("user", String),
+    column("name", String),
+)
 _UNFINISHED = (JobStatus.PENDING.value, JobStatus.RUNNING.value)
 log = logging.getLogger(__name__)
 
@@ -38,7 +45,9 @@ class JobReservations:
     async def workloads(self, catalog: Catalog, groups: frozenset[str]) -> list[Workload]:
         """Pending and running jobs charged to any of ``groups``; none while the database is not there
         yet (the service creates it when it first starts)."""
-        query = select(_JOBS.c.groups, _JOBS.c.usage).where(_JOBS.c.status.in_(_UNFINISHED))
+        query = select(_JOBS.c.groups, _JOBS.c.usage, _JOBS.c.user, _JOBS.c.name).where(
+            _JOBS.c.status.in_(_UNFINISHED)
+        )
         try:
             with self.engine.connect() as connection:
                 rows = connection.execute(query).all()
@@ -46,7 +55,7 @@ class JobReservations:
             log.warning("Cannot count jobs for quotas from %s: %s", self.engine.url, e)
             return []
         return [
-            Workload(frozenset(job_groups or ()), Usage(**usage))
-            for job_groups, usage in rows
+            Workload(frozenset(job_groups or ()), Usage(**usage), user, f"job '{name}'")
+            for job_groups, usage, user, name in rows
             if usage and groups & set(job_groups or ())
         ]

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Sequence
 from jhub_ext.admission.lock import QuotaLock, QuotaLockTimeout
 from jhub_ext.core.catalog.ledger import UsageSource
 from jhub_ext.core.catalog.model import Catalog
-from jhub_ext.core.catalog.quota import Usage, Workload, check_quota, usage_by_group
+from jhub_ext.core.catalog.quota import QuotaExceeded, Usage, Workload, check_quota, usage_by_group
 
 
 @contextlib.asynccontextmanager
@@ -35,12 +35,14 @@ async def reserving(
     *,
     recorded: Sequence[UsageSource],
     asked: Sequence[UsageSource] = (),
+    owner: str | None = None,
 ) -> AsyncIterator[None]:
     """Hold the quota locks of ``groups`` while the body records a start of ``usage``, once the
     groups' quotas have room for it (else :class:`~jhub_ext.core.catalog.quota.QuotaExceeded`).
 
     A body that returns has recorded the start; one that raises has not (nothing is counted).
-    Gives up with :class:`QuotaLockTimeout` after the lock's timeout.
+    Gives up with :class:`QuotaLockTimeout` after the lock's timeout. A refusal names ``owner``'s
+    own servers and jobs that count in the full groups.
     """
     quota_groups = groups & catalog.quotas.keys()
     check_quota(catalog, groups, usage, {})  # one that can never fit: refused before any lock or count
@@ -55,7 +57,10 @@ async def reserving(
                 continue
             inside = await _workloads(recorded, catalog, quota_groups)
             in_use = usage_by_group(outside + inside, quota_groups) if quota_groups else {}
-            check_quota(catalog, groups, usage, in_use)
+            try:
+                check_quota(catalog, groups, usage, in_use)
+            except QuotaExceeded as e:
+                raise e.naming(owner, outside + inside) if owner else e from None
             yield
             held.recorded()
             return

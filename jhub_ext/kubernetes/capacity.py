@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jhub_ext.core.catalog.model import Kind, Profile
-from jhub_ext.core.catalog.quota import Usage, Workload
+from jhub_ext.core.catalog.quota import Usage, Workload, server_words
 from jhub_ext.kubernetes.pods import LABEL_PREFIX, group_label, node_selector
 from jhub_ext.kubernetes.quantities import parse_cpu_quantity, parse_memory_quantity, parse_quantity
+from jhub_ext.kubernetes.workloads import NAME_ANNOTATION, USER_ANNOTATION
 
 Json = Mapping[str, Any]
 Amounts = dict[str, float]
@@ -74,6 +75,14 @@ def pod_workload(pod: Json, quota_groups: Iterable[str], gpu_resources: Iterable
         return None
     amounts = pod_limits(pod)
     is_server = labels.get(f"{LABEL_PREFIX}/kind") == Kind.SERVER.value
+    annotations = pod.get("metadata", {}).get("annotations") or {}
+    what: str | None
+    if is_server:  # KubeSpawner's annotations
+        owner = annotations.get("hub.jupyter.org/username")
+        what = server_words(annotations.get("hub.jupyter.org/servername", ""))
+    else:  # the job's own
+        owner, name = annotations.get(USER_ANNOTATION), annotations.get(NAME_ANNOTATION)
+        what = f"job '{name}'" if name else None
     usage = Usage(
         cpu=amounts.get("cpu", 0.0),
         memory=int(amounts.get("memory", 0)),
@@ -81,7 +90,7 @@ def pod_workload(pod: Json, quota_groups: Iterable[str], gpu_resources: Iterable
         servers=1 if is_server else 0,
         jobs=0 if is_server else 1,
     )
-    return Workload(member_of, usage)
+    return Workload(member_of, usage, owner, what)
 
 
 def profile_requests(profile: Profile) -> Amounts:

@@ -14,7 +14,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from jhub_ext.core.catalog.ledger import server_reservation
 from jhub_ext.core.catalog.model import Catalog
-from jhub_ext.core.catalog.quota import Workload
+from jhub_ext.core.catalog.quota import Workload, server_words
 
 
 class HubClient:
@@ -42,17 +42,16 @@ class HubClient:
         server = (model.get("servers") or {}).get("")
         return dict(server.get("user_options") or {}) if server else None
 
-    async def active_servers(self) -> list[tuple[str, frozenset[str], dict[str, Any]]]:
-        """(user, groups, user_options) of every server that is running or starting."""
+    async def active_servers(self) -> list[tuple[str, str, frozenset[str], dict[str, Any]]]:
+        """(user, server name, groups, user_options) of every server that is running or starting."""
         users = await self._get("/users?state=active&limit=10000")
         if isinstance(users, dict):  # paginated answer
             users = users.get("items", [])
         result = []
         for user in users:
-            for server in (user.get("servers") or {}).values():
-                result.append(
-                    (user["name"], frozenset(user.get("groups") or []), server.get("user_options") or {})
-                )
+            for name, server in (user.get("servers") or {}).items():
+                groups = frozenset(user.get("groups") or [])
+                result.append((user["name"], name, groups, server.get("user_options") or {}))
         return result
 
     async def workloads(self, catalog: Catalog, groups: frozenset[str]) -> list[Workload]:
@@ -60,7 +59,12 @@ class HubClient:
         the service's side. The hub does not share its servers' recorded reservations with the
         service (that needs ``admin:server_state``), so each counts what its options ask now."""
         return [
-            Workload(owner_groups, server_reservation(catalog, None, options, owner_groups))
-            for _user, owner_groups, options in await self.active_servers()
+            Workload(
+                owner_groups,
+                server_reservation(catalog, None, options, owner_groups),
+                user,
+                server_words(name),
+            )
+            for user, name, owner_groups, options in await self.active_servers()
             if owner_groups & groups
         ]

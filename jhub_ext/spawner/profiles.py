@@ -231,7 +231,8 @@ class ProfileMenuMixin(LoggingConfigurable):
         # This server's hub record exists already, so a start that checks after this one counts it.
         try:
             lock = shared_quota_lock(self.quota_lock_dir)
-            async with reserving(lock, catalog, self.user_groups, usage, recorded=self.usage_sources()):
+            sources, owner = self.usage_sources(), self.user.name
+            async with reserving(lock, catalog, self.user_groups, usage, recorded=sources, owner=owner):
                 pass  # counted: its record is the hub's, made before the spawn began
         except QuotaExceeded as e:
             raise ProfileChoiceError(str(e), status_code=403) from None

@@ -16,7 +16,7 @@ from jupyterhub import orm
 
 from jhub_ext.core.catalog import Catalog
 from jhub_ext.core.catalog.ledger import server_reservation
-from jhub_ext.core.catalog.quota import Workload
+from jhub_ext.core.catalog.quota import Workload, server_words
 
 #: where a server's spawner state keeps what it reserved, so that it survives a hub restart
 STATE_KEY = "jhub_ext_usage"
@@ -64,5 +64,6 @@ class HubServers:
             owner_groups = frozenset(g.name for g in row.user.groups)
             recorded = (row.state or {}).get(STATE_KEY)
             usage = server_reservation(catalog, recorded, row.user_options, owner_groups)
-            records.append(ServerRecord(row.user.name, row.name, Workload(owner_groups, usage)))
+            workload = Workload(owner_groups, usage, row.user.name, server_words(row.name))
+            records.append(ServerRecord(row.user.name, row.name, workload))
         return records

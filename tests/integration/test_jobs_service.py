@@ -404,15 +404,17 @@ def test_servers_and_jobs_count_against_one_quota(hub: HubProcess, users: dict[s
         bob_web.wait_ready()
         refused = alice.submit(name="quota-b", kind="scraper", command=sleeper)
         assert refused.status_code == 403 and refused.json()["field"] == "profile"
-        assert (
-            "group 'researchers' may use 2 CPUs at once and uses 2; this needs 1 more"
-            in refused.json()["error"]
+        # the refusal names alice's own work that counts there (bob's server is not hers to stop)
+        assert refused.json()["error"] == (
+            "group 'researchers' may use 2 CPUs at once and uses 2; this needs 1 more. "
+            "Yours that count there: job 'quota-a'. Stop one you no longer need, or choose a smaller profile."
         )
         alice_web = hub.client("alice")
         alice_web.login()
         page = alice_web.submit_spawn_form({"profile": "small"})  # the spawner counts the job too
         assert page.status_code == 403
         assert "may use 2 CPUs at once and uses 2; this needs 1 more" in page.text
+        assert "Yours that count there: job &#39;quota-a&#39;." in page.text
         quota = next(q for q in alice.call("GET", "/quota").json()["groups"] if q["group"] == "researchers")
         assert quota["usage"]["cpu"] == 2 and quota["usage"]["jobs"] == 1 and quota["usage"]["servers"] == 1
     finally:
@@ -423,13 +425,21 @@ def test_servers_and_jobs_count_against_one_quota(hub: HubProcess, users: dict[s
 
 def test_job_lists_come_in_pages(users: dict[str, Jobs]) -> None:
     alice = users["alice"]
-    everything = alice.call("GET", "/jobs").json()
-    first = alice.call("GET", "/jobs?limit=2").json()
-    assert first["total"] == everything["total"] >= 3 and len(first["jobs"]) == 2 and first["next"] == 2
-    second = alice.call("GET", "/jobs?limit=2&offset=2").json()
-    assert [j["name"] for j in first["jobs"] + second["jobs"]] == [j["name"] for j in everything["jobs"][:4]]
-    refused = alice.call("GET", "/jobs?limit=0")
-    assert refused.status_code == 400 and refused.json()["field"] == "limit"
+    own = [f"page-{i}" for i in range(3)]  # at least three, whatever earlier tests left
+    for name in own:
+        assert alice.submit(name=name, kind="batch", command=[PY, "-c", "pass"]).status_code == 201
+    try:
+        everything = alice.call("GET", "/jobs").json()
+        first = alice.call("GET", "/jobs?limit=2").json()
+        assert first["total"] == everything["total"] >= 3 and len(first["jobs"]) == 2 and first["next"] == 2
+        second = alice.call("GET", "/jobs?limit=2&offset=2").json()
+        paged = [j["name"] for j in first["jobs"] + second["jobs"]]
+        assert paged == [j["name"] for j in everything["jobs"][:4]]
+        refused = alice.call("GET", "/jobs?limit=0")
+        assert refused.status_code == 400 and refused.json()["field"] == "limit"
+    finally:
+        for name in own:
+            alice.call("DELETE", f"/jobs/{name}")
 
 
 def test_submissions_are_rate_limited_per_user(users: dict[str, Jobs]) -> None:

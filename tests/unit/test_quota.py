@@ -119,3 +119,22 @@ def test_a_request_that_fits_a_quota_alone_is_not_called_never() -> None:
         check_quota(CATALOG, BOB, Usage.of(GPU), {"gpu": Usage(gpus=2)})
     assert not caught.value.never
     assert caught.value.problems == ["group 'gpu' may use 3 GPUs at once and uses 2; this needs 2 more"]
+
+
+def test_a_refusal_names_the_owners_own_work_in_the_full_groups_only() -> None:
+    running = [
+        Workload(ALICE, Usage.of(SMALL), "alice", "default server"),
+        Workload(ALICE, Usage.of(SMALL, Kind.JOB), "alice", "job 'news'"),
+        Workload(ALICE, Usage.of(SMALL, Kind.JOB), "carol", "job 'hers'"),
+        Workload(frozenset({"gpu"}), Usage(gpus=1), "alice", "job 'gpu-only'"),
+    ]
+    with pytest.raises(QuotaExceeded) as caught:
+        check_quota(CATALOG, ALICE, Usage.of(SMALL), {"researchers": Usage(cpu=9, servers=1)})
+    assert caught.value.groups == {"researchers"}
+    named = caught.value.naming("alice", running)
+    assert str(named) == (
+        "group 'researchers' may use 10 CPUs at once and uses 9; this needs 2 more. "
+        "Yours that count there: default server, job 'news'. "
+        "Stop one you no longer need, or choose a smaller profile."
+    )
+    assert caught.value.naming("dave", running) is caught.value  # nothing of dave's counts there

@@ -47,10 +47,18 @@ class Usage:
 
 @dataclass(frozen=True)
 class Workload:
-    """Something running (or starting) that counts against its owner's groups."""
+    """Something running (or starting) that counts against its owner's groups: whose, and what it
+    is in words ("server 'lab'", "job 'news'"), where its source knows."""
 
     groups: frozenset[str]
     usage: Usage
+    owner: str | None = None
+    what: str | None = None
+
+
+def server_words(name: str) -> str:
+    """A server as its owner calls it: "default server", or "server 'lab'"."""
+    return f"server '{name}'" if name else "default server"
 
 
 def usage_by_group(workloads: Iterable[Workload], groups: Iterable[str]) -> dict[str, Usage]:
@@ -75,19 +83,42 @@ class QuotaExceeded(ValueError):
     """Starting this workload would take a group over its quota; the message shows usage and limit.
 
     ``never``: it asks more than a quota allows at all, so it can never start as it is (whatever
-    stops); the message names the largest profile that would fit, where there is one.
+    stops); the message names the largest profile that would fit, where there is one. ``groups``:
+    those whose quota it would pass; ``yours``: the owner's own servers and jobs counted there.
     """
 
-    def __init__(self, problems: list[str], never: bool = False, largest: Profile | None = None):
+    def __init__(
+        self,
+        problems: list[str],
+        never: bool = False,
+        largest: Profile | None = None,
+        groups: frozenset[str] = frozenset(),
+        yours: tuple[str, ...] = (),
+    ):
         self.problems = problems
         self.never = never
-        if not never:
-            advice = "Stop a server or job you no longer need, or choose a smaller profile."
+        self.groups = groups
+        said = "; ".join(problems) + ". "
+        if yours:
+            said += f"Yours that count there: {', '.join(yours)}. "
+            said += "Stop one you no longer need, or choose a smaller profile."
+        elif not never:
+            said += "Stop a server or job you no longer need, or choose a smaller profile."
         elif largest is not None:
-            advice = f"It can never start as it is: choose a smaller profile, such as '{largest.slug}'."
+            said += f"It can never start as it is: choose a smaller profile, such as '{largest.slug}'."
         else:
-            advice = "It can never start as it is: no profile you may use fits; ask an admin."
-        super().__init__("; ".join(problems) + ". " + advice)
+            said += "It can never start as it is: no profile you may use fits; ask an admin."
+        super().__init__(said)
+
+    def naming(self, owner: str, running: list[Workload]) -> QuotaExceeded:
+        """The same refusal, naming which of ``owner``'s own servers and jobs count in the groups
+        that are full: the first things to stop, if one is no longer needed."""
+        yours = tuple(
+            sorted({w.what for w in running if w.owner == owner and w.what and w.groups & self.groups})
+        )
+        if self.never or not yours:
+            return self
+        return QuotaExceeded(self.problems, groups=self.groups, yours=yours)
 
 
 def quota_problems(quota: Quota, group: str, in_use: Usage, request: Usage) -> list[str]:
@@ -146,4 +177,7 @@ def check_quota(
         raise QuotaExceeded(never, never=True, largest=largest)
     problems = _problems(catalog, groups, request, in_use)
     if problems:
-        raise QuotaExceeded(problems)
+        full = frozenset(
+            g for g in set(groups) & catalog.quotas.keys() if _problems(catalog, {g}, request, in_use)
+        )
+        raise QuotaExceeded(problems, groups=full)
