@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jhub_ext.core.jobs import lifecycle
 from jhub_ext.core.jobs.lifecycle import EXIT_KILLED
 from jhub_ext.core.jobs.model import JobSpec
+from jhub_ext.core.jobs.reasons import Why
 from jhub_ext.core.names import user_dir
 from jhub_ext.local import confine
 from jhub_ext.local.accounts import Account
@@ -84,12 +86,14 @@ class Run:
         except (OSError, ValueError, IndexError):
             return EXIT_KILLED  # killed with the runner before it could record anything
 
-    def out_of_memory(self) -> bool:
-        """Whether the runner recorded that the kernel killed the run for going over its memory."""
+    def why(self) -> Why | None:
+        """How the run ended, where the runner recorded more than its exit code: the kernel killed
+        it for going over its memory."""
         try:
-            return OUT_OF_MEMORY in Path(self.exit_file).read_text().split()[1:]
+            said = Path(self.exit_file).read_text().split()[1:]
         except OSError:
-            return False
+            return None
+        return lifecycle.OUT_OF_MEMORY if OUT_OF_MEMORY in said else None
 
 
 def job_env(

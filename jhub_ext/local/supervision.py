@@ -166,9 +166,8 @@ class Supervision:
             else:
                 lasted = time.monotonic() - started
                 backoff = self._backoff()
-                why = lifecycle.OUT_OF_MEMORY if ended.out_of_memory() else None
                 after = lifecycle.after_run(
-                    job.spec.kind, code, failures, job.spec.retries, lasted, backoff=backoff, why=why
+                    job.spec.kind, code, failures, job.spec.retries, lasted, backoff=backoff, why=ended.why()
                 )
             failures = after.failures
             again = after.delay is not None  # else over: succeeded, or failed for good
@@ -246,8 +245,7 @@ class Supervision:
         if code is None:
             code, message = lifecycle.EXIT_KILLED, lifecycle.last_run_stopped_message(deadline, when)
         else:
-            why = lifecycle.OUT_OF_MEMORY if run.out_of_memory() else None
-            message = lifecycle.last_run_message(code, when, why)
+            message = lifecycle.last_run_message(code, when, run.why())
         await self._set(
             job,
             status,

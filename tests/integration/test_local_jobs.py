@@ -305,7 +305,8 @@ async def test_a_job_that_cannot_start_fails_with_the_reason(backend: LocalJobBa
     job = dataclasses.replace(spec("nothing", "batch", "", retries=0), command=("/no/such/program",))
     await backend.submit(job, ALICE)
     final = await recorder(backend).until(lambda o: o.status.finished)
-    assert (final.status, final.exit_code) == (JobStatus.FAILED, 127)
+    assert (final.status, final.exit_code, final.reason) == (JobStatus.FAILED, 127, Reason.CANNOT_START)
+    assert final.message == "its program could not be started (its log says why) (1 attempt)"
     assert "cannot start '/no/such/program'" in await logs(backend, "nothing")
 
 

@@ -49,6 +49,11 @@ COMPLETED = "completed"
 STOPPED = "stopped"
 #: a run the kernel killed for going over its memory limit (in both modes)
 OUT_OF_MEMORY = Why(Reason.OUT_OF_MEMORY, "ran out of memory (killed at its memory limit)")
+#: the exit code of a command that could not be started (not found, or not executable), as a shell
+#: and jhub_ext's runner end with
+EXIT_CANNOT_START = 127
+#: a run whose program could not be started at all
+CANNOT_START = Why(Reason.CANNOT_START, "its program could not be started (its log says why)")
 #: failed runs in a row after which a job that is started again is said to be crashing
 CRASH_LOOP_AFTER = 3
 
@@ -63,16 +68,23 @@ def attempts_text(attempts: int) -> str:
     return f"{attempts} {'attempt' if attempts == 1 else 'attempts'}"
 
 
+def cause(code: int | None, why: Why | None = None) -> Why | None:
+    """What ended a run: ``why`` where it is known, else what its exit code says by convention
+    (:data:`EXIT_CANNOT_START`: it could not be started), else None."""
+    return why or (CANNOT_START if code == EXIT_CANNOT_START else None)
+
+
 def failed_message(code: int | None, attempts: int, why: Why | None = None) -> str:
     """A batch job that failed for good: "exited with code 3 (2 attempts)";
     ``why`` replaces "exited with code C" where the cause is known (ran out of memory...)."""
-    return f"{why.text if why else exited(code)} ({attempts_text(attempts)})"
+    known = cause(code, why)
+    return f"{known.text if known else exited(code)} ({attempts_text(attempts)})"
 
 
 def failed_reason(code: int | None, why: Why | None = None) -> Reason:
     """The reason of a run that failed: its known cause, else its exit code (where there is one)."""
-    if why is not None:
-        return why.reason
+    if (known := cause(code, why)) is not None:
+        return known.reason
     return Reason.EXIT_CODE if code is not None else Reason.FAILED
 
 
