@@ -195,6 +195,15 @@ class Cgroup:
         """Whether the group is there (in any hierarchy)."""
         return any(d.is_dir() for d in self.dirs.values())
 
+    def younger_than(self, seconds: float) -> bool:
+        """Whether the group was made less than ``seconds`` ago (in any hierarchy)."""
+        now = time.time()
+        for directory in set(self.dirs.values()):
+            with contextlib.suppress(OSError):
+                if now - directory.stat().st_mtime < seconds:
+                    return True
+        return False
+
     def oom_kills(self) -> int:
         """How many of the group's processes the kernel killed for lack of memory."""
         directory = self.dirs.get("memory")

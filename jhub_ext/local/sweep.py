@@ -70,11 +70,17 @@ def end_processes(pids: set[int]) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+#: a group this young, even empty, may be a run's that another service is starting on this machine
+#: (its runner made it and is about to join it): an empty-only sweep leaves it alone
+STARTING_SECONDS = 60.0
+
+
 def end_groups(prefix: str, *, empty_only: bool = False) -> None:
     """End the confined runs whose names start with ``prefix``: their processes, control groups and
-    network namespaces (with ``empty_only``, only those no process is left in: what a killed runner
-    left behind)."""
+    network namespaces (with ``empty_only``, only those no process is left in and that are older
+    than :data:`STARTING_SECONDS`: what a killed runner left behind)."""
     layout = cgroups.layout()
     for name in sorted({n for n in layout.names() | netns.names(prefix) if n.startswith(prefix)}):
-        if not (empty_only and layout.group(name).pids()):
+        group = layout.group(name)
+        if not (empty_only and (group.pids() or group.younger_than(STARTING_SECONDS))):
             confine.end(name)

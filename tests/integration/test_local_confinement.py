@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -127,6 +128,28 @@ def holds(pid):
 mine = [p for p in os.listdir("/proc") if p.isdigit() and holds(p)]
 print("escapees", len(mine) - 2, flush=True)  # less this process and the run's init (their argv hold it)
 """
+
+
+async def test_a_starting_service_ends_the_empty_groups_of_killed_runners_but_no_run_just_starting(
+    tmp_path: Path,
+) -> None:
+    """An empty group made an hour ago was left by a runner killed before its run began; one made a
+    moment ago may be a run another service on this machine is starting: only the first is ended."""
+    layout = cgroups.layout()
+    left, starting = layout.group("job-left-behind-test"), layout.group("job-starting-test")
+    for group in (left, starting):
+        group.create(cgroups.Limits())
+    an_hour_ago = time.time() - 3600
+    for directory in set(left.dirs.values()):
+        os.utime(directory, (an_hour_ago, an_hour_ago))
+    b = LocalJobBackend(jobs_dir=str(tmp_path / "jobs"))
+    try:
+        await b.start()
+        assert not left.exists() and starting.exists()
+    finally:
+        await b.shutdown()
+        confine.end(left.name)
+        confine.end(starting.name)
 
 
 async def test_a_runs_leftovers_end_when_it_ends(backend: LocalJobBackend) -> None:
