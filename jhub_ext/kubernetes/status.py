@@ -154,10 +154,20 @@ def waiting_reason(pods: list[Json]) -> Held | None:
             text = "its program cannot be started as configured; an admin can see why"
             return Held(Why(Reason.CANNOT_START, text), detail)
     for condition in status.get("conditions") or []:
-        if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
-            message = _clip(condition.get("message"))
+        if condition.get("type") != "PodScheduled":
+            continue
+        message = _clip(condition.get("message"))
+        if condition.get("reason") == "Unschedulable":
             return Held(Why(Reason.WAITING_FOR_CAPACITY, no_room(message)), message)
+        if condition.get("reason") == "SchedulingGated":  # a cluster queue (Kueue) holds its pods
+            return Held(CLUSTER_QUEUE, message or "SchedulingGated")
     return None
+
+
+#: a job the cluster's own queue (Kueue, on clusters that run it) holds until it admits it
+CLUSTER_QUEUE = Why(
+    Reason.HELD_BY_CLUSTER_QUEUE, "held by the cluster's queue: it starts by itself when the queue admits it"
+)
 
 
 def no_room(scheduler_message: str) -> str:
@@ -256,38 +266,44 @@ def _exit(pods: list[Json]) -> tuple[int | None, Why | None]:
 
 def derive_status(resource: str, workload: Json | None, pods: list[Json]) -> Observed:
     """A job's status from its workload and its pods (as the watch caches hold them)."""
+    now = JobStatus.RUNNING if any(_running(p) for p in pods) else JobStatus.PENDING
+    if workload is None:
+        return Observed(JobStatus.PENDING)
+    if resource == "jobs":
+        return _job_status(workload, pods, now)
     restarts = sum(
         int(s.get("restartCount", 0))
         for p in pods
         for s in (p.get("status") or {}).get("containerStatuses") or []
     )
-    now = JobStatus.RUNNING if any(_running(p) for p in pods) else JobStatus.PENDING
-    if workload is None:
-        return Observed(JobStatus.PENDING)
-    if resource == "jobs":
-        status = workload.get("status") or {}
-        conditions = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
-        failures = int(status.get("failed", 0))
-        if "Complete" in conditions:
-            return Observed(JobStatus.SUCCEEDED, 0, COMPLETED, failures, Reason.COMPLETED)
-        if "Failed" in conditions:
-            code, why = _exit(pods)
-            settled = all((p.get("status") or {}).get("phase") in ("Succeeded", "Failed") for p in pods)
-            reason = conditions["Failed"].get("reason", "")
-            if code is None and why is None and not settled and reason != "DeadlineExceeded":
-                return Observed(JobStatus.RUNNING, restarts=failures)  # the pod's exit code is on its way
-            if reason == "DeadlineExceeded":
-                deadline = (workload.get("spec") or {}).get("activeDeadlineSeconds")
-                message = deadline_message(deadline)
-                return Observed(JobStatus.FAILED, code, message, failures, Reason.DEADLINE_EXCEEDED)
-            message, cause = failed_message(code, failures or 1, why), failed_reason(code, why)
-            said = _said(conditions["Failed"], pods)
-            return Observed(JobStatus.FAILED, code, message, failures, cause, said)
+    code = _exit(pods)[0] if resource == "cronjobs" else None
+    return _live(now, code, restarts, pods)
+
+
+def _job_status(job: Json, pods: list[Json], now: JobStatus) -> Observed:
+    """A batch job's status from its Job and its pods (a Job counts its failed pods itself)."""
+    status = job.get("status") or {}
+    conditions = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    failures = int(status.get("failed", 0))
+    if (job.get("spec") or {}).get("suspend") and not pods:  # a cluster queue holds it
+        said = (conditions.get("Suspended") or {}).get("message")
+        return Observed(JobStatus.PENDING, None, CLUSTER_QUEUE.text, failures, CLUSTER_QUEUE.reason, said)
+    if "Complete" in conditions:
+        return Observed(JobStatus.SUCCEEDED, 0, COMPLETED, failures, Reason.COMPLETED)
+    if "Failed" not in conditions:
         return _live(now, None, failures, pods)
-    if resource == "cronjobs":
-        code, _ = _exit(pods)
-        return _live(now, code, restarts, pods)
-    return _live(now, None, restarts, pods)
+    code, why = _exit(pods)
+    settled = all((p.get("status") or {}).get("phase") in ("Succeeded", "Failed") for p in pods)
+    reason = conditions["Failed"].get("reason", "")
+    if code is None and why is None and not settled and reason != "DeadlineExceeded":
+        return Observed(JobStatus.RUNNING, restarts=failures)  # the pod's exit code is on its way
+    if reason == "DeadlineExceeded":
+        deadline = (job.get("spec") or {}).get("activeDeadlineSeconds")
+        return Observed(
+            JobStatus.FAILED, code, deadline_message(deadline), failures, Reason.DEADLINE_EXCEEDED
+        )
+    message, cause = failed_message(code, failures or 1, why), failed_reason(code, why)
+    return Observed(JobStatus.FAILED, code, message, failures, cause, _said(conditions["Failed"], pods))
 
 
 def _said(condition: Json, pods: list[Json]) -> str | None:

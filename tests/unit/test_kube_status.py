@@ -366,3 +366,26 @@ def test_a_spawns_events_are_said_in_plain_words() -> None:
     )
     assert said("SchedulingGated").startswith("held by the cluster's queue")
     assert said("SomethingNew", "whatever the cluster says") == "the cluster is preparing it"
+
+
+def test_a_job_the_clusters_queue_holds_says_so_in_plain_words() -> None:
+    suspended = {
+        "metadata": {},
+        "spec": {"suspend": True},
+        "status": {"conditions": [{"type": "Suspended", "status": "True", "message": "Job suspended"}]},
+    }
+    observed = derive_status("jobs", suspended, [])
+    assert (observed.status, observed.reason) == (JobStatus.PENDING, Reason.HELD_BY_CLUSTER_QUEUE)
+    assert observed.message == "held by the cluster's queue: it starts by itself when the queue admits it"
+    assert observed.detail == "Job suspended"
+    gated = {
+        "metadata": {"name": "p"},
+        "status": {
+            "phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "SchedulingGated"}],
+        },
+    }
+    observed = derive_status("deployments", {"metadata": {}}, [gated])
+    assert observed.reason is Reason.HELD_BY_CLUSTER_QUEUE and "SchedulingGated" not in (
+        observed.message or ""
+    )
