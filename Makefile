@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test test-fast test-faults lint format install system clean bench control-plane helm cluster user-env oidc-provider
+.PHONY: demo test test-fast test-faults lint format install system clean bench control-plane helm cluster user-env oidc-provider kueue
 
 $(STAMP): setup.cfg pyproject.toml tools/pyproject.toml jhub_ext/etc/ipython_config.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || \
@@ -35,6 +35,11 @@ control-plane:
 # module into ~/.cache/jhub_ext/ (minutes the first time, nothing after; needs a C compiler)
 oidc-provider:
 	scripts/build-hydra.sh >/dev/null
+
+# Kueue v0.17.0 and its CRDs, built from its Go module into ~/.cache/jhub_ext/ (minutes the first time,
+# nothing after), for the tests of clusters that run it
+kueue:
+	scripts/build-kueue.sh >/dev/null
 
 # the Helm client, built from its Go module into ~/.cache/jhub_ext/ (minutes the first time, nothing after)
 helm:
