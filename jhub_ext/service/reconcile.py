@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 
 from jhub_ext.core.jobs.backend import Held
 from jhub_ext.core.jobs.model import JobStatus
+from jhub_ext.core.jobs.reasons import Reason
 from jhub_ext.service.manager import JobManager
 
 logger = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ async def _correct(
             await manager.resume(*key)
             done.resumed.append(key)
             return
-        manager.store.set_status(*key, JobStatus.FAILED, message=GONE)
+        manager.store.set_status(*key, JobStatus.FAILED, message=GONE, reason=Reason.FAILED.value, detail="")
         done.finished.append(key)
         if holding is not None:  # its code, left behind
             await manager.backend.delete(*key)

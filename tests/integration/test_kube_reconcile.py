@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from jhub_ext.core.jobs.model import JobStatus, parse_submission
+from jhub_ext.core.jobs.reasons import Reason
 from jhub_ext.core.names import object_name
 from jhub_ext.kubernetes.workloads import build_manifests
 from jhub_ext.service.manager import Caller, JobManager
@@ -65,6 +66,7 @@ async def test_the_reconciler_makes_the_store_and_the_cluster_agree(
     assert done.removed == [("alice", "orphan")]
     gone = kube_manager.store.get("alice", "gone")
     assert gone is not None and (gone.status, gone.message) == (JobStatus.FAILED, GONE)
+    assert gone.reason is Reason.FAILED
     await eventually(
         lambda: not objects_named(ns, "stopped") and not objects_named(ns, "orphan"),
         "the leftovers to go",
