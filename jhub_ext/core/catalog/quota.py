@@ -146,13 +146,14 @@ def quota_problems(quota: Quota, group: str, in_use: Usage, request: Usage) -> l
 
 def _problems(
     catalog: Catalog, groups: frozenset[str] | set[str], request: Usage, in_use: Mapping[str, Usage]
-) -> list[str]:
-    """Every way ``request`` goes over a quota of ``groups`` beside ``in_use``, as sentences."""
-    return [
-        problem
+) -> dict[str, list[str]]:
+    """Every way ``request`` goes over a quota of ``groups`` beside ``in_use``, as sentences, by the
+    group whose quota it would pass (only those)."""
+    found = {
+        group: quota_problems(catalog.quotas[group], group, in_use.get(group, Usage()), request)
         for group in sorted(set(groups) & catalog.quotas.keys())
-        for problem in quota_problems(catalog.quotas[group], group, in_use.get(group, Usage()), request)
-    ]
+    }
+    return {group: problems for group, problems in found.items() if problems}
 
 
 def check_quota(
@@ -174,10 +175,8 @@ def check_quota(
         largest = max(
             fitting, key=lambda p: (p.resources.gpu_count, p.resources.cpu, p.resources.memory), default=None
         )
-        raise QuotaExceeded(never, never=True, largest=largest)
-    problems = _problems(catalog, groups, request, in_use)
-    if problems:
-        full = frozenset(
-            g for g in set(groups) & catalog.quotas.keys() if _problems(catalog, {g}, request, in_use)
+        raise QuotaExceeded(
+            [problem for said in never.values() for problem in said], never=True, largest=largest
         )
-        raise QuotaExceeded(problems, groups=full)
+    if full := _problems(catalog, groups, request, in_use):
+        raise QuotaExceeded([problem for said in full.values() for problem in said], groups=frozenset(full))

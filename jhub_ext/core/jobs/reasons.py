@@ -70,13 +70,13 @@ def more_memory_hint(catalog: Catalog, slug: str | None, groups: frozenset[str],
     if current is None:
         return "choose a profile with more memory"
     have = current.resources.memory
-    roomier = sorted(
+    bigger = min(
         (p for p in catalog.visible_to(groups, kind) if p.resources.memory > have),
         key=lambda p: p.resources.memory,
+        default=None,
     )
-    if not roomier:
+    if bigger is None:
         return f"{current.display_name} has {format_memory(have)}, the most you may use: ask an admin"
-    bigger = roomier[0]
     return (
         f"{current.display_name} has {format_memory(have)}; {bigger.display_name} has "
         f"{format_memory(bigger.resources.memory)}: submit it again with --profile {bigger.slug}"
