@@ -52,7 +52,7 @@ def jobs_table(jobs: list[Job], show_user: bool = False) -> str:
             job.profile or "-",
             job.age(),
             "" if job.exit_code is None else str(job.exit_code),
-            job.reason or "",
+            (job.reason or "") + (f" #{job.queue_position}" if job.queue_position else ""),
         ]
         for job in jobs
     ]
@@ -120,6 +120,11 @@ def parser() -> argparse.ArgumentParser:
         "--env", action="append", default=[], metavar="KEY=VALUE", help="an environment variable"
     )
     submit.add_argument("--retries", type=int, help="batch: retries of a failed run")
+    submit.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="refuse it at once if your group's quota is full, instead of queueing it",
+    )
     submit.epilog = "Give the command to run after --, e.g.: jhub-jobs submit news -- python scrape.py"
 
     verbs.add_parser("list", parents=[common], help="your jobs")
@@ -161,12 +166,14 @@ def submission(args: argparse.Namespace) -> dict[str, Any]:
         body.update(schedule=args.schedule, timezone=args.tz)
     if args.retries is not None:
         body["retries"] = args.retries
+    if args.no_wait:
+        body["wait"] = False
     return {"name": args.name, "kind": kind, "command": command, **body}
 
 
 def _submit(client: JobsClient, args: argparse.Namespace) -> None:
     job = client.submit(**submission(args))
-    human = f"Submitted {job.kind} job '{job.name}' ({job.status}). Follow it: jhub-jobs logs {job.name} -f"
+    human = f"Submitted {job.kind} job '{job.name}' ({job.state()}). Follow it: jhub-jobs logs {job.name} -f"
     emit(args, job_json(job), human)
 
 
@@ -218,10 +225,11 @@ def _profiles(client: JobsClient, args: argparse.Namespace) -> None:
 def _quota(client: JobsClient, args: argparse.Namespace) -> None:
     groups = client.quota()
     rows = [
-        [line.group, line.resource, line.in_use_text(), line.limit_text()]
+        [line.group, line.resource, line.in_use_text(), line.limit_text(), line.waiting_text()]
         for line in QuotaLine.from_json(groups)
     ]
-    human = table(rows, ["GROUP", "RESOURCE", "IN USE", "LIMIT"]) if rows else "No quota applies to you."
+    header = ["GROUP", "RESOURCE", "IN USE", "LIMIT", "QUEUED"]
+    human = table(rows, header) if rows else "No quota applies to you."
     emit(args, groups, human)
 
 

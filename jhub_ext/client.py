@@ -67,6 +67,7 @@ class Job:
     command: tuple[str, ...] = ()
     schedule: str | None = None
     timezone: str | None = None
+    queue_position: int | None = None  # while queued: its place in the queue of its group (1: next)
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Job:
@@ -89,6 +90,7 @@ class Job:
             command=tuple(body.get("command") or ()),
             schedule=body.get("schedule"),
             timezone=body.get("timezone"),
+            queue_position=body.get("queue_position"),
         )
 
     def state(self) -> str:
@@ -146,22 +148,40 @@ def amount(resource: str, value: float) -> str:
 
 @dataclass(frozen=True)
 class QuotaLine:
-    """One of a group's limits and how much of it is in use."""
+    """One of a group's limits, how much of it is in use, and how much queued jobs wait for."""
 
     group: str
     resource: str  # cpu, memory, gpus, servers or jobs
     in_use: float
     limit: float
+    waiting: float = 0  # what the group's queued jobs would use once started
 
     @classmethod
     def from_json(cls, groups: Sequence[Mapping[str, Any]]) -> list[QuotaLine]:
         """The lines of ``GET quota``'s groups: one per limit that is set."""
         return [
-            cls(entry["group"], resource, entry["usage"].get(resource, 0), limit)
+            cls(
+                entry["group"],
+                resource,
+                entry["usage"].get(resource, 0),
+                limit,
+                (entry.get("waiting") or {}).get(resource, 0),
+            )
             for entry in groups
             for resource, limit in entry["limits"].items()
             if limit is not None
         ]
+
+    def waiting_text(self) -> str:
+        """What queued jobs wait for, in the units the spawn page uses."""
+        return amount(self.resource, self.waiting)
+
+    def text(self) -> str:
+        """The line in words: "cpu 6 of 6 (4 more waiting in the queue)"."""
+        said = f"{self.resource} {self.in_use_text()} of {self.limit_text()}"
+        if self.waiting:
+            said += f" ({self.waiting_text()} more waiting in the queue)"
+        return said
 
     def in_use_text(self) -> str:
         """What is in use, in the units the spawn page uses."""
@@ -247,7 +267,9 @@ class JobsClient:
         """Submit a new job and return it as the service recorded it.
 
         ``files`` is a code snapshot (see :func:`snapshot`); ``schedule`` is a cron line for scheduled jobs.
-        Other ``options`` (``retries``, ``deadline_seconds``, ...) are sent as they are.
+        Other ``options`` (``retries``, ``deadline_seconds``, ``wait``...) are sent as they are. A job
+        the quota has no room for now comes back queued (``reason`` "queued", ``queue_position``),
+        unless sent with ``wait=False``: then it is refused.
         """
         body: dict[str, Any] = {"name": name, "kind": kind, "command": list(command), **options}
         for key, value in (

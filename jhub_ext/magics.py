@@ -119,10 +119,20 @@ def _code_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
             argument("--file", help="ship this script instead of the cell"),
             argument("--dir", help="ship this small directory instead of the cell"),
             argument("--run", default="main.py", help="with --dir: the script to run (default main.py)"),
+            argument(
+                "--no-wait",
+                action="store_true",
+                help="refuse it at once if your group's quota is full, instead of queueing it",
+            ),
         ]
     ):
         func = decorate(func)
     return func
+
+
+def _waiting(args: Any) -> dict[str, Any]:
+    """``wait: false`` for a submission with --no-wait (the service's default is to queue)."""
+    return {"wait": False} if args.no_wait else {}
 
 
 @magics_class
@@ -159,6 +169,7 @@ class JobMagics(Magics):
             profile=args.profile,
             schedule=args.schedule,
             timezone=args.tz,
+            **_waiting(args),
         )
         when = f" on schedule {job.schedule} ({job.timezone})" if job.schedule else ""
         print(
@@ -173,7 +184,9 @@ class JobMagics(Magics):
         """Run the cell's code once as a batch job (retried if it fails)."""
         args = parse_argstring(self.submit_job, line)
         files, command = _code(args, cell)
-        job = self.client.submit(args.name, "batch", command, files=files, profile=args.profile)
+        job = self.client.submit(
+            args.name, "batch", command, files=files, profile=args.profile, **_waiting(args)
+        )
         print(f"Submitted batch job '{job.name}': {job.state()}. Watch it with %job_logs {job.name} --follow")
 
     @one_line_errors
@@ -258,11 +271,7 @@ class JobMagics(Magics):
         if not lines:
             print("No quota applies to you.")
         for group in dict.fromkeys(line.group for line in lines):
-            limits = ", ".join(
-                f"{line.resource} {line.in_use_text()} of {line.limit_text()}"
-                for line in lines
-                if line.group == group
-            )
+            limits = ", ".join(line.text() for line in lines if line.group == group)
             print(f"{group}: {limits}")
 
 

@@ -22,12 +22,28 @@ from jhub_ext.admission.lock import QuotaLock
 from jhub_ext.admission.reserve import reserving
 from jhub_ext.core.catalog.ledger import UsageLedger, UsageSource, job_reservation
 from jhub_ext.core.catalog.model import Catalog
-from jhub_ext.core.catalog.quota import QuotaExceeded, Usage
+from jhub_ext.core.catalog.quota import QuotaExceeded, Usage, check_quota
 from jhub_ext.core.catalog.reload import CatalogSource
 from jhub_ext.core.catalog.selection import Selection, SelectionError, resolve_selection
 from jhub_ext.core.jobs import lifecycle
 from jhub_ext.core.jobs.errors import Invalid, NotAllowed
 from jhub_ext.core.jobs.model import JobSpec, JobSpecError, Placement
+from jhub_ext.core.jobs.reasons import Reason
+
+
+class QuotaFull(NotAllowed):
+    """The quotas of ``groups`` have no room for the job now (it would fit once some work ends):
+    ``problems`` say what each uses, beside what the job needs."""
+
+    def __init__(self, error: QuotaExceeded):
+        super().__init__(str(error), "profile")
+        self.groups = error.groups
+        self.problems = error.problems
+
+    @property
+    def queue(self) -> str:
+        """The group whose queue a job refused this way waits in: the first that is full."""
+        return min(self.groups)
 
 
 @dataclass(frozen=True)
@@ -94,7 +110,8 @@ class Admission:
     @contextlib.asynccontextmanager
     async def reserve(self, admitted: Admitted) -> AsyncIterator[None]:
         """Hold the owner's quota locks while the body records the job, once the quotas have room
-        (else :class:`NotAllowed`); see :func:`~jhub_ext.admission.reserve.reserving`."""
+        (else :class:`QuotaFull`, or :class:`NotAllowed` with reason ``can-never-fit`` when no
+        quota could ever hold it); see :func:`~jhub_ext.admission.reserve.reserving`."""
         groups = admitted.placement.groups
         try:
             async with reserving(
@@ -108,7 +125,19 @@ class Admission:
             ):
                 yield
         except QuotaExceeded as e:
-            raise NotAllowed(str(e), "profile") from None
+            if e.never or not e.groups:
+                raise NotAllowed(str(e), "profile", reason=Reason.CAN_NEVER_FIT.value) from None
+            raise QuotaFull(e) from None
+
+    async def full(self, admitted: Admitted) -> QuotaFull | None:
+        """Why ``admitted`` would not fit its groups' quotas now, if it would not: for display (no
+        lock; only :meth:`reserve` decides)."""
+        groups = admitted.placement.groups
+        try:
+            check_quota(admitted.catalog, groups, admitted.usage, await self.usage(admitted.catalog, groups))
+        except QuotaExceeded as e:
+            return QuotaFull(e) if e.groups else None
+        return None
 
     async def usage(self, catalog: Catalog, groups: frozenset[str]) -> dict[str, Usage]:
         """What the quota groups among ``groups`` use now, from every source (for display: no lock)."""

@@ -1,7 +1,7 @@
 """Jobs' quota reservations, read from the jobs service's database: a usage source of the ledger.
 
 The hub (for its spawn checks) and the service (for its submissions) both count jobs through this
-one reader, so they count them alike. It reads only the four columns it needs, with SQLAlchemy
+one reader, so they count them alike. It reads only the columns it needs, with SQLAlchemy
 Core, and never changes the database: the service owns the schema (``service/store.py`` and its
 Alembic migrations); a test checks this reader against a database the store wrote.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 
-from sqlalchemy import JSON, Engine, String, column, create_engine, select, table
+from sqlalchemy import JSON, DateTime, Engine, String, column, create_engine, select, table
 from sqlalchemy.exc import SQLAlchemyError
 
 from jhub_ext.core.catalog.model import Catalog
@@ -25,13 +25,15 @@ _JOBS = table(
     column("usage", JSON),
     column("user", String),
     column("name", String),
+    column("queued", DateTime),
 )
 _UNFINISHED = (JobStatus.PENDING.value, JobStatus.RUNNING.value)
 log = logging.getLogger(__name__)
 
 
 class JobReservations:
-    """The reservations of jobs that are pending or running (what they count until they end)."""
+    """The reservations of jobs that are pending or running (what they count until they end); a job
+    waiting in a queue reserves nothing."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
@@ -46,7 +48,7 @@ class JobReservations:
         """Pending and running jobs charged to any of ``groups``; none while the database is not there
         yet (the service creates it when it first starts)."""
         query = select(_JOBS.c.groups, _JOBS.c.usage, _JOBS.c.user, _JOBS.c.name).where(
-            _JOBS.c.status.in_(_UNFINISHED)
+            _JOBS.c.status.in_(_UNFINISHED), _JOBS.c.queued.is_(None)
         )
         try:
             with self.engine.connect() as connection:

@@ -171,6 +171,19 @@ class JobsService(Application):
             c.JobsService.reconcile_seconds = 60
         """,
     )
+    queue_seconds = Float(
+        10.0,
+        config=True,
+        help="""
+        How often the service tries the queued jobs again, besides whenever a job ends: servers
+        stopping in the hub and a quota an admin raised free room too. See
+        ``jhub_ext/service/queue.py``.
+
+        Example::
+
+            c.JobsService.queue_seconds = 10
+        """,
+    )
     orphan_grace_seconds = Float(
         120.0,
         config=True,
@@ -340,6 +353,7 @@ class JobsService(Application):
         reconciling = asyncio.create_task(
             keep_reconciling(manager, self.reconcile_seconds, self.orphan_grace_seconds)
         )
+        dispatching = asyncio.create_task(manager.queue.keep_dispatching(self.queue_seconds))
         # every handler streams and bounds its body (handlers.BoundedBody); this bounds any other
         server = HTTPServer(self.make_app(manager), max_body_size=READ_BODY_BYTES)
         host, port = self.address()
@@ -354,7 +368,8 @@ class JobsService(Application):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         reconciling.cancel()
-        await asyncio.gather(reconciling, return_exceptions=True)
+        dispatching.cancel()
+        await asyncio.gather(reconciling, dispatching, return_exceptions=True)
         server.stop()
         await backend.shutdown()  # jobs keep running; the next start re-adopts them
         store.close()

@@ -15,7 +15,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from tornado import web
 
 from jhub_ext.core.jobs.errors import Refusal
-from jhub_ext.service.handlers import STATUS_OF, USERS, APIHandler
+from jhub_ext.service.handlers import USERS, APIHandler, status_of
 from jhub_ext.service.store import JobRecord
 
 _templates = Environment(
@@ -57,7 +57,7 @@ class PageHandler(APIHandler):
         error = kwargs.get("exc_info", (None, None, None))[1]
         message = str(error) if isinstance(error, Refusal) else self._reason
         if isinstance(error, Refusal):
-            self.set_status(STATUS_OF[type(error)])
+            self.set_status(status_of(error))
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.finish(self.page("error.html", message=message))
 

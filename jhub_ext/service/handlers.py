@@ -54,6 +54,12 @@ STATUS_OF: dict[type[Refusal], int] = {
 }
 
 
+def status_of(refusal: Refusal) -> int:
+    """The HTTP status of a refusal: its kind's, or its nearest kind's (a refusal may be a more
+    particular one, such as a full quota's)."""
+    return next(STATUS_OF[kind] for kind in type(refusal).__mro__ if kind in STATUS_OF)
+
+
 class DuplicateKey(ValueError):
     """A JSON object names one key twice: which value was meant is unknowable, so neither is taken."""
 
@@ -174,7 +180,7 @@ class APIHandler(HubOAuthenticated, BoundedBody):
                 retry_after=UNAVAILABLE_RETRY_SECONDS,
             )
         if isinstance(error, Refusal):
-            self.set_status(STATUS_OF[type(error)])
+            self.set_status(status_of(error))
             body = error.to_json()
             if error.retry_after:
                 self.set_header("Retry-After", str(error.retry_after))
@@ -190,7 +196,7 @@ class APIHandler(HubOAuthenticated, BoundedBody):
         if unavailable(value):
             self.log.warning("%s %s: unavailable: %r", self.request.method, self.request.path, value)
         elif isinstance(value, Refusal):
-            status = STATUS_OF[type(value)]
+            status = status_of(value)
             self.log.info("%s %s refused (%d): %s", self.request.method, self.request.path, status, value)
         else:
             super().log_exception(typ, value, tb)
@@ -229,7 +235,7 @@ class JobsHandler(APIHandler):
         )
 
     async def post(self) -> None:
-        """Submit the JSON body as a new job and answer 201 with the job."""
+        """Submit the JSON body as a new job and answer 201 with the job (202 if it waits in the queue)."""
         try:
             body = json.loads(bytes(self.body), object_pairs_hook=_unique_keys)
         except DuplicateKey as e:
@@ -241,7 +247,7 @@ class JobsHandler(APIHandler):
         except RecursionError:
             raise Invalid("the body is nested too deeply; send a flat JSON object", "body") from None
         job = await self.manager.submit(self.caller, body)
-        self.reply(job.to_json(self.caller.admin), status=201)
+        self.reply(job.to_json(self.caller.admin), status=202 if job.queued else 201)
 
 
 class JobHandler(APIHandler):
@@ -280,7 +286,7 @@ class RestartHandler(APIHandler):
     async def post(self, name: str) -> None:
         """Restart the named job and answer with its new state."""
         job = await self.manager.restart(self.caller, self.owner(), self.check_job_name(name))
-        self.reply(job.to_json(self.caller.admin))
+        self.reply(job.to_json(self.caller.admin), status=202 if job.queued else 200)
 
 
 class LogsHandler(APIHandler):

@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from jhub_ext.admission.jobs import Admission, Admitted
-from jhub_ext.admission.lock import QuotaLock
+from jhub_ext.admission.jobs import Admission, Admitted, QuotaFull
+from jhub_ext.admission.lock import QuotaLock, QuotaLockTimeout
 from jhub_ext.admission.reservations import JobReservations
 from jhub_ext.core.catalog.ledger import UsageSource
 from jhub_ext.core.catalog.model import Catalog, Kind
@@ -32,6 +32,7 @@ from jhub_ext.core.jobs.model import JobSpec, JobSpecError, JobStatus, Limits, p
 from jhub_ext.core.jobs.oneatatime import OneAtATime
 from jhub_ext.core.jobs.reasons import Reason, more_memory_hint
 from jhub_ext.service.hubapi import HubClient
+from jhub_ext.service.queue import BEHIND, JobQueue, Tried, waiting_words
 from jhub_ext.service.recorder import Recorder
 from jhub_ext.service.store import JobExists, JobRecord, JobStore, StatusConflict
 
@@ -133,9 +134,11 @@ class JobManager:
         # taking them): the sources the hub's own count reads alike
         asked: list[UsageSource] = [hub] if hub is not None else []
         self.admission = Admission(catalog, quota_lock or QuotaLock(), [JobReservations(store.engine)], asked)
-        #: lifecycle events; the recorder is the first observer (see :mod:`jhub_ext.core.events`)
+        #: lifecycle events; the recorder is the first observer (see :mod:`jhub_ext.core.events`),
+        #: then the queue, which starts waiting jobs when others end
         self.recorder = Recorder(store, backend)
-        self.events = Events([self.recorder, *(events.observers if events else ())])
+        self.queue = JobQueue(self)
+        self.events = Events([self.recorder, self.queue, *(events.observers if events else ())])
         backend.on_change = self.on_change
         backend.limits = self.limits
 
@@ -234,6 +237,7 @@ class JobManager:
         """For each quota group the caller is in, its limits and how much is in use now."""
         catalog = self.catalog
         in_use = await self.usage(catalog, caller.groups)
+        waiting = self.waiting(caller.groups & catalog.quotas.keys())
         return [
             {
                 "group": group,
@@ -242,9 +246,25 @@ class JobManager:
                     key: getattr(catalog.quotas[group], key)
                     for key in ("cpu", "memory", "gpus", "servers", "jobs")
                 },
+                "waiting": waiting[group].to_json(),
             }
             for group in sorted(caller.groups & catalog.quotas.keys())
         ]
+
+    def waiting(self, groups: frozenset[str]) -> dict[str, Usage]:
+        """What the queued jobs charged to each of ``groups`` would use once started (they use
+        nothing while they wait)."""
+        totals = {group: Usage() for group in groups}
+        for record in self.store.queued_jobs():
+            for group in totals.keys() & set(record.groups):
+                totals[group] = totals[group] + Usage(**record.usage)
+        return totals
+
+    def queue_ahead(self, groups: frozenset[str]) -> str | None:
+        """The first of ``groups`` whose quota has jobs waiting in its queue: a new job waits behind
+        them, so that nobody overtakes."""
+        waiting = {record.queue for record in self.store.queued_jobs()}
+        return min(groups & self.catalog.quotas.keys() & waiting, default=None)
 
     # --- actions -------------------------------------------------------------------------------------------
 
@@ -275,18 +295,20 @@ class JobManager:
             await self.backend.validate(admitted.runs, admitted.placement)
         except JobRejected as e:
             raise Invalid(e.message, e.field) from None
-        async with self.admission.reserve(admitted):
-            try:  # stored as submitted: a restart bounds it anew
-                record = self.store.create(
-                    caller.name,
-                    spec,
-                    admitted.selection.profile.slug,
-                    groups=caller.groups,
-                    usage=admitted.usage.to_json(),
-                    image=image,
-                )
-            except JobExists:
-                raise Conflict(f"you already have a job named '{spec.name}'", "name") from None
+        queue, why = await self._behind(admitted, spec)
+        if queue is None:
+            try:
+                async with self.admission.reserve(admitted):
+                    record = self._create(caller, spec, admitted, image)
+            except QuotaFull as full:
+                if not spec.wait:
+                    raise
+                queue, why = full.queue, waiting_words(full.problems)
+        if queue is not None:  # it waits in the queue, reserving nothing
+            record = self._create(caller, spec, admitted, image, queue=queue, why=why)
+            await self._published(Happened.SUBMITTED, record, caller.name)
+            self.queue.wake()  # room may have freed meanwhile
+            return record
         try:
             await self.backend.submit(admitted.runs, admitted.placement)
         except JobRejected as e:
@@ -300,6 +322,47 @@ class JobManager:
             raise
         await self._published(Happened.SUBMITTED, record, caller.name)  # pending, as recorded
         return record
+
+    def _create(
+        self,
+        caller: Caller,
+        spec: JobSpec,
+        admitted: Admitted,
+        image: str | None,
+        *,
+        queue: str | None = None,
+        why: str | None = None,
+    ) -> JobRecord:
+        """Record a submitted job (at the end of ``queue``, if given), as submitted: a restart bounds
+        it anew."""
+        try:
+            return self.store.create(
+                caller.name,
+                spec,
+                admitted.selection.profile.slug,
+                groups=caller.groups,
+                usage=admitted.usage.to_json(),
+                image=image,
+                queue=queue,
+                message=why,
+            )
+        except JobExists:
+            raise Conflict(f"you already have a job named '{spec.name}'", "name") from None
+
+    async def _behind(self, admitted: Admitted, spec: JobSpec) -> tuple[str | None, str | None]:
+        """The queue a job must wait in behind others before it may start, if any, and why (a
+        refusal if it may not wait)."""
+        queue = self.queue_ahead(admitted.placement.groups)
+        if queue is None:
+            return None, None
+        if not spec.wait:
+            raise NotAllowed(
+                f"jobs of group '{queue}' wait for room before it, and it was sent with wait false; "
+                "send it with wait true (the default) to join the queue",
+                "wait",
+            )
+        full = await self.admission.full(admitted)
+        return queue, waiting_words(full.problems) if full is not None else BEHIND
 
     async def notebook_image(self, caller: Caller) -> str | None:
         """The image of the caller's running notebook server: a job runs where its code was written."""
@@ -360,17 +423,32 @@ class JobManager:
                     owner, name, JobStatus.STOPPED, message="stopped for a restart", reason="", detail=""
                 )
         admitted = self._admit(owner, groups, spec, record)
-        async with self.admission.reserve(admitted):
-            self.store.set_status(
-                owner,
-                name,
-                JobStatus.PENDING,
-                message="restarted",
-                reason="",
-                detail="",
-                actor=caller.name,
-                reserved=(groups, admitted.usage.to_json()),
+        reserved = (groups, admitted.usage.to_json())
+        queue, why = await self._behind(admitted, spec)
+        if queue is None:
+            try:
+                async with self.admission.reserve(admitted):
+                    self.store.set_status(
+                        owner,
+                        name,
+                        JobStatus.PENDING,
+                        message="restarted",
+                        reason="",
+                        detail="",
+                        actor=caller.name,
+                        reserved=reserved,
+                    )
+            except QuotaFull as full:
+                if not spec.wait:
+                    raise
+                queue, why = full.queue, waiting_words(full.problems)
+        if queue is not None:  # it waits in the queue, reserving nothing
+            record = self.store.set_status(
+                owner, name, JobStatus.PENDING, message=why, actor=caller.name, reserved=reserved, queue=queue
             )
+            await self._published(Happened.RESTARTED, record, caller.name)
+            self.queue.wake()
+            return record
         try:
             await self.backend.submit(admitted.runs, admitted.placement)
         except JobRejected as e:
@@ -382,6 +460,44 @@ class JobManager:
         record = self.job(caller, owner, name)
         await self._published(Happened.RESTARTED, record, caller.name)
         return record
+
+    async def start_queued(self, queued: JobRecord) -> Tried:
+        """Start a queued job, in its turn, if its groups' quotas have room now (see
+        :mod:`jhub_ext.service.queue`); one that cannot run any more (its profile gone, or larger than
+        its quota now allows) ends ``failed``, saying why."""
+        owner, name = queued.user, queued.name
+        async with self.working_on(owner, name):
+            record = self.store.get(owner, name)
+            if record is None or not record.queued:
+                return Tried.STARTED  # stopped, deleted or started meanwhile: gone from the queue
+            try:
+                spec = parse_submission(record.spec, self.limits)
+                admitted = self._admit(owner, frozenset(record.groups), spec, record)
+                async with self.admission.reserve(admitted):
+                    started = self.store.leave_queue(
+                        owner, name, (frozenset(record.groups), admitted.usage.to_json())
+                    )
+            except QuotaFull as full:
+                why = waiting_words(full.problems)
+                if why != record.message:
+                    self.store.why_queued(owner, name, why)
+                return Tried.FULL
+            except QuotaLockTimeout:
+                return Tried.FULL  # the quotas are busy: the next pass tries again
+            except (JobSpecError, NotAllowed, Invalid) as e:
+                await self._failed(owner, name, f"failed: could not start ({e})")
+                return Tried.STARTED
+            if started is None:
+                return Tried.STARTED
+            await self._published(Happened.SUBMITTED, started, SERVICE)
+            try:
+                await self.backend.submit(admitted.runs, admitted.placement)
+            except JobRejected as e:
+                await self._failed(owner, name, f"could not start: {e.message}")
+            except Exception as e:
+                logger.exception("Could not start queued job %s/%s", owner, name)
+                await self._failed(owner, name, f"failed: could not start ({e})")
+            return Tried.STARTED
 
     async def resume(self, owner: str, name: str) -> None:
         """Finish starting a recorded job whose start was cut short (the service died between its

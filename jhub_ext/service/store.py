@@ -13,7 +13,7 @@ the tables below comes with a migration.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -81,6 +81,10 @@ class JobRow(Base):
     started: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     log_tail: Mapped[str] = mapped_column(Text, default="")
+    # while it waits in a queue (status pending, reason queued, nothing reserved): the group whose
+    # quota it waits for, and since when (the queue's order)
+    queue: Mapped[str | None] = mapped_column(String(255))
+    queued: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class AuditRow(Base):
@@ -120,10 +124,17 @@ class JobRecord:
     image: str | None = None
     reason: Reason | None = None
     detail: str | None = None
+    queue: str | None = None  # while queued: the group whose quota it waits for
+    queue_position: int | None = None  # while queued: 1 for the next to start in its queue
+
+    @property
+    def queued(self) -> bool:
+        """Whether it waits in a queue (it reserves nothing until it leaves it)."""
+        return self.queue is not None
 
     @classmethod
-    def of(cls, row: JobRow) -> JobRecord:
-        """The record of a stored row, with its times made aware."""
+    def of(cls, row: JobRow, position: int | None = None) -> JobRecord:
+        """The record of a stored row, with its times made aware (and its place in its queue)."""
         return cls(
             id=row.id,
             user=row.user,
@@ -143,6 +154,8 @@ class JobRecord:
             image=row.image,
             reason=parse_reason(row.reason),
             detail=row.detail,
+            queue=row.queue if row.queued is not None else None,
+            queue_position=position if row.queued is not None else None,
         )
 
     def to_json(self, admin: bool = False) -> dict[str, Any]:
@@ -165,6 +178,9 @@ class JobRecord:
             "message": self.message or (STARTING.text if reason is Reason.STARTING else None),
             "command": self.spec.get("command"),
         }
+        if self.queue is not None:
+            body.update(queue=self.queue, queue_position=self.queue_position)
+            body["message"] = queued_words(self.queue, self.queue_position, self.message)
         if admin:
             body["detail"] = self.detail
         if self.spec.get("schedule"):
@@ -173,6 +189,19 @@ class JobRecord:
         if self.status.finished:
             body["exit_code"] = self.exit_code
         return body
+
+
+def queued_words(queue: str, position: int | None, why: str | None) -> str:
+    """A queued job's message: its place in the queue, and why it waits (``why``, as recorded)."""
+    place = f"{ordinal(position)} in the queue" if position else "in the queue"
+    place += f" of group '{queue}'"
+    return f"{place}: {why}" if why else place
+
+
+def ordinal(number: int) -> str:
+    """1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st..."""
+    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"
 
 
 def _aware(moment: datetime) -> datetime:
@@ -224,11 +253,15 @@ class JobStore:
         usage: dict[str, Any] | None = None,
         image: str | None = None,
         actor: str | None = None,
+        queue: str | None = None,
+        message: str | None = None,
     ) -> JobRecord:
         """Record a new job; raise :class:`JobExists` if ``user`` already has one of that name.
 
         ``groups`` and ``usage`` are what the job counts against quotas until it ends (a restart
         may reserve anew); ``image`` is the image it runs in when not its profile's default.
+        With ``queue``, the job joins the end of that group's queue, waiting (``message``) and
+        reserving nothing until :meth:`leave_queue`.
         """
         try:
             with self.session() as session:
@@ -243,10 +276,12 @@ class JobStore:
                     spec=spec.to_json(),
                     status=JobStatus.PENDING.value,
                 )
+                if queue is not None:
+                    _join(row, queue, message, utcnow())
                 session.add(row)
                 session.flush()
                 self._audit(session, actor or user, "submit", row, {"profile": profile})
-                return JobRecord.of(row)
+                return self._record(session, row)
         except IntegrityError:
             raise JobExists(f"{user}/{spec.name}") from None
 
@@ -254,7 +289,7 @@ class JobStore:
         """``user``'s job named ``name``, or ``None`` if there is none."""
         with self.session() as session:
             row = self._row(session, user, name)
-            return JobRecord.of(row) if row else None
+            return self._record(session, row) if row else None
 
     def exists(self, user: str, name: str) -> bool:
         """Whether ``user`` has a job named ``name`` (cheaper than :meth:`get`)."""
@@ -272,14 +307,56 @@ class JobStore:
                 query = query.where(JobRow.user == user)
             if limit is not None:
                 query = query.limit(limit).offset(offset)
-            return [JobRecord.of(row) for row in session.scalars(query)]
+            rows = list(session.scalars(query))
+            places = self._places(session) if any(row.queued is not None for row in rows) else {}
+            return [JobRecord.of(row, places.get(row.id)) for row in rows]
+
+    # --- the queue --------------------------------------------------------------------------------
+
+    def queued_jobs(self) -> list[JobRecord]:
+        """Every queued job, first in first: by when it joined its queue."""
+        with self.session() as session:
+            rows = list(session.scalars(_QUEUE_ORDER))
+            places = _places_of(rows)
+            return [JobRecord.of(row, places[row.id]) for row in rows]
+
+    def leave_queue(
+        self, user: str, name: str, reserved: tuple[frozenset[str], dict[str, Any]]
+    ) -> JobRecord | None:
+        """Take a queued job out of its queue to start it, reserving ``reserved`` (its quota groups
+        and usage) from now on; None, changing nothing, if it is not queued any more (stopped,
+        deleted or started meanwhile): so it is never started twice."""
+        with self.session() as session:
+            row = self._row(session, user, name)
+            if row is None or row.queued is None or row.status != JobStatus.PENDING.value:
+                return None
+            row.queue = row.queued = row.reason = row.message = None
+            row.groups, row.usage = sorted(reserved[0]), reserved[1]
+            self._audit(session, "jobs service", "dequeue", row, {})
+            return JobRecord.of(row)
+
+    def why_queued(self, user: str, name: str, message: str) -> None:
+        """Say anew why a queued job still waits (what its group uses has changed)."""
+        with self.session() as session:
+            row = self._row(session, user, name)
+            if row is not None and row.queued is not None:
+                row.message = message
+
+    def _record(self, session: Session, row: JobRow) -> JobRecord:
+        return JobRecord.of(row, self._places(session).get(row.id) if row.queued is not None else None)
+
+    @staticmethod
+    def _places(session: Session) -> dict[int, int]:
+        return _places_of(session.scalars(_QUEUE_ORDER))
 
     def states(self) -> dict[tuple[str, str], tuple[JobStatus, datetime, datetime | None]]:
         """Every job's status, when it was created and when it (last) started running, by (user,
-        name): what the reconciler reads."""
+        name): what the reconciler reads. Queued jobs are left out: nothing of theirs runs yet."""
         with self.session() as session:
             rows = session.execute(
-                select(JobRow.user, JobRow.name, JobRow.status, JobRow.created, JobRow.started)
+                select(JobRow.user, JobRow.name, JobRow.status, JobRow.created, JobRow.started).where(
+                    JobRow.queued.is_(None)
+                )
             )
             return {
                 (u, n): (JobStatus(status), _aware(created), _aware(started) if started else None)
@@ -313,6 +390,7 @@ class JobStore:
         when: datetime | None = None,
         reserved: tuple[frozenset[str], dict[str, Any]] | None = None,
         restarts: int = 0,
+        queue: str | None = None,
     ) -> JobRecord:
         """Move a job to ``status``; an actor's change (stop, restart) is written to the audit trail.
 
@@ -321,6 +399,8 @@ class JobStore:
         the one it has, "" clears it).
         ``reserved``: the quota groups and usage a restarted job counts from now on.
         ``restarts``: the backend's restart count (the recorded count never goes down).
+        ``queue``: a job made pending joins the end of that group's queue (reserving nothing); a
+        queued job leaves it by :meth:`leave_queue`, or by any other status.
         """
         when = when or utcnow()
         with self.session() as session:
@@ -330,24 +410,19 @@ class JobStore:
             old = JobStatus(row.status)
             if not can_transition(old, status):
                 raise StatusConflict(f"job '{name}' is {old.value} and cannot become {status.value}")
-            if status is JobStatus.PENDING and old.finished:  # a restart
-                row.restarts += 1
-                row.started = row.finished = row.exit_code = None
-            row.restarts = max(row.restarts, restarts)
-            if status is JobStatus.RUNNING and row.started is None:
-                row.started = when
-            if status.finished:
-                row.finished = row.finished or when
-                row.exit_code = exit_code
-            row.status = status.value
+            _move(row, status, when, exit_code, restarts)
             if reserved is not None:
                 row.groups, row.usage = sorted(reserved[0]), reserved[1]
             for column, said in (("message", message), ("reason", reason), ("detail", detail)):
                 if said is not None:  # None keeps what is recorded, "" clears it
                     setattr(row, column, said or None)
+            if queue is not None and status is JobStatus.PENDING:
+                _join(row, queue, message, when)
+            elif status is not JobStatus.PENDING:
+                row.queue = row.queued = None
             if actor is not None:
                 self._audit(session, actor, _ACTIONS.get(status, status.value), row, {"from": old.value})
-            return JobRecord.of(row)
+            return self._record(session, row)
 
     def replace_log(self, user: str, name: str, text: str) -> None:
         """Keep ``text`` (bounded) as the job's log tail."""
@@ -413,6 +488,39 @@ class JobStore:
 
 
 _ACTIONS = {JobStatus.STOPPED: "stop", JobStatus.PENDING: "restart"}
+#: the queued jobs, first in first (a tie, within one clock tick, goes to the older record)
+_QUEUE_ORDER = select(JobRow).where(JobRow.queued.is_not(None)).order_by(JobRow.queued, JobRow.id)
+
+
+def _move(row: JobRow, status: JobStatus, when: datetime, exit_code: int | None, restarts: int) -> None:
+    """Set a row's status, and the times, exit code and restart count that go with it."""
+    if status is JobStatus.PENDING and JobStatus(row.status).finished:  # a restart
+        row.restarts += 1
+        row.started = row.finished = row.exit_code = None
+    row.restarts = max(row.restarts, restarts)
+    if status is JobStatus.RUNNING and row.started is None:
+        row.started = when
+    if status.finished:
+        row.finished = row.finished or when
+        row.exit_code = exit_code
+    row.status = status.value
+
+
+def _join(row: JobRow, queue: str, message: str | None, when: datetime) -> None:
+    """Put a pending job at the end of ``queue``, waiting for ``message``'s reason."""
+    row.queue, row.queued = queue, when
+    row.reason, row.message, row.detail = Reason.QUEUED.value, message, None
+
+
+def _places_of(rows: Iterable[JobRow]) -> dict[int, int]:
+    """Each queued row's place (1 for the first) in its own queue, from rows in the queue's order."""
+    counts: dict[str, int] = {}
+    places = {}
+    for row in rows:
+        counts[row.queue or ""] = place = counts.get(row.queue or "", 0) + 1
+        places[row.id] = place
+    return places
+
 
 #: the revision of the schema the first release created (with ``create_all``, before migrations)
 BASELINE = "0001"

@@ -315,23 +315,35 @@ def test_a_quiet_follow_answers_at_once_and_abandoned_ones_free_their_slots(
     assert erin.call("DELETE", "/jobs/quiet").status_code == 204
 
 
-def test_twenty_concurrent_submits_never_exceed_the_quota(users: dict[str, Jobs]) -> None:
+@pytest.mark.parametrize("wait", [False, True], ids=["refused", "queued"])
+def test_twenty_concurrent_submits_never_exceed_the_quota(users: dict[str, Jobs], wait: bool) -> None:
+    """Those that find no room are refused (``wait: false``) or queued, reserving nothing."""
     racer = users["racer"]
     with ThreadPoolExecutor(20) as pool:
         answers = list(
             pool.map(
-                lambda i: racer.submit(name=f"race-{i}", kind="scraper", command=SLEEPER, profile="small"),
+                lambda i: racer.submit(
+                    name=f"race-{i}", kind="scraper", command=SLEEPER, profile="small", wait=wait
+                ),
                 range(20),
             )
         )
     codes = sorted(a.status_code for a in answers)
-    assert codes.count(201) == 3 and codes.count(403) == 17, codes
-    refused = next(a for a in answers if a.status_code == 403).json()
-    assert refused["field"] == "profile" and "may use 3 CPUs at once" in refused["error"]
+    others = 202 if wait else 403
+    assert codes.count(201) == 3 and codes.count(others) == 17, codes
+    other = next(a for a in answers if a.status_code == others).json()
+    if wait:
+        assert other["reason"] == "queued" and "may use 3 CPUs at once" in other["message"]
+        places = sorted(a.json()["queue_position"] for a in answers if a.status_code == 202)
+        assert places == list(range(1, 18))  # as they are now; each was its place when it came
+    else:
+        assert other["field"] == "profile" and "may use 3 CPUs at once" in other["error"]
     (group,) = racer.call("GET", "/quota").json()["groups"]
     assert group["group"] == "racers" and group["usage"]["cpu"] == 3
-    for name in job_names(racer):
-        assert racer.call("DELETE", f"/jobs/{name}").status_code == 204
+    assert group["waiting"]["cpu"] == (17 if wait else 0)
+    queued_first = sorted(racer.call("GET", "/jobs").json()["jobs"], key=lambda j: j["reason"] != "queued")
+    for job in queued_first:  # the queued ones first, so that none starts as the others go
+        assert racer.call("DELETE", f"/jobs/{job['name']}").status_code == 204
 
 
 def test_a_job_larger_than_its_groups_quota_allows_at_all_is_refused_at_once(users: dict[str, Jobs]) -> None:

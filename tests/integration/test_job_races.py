@@ -38,9 +38,10 @@ RACES = 100
 SLEEPER = ["python", "-c", "import time; time.sleep(600)"]
 SHORT = ["python", "-c", "import time; time.sleep(0.3)"]
 #: what each operation may answer: a documented status, never a 5xx
+QUOTA_JOBS = 3  # the racers' quota
 ALLOWED = {
-    "submit": {201, 403, 409},
-    "restart": {200, 403, 404},
+    "submit": {201, 202, 403, 409},  # 202: queued, the group's quota being full
+    "restart": {200, 202, 403, 404},
     "stop": {200, 404},
     "delete": {204, 404},
 }
@@ -53,7 +54,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
     catalog = catalog.replace("groups: [researchers, gpu]", "groups: [researchers, gpu, racers]")
     config = workdir / "jobs_config.py"
     config.write_text("c.JobsService.submits_per_minute = 10**5\nc.JobsService.actions_per_minute = 10**5\n")
-    quotas = "\nquotas:\n  researchers: {jobs: 50}\n  racers: {jobs: 3}\n  gpu: {gpus: 2}\n"
+    quotas = f"\nquotas:\n  researchers: {{jobs: 50}}\n  racers: {{jobs: {QUOTA_JOBS}}}\n  gpu: {{gpus: 2}}\n"
     users = json.dumps({USER: ["racers"]})
     process = HubProcess(
         workdir,
@@ -127,8 +128,11 @@ def test_racing_operations_on_the_same_jobs_leave_records_and_processes_in_agree
 
     def agree() -> tuple[list[dict[str, Any]], dict[str, set[int]]] | None:
         records = jobs.call("GET", "/jobs").json()["jobs"]
-        if any(r["status"] == "pending" for r in records):
-            return None  # still starting (or waiting to run again)
+        if any(r["status"] == "pending" and r["reason"] != "queued" for r in records):
+            return None  # still starting (or waiting to run again); a queued one has nothing running
+        queued = sum(r["reason"] == "queued" for r in records)
+        if queued and sum(r["status"] in ("pending", "running") for r in records) - queued < QUOTA_JOBS:
+            return None  # room for a queued job, which starts in a moment
         processes = job_processes(root)
         for record in records:
             if (record["status"] == "running") != bool(processes.get(record["name"])):
@@ -145,7 +149,9 @@ def test_racing_operations_on_the_same_jobs_leave_records_and_processes_in_agree
             f"records {[(r['name'], r['status']) for r in records]} vs processes {job_processes(root)}"
         ) from None
     (group,) = jobs.call("GET", "/quota").json()["groups"]
-    assert group["usage"]["jobs"] == sum(r["status"] in ("pending", "running") for r in records)
+    counted = [r for r in records if r["status"] in ("pending", "running") and r["reason"] != "queued"]
+    assert group["usage"]["jobs"] == len(counted)  # a queued job reserves nothing
+    assert group["waiting"]["jobs"] == sum(r["reason"] == "queued" for r in records)
     assert time.monotonic() - started < 90
     for record in records:
         assert jobs.call("DELETE", f"/jobs/{record['name']}").status_code == 204

@@ -402,7 +402,7 @@ def test_servers_and_jobs_count_against_one_quota(hub: HubProcess, users: dict[s
         assert alice.submit(name="quota-a", kind="scraper", command=sleeper).status_code == 201  # 1 CPU
         assert bob_web.submit_spawn_form({"profile": "small"}).status_code == 200  # 1 CPU: 2 of 2
         bob_web.wait_ready()
-        refused = alice.submit(name="quota-b", kind="scraper", command=sleeper)
+        refused = alice.submit(name="quota-b", kind="scraper", command=sleeper, wait=False)
         assert refused.status_code == 403 and refused.json()["field"] == "profile"
         # the refusal names alice's own work that counts there (bob's server is not hers to stop)
         assert refused.json()["error"] == (
@@ -421,6 +421,51 @@ def test_servers_and_jobs_count_against_one_quota(hub: HubProcess, users: dict[s
         hub.catalog.write_text(shipped)
         bob_web.stop_server()
         alice.call("DELETE", "/jobs/quota-a")
+
+
+def test_a_full_quota_queues_jobs_that_start_by_themselves_in_order_once_even_across_a_restart(
+    hub: HubProcess, users: dict[str, Jobs]
+) -> None:
+    shipped = hub.catalog.read_text()
+    hub.catalog.write_text(shipped.replace("researchers: {cpu: 16,", "researchers: {cpu: 2,"))
+    alice = users["alice"]
+    sleeper = [PY, "-c", "import time; time.sleep(120)"]
+    said = "import time; print('ran', flush=True); time.sleep(1)"
+    queued = [f"next-{i}" for i in (1, 2, 3)]
+    try:
+        for name in ("hold-1", "hold-2"):  # 1 CPU each: 2 of 2
+            assert alice.submit(name=name, kind="scraper", command=sleeper).status_code == 201
+        answers = [alice.submit(name=n, kind="batch", command=[PY, "-c", said], retries=0) for n in queued]
+        assert [a.status_code for a in answers] == [202, 202, 202], [a.text for a in answers]
+        first = answers[0].json()
+        assert [a.json()["queue_position"] for a in answers] == [1, 2, 3]
+        assert (first["status"], first["reason"], first["queue"]) == ("pending", "queued", "researchers")
+        assert first["message"] == (
+            "1st in the queue of group 'researchers': group 'researchers' may use 2 CPUs at once and "
+            "uses 2; this needs 1 more; it starts by itself as soon as there is room"
+        )
+        impatient = alice.submit(name="impatient", kind="batch", command=["true"], wait=False)
+        assert impatient.status_code == 403 and impatient.json()["field"] == "wait"
+        quota = next(q for q in alice.call("GET", "/quota").json()["groups"] if q["group"] == "researchers")
+        assert (quota["usage"]["cpu"], quota["waiting"]["cpu"], quota["waiting"]["jobs"]) == (2, 3, 3)
+
+        old = service_pid(hub)  # the queue is kept in the service's database
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: service_pid_or_none(hub) not in (None, old), 30, "the hub to restart the service")
+        wait_for(alice.answers, 30, "the service to answer again")
+        assert alice.call("GET", "/jobs/next-1").json()["queue_position"] == 1
+
+        assert alice.call("DELETE", "/jobs/hold-1").status_code == 204  # room for one at a time
+        ended = [alice.wait_status(name, "succeeded", timeout=60) for name in queued]
+        for before, after in zip(ended, ended[1:], strict=False):  # in order, one after the other
+            assert before["finished"] <= after["started"], (before, after)
+        for name in queued:  # each started once
+            assert alice.call("GET", f"/jobs/{name}/logs").text.count("ran") == 1
+            assert alice.call("GET", f"/jobs/{name}").json()["restarts"] == 0
+    finally:
+        hub.catalog.write_text(shipped)
+        for name in ("hold-1", "hold-2", *queued):
+            alice.call("DELETE", f"/jobs/{name}")
 
 
 def test_job_lists_come_in_pages(users: dict[str, Jobs]) -> None:

@@ -355,6 +355,7 @@ def test_spawns_and_submits_together_never_exceed_the_quota(hub: HubProcess, ns:
         def submit(name: str) -> int:
             api, headers = apis[name]
             body = {"name": "race", "kind": "scraper", "profile": "small", "command": ["sleep", "600"]}
+            body["wait"] = False  # refused, not queued, when there is no room: a start or a 403
             barrier.wait()
             return requests.post(f"{api}/jobs", headers=headers, json=body, timeout=60).status_code
 

@@ -72,7 +72,7 @@ async def test_a_server_recorded_while_the_hub_was_asked_is_counted(
     hub.questions = 0
     hub.asked.clear()
     hub.answer.clear()
-    late = asyncio.create_task(manager.submit(ALICE, batch("late")))
+    late = asyncio.create_task(manager.submit(ALICE, batch("late", wait=False)))
     await hub.asked.wait()
     # meanwhile a spawn (2 CPUs) is admitted in the hub, as its spawner does: under the lock
     hub.servers = [("dave", RESEARCHERS, {"profile": "small"})]

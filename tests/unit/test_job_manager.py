@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from jhub_ext.admission.jobs import QuotaFull
 from jhub_ext.admission.reservations import JobReservations
 from jhub_ext.core.jobs.backend import Held, JobRejected
 from jhub_ext.core.jobs.errors import Conflict, Invalid, NoSuchJob, NotAllowed, Refusal, TooMany
@@ -98,7 +99,8 @@ async def test_a_restart_takes_the_owners_groups_as_they_are_now(make: Make, sto
         pytest.param({**batch("x"), "kind": "scraper", "retries": 2}, Invalid, "retries", id="batch-only"),
         pytest.param(scheduled("x", max_live_runs=2), Invalid, "max_live_runs", id="runs-over-limit"),
         pytest.param(batch("keep"), Conflict, "name", id="duplicate-name"),
-        pytest.param(batch("new"), NotAllowed, "profile", id="over-quota"),
+        pytest.param(batch("new", wait=False), QuotaFull, "profile", id="over-quota"),
+        pytest.param(batch("new", wait="no"), Invalid, "wait", id="wait-not-a-boolean"),
     ],
 )
 async def test_a_refused_submit_names_the_field_and_changes_nothing(
@@ -131,7 +133,7 @@ async def test_a_scheduled_job_reserves_each_live_run(make: Make) -> None:
     record = await manager.submit(ALICE, body)
     assert record.usage == {"cpu": 6.0, "memory": 12 * GIB, "gpus": 0, "servers": 0, "jobs": 1}
     with pytest.raises(NotAllowed) as caught:
-        await manager.submit(ALICE, batch("one-more"))
+        await manager.submit(ALICE, batch("one-more", wait=False))
     assert caught.value.field == "profile"
 
 
@@ -140,7 +142,7 @@ async def test_jobs_of_other_groups_do_not_count(manager: JobManager, store: Job
     for name in ("a", "b", "c"):  # researchers still has all its 6 CPUs
         await manager.submit(ALICE, batch(name))
     with pytest.raises(NotAllowed) as caught:
-        await manager.submit(BOB, batch("bobs-second"))
+        await manager.submit(BOB, batch("bobs-second", wait=False))
     assert caught.value.field == "profile" and "group 'physics'" in str(caught.value)
     assert store.count_jobs("alice") == 3 and store.count_jobs("bob") == 1
 
@@ -149,7 +151,7 @@ async def test_a_finished_job_stops_counting(manager: JobManager, backend: FakeB
     for name in ("a", "b", "c"):
         await manager.submit(ALICE, batch(name))
     with pytest.raises(NotAllowed):
-        await manager.submit(ALICE, batch("d"))
+        await manager.submit(ALICE, batch("d", wait=False))
     await backend.report("alice", "b", JobStatus.SUCCEEDED, exit_code=0)
     assert (await manager.submit(ALICE, batch("d"))).status is JobStatus.PENDING
 
@@ -159,7 +161,7 @@ async def test_concurrent_submits_take_exactly_what_the_quota_fits(
 ) -> None:
     manager = make(FakeHub())  # counting asks the hub, so the submits interleave there
     results = await asyncio.gather(
-        *(manager.submit(ALICE, batch(f"job-{i}")) for i in range(10)), return_exceptions=True
+        *(manager.submit(ALICE, batch(f"job-{i}", wait=False)) for i in range(10)), return_exceptions=True
     )
     refused = [r for r in results if isinstance(r, BaseException)]
     assert len(refused) == 7 and all(isinstance(r, NotAllowed) and r.field == "profile" for r in refused)
@@ -220,7 +222,8 @@ async def test_stop_restart_and_delete_own_jobs(
 async def test_a_restart_over_quota_is_refused_and_the_job_stays_stopped(
     manager: JobManager, store: JobStore
 ) -> None:
-    for name in ("a", "b", "c"):
+    await manager.submit(ALICE, batch("a", wait=False))  # refused when it cannot start at once
+    for name in ("b", "c"):
         await manager.submit(ALICE, batch(name))
     await manager.stop(ALICE, "alice", "a")
     await manager.submit(ALICE, batch("d"))  # takes the CPUs "a" freed
@@ -343,16 +346,19 @@ async def test_quota_reports_usage_and_limits_per_group(make: Make) -> None:
     carol = Caller("carol", frozenset({"researchers", "physics", "gpu"}), admin=False)
     report = await manager.quota(carol)
     none = dict.fromkeys(["cpu", "memory", "gpus", "servers", "jobs"])
+    nothing = {"cpu": 0.0, "memory": 0, "gpus": 0, "servers": 0, "jobs": 0}
     assert report == [
         {
             "group": "physics",
             "usage": {"cpu": 2.0, "memory": 4 * GIB, "gpus": 0, "servers": 1, "jobs": 0},
             "limits": {**none, "cpu": 2.0},
+            "waiting": nothing,
         },
         {
             "group": "researchers",
             "usage": {"cpu": 4.0, "memory": 8 * GIB, "gpus": 0, "servers": 2, "jobs": 1},
             "limits": {**none, "cpu": 6.0, "memory": 64 * GIB, "jobs": 10},
+            "waiting": nothing,
         },
     ]
     assert await manager.quota(Caller("eve", frozenset({"gpu"}), admin=False)) == []

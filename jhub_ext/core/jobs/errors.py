@@ -9,16 +9,27 @@ from typing import Any
 
 
 class Refusal(Exception):
-    """A request the service refuses; ``field`` names what to fix, ``retry_after`` when to try again."""
+    """A request the service refuses; ``field`` names what to fix, ``retry_after`` when to try again,
+    ``reason`` (a :class:`~jhub_ext.core.jobs.reasons.Reason` code) why, where a code says it."""
 
-    def __init__(self, message: str, field: str | None = None, retry_after: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        field: str | None = None,
+        retry_after: int | None = None,
+        reason: str | None = None,
+    ):
         self.field = field
         self.retry_after = retry_after  # seconds
+        self.reason = reason
         super().__init__(message)
 
     def to_json(self) -> dict[str, Any]:
         """The refusal as the API sends it."""
-        return {"error": str(self), "field": self.field}
+        body: dict[str, Any] = {"error": str(self), "field": self.field}
+        if self.reason:
+            body["reason"] = self.reason
+        return body
 
 
 class Invalid(Refusal):

@@ -221,6 +221,8 @@ class JobSpec:
     deadline_seconds: int | None = (
         None  # batch, or each run of a scheduled job: stop and fail after this long
     )
+    #: whether it waits in its groups' queue when their quota is full now (else it is refused)
+    wait: bool = True
 
     def to_json(self) -> dict[str, Any]:
         """The submission this spec was parsed from (normalised): ``parse_submission`` reads it back."""
@@ -236,6 +238,8 @@ class JobSpec:
             body.update(retries=self.retries, deadline_seconds=self.deadline_seconds)
         elif self.kind.rules.has_deadline and self.deadline_seconds is not None:
             body.update(deadline_seconds=self.deadline_seconds)
+        if not self.wait:
+            body.update(wait=False)
         if self.schedule is not None:
             body.update(
                 schedule=self.schedule.cron,
@@ -261,6 +265,7 @@ SUBMIT_FIELDS = (
     "max_live_runs",
     "retries",
     "deadline_seconds",
+    "wait",
 )
 
 
@@ -290,6 +295,11 @@ def parse_submission(body: Any, limits: Limits = Limits()) -> JobSpec:
     deadline = body.get("deadline_seconds")
     if deadline is not None:
         deadline = _parse_int(body, "deadline_seconds", None, 1, 366 * 24 * 3600)
+    wait = body.get("wait", True)
+    if not isinstance(wait, bool):
+        raise JobSpecError(
+            "wait", "wait must be true (wait in the queue when the quota is full) or false (refuse at once)"
+        )
     if not kind.rules.takes_retries and body.get("retries") is not None:
         raise JobSpecError("retries", "retries applies to batch jobs only; remove it")
     if not kind.rules.has_deadline and deadline is not None:
@@ -307,6 +317,7 @@ def parse_submission(body: Any, limits: Limits = Limits()) -> JobSpec:
         schedule=schedule,
         retries=retries,
         deadline_seconds=deadline,
+        wait=wait,
     )
 
 

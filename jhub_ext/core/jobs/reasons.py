@@ -22,6 +22,7 @@ class Reason(StrEnum):
     """Why a job is waiting, or why it ended."""
 
     # waiting
+    QUEUED = "queued"  # its groups' quota is full: it starts by itself, in its turn, when room frees
     STARTING = "starting"  # its process or pod is being started
     PULLING_IMAGE = "pulling-image"  # its image is being downloaded onto a node
     WAITING_FOR_CAPACITY = "waiting-for-capacity"  # no node has room for it now
@@ -41,6 +42,8 @@ class Reason(StrEnum):
     STOPPED_BY_USER = "stopped-by-user"
     STOPPED_BY_ADMIN = "stopped-by-admin"
     FAILED = "failed"  # it failed for a reason the platform did not say
+    # refused at once (a refusal's ``reason``, never a job's)
+    CAN_NEVER_FIT = "can-never-fit"  # larger than any quota of its groups allows at all
 
 
 @dataclass(frozen=True)
