@@ -67,7 +67,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: system lint control-plane helm oidc-provider user-env
+test: system lint control-plane helm oidc-provider user-env kueue
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # only the pure tests, in seconds: nothing to install but the Python environment

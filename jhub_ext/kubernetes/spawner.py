@@ -40,6 +40,7 @@ from jhub_ext.kubernetes.pods import (
 from jhub_ext.kubernetes.retry import retrying
 from jhub_ext.kubernetes.status import event_in_words
 from jhub_ext.kubernetes.watch import WatchCache
+from jhub_ext.kubernetes.workloads import kueue_labels
 from jhub_ext.spawner.profiles import ProfileChoiceError, ProfileMenuMixin
 from jhub_ext.spawner.servers import ServerRecord
 
@@ -53,9 +54,11 @@ _AFFINITY_TRAITS = {
 }
 
 
-def kubespawner_traits(plan: PodPlan, selection: Selection) -> dict[str, Any]:
-    """KubeSpawner trait values that give a server's pod what ``plan`` says (dicts are merged into
-    the admin's own values, as KubeSpawner merges a profile's overrides)."""
+def kubespawner_traits(plan: PodPlan, selection: Selection, kueue_queue: str | None = None) -> dict[str, Any]:
+    """KubeSpawner trait values that give a server's pod what ``plan`` says, and the label of the
+    Kueue LocalQueue ``kueue_queue`` if the catalog names one (Kueue's pod integration reads it on
+    the pod). Dicts are merged into the admin's own values, as KubeSpawner merges a profile's
+    overrides."""
     r = selection.profile.resources
     traits: dict[str, Any] = {
         # the numbers, for the variables KubeSpawner sets from them (MEM_LIMIT, CPU_GUARANTEE, ...)
@@ -68,7 +71,7 @@ def kubespawner_traits(plan: PodPlan, selection: Selection) -> dict[str, Any]:
         "extra_resource_limits": plan.resources.get("limits", {}),
         "node_selector": plan.node_selector,
         "tolerations": plan.tolerations,
-        "extra_labels": plan.labels,
+        "extra_labels": {**plan.labels, **kueue_labels(kueue_queue)},
         "environment": plan.env,
     }
     if selection.image is not None:
@@ -200,8 +203,9 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
         Each start begins from the admin's configured values, so nothing of an earlier start's
         profile (a GPU, a node selector) is left behind when the same spawner starts another one.
         """
-        plan = pod_plan(selection.profile, user=self.user.name, kind=Kind.SERVER, groups=self.user_groups)
-        traits = kubespawner_traits(plan, selection)
+        groups = self.user_groups
+        plan = pod_plan(selection.profile, user=self.user.name, kind=Kind.SERVER, groups=groups)
+        traits = kubespawner_traits(plan, selection, selection.profile.kueue_queue_for(groups))
         if self._configured is None:
             self._configured = {name: copy.deepcopy(getattr(self, name)) for name in PROFILE_TRAITS}
         for name in PROFILE_TRAITS:
@@ -298,8 +302,9 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
     # --- the spawn's progress, in plain words ------------------------------------------------------
 
     async def progress(self) -> AsyncIterator[dict[str, Any]]:
-        """KubeSpawner's progress events, each said in plain words (:func:`event_in_words`); the
-        cluster's own words, and the raw event, only for admins."""
+        """KubeSpawner's progress events, each said in plain words (:func:`event_in_words`: a pod
+        Kueue holds is "held by the cluster's queue" until it admits it); the cluster's own words,
+        and the raw event, only for admins."""
         async for event in super().progress():
             raw = event.get("raw_event")
             if raw is None:  # KubeSpawner's own words (a slow spawn's patience message)

@@ -23,7 +23,12 @@ from jhub_ext.core.jobs.lifecycle import (
 )
 from jhub_ext.core.jobs.model import JobStatus, Observed
 from jhub_ext.core.jobs.reasons import Reason, Why
-from jhub_ext.kubernetes.workloads import MAX_LIVE_RUNS_ANNOTATION, NAME_ANNOTATION, USER_ANNOTATION
+from jhub_ext.kubernetes.workloads import (
+    KUEUE_QUEUE_LABEL,
+    MAX_LIVE_RUNS_ANNOTATION,
+    NAME_ANNOTATION,
+    USER_ANNOTATION,
+)
 
 Json = dict[str, Any]
 
@@ -160,7 +165,7 @@ def waiting_reason(pods: list[Json]) -> Held | None:
         if condition.get("reason") == "Unschedulable":
             return Held(Why(Reason.WAITING_FOR_CAPACITY, no_room(message)), message)
         if condition.get("reason") == "SchedulingGated":  # a cluster queue (Kueue) holds its pods
-            return Held(CLUSTER_QUEUE, message or "SchedulingGated")
+            return Held(CLUSTER_QUEUE, _in_queue(pods[-1], message or "SchedulingGated"))
     return None
 
 
@@ -168,6 +173,13 @@ def waiting_reason(pods: list[Json]) -> Held | None:
 CLUSTER_QUEUE = Why(
     Reason.HELD_BY_CLUSTER_QUEUE, "held by the cluster's queue: it starts by itself when the queue admits it"
 )
+
+
+def _in_queue(obj: Json, said: str) -> str:
+    """The cluster's words on a held workload or pod, and for admins where to look: the Kueue
+    LocalQueue its label names (the Workload Kueue made for it there says why it waits)."""
+    queue = ((obj.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL)
+    return f"{said}; in Kueue LocalQueue {queue!r} (its Workload object says why)" if queue else said
 
 
 def no_room(scheduler_message: str) -> str:
@@ -193,9 +205,26 @@ _EVENTS = {
 }
 
 
+#: what Kueue's own events on a pod (its "CreatedWorkload", "Started", "Stopped") mean, in plain words:
+#: Kueue's "Started" is not the kubelet's (its container started) but its queue's admission
+_KUEUE_EVENTS = {
+    "CreatedWorkload": CLUSTER_QUEUE.text,
+    "Started": "the cluster's queue admitted it",
+    "Stopped": "the cluster's queue took its place back for other work; it waits in the queue again",
+}
+
+
+def _from_kueue(event: Json) -> bool:
+    """Whether Kueue (its pod or job controller, or its admission) reported ``event``."""
+    source = (event.get("source") or {}).get("component") or event.get("reportingComponent") or ""
+    return "kueue" in str(source)
+
+
 def event_in_words(event: Json) -> str:
     """A pod's event (a spawn's progress) in plain words: no Kubernetes word reaches a researcher."""
     reason, message = str(event.get("reason") or ""), str(event.get("message") or "")
+    if _from_kueue(event):
+        return _KUEUE_EVENTS.get(reason, "the cluster's queue is handling it")
     if reason == "FailedScheduling":
         return no_room(message)
     if reason in ("Failed", "BackOff", "ErrImagePull", "InspectFailed") and "image" in message.lower():
@@ -286,8 +315,9 @@ def _job_status(job: Json, pods: list[Json], now: JobStatus) -> Observed:
     conditions = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
     failures = int(status.get("failed", 0))
     if (job.get("spec") or {}).get("suspend") and not pods:  # a cluster queue holds it
-        said = (conditions.get("Suspended") or {}).get("message")
-        return Observed(JobStatus.PENDING, None, CLUSTER_QUEUE.text, failures, CLUSTER_QUEUE.reason, said)
+        said = (conditions.get("Suspended") or {}).get("message") or "Job suspended"
+        detail = _in_queue(job, said)
+        return Observed(JobStatus.PENDING, None, CLUSTER_QUEUE.text, failures, CLUSTER_QUEUE.reason, detail)
     if "Complete" in conditions:
         return Observed(JobStatus.SUCCEEDED, 0, COMPLETED, failures, Reason.COMPLETED)
     if "Failed" not in conditions:

@@ -17,6 +17,11 @@ with its profile's resources and scheduling, and labels that attribute it to its
 profile and groups. The snapshot is copied from the read-only ConfigMap into a writable work
 directory by an init container, so jobs can write files next to their code.
 
+On a namespace Kueue manages, the workload of a job whose profile or group names a Kueue LocalQueue
+in the catalog (``kueue_queue``, ``kueue.queues``) carries the label ``kueue.x-k8s.io/queue-name``:
+the Job, the Deployment (Kueue passes it on to its pods), and the CronJob's job template (so each
+run's Job). Kueue then holds it (a suspended Job, gated pods) until its queue admits it.
+
 Identity: every object is named by :func:`~jhub_ext.core.names.object_name` from the exact (user,
 job name), with a
 64-bit hash of the pair, and carries that pair exactly in its annotations ``jhub-ext.io/user`` and
@@ -59,6 +64,8 @@ MAX_LIVE_RUNS_ANNOTATION = f"{LABEL_PREFIX}/max-live-runs"
 #: on a workload (set by the backend when it creates one): the uid of the ConfigMap it runs, so that
 #: only that very object is ever deleted as the job's code
 CODE_UID_ANNOTATION = f"{LABEL_PREFIX}/code-uid"
+#: the label that puts a workload (a Job, a Deployment, a server's pod) in a Kueue LocalQueue
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 _POLICIES = {
     ConcurrencyPolicy.FORBID: "Forbid",
     ConcurrencyPolicy.REPLACE: "Replace",
@@ -106,6 +113,21 @@ def _labels(spec: JobSpec, placement: Placement, plan: PodPlan) -> dict[str, str
     labels[f"{LABEL_PREFIX}/job-kind"] = spec.kind.value
     labels[JOB_LABEL] = object_name(placement.user, spec.name)
     return labels
+
+
+def kueue_labels(queue: str | None) -> dict[str, str]:
+    """The label that hands a workload to Kueue's LocalQueue ``queue`` (none where there is no queue)."""
+    return {KUEUE_QUEUE_LABEL: queue} if queue else {}
+
+
+def _workload_labels(spec: JobSpec, placement: Placement, plan: PodPlan) -> dict[str, str]:
+    """A workload's own labels: its pods' (:func:`_labels`), and its Kueue LocalQueue's if the catalog
+    names one for its profile or its owner's groups (Kueue reads it on the workload, not its pods)."""
+    assert placement.profile is not None
+    return {
+        **_labels(spec, placement, plan),
+        **kueue_labels(placement.profile.kueue_queue_for(placement.groups)),
+    }
 
 
 def _annotations(spec: JobSpec, placement: Placement) -> dict[str, str]:
@@ -220,7 +242,7 @@ def build_workload(
 ) -> dict[str, Any]:
     """The Job, Deployment or CronJob that runs ``spec`` (``plan``: its profile's part, if known)."""
     plan = plan or _plan(spec, placement)
-    metadata = _metadata(spec, placement, site, plan)
+    metadata = {**_metadata(spec, placement, site, plan), "labels": _workload_labels(spec, placement, plan)}
     selector = {"matchLabels": {JOB_LABEL: metadata["name"]}}
     resource = spec.kind.rules.workload
     if resource == "deployments":
@@ -263,7 +285,7 @@ def build_workload(
             # its Jobs carry the exact owner too
             "jobTemplate": {
                 "metadata": {
-                    "labels": _labels(spec, placement, plan),
+                    "labels": _workload_labels(spec, placement, plan),
                     "annotations": _annotations(spec, placement),
                 },
                 "spec": job_spec,

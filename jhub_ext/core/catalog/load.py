@@ -250,7 +250,14 @@ class _Builder:
 
     def build(self, data: Mapping[str, Any]) -> Catalog:
         declared = frozenset(data.get("groups", []))
-        profiles = tuple(self.profile(raw, i, declared) for i, raw in enumerate(data["profiles"]))
+        kueue_queues = dict(data.get("kueue", {}).get("queues", {}))
+        for group in kueue_queues:
+            self.check_declared(group, declared, "kueue.queues")
+        # each profile knows the groups' queues, so that wherever it goes its work finds its queue
+        group_queues = tuple(kueue_queues.items())
+        profiles = tuple(
+            self.profile(raw, i, declared, group_queues) for i, raw in enumerate(data["profiles"])
+        )
         self.check_unique(profiles)
         quotas = {
             group: self.quota(raw, f"quotas: group '{group}'")
@@ -265,6 +272,7 @@ class _Builder:
             version=data["version"],
             currency=data.get("currency", "$"),
             source=self.source,
+            kueue_queues=MappingProxyType(kueue_queues),
         )
 
     def check_declared(self, group: str, declared: frozenset[str], where: str) -> None:
@@ -289,7 +297,13 @@ class _Builder:
             names = ", ".join(f"'{s}'" for s in defaults)
             self.problem("", f"profiles {names} are all marked `default: true`; keep it on one of them")
 
-    def profile(self, raw: Mapping[str, Any], index: int, declared: frozenset[str]) -> Profile:
+    def profile(
+        self,
+        raw: Mapping[str, Any],
+        index: int,
+        declared: frozenset[str],
+        group_queues: tuple[tuple[str, str], ...] = (),
+    ) -> Profile:
         where = _profile_label(raw, index)
         groups = raw.get("groups")
         for group in groups or ():
@@ -309,6 +323,8 @@ class _Builder:
             kinds=frozenset(Kind(k) for k in raw.get("kinds", [k.value for k in Kind])),
             max_run_seconds=int(raw.get("max_run_seconds", DEFAULT_MAX_RUN_SECONDS)),
             max_processes=int(raw["max_processes"]) if "max_processes" in raw else None,
+            kueue_queue=raw.get("kueue_queue"),
+            group_kueue_queues=group_queues,
         )
 
     def quantity(

@@ -118,6 +118,10 @@ class Profile:
     max_run_seconds: int = DEFAULT_MAX_RUN_SECONDS
     #: local mode: processes a server or job run may have at once (None: the site's default)
     max_processes: int | None = None
+    #: the Kueue LocalQueue this profile's servers and jobs wait in (None: their group's, if any)
+    kueue_queue: str | None = None
+    #: the catalog's ``kueue.queues`` (group, LocalQueue), in its order: for :meth:`kueue_queue_for`
+    group_kueue_queues: tuple[tuple[str, str], ...] = ()
 
     def allows(self, groups: frozenset[str] | set[str]) -> bool:
         """Whether a member of ``groups`` may use this profile (no ``groups`` means everyone)."""
@@ -134,6 +138,14 @@ class Profile:
     def image(self, slug: str) -> ImageChoice | None:
         """The profile's image with ``slug``, or ``None``."""
         return next((choice for choice in self.images if choice.slug == slug), None)
+
+    def kueue_queue_for(self, groups: frozenset[str] | set[str]) -> str | None:
+        """The Kueue LocalQueue a server or job of this profile run by a member of ``groups`` waits
+        in: the profile's own, else that of the first group in the catalog's ``kueue.queues`` the
+        member is in; None where the catalog names none (the workload is not labelled for Kueue)."""
+        if self.kueue_queue is not None:
+            return self.kueue_queue
+        return next((queue for group, queue in self.group_kueue_queues if group in groups), None)
 
     def to_json(self) -> dict[str, Any]:
         """The shape shared by the spawn form, ``GET profiles``, the CLI and the magics."""
@@ -175,6 +187,9 @@ class Catalog:
     version: int = 1
     currency: str = "$"
     source: str = "profiles.yaml"
+    #: ``kueue.queues``: the Kueue LocalQueue of each group's work where its profile names none, in
+    #: the catalog's order (a member of several groups gets the first one's)
+    kueue_queues: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def profile(self, slug: str) -> Profile | None:
         """The profile with ``slug``, or ``None``."""
