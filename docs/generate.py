@@ -26,6 +26,7 @@ SETTINGS_CLASSES = [
     "jhub_ext.kubernetes.spawner.ProfileKubeSpawner",
     "jhub_ext.hub.demoauth.DemoAuthenticator",
     "jhub_ext.service.app.JobsService",
+    "jhub_ext.service.notify.JobNotifications",
     "jhub_ext.local.backend.LocalJobBackend",
     "jhub_ext.kubernetes.backend.KubernetesJobBackend",
 ]

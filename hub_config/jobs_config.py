@@ -11,3 +11,13 @@ c.JobsService.follows_per_user = 5
 # Most runs of one scheduled job alive at once. Above 1, a job with concurrency_policy "allow"
 # may ask for up to this many (max_live_runs); each live run counts against its group's quota.
 c.JobsService.max_live_runs = 1
+
+# Notifications of jobs' ends, failures, restarts and quiet scrapers (each user chooses theirs in the
+# dashboard, with %notify_settings or PUT api/settings). Email needs a mail server; webhooks may only
+# point where these prefixes allow (local mode allows http://127.0.0.1:* unless you set them).
+# c.JobNotifications.smtp_host = "smtp.example.org"
+# c.JobNotifications.smtp_port = 587
+# c.JobNotifications.smtp_security = "starttls"
+# c.JobNotifications.sender = "jupyterhub-jobs@example.org"
+# c.JobNotifications.webhook_prefixes = ["https://hooks.slack.com/services/"]
+# c.JobNotifications.public_url = "https://hub.example.org"

@@ -3,7 +3,7 @@
     jhub-jobs submit NAME [--kind batch|scraper|scheduled] [--file F | --dir D] [--profile P]
                           [--schedule CRON] [--tz ZONE] [--env KEY=VALUE ...] -- COMMAND...
     jhub-jobs list | status NAME | logs NAME [-f] [--tail N] | stop NAME | restart NAME | delete NAME
-    jhub-jobs profiles | quota
+    jhub-jobs profiles | quota | settings [--email A] [--webhook URL] [--events E,...]
 
 Human tables by default; ``--json`` for scripts. Exit codes: 0 done, 1 the service refused
 (the message names the field), 2 the command line is wrong, 3 the service cannot be reached.
@@ -23,7 +23,17 @@ from typing import Any
 
 import argcomplete
 
-from jhub_ext.client import STATUSES, Job, JobsClient, JobsError, QuotaLine, snapshot
+from jhub_ext.client import (
+    STATUSES,
+    Job,
+    JobsClient,
+    JobsError,
+    QuotaLine,
+    changed_settings,
+    settings_text,
+    snapshot,
+    submit_options,
+)
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
@@ -125,6 +135,17 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="refuse it at once if your group's quota is full, instead of queueing it",
     )
+    submit.add_argument(
+        "--notify",
+        metavar="EVENTS",
+        help="what to be told of for this job: some of succeeded,failed,restarted,quiet, or none",
+    )
+    submit.add_argument(
+        "--quiet-after",
+        type=int,
+        metavar="SECONDS",
+        help="scrapers: tell me (event quiet) when it prints nothing for this long",
+    )
     submit.epilog = "Give the command to run after --, e.g.: jhub-jobs submit news -- python scrape.py"
 
     verbs.add_parser("list", parents=[common], help="your jobs")
@@ -141,6 +162,12 @@ def parser() -> argparse.ArgumentParser:
     logs.add_argument("--tail", type=int, help="only the last N lines")
     verbs.add_parser("profiles", parents=[common], help="the profiles you can run jobs with")
     verbs.add_parser("quota", parents=[common], help="your groups' usage and limits")
+    settings = verbs.add_parser(
+        "settings", parents=[common], help="whom you are told what about your jobs; with options, change it"
+    )
+    settings.add_argument("--email", help="the address to tell ('' for none)")
+    settings.add_argument("--webhook", help="a URL to post to, Slack-compatible ('' for none)")
+    settings.add_argument("--events", help="some of succeeded,failed,restarted,quiet, or all, or none")
     return top
 
 
@@ -166,8 +193,7 @@ def submission(args: argparse.Namespace) -> dict[str, Any]:
         body.update(schedule=args.schedule, timezone=args.tz)
     if args.retries is not None:
         body["retries"] = args.retries
-    if args.no_wait:
-        body["wait"] = False
+    body.update(submit_options(args.no_wait, args.notify, args.quiet_after))
     return {"name": args.name, "kind": kind, "command": command, **body}
 
 
@@ -233,6 +259,15 @@ def _quota(client: JobsClient, args: argparse.Namespace) -> None:
     emit(args, groups, human)
 
 
+def _settings(client: JobsClient, args: argparse.Namespace) -> None:
+    notify = client.settings()["notify"]
+    if (args.email, args.webhook, args.events) != (None, None, None):
+        notify = client.save_settings(changed_settings(notify, args.email, args.webhook, args.events))[
+            "notify"
+        ]
+    emit(args, {"notify": notify}, settings_text(notify))
+
+
 #: what each verb does
 VERBS: dict[str, Callable[[JobsClient, argparse.Namespace], None]] = {
     "submit": _submit,
@@ -244,6 +279,7 @@ VERBS: dict[str, Callable[[JobsClient, argparse.Namespace], None]] = {
     "delete": _delete,
     "profiles": _profiles,
     "quota": _quota,
+    "settings": _settings,
 }
 
 

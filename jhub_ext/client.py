@@ -192,6 +192,64 @@ class QuotaLine:
         return amount(self.resource, self.limit)
 
 
+NOTIFY_EVENTS = ("succeeded", "failed", "restarted", "quiet")
+
+
+def notify_events(text: str) -> list[str]:
+    """The events of a ``--notify``/``--events`` option: "failed,quiet", "all" or "none"."""
+    words = [word.strip() for word in text.split(",") if word.strip()]
+    if words == ["all"]:
+        return list(NOTIFY_EVENTS)
+    if words == ["none"]:
+        return []
+    unknown = [word for word in words if word not in NOTIFY_EVENTS]
+    if unknown or not words:
+        raise JobsError(
+            f"'{text}' is not a list of events: give some of {', '.join(NOTIFY_EVENTS)} "
+            "separated by commas, or all, or none",
+            "notify",
+        )
+    return words
+
+
+def submit_options(no_wait: bool, notify: str | None, quiet_after: int | None) -> dict[str, Any]:
+    """A submission's options from a command's: ``wait: false`` with --no-wait (the service's
+    default is to queue), the job's own ``notify`` events with --notify, and ``quiet_after``."""
+    options: dict[str, Any] = {"wait": False} if no_wait else {}
+    if notify is not None:
+        options["notify"] = {"events": notify_events(notify)}
+    if quiet_after is not None:
+        options["quiet_after"] = quiet_after
+    return options
+
+
+def changed_settings(
+    current: Mapping[str, Any], email: str | None, webhook: str | None, events: str | None
+) -> dict[str, Any]:
+    """``current`` notification settings with what a command gave changed ("" clears an address)."""
+    notify = dict(current)
+    if email is not None:
+        notify["email"] = email or None
+    if webhook is not None:
+        notify["webhook"] = webhook or None
+    if events is not None:
+        notify["events"] = notify_events(events)
+    return notify
+
+
+def settings_text(notify: Mapping[str, Any]) -> str:
+    """Notification settings in a few lines, for people."""
+    events = ", ".join(notify.get("events") or []) or "nothing"
+    lines = [
+        f"email    {notify.get('email') or '-'}",
+        f"webhook  {notify.get('webhook') or '-'}",
+        f"events   {events}",
+    ]
+    if not notify.get("email") and not notify.get("webhook"):
+        lines.append("(no address: you are told nothing; set one with --email or --webhook)")
+    return "\n".join(lines)
+
+
 def snapshot(path: str | Path, max_files: int = 200) -> dict[str, str]:
     """The code snapshot of a file or a small directory: relative path -> text."""
     root = Path(path)
@@ -327,6 +385,18 @@ class JobsClient:
     def profiles(self) -> list[Profile]:
         """The profiles you may run jobs on."""
         return [Profile.from_json(p) for p in self._request("GET", "profiles").json()["profiles"]]
+
+    # --- notification settings -------------------------------------------------------------------------
+
+    def settings(self) -> dict[str, Any]:
+        """Whom you are told what about your jobs: ``{"notify": {"email", "webhook", "events"}}``."""
+        body: dict[str, Any] = self._request("GET", "settings").json()
+        return body
+
+    def save_settings(self, notify: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace your notification settings with ``notify``; the settings as saved."""
+        body: dict[str, Any] = self._request("PUT", "settings", json={"notify": dict(notify)}).json()
+        return body
 
     def quota(self) -> list[dict[str, Any]]:
         """For each of your groups with a quota: its limits and how much is in use (the API's JSON;

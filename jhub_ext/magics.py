@@ -22,7 +22,16 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from jhub_ext.client import Job, JobsClient, JobsError, QuotaLine, snapshot
+from jhub_ext.client import (
+    Job,
+    JobsClient,
+    JobsError,
+    QuotaLine,
+    changed_settings,
+    settings_text,
+    snapshot,
+    submit_options,
+)
 
 STATUS_COLOURS = {
     "pending": "#6c757d",
@@ -124,15 +133,21 @@ def _code_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
                 action="store_true",
                 help="refuse it at once if your group's quota is full, instead of queueing it",
             ),
+            argument(
+                "--notify",
+                metavar="EVENTS",
+                help="what to be told of for this job: some of succeeded,failed,restarted,quiet, or none "
+                "(default: your %%notify_settings)",
+            ),
         ]
     ):
         func = decorate(func)
     return func
 
 
-def _waiting(args: Any) -> dict[str, Any]:
-    """``wait: false`` for a submission with --no-wait (the service's default is to queue)."""
-    return {"wait": False} if args.no_wait else {}
+def _options(args: Any) -> dict[str, Any]:
+    """The submission's options from the magic's arguments (see :func:`submit_options`)."""
+    return submit_options(args.no_wait, args.notify, getattr(args, "quiet_after", None))
 
 
 @magics_class
@@ -155,6 +170,12 @@ class JobMagics(Magics):
     @_code_arguments
     @argument("--schedule", help='run on a cron schedule instead of continuously, such as "0 6 * * *"')
     @argument("--tz", help="time zone of the schedule, such as Europe/Berlin (default UTC)")
+    @argument(
+        "--quiet-after",
+        type=int,
+        metavar="SECONDS",
+        help="tell me (event quiet) when it prints nothing for this long, such as 900",
+    )
     @cell_magic
     def deploy_scraper(self, line: str, cell: str) -> None:
         """Deploy the cell's code as a long-running scraper (or a scheduled one, with --schedule)."""
@@ -169,7 +190,7 @@ class JobMagics(Magics):
             profile=args.profile,
             schedule=args.schedule,
             timezone=args.tz,
-            **_waiting(args),
+            **_options(args),
         )
         when = f" on schedule {job.schedule} ({job.timezone})" if job.schedule else ""
         print(
@@ -185,7 +206,7 @@ class JobMagics(Magics):
         args = parse_argstring(self.submit_job, line)
         files, command = _code(args, cell)
         job = self.client.submit(
-            args.name, "batch", command, files=files, profile=args.profile, **_waiting(args)
+            args.name, "batch", command, files=files, profile=args.profile, **_options(args)
         )
         print(f"Submitted batch job '{job.name}': {job.state()}. Watch it with %job_logs {job.name} --follow")
 
@@ -260,6 +281,21 @@ class JobMagics(Magics):
         parse_argstring(self.profiles, line)
         for p in self.client.profiles():
             print(f"{p.slug:16} {p.display_name}: {p.summary}, {p.cost_per_hour:.2f} per hour")
+
+    @one_line_errors
+    @magic_arguments()
+    @argument("--email", help="the address to tell ('' for none)")
+    @argument("--webhook", help="a URL to post to, Slack-compatible ('' for none)")
+    @argument("--events", help="some of succeeded,failed,restarted,quiet, or all, or none")
+    @line_magic
+    def notify_settings(self, line: str) -> None:
+        """Whom you are told what about your jobs; with options, change it."""
+        args = parse_argstring(self.notify_settings, line)
+        notify = self.client.settings()["notify"]
+        if (args.email, args.webhook, args.events) != (None, None, None):
+            changed = changed_settings(notify, args.email, args.webhook, args.events)
+            notify = self.client.save_settings(changed)["notify"]
+        print(settings_text(notify))
 
     @one_line_errors
     @magic_arguments()

@@ -74,6 +74,9 @@ class Event:
     groups: frozenset[str] = frozenset()
     actor: str | None = None
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: a job's status as recorded before the event, where known (a finished job observed again
+    #: after a restart of the service ends with the status it had: nothing new to tell anyone)
+    previous: JobStatus | None = None
     detail: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
@@ -184,4 +187,5 @@ def observed_job_event(
         exit_code=observed.exit_code,
         restarts=observed.restarts,
         detail=MappingProxyType({"platform": observed.detail} if observed.detail else {}),
+        previous=recorded,
     )

@@ -315,6 +315,7 @@ def _jobs_service(c: Config, site: Site, admins: tuple[set[str], set[str]]) -> N
             "PATH": env.get("PATH", ""),
             **{k: env[k] for k in ("JHUB_EXT_CONFINE", "JHUB_EXT_MAX_PROCESSES") if env.get(k)},
             "JHUB_EXT_JOBS_BIND_IP": "0.0.0.0" if site.in_cluster else "127.0.0.1",  # noqa: S104 - the pod's own address
+            **_notification_env(site),
             **(kubernetes if site.mode == "kubernetes" else {}),
         },
         "oauth_no_confirm": True,
@@ -362,6 +363,20 @@ def _jobs_service(c: Config, site: Site, admins: tuple[set[str], set[str]]) -> N
     c.Spawner.server_token_scopes = sorted(
         {*chart.configured(c.Spawner, "server_token_scopes", ()), *SERVER_TOKEN_SCOPES}
     )
+
+
+def _notification_env(site: Site) -> dict[str, str]:
+    """Where notifications may link and post: the admin's ($JHUB_EXT_PUBLIC_URL,
+    $JHUB_EXT_WEBHOOK_PREFIXES); in local mode (the demo, on this machine only) the hub's own address
+    and webhooks to any port of 127.0.0.1."""
+    env, local = site.env, site.mode != "kubernetes"
+    found = {
+        "JHUB_EXT_PUBLIC_URL": env.get("JHUB_EXT_PUBLIC_URL") or (_public_url(site) if local else ""),
+        "JHUB_EXT_WEBHOOK_PREFIXES": env.get(
+            "JHUB_EXT_WEBHOOK_PREFIXES", "http://127.0.0.1:*" if local else ""
+        ),
+    }
+    return {key: value for key, value in found.items() if value}
 
 
 def _jobs_db_url(site: Site) -> str:

@@ -202,9 +202,10 @@ class KubeObjects:
         except Exception:
             self.log.exception("Could not delete %s %s (uid %s)", resource, name, uid)
 
-    async def open_log(self, pod: str, follow: bool, tail: int | None) -> Any:
+    async def open_log(self, pod: str, follow: bool, tail: int | None, *, timestamps: bool = False) -> Any:
         """The log response of the pod's ``job`` container (its last ``tail`` lines; with ``follow``,
-        kept open), or None while the container is being created (the API answers 400)."""
+        kept open; with ``timestamps``, each line after the time it was written, RFC 3339 and a
+        space), or None while the container is being created (the API answers 400)."""
         # a followed log may be quiet for long: only connecting is bounded then
         bound = (REQUEST_TIMEOUT, None) if follow else (REQUEST_TIMEOUT, 60)
         arguments: dict[str, Any] = {
@@ -215,6 +216,8 @@ class KubeObjects:
         }
         if tail is not None:
             arguments["tail_lines"] = tail
+        if timestamps:
+            arguments["timestamps"] = True
         try:
             response: Any = await client.CoreV1Api(self.api).read_namespaced_pod_log(
                 pod, self.namespace, **arguments

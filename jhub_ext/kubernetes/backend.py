@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Coroutine
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -40,7 +41,7 @@ from jhub_ext.kubernetes.api import rejected as _rejected
 from jhub_ext.kubernetes.api import taken as _taken
 from jhub_ext.kubernetes.api import uid_of as _uid
 from jhub_ext.kubernetes.cronruns import LiveRuns
-from jhub_ext.kubernetes.logs import Target, follow_logs, log_target
+from jhub_ext.kubernetes.logs import Target, follow_logs, last_line_time, log_target
 from jhub_ext.kubernetes.pods import DEFAULT_GID, DEFAULT_UID
 from jhub_ext.kubernetes.retry import retrying
 from jhub_ext.kubernetes.status import controller as _controller
@@ -521,6 +522,17 @@ class KubernetesJobBackend(JobBackend):
         async with contextlib.aclosing(chunks):
             async for chunk in chunks:
                 yield chunk
+
+    async def last_output(self, user: str, name: str) -> datetime | None:
+        """When the job's latest container (the one :meth:`logs` reads) wrote its last line, as the
+        kubelet stamped it; None where it has written nothing, or none has started. A failing call
+        on the API server raises (an unreachable node's kubelet, say): not knowing is not silence."""
+        key = (user, name)
+        resource = self.specs[key][1] if key in self.specs else "jobs"
+        target = self._log_target(user, name, resource)
+        if target is None:
+            return None
+        return await last_line_time(self._api(), target[0])
 
     def _log_target(self, user: str, name: str, resource: str) -> Target | None:
         """(pod name, pod uid, restart count) of the job's latest container that has started."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -48,6 +49,13 @@ from jhub_ext.local.process import Run, group_prefix
 from jhub_ext.local.state import LocalJob, State, create, read_log, read_saved
 from jhub_ext.local.supervision import Clock, Supervision
 from jhub_ext.local.sweep import end_groups, end_processes, job_processes
+
+#: a line that jhub_ext, not the job, wrote into a job's ``output.log`` (:func:`jhub_ext.local.logfile.note`:
+#: the supervisor's between runs, the runner's when a run cannot start); it may follow a partial line
+_NOTE = re.compile(rb"\[jhub-ext \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\] ")
+#: how much of the end of a log is read to find its last line: more than any note, and a longer
+#: last line is the job's own
+_LAST_LINE_BYTES = 8192
 
 
 class LocalJobBackend(Supervision, JobBackend):
@@ -420,3 +428,41 @@ class LocalJobBackend(Supervision, JobBackend):
         async with contextlib.aclosing(chunks):
             async for chunk in chunks:
                 yield chunk
+
+    async def last_output(self, user: str, name: str) -> datetime | None:
+        """When the job's latest run (the last one started) last wrote to ``output.log``: the log's
+        modification time, unless its last line is jhub_ext's own (a restart, a deadline, a run that
+        could not start), or it was written before that run started. None then, and for an unknown
+        job or an empty log. Runs of a scheduled job that overlap share the log and are told apart
+        only by when each started."""
+        job = self._jobs.get((user, name))
+        if job is None:
+            return None
+        written = await asyncio.to_thread(_last_printed, job.dir / "output.log")
+        started = _latest_start(job)
+        if written is None or (started is not None and written < started):
+            return None
+        return written
+
+
+def _last_printed(log: Path) -> datetime | None:
+    """When the log at ``log`` was last written to, if its last line is the job's (not a note)."""
+    try:
+        with log.open("rb") as f:
+            stat = os.fstat(f.fileno())  # the file read below, even if the log is cut meanwhile
+            f.seek(max(0, stat.st_size - _LAST_LINE_BYTES))
+            end = f.read(_LAST_LINE_BYTES)
+    except FileNotFoundError:
+        return None
+    if not end:
+        return None
+    last = end[end.rfind(b"\n", 0, len(end) - 1) + 1 :]
+    if _NOTE.search(last):
+        return None
+    return datetime.fromtimestamp(stat.st_mtime_ns / 1e9, UTC)
+
+
+def _latest_start(job: LocalJob) -> datetime | None:
+    """When the job's latest run started (going or ended), as its clock said; None before any."""
+    starts = [str(run["started"]) for run in (*job.state.runs, *job.state.history) if run.get("started")]
+    return max((datetime.fromisoformat(start) for start in starts), default=None)

@@ -56,6 +56,7 @@ from jhub_ext.service.dashboard import dashboard_handlers
 from jhub_ext.service.handlers import NotFoundHandler, OAuthCallbackHandler, api_handlers
 from jhub_ext.service.hubapi import HubClient
 from jhub_ext.service.manager import JobManager
+from jhub_ext.service.notify import JobNotifications, QuietWatcher
 from jhub_ext.service.reconcile import keep_reconciling
 from jhub_ext.service.store import JobStore
 
@@ -297,9 +298,14 @@ class JobsService(Application):
             return
         self.update_config(config)
 
+    @staticmethod
+    def service_prefix() -> str:
+        """The service's URL path under the hub (``/services/jobs/``)."""
+        return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/jobs/")
+
     def make_app(self, manager: JobManager) -> web.Application:
         """The tornado application: the API, the OAuth callback and the dashboard under the service prefix."""
-        prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/jobs/")
+        prefix = self.service_prefix()
         handlers = [
             *api_handlers(prefix),
             (f"{prefix}oauth_callback", OAuthCallbackHandler),
@@ -337,6 +343,11 @@ class JobsService(Application):
             self.log.info("Standalone mode: no hub; one user, one token")
         elif os.environ.get("JUPYTERHUB_API_URL") and os.environ.get("JUPYTERHUB_API_TOKEN"):
             hub = HubClient(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
+        notifications = JobNotifications(parent=self)
+        notifier = notifications.notifier(
+            lambda user, name: manager.settings_for(user, name), self.service_prefix()
+        )
+        observers = resolve_observers(self.event_observers, "c.JobsService.event_observers")
         manager = JobManager(
             store,
             backend,
@@ -347,9 +358,14 @@ class JobsService(Application):
             follows_per_user=self.follows_per_user,
             limits=Limits(max_live_runs=self.max_live_runs),
             quota_lock=QuotaLock(self.quota_lock_dir or None),
-            events=Events(resolve_observers(self.event_observers, "c.JobsService.event_observers")),
+            events=Events([*observers, notifier]),
+            webhook_prefixes=tuple(notifications.webhook_prefixes),
+            mail=bool(notifications.smtp_host),
         )
         await backend.start()
+        await notifier.start()
+        quiet = QuietWatcher(notifier, manager.watched_scrapers, interval=notifications.quiet_check_seconds)
+        quiet.start()
         reconciling = asyncio.create_task(
             keep_reconciling(manager, self.reconcile_seconds, self.orphan_grace_seconds)
         )
@@ -371,6 +387,8 @@ class JobsService(Application):
         dispatching.cancel()
         await asyncio.gather(reconciling, dispatching, return_exceptions=True)
         server.stop()
+        await quiet.stop()
+        await notifier.stop()
         await backend.shutdown()  # jobs keep running; the next start re-adopts them
         store.close()
 

@@ -64,6 +64,7 @@ class PageHandler(APIHandler):
     def page(self, template: str, **namespace: Any) -> str:
         """Render ``template`` with the prefixes, the caller and the XSRF token every page needs."""
         prefix = self.settings["jobs_prefix"]
+        namespace.setdefault("section", "jobs")
         return _templates.get_template(template).render(
             prefix=prefix,
             hub_prefix=self.hub_auth.hub_prefix,
@@ -112,11 +113,37 @@ class JobPage(PageHandler):
         self.finish(self.page("job.html", job=self.view(job, datetime.now(UTC))))
 
 
+class SettingsPage(PageHandler):
+    """The caller's notification settings, as a form the page's script reads and saves through the API."""
+
+    async def get(self) -> None:
+        """Render the form; the script fills it from ``GET api/settings``."""
+        self.finish(
+            self.page(
+                "settings.html",
+                section="settings",
+                events=NOTIFY_WORDS,
+                webhooks=self.manager.webhook_prefixes,
+                email=self.manager.mail,
+            )
+        )
+
+
+#: the events a user may be told of, in the settings form's words
+NOTIFY_WORDS = (
+    ("succeeded", "finished successfully"),
+    ("failed", "failed"),
+    ("restarted", "was restarted after it stopped unexpectedly"),
+    ("quiet", "is a scraper that printed nothing for its --quiet-after"),
+)
+
+
 def dashboard_handlers(prefix: str) -> list[Any]:
     """The dashboard's routes under ``prefix``: the job list, job pages and static files."""
     static = str(resources.files("jhub_ext.service").joinpath("static"))
     return [
         (prefix, JobsPage),
         (f"{prefix}jobs/([^/]+)", JobPage),
+        (f"{prefix}settings", SettingsPage),
         (f"{prefix}static/(.*)", web.StaticFileHandler, {"path": static}),
     ]

@@ -166,6 +166,17 @@ class APIHandler(HubOAuthenticated, BoundedBody):
         except JobSpecError:
             raise NoSuchJob(f"there is no job '{name[:70]}'; list your jobs with GET jobs", "name") from None
 
+    def json_body(self, hint: str) -> Any:
+        """The request's body, parsed as JSON (a key given twice refused); else a 400 with ``hint``."""
+        try:
+            return json.loads(bytes(self.body), object_pairs_hook=_unique_keys)
+        except DuplicateKey as e:
+            raise Invalid(f"'{e.key}' is given twice in the body; give it once", e.key) from None
+        except ValueError:
+            raise Invalid(f"the body is not JSON; {hint}", "body") from None
+        except RecursionError:
+            raise Invalid("the body is nested too deeply; send a flat JSON object", "body") from None
+
     def reply(self, body: Any, status: int = 200) -> None:
         """Finish the request with ``body`` as JSON and the given status."""
         self.set_status(status)
@@ -236,16 +247,7 @@ class JobsHandler(APIHandler):
 
     async def post(self) -> None:
         """Submit the JSON body as a new job and answer 201 with the job (202 if it waits in the queue)."""
-        try:
-            body = json.loads(bytes(self.body), object_pairs_hook=_unique_keys)
-        except DuplicateKey as e:
-            raise Invalid(f"'{e.key}' is given twice in the body; give it once", e.key) from None
-        except ValueError:
-            raise Invalid(
-                "the body is not JSON; send a JSON object with name, kind and command", "body"
-            ) from None
-        except RecursionError:
-            raise Invalid("the body is nested too deeply; send a flat JSON object", "body") from None
+        body = self.json_body("send a JSON object with name, kind and command")
         job = await self.manager.submit(self.caller, body)
         self.reply(job.to_json(self.caller.admin), status=202 if job.queued else 201)
 
@@ -396,6 +398,21 @@ class QuotaHandler(APIHandler):
         self.reply({"groups": await self.manager.quota(self.caller)})
 
 
+class SettingsHandler(APIHandler):
+    """``GET settings`` shows, ``PUT settings`` replaces, whom to tell what about the caller's jobs."""
+
+    scopes = USERS
+
+    async def get(self) -> None:
+        """Answer with the caller's settings (an admin may name a user)."""
+        self.reply(self.manager.notify_settings(self.caller, self.get_argument("user", None)))
+
+    async def put(self) -> None:
+        """Check and save the JSON body as the caller's settings, and answer with them."""
+        body = self.json_body('send a JSON object such as {"notify": {"email": "you@example.org"}}')
+        self.reply(self.manager.save_notify_settings(self.caller, self.get_argument("user", None), body))
+
+
 class OAuthCallbackHandler(HubOAuthCallbackHandler, BoundedBody):
     """The hub's OAuth callback (the dashboard's log-in), with bodies bounded like the API's."""
 
@@ -436,5 +453,6 @@ def api_handlers(prefix: str) -> list[tuple[str, type[web.RequestHandler]]]:
         (f"{api}/jobs/{name}/restart", RestartHandler),
         (f"{api}/profiles", ProfilesHandler),
         (f"{api}/quota", QuotaHandler),
+        (f"{api}/settings", SettingsHandler),
         (f"{api}/openapi.json", OpenAPIHandler),
     ]

@@ -28,9 +28,10 @@ from jhub_ext.core.catalog.selection import SelectionError, resolve_selection
 from jhub_ext.core.events import Event, Events, Happened, Subject, observed_job_event
 from jhub_ext.core.jobs.backend import JobBackend, JobRejected, Observed
 from jhub_ext.core.jobs.errors import Conflict, Invalid, NoSuchJob, NotAllowed, TooMany
-from jhub_ext.core.jobs.model import JobSpec, JobSpecError, JobStatus, Limits, parse_submission
+from jhub_ext.core.jobs.model import JobKind, JobSpec, JobSpecError, JobStatus, Limits, parse_submission
 from jhub_ext.core.jobs.oneatatime import OneAtATime
 from jhub_ext.core.jobs.reasons import Reason, more_memory_hint
+from jhub_ext.core.notify import NotifySettings, ScraperActivity, for_job, parse_job_notify, parse_notify
 from jhub_ext.service.hubapi import HubClient
 from jhub_ext.service.queue import BEHIND, JobQueue, Tried, waiting_words
 from jhub_ext.service.recorder import Recorder
@@ -119,6 +120,8 @@ class JobManager:
         limits: Limits | None = None,
         quota_lock: QuotaLock | None = None,
         events: Events | None = None,
+        webhook_prefixes: tuple[str, ...] = (),
+        mail: bool = False,
     ):
         self.store = store
         self.backend = backend
@@ -129,6 +132,8 @@ class JobManager:
         self.follows_per_user = follows_per_user
         self.following: dict[str, int] = defaultdict(int)  # open ``follow`` streams per user
         self.limits = limits or Limits()
+        self.webhook_prefixes = webhook_prefixes  # where users' notification webhooks may point
+        self.mail = mail  # whether notifications can be sent by email (a mail server is set up)
         self.busy = OneAtATime()  # jobs an operation holds or waits for (see working_on)
         # jobs from the store (recorded under the quota locks), servers from the hub (asked before
         # taking them): the sources the hub's own count reads alike
@@ -266,6 +271,46 @@ class JobManager:
         waiting = {record.queue for record in self.store.queued_jobs()}
         return min(groups & self.catalog.quotas.keys() & waiting, default=None)
 
+    # --- notification settings -------------------------------------------------------------------------
+
+    def notify_settings(self, caller: Caller, requested: str | None) -> dict[str, Any]:
+        """The settings of whom to tell what about the jobs of the caller (an admin: anyone's)."""
+        owner = self.owner_for(caller, requested)
+        return {"notify": (for_job(self.store.notify_settings(owner), None) or NotifySettings()).to_json()}
+
+    def save_notify_settings(self, caller: Caller, requested: str | None, body: Any) -> dict[str, Any]:
+        """Check and save ``{"notify": {...}}`` as the caller's settings (an admin: anyone's)."""
+        owner = self.owner_for(caller, requested)
+        if not isinstance(body, dict) or set(body) != {"notify"}:
+            raise Invalid(
+                'the body must be {"notify": {"email": ..., "webhook": ..., "events": [...]}}', "notify"
+            )
+        try:
+            settings = parse_notify(body["notify"], self.webhook_prefixes)
+        except JobSpecError as e:
+            raise Invalid(str(e), e.field) from None
+        self.store.save_notify_settings(owner, settings.to_json())
+        return {"notify": settings.to_json()}
+
+    async def settings_for(self, user: str, name: str) -> NotifySettings | None:
+        """The notification settings that apply to ``user``'s job ``name``: its own given at submit,
+        over its owner's (for the notifier)."""
+        record = self.store.get(user, name)
+        return for_job(self.store.notify_settings(user), record.notify if record else None)
+
+    async def watched_scrapers(self) -> list[ScraperActivity]:
+        """The running scrapers that set ``quiet_after``, with when each last printed a line (or
+        started, if it has printed nothing since): what the quiet watcher looks at."""
+        found = []
+        for record in self.store.running(JobKind.SCRAPER):
+            quiet_after = record.spec.get("quiet_after")
+            if not quiet_after or record.started is None:
+                continue
+            printed = await self.backend.last_output(record.user, record.name)
+            last = max(printed, record.started) if printed else record.started
+            found.append(ScraperActivity(record.user, record.name, quiet_after, last, record.profile))
+        return found
+
     # --- actions -------------------------------------------------------------------------------------------
 
     async def submit(self, caller: Caller, body: Any) -> JobRecord:
@@ -276,12 +321,13 @@ class JobManager:
         self.rate.check(caller.name, "submissions")
         try:
             spec = parse_submission(body, self.limits)
+            notify = parse_job_notify(body.get("notify"), self.webhook_prefixes)
         except JobSpecError as e:
             raise Invalid(str(e), e.field) from None
         async with self.working_on(caller.name, spec.name):
-            return await self._submit(caller, spec)
+            return await self._submit(caller, spec, notify)
 
-    async def _submit(self, caller: Caller, spec: JobSpec) -> JobRecord:
+    async def _submit(self, caller: Caller, spec: JobSpec, notify: dict[str, Any]) -> JobRecord:
         admitted = self.admission.plan(caller.name, caller.groups, spec, spec.profile)
         if self.store.exists(caller.name, spec.name):
             raise Conflict(
@@ -299,13 +345,13 @@ class JobManager:
         if queue is None:
             try:
                 async with self.admission.reserve(admitted):
-                    record = self._create(caller, spec, admitted, image)
+                    record = self._create(caller, spec, admitted, image, notify)
             except QuotaFull as full:
                 if not spec.wait:
                     raise
                 queue, why = full.queue, waiting_words(full.problems)
         if queue is not None:  # it waits in the queue, reserving nothing
-            record = self._create(caller, spec, admitted, image, queue=queue, why=why)
+            record = self._create(caller, spec, admitted, image, notify, queue=queue, why=why)
             await self._published(Happened.SUBMITTED, record, caller.name)
             self.queue.wake()  # room may have freed meanwhile
             return record
@@ -329,6 +375,7 @@ class JobManager:
         spec: JobSpec,
         admitted: Admitted,
         image: str | None,
+        notify: dict[str, Any],
         *,
         queue: str | None = None,
         why: str | None = None,
@@ -345,6 +392,7 @@ class JobManager:
                 image=image,
                 queue=queue,
                 message=why,
+                notify=notify,
             )
         except JobExists:
             raise Conflict(f"you already have a job named '{spec.name}'", "name") from None

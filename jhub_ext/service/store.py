@@ -85,6 +85,18 @@ class JobRow(Base):
     # quota it waits for, and since when (the queue's order)
     queue: Mapped[str | None] = mapped_column(String(255))
     queued: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    # what the job gave at submit of whom to tell what (jhub_ext.core.notify.parse_job_notify)
+    notify: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class SettingsRow(Base):
+    """One user's settings: whom to tell what about their jobs (``jhub_ext.core.notify``)."""
+
+    __tablename__ = "user_settings"
+
+    user: Mapped[str] = mapped_column(String(255), primary_key=True)
+    notify: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
 
 class AuditRow(Base):
@@ -126,6 +138,7 @@ class JobRecord:
     detail: str | None = None
     queue: str | None = None  # while queued: the group whose quota it waits for
     queue_position: int | None = None  # while queued: 1 for the next to start in its queue
+    notify: dict[str, Any] | None = None  # its own notification settings, given at submit
 
     @property
     def queued(self) -> bool:
@@ -156,6 +169,7 @@ class JobRecord:
             detail=row.detail,
             queue=row.queue if row.queued is not None else None,
             queue_position=position if row.queued is not None else None,
+            notify=dict(row.notify) if row.notify else None,
         )
 
     def to_json(self, admin: bool = False) -> dict[str, Any]:
@@ -255,6 +269,7 @@ class JobStore:
         actor: str | None = None,
         queue: str | None = None,
         message: str | None = None,
+        notify: dict[str, Any] | None = None,
     ) -> JobRecord:
         """Record a new job; raise :class:`JobExists` if ``user`` already has one of that name.
 
@@ -275,6 +290,7 @@ class JobStore:
                     image=image,
                     spec=spec.to_json(),
                     status=JobStatus.PENDING.value,
+                    notify=notify or None,
                 )
                 if queue is not None:
                     _join(row, queue, message, utcnow())
@@ -423,6 +439,29 @@ class JobStore:
             if actor is not None:
                 self._audit(session, actor, _ACTIONS.get(status, status.value), row, {"from": old.value})
             return self._record(session, row)
+
+    def running(self, kind: JobKind) -> list[JobRecord]:
+        """The running jobs of ``kind`` (the quiet watcher reads the scrapers)."""
+        with self.session() as session:
+            query = select(JobRow).where(JobRow.status == JobStatus.RUNNING.value, JobRow.kind == kind.value)
+            return [JobRecord.of(row) for row in session.scalars(query)]
+
+    # --- users' settings ---------------------------------------------------------------------------
+
+    def notify_settings(self, user: str) -> dict[str, Any] | None:
+        """``user``'s notification settings as saved (``jhub_ext.core.notify``), or None."""
+        with self.session() as session:
+            row = session.get(SettingsRow, user)
+            return dict(row.notify) if row else None
+
+    def save_notify_settings(self, user: str, notify: dict[str, Any]) -> None:
+        """Save ``user``'s notification settings, replacing what they had."""
+        with self.session() as session:
+            row = session.get(SettingsRow, user)
+            if row is None:
+                session.add(SettingsRow(user=user, notify=notify))
+            else:
+                row.notify = notify
 
     def replace_log(self, user: str, name: str, text: str) -> None:
         """Keep ``text`` (bounded) as the job's log tail."""

@@ -19,10 +19,7 @@ def test_log_in_choose_a_profile_and_land_in_jupyterlab(hub: HubProcess, browser
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     page.set_default_timeout(60_000)
 
-    page.goto(f"{hub.url}/hub/login")
-    page.fill("input[name=username]", "bob")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("input[type=submit], button[type=submit]")
+    log_in(page, hub, "bob")
     page.wait_for_url("**/hub/spawn")
 
     cards = page.locator(".jhub-ext-profile")
@@ -42,6 +39,14 @@ def test_log_in_choose_a_profile_and_land_in_jupyterlab(hub: HubProcess, browser
     assert "JupyterLab" in page.title()
     page.screenshot(path=str(SCREENSHOTS / "jupyterlab.png"))
     page.close()
+
+
+def log_in(page, hub: HubProcess, user: str) -> None:  # type: ignore[no-untyped-def]
+    """Log ``user`` in through the hub's login form."""
+    page.goto(f"{hub.url}/hub/login")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("input[type=submit], button[type=submit]")
 
 
 def api_token(hub: HubProcess, user: str) -> str:
@@ -74,10 +79,7 @@ def test_the_jobs_dashboard_shows_live_logs_as_text_and_stops_a_job(hub: HubProc
 
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     page.set_default_timeout(30_000)
-    page.goto(f"{hub.url}/hub/login")
-    page.fill("input[name=username]", "alice")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("input[type=submit], button[type=submit]")
+    log_in(page, hub, "alice")
     page.wait_for_url("**/hub/spawn")
     page.goto(f"{hub.url}/hub/home")
     page.click("text=Services")  # the hub's own Services menu lists the dashboard
@@ -97,4 +99,45 @@ def test_the_jobs_dashboard_shows_live_logs_as_text_and_stops_a_job(hub: HubProc
     page.wait_for_selector("#status:has-text('stopped')")
     job = requests.get(f"{api}/jobs/headlines", headers=headers, timeout=10).json()
     assert job["status"] == "stopped"
+    page.close()
+
+
+def test_notification_settings_are_saved_from_the_dashboard_and_a_refusal_names_the_field(  # type: ignore[no-untyped-def]
+    hub: HubProcess, browser
+) -> None:
+    import requests
+
+    headers = {"Authorization": f"token {api_token(hub, 'bob')}"}
+    api = f"{hub.url}/services/jobs/api"
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.set_default_timeout(30_000)
+    log_in(page, hub, "bob")
+    page.wait_for_url(lambda url: "/hub/login" not in url)  # the spawn page, or a running server
+    page.goto(f"{hub.url}/services/jobs/")
+    page.click("a.nav-link:has-text('Notifications')")
+    page.wait_for_url("**/services/jobs/settings")
+    # every event is on until bob says otherwise; local mode allows webhooks to this machine
+    page.wait_for_function("document.getElementById('notify-failed').checked")
+    page.fill("#notify-email", "bob@example.org")
+    page.fill("#notify-webhook", "http://127.0.0.1:9/bob")
+    page.uncheck("#notify-succeeded")
+    page.uncheck("#notify-quiet")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#saved:not(.d-none)")
+    saved = {
+        "email": "bob@example.org",
+        "webhook": "http://127.0.0.1:9/bob",
+        "events": ["failed", "restarted"],
+    }
+    assert requests.get(f"{api}/settings", headers=headers, timeout=10).json() == {"notify": saved}
+
+    page.fill("#notify-webhook", "https://elsewhere.example.org/hook")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#error:not(.d-none)")
+    assert "must start with one of the URLs the admin allows" in page.locator("#error").inner_text()
+    assert "is-invalid" in (page.get_attribute("#notify-webhook", "class") or "")
+    assert requests.get(f"{api}/settings", headers=headers, timeout=10).json() == {"notify": saved}
+    page.reload()  # what was saved is what the form shows
+    page.wait_for_function("document.getElementById('notify-email').value === 'bob@example.org'")
+    assert not page.is_checked("#notify-succeeded") and page.is_checked("#notify-restarted")
     page.close()

@@ -84,7 +84,8 @@ def test_the_migrations_make_exactly_the_models_schema(
         with store.engine.connect() as connection:
             differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
         assert differences == [], "a model changed without a migration (alembic revision --autogenerate)"
-        assert set(inspect(store.engine).get_table_names()) == {"jobs", "audit", "alembic_version"}
+        tables = {"jobs", "audit", "user_settings", "alembic_version"}
+        assert set(inspect(store.engine).get_table_names()) == tables
     finally:
         Base.metadata.drop_all(store.engine)
         with store.engine.begin() as connection:
@@ -100,10 +101,16 @@ def test_a_database_made_by_create_all_on_postgresql_is_adopted(request: pytest.
     with sqlite3.connect(":memory:") as before:
         before.executescript(BEFORE_MIGRATIONS.read_text())
         then = {row[1] for row in before.execute("PRAGMA table_info(jobs)")}
+        tables_then = {
+            row[0] for row in before.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
     added_since = [column.name for column in Base.metadata.tables["jobs"].columns if column.name not in then]
     assert added_since  # (image, reason, detail, ...)
     with engine.begin() as connection:
-        # what that release's create_all made: today's tables less the columns added since
+        # what that release's create_all made: today's tables less the tables and columns added since
+        for table in Base.metadata.sorted_tables:
+            if table.name not in tables_then:
+                table.drop(connection)
         for column in added_since:
             connection.execute(text(f"ALTER TABLE jobs DROP COLUMN {column}"))
         connection.execute(

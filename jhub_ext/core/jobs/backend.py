@@ -85,6 +85,11 @@ class JobBackend(LoggingConfigurable):
         """The job's output; with ``follow``, keep yielding until the job ends."""
         raise NotImplementedError
 
+    async def last_output(self, user: str, name: str) -> datetime | None:
+        """When the job's current run last printed a line (an aware UTC datetime), or None: it has
+        printed nothing yet, or this backend cannot tell."""
+        return None
+
     async def notify(self, user: str, name: str, observed: Observed) -> None:
         """Report what the backend now observes of a job to ``on_change``, if one is set."""
         if self.on_change is not None:

@@ -206,6 +206,22 @@ class Schedule:
         return result
 
 
+#: the shortest and longest ``quiet_after`` a scraper may set, in seconds
+QUIET_AFTER_BOUNDS = (60, 7 * 24 * 3600)
+
+
+def parse_quiet_after(value: Any, field: str = "quiet_after") -> int | None:
+    """A scraper's ``quiet_after``: whole seconds within :data:`QUIET_AFTER_BOUNDS`, or None."""
+    if value is None:
+        return None
+    low, high = QUIET_AFTER_BOUNDS
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise JobSpecError(
+            field, f"{field} must be a whole number of seconds from {low} to {high}, such as 900 (15 minutes)"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """A validated submission: everything needed to run a job."""
@@ -223,6 +239,8 @@ class JobSpec:
     )
     #: whether it waits in its groups' queue when their quota is full now (else it is refused)
     wait: bool = True
+    #: a scraper: seconds without a line of output after which its owner is told it went quiet
+    quiet_after: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The submission this spec was parsed from (normalised): ``parse_submission`` reads it back."""
@@ -240,6 +258,8 @@ class JobSpec:
             body.update(deadline_seconds=self.deadline_seconds)
         if not self.wait:
             body.update(wait=False)
+        if self.quiet_after is not None:
+            body.update(quiet_after=self.quiet_after)
         if self.schedule is not None:
             body.update(
                 schedule=self.schedule.cron,
@@ -266,6 +286,8 @@ SUBMIT_FIELDS = (
     "retries",
     "deadline_seconds",
     "wait",
+    "quiet_after",
+    "notify",  # checked by the service, against the admin's webhook prefixes (jhub_ext.core.notify)
 )
 
 
@@ -300,6 +322,11 @@ def parse_submission(body: Any, limits: Limits = Limits()) -> JobSpec:
         raise JobSpecError(
             "wait", "wait must be true (wait in the queue when the quota is full) or false (refuse at once)"
         )
+    quiet_after = parse_quiet_after(body.get("quiet_after"))
+    if quiet_after is not None and kind.rules.runs is not Runs.UNTIL_STOPPED:
+        raise JobSpecError(
+            "quiet_after", "quiet_after applies to scrapers only (they run until stopped); remove it"
+        )
     if not kind.rules.takes_retries and body.get("retries") is not None:
         raise JobSpecError("retries", "retries applies to batch jobs only; remove it")
     if not kind.rules.has_deadline and deadline is not None:
@@ -318,6 +345,7 @@ def parse_submission(body: Any, limits: Limits = Limits()) -> JobSpec:
         retries=retries,
         deadline_seconds=deadline,
         wait=wait,
+        quiet_after=quiet_after,
     )
 
 

@@ -103,4 +103,52 @@
     stream();
     setInterval(refresh, 2000);
   }
+
+  // Notification settings: read and saved through the API; a refusal names the field at fault.
+  const form = document.getElementById("notify-settings");
+  if (form) {
+    const error = document.getElementById("error");
+    const saved = document.getElementById("saved");
+    const field = (name) => form.elements.namedItem(name);
+    const checks = () => [...form.querySelectorAll("input[name=events]")];
+
+    const show = (notify) => {
+      field("email").value = notify.email || "";
+      field("webhook").value = notify.webhook || "";
+      for (const box of checks()) box.checked = (notify.events || []).includes(box.value);
+    };
+    const load = async () => {
+      const response = await call("GET", "settings");
+      if (response.ok) show((await response.json()).notify);
+    };
+
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      error.classList.add("d-none");
+      saved.classList.add("d-none");
+      for (const input of form.querySelectorAll(".is-invalid")) input.classList.remove("is-invalid");
+      const notify = {
+        email: field("email").value.trim() || null,
+        events: checks().filter((box) => box.checked).map((box) => box.value),
+      };
+      if (form.dataset.webhooks === "yes") notify.webhook = field("webhook").value.trim() || null;
+      const response = await fetch(`${api}settings`, {
+        method: "PUT",
+        credentials: "same-origin",
+        headers: { "X-XSRFToken": xsrf, "Content-Type": "application/json" },
+        body: JSON.stringify({ notify }),
+      });
+      const body = await response.json().catch(() => ({ error: response.statusText }));
+      if (!response.ok) {
+        error.textContent = body.error;
+        error.classList.remove("d-none");
+        const name = (body.field || "").split(".")[1];
+        if (name && field(name) && field(name).classList) field(name).classList.add("is-invalid");
+        return;
+      }
+      show(body.notify);
+      saved.classList.remove("d-none");
+    });
+    load();
+  }
 })();

@@ -3,13 +3,17 @@
 The API server's ``pods/log`` proxies here with its kubelet client certificate, which is checked
 against the cluster CA. Parameters as the kubelet takes them: ``follow``, ``previous``,
 ``tailLines``, ``sinceSeconds``, ``sinceTime``, ``timestamps``, ``limitBytes``. ``tailLines``
-reads the file backwards from its end, so a tail of a large log does not load it.
+reads the file backwards from its end, so a tail of a large log does not load it. With
+``timestamps`` each line starts with the time it was written, as the kubelet writes it out: RFC 3339
+with nine fraction digits (``2006-01-02T15:04:05.000000000Z``), then a space; a line the runtime
+stored in pieces gets it once, before its first piece.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -22,33 +26,62 @@ if TYPE_CHECKING:
     from devcluster.agent.pods import ContainerState, PodWorker
 
 
+#: an RFC 3339 time as CRI runtimes write them in log files (any number of fraction digits)
+_STAMP = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)")
+
+
 def _parse(line: bytes) -> tuple[str, bytes, bool] | None:
     """A CRI log line -> (timestamp, content, ends a line)."""
     parts = line.rstrip(b"\n").split(b" ", 3)
-    if len(parts) < 3:
+    if len(parts) < 3 or _STAMP.fullmatch(parts[0].decode(errors="replace")) is None:
         return None
     content = parts[3] if len(parts) == 4 else b""
     return parts[0].decode(), content, parts[2] == b"F"
 
 
 def _since(value: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    """An RFC 3339 time (a log line's, or ``sinceTime``) to the microsecond."""
+    match = _STAMP.fullmatch(value)
+    if match is None:
+        raise ValueError(f"not an RFC 3339 time: {value!r}")
+    whole, fraction, zone = match.groups()
+    moment = f"{whole}.{(fraction or '')[:6].ljust(6, '0')}{zone.replace('Z', '+00:00')}"
+    return datetime.datetime.fromisoformat(moment)
 
 
-def render(chunk: bytes, timestamps: bool, since: datetime.datetime | None) -> Iterator[bytes]:
-    """The log lines of a CRI log chunk as a reader sees them: content only, or with ``timestamps``.
+def stamp_out(stamp: str) -> str:
+    """A log line's time as the kubelet writes it out (Go's ``RFC3339NanoFixed``): nine fraction
+    digits, and ``Z`` for UTC."""
+    match = _STAMP.fullmatch(stamp)
+    if match is None:
+        return stamp
+    whole, fraction, zone = match.groups()
+    zone = "Z" if zone in ("+00:00", "-00:00") else zone
+    return f"{whole}.{(fraction or '')[:9].ljust(9, '0')}{zone}"
 
-    Lines written before ``since`` are left out.
-    """
-    for raw in chunk.splitlines(keepends=True):
-        parsed = _parse(raw)
-        if parsed is None:
-            continue
-        stamp, content, full = parsed
-        if since is not None and _since(stamp[:26] + "Z" if len(stamp) > 27 else stamp) < since:
-            continue
-        prefix = stamp.encode() + b" " if timestamps else b""
-        yield prefix + content + (b"\n" if full else b"")
+
+class Renderer:
+    """Turns CRI log file lines into the log a reader sees: content only, or with ``timestamps``;
+    lines written before ``since`` are left out. One per response: a line stored in pieces
+    (partial entries) may span the chunks it is given."""
+
+    def __init__(self, timestamps: bool, since: datetime.datetime | None):
+        self.timestamps = timestamps
+        self.since = since
+        self.line_start = True  # the next entry starts a line (the kubelet assumes so at first)
+
+    def __call__(self, chunk: bytes) -> Iterator[bytes]:
+        """The lines of ``chunk`` (whole CRI entries) as a reader sees them."""
+        for raw in chunk.split(b"\n"):  # entries end at a newline only: content may hold a \r
+            parsed = _parse(raw)
+            if parsed is None:
+                continue
+            stamp, content, full = parsed
+            starts, self.line_start = self.line_start, full or not content
+            if self.since is not None and _since(stamp) < self.since:
+                continue
+            prefix = stamp_out(stamp).encode() + b" " if self.timestamps and starts else b""
+            yield prefix + content + (b"\n" if full else b"")
 
 
 class LogServer:
@@ -97,6 +130,7 @@ class LogServer:
         elif "sinceTime" in query:
             since = _since(query["sinceTime"])
         timestamps = query.get("timestamps") in ("true", "1")
+        rendered = Renderer(timestamps, since)
         limit = int(query["limitBytes"]) if "limitBytes" in query else None
         follow = query.get("follow") in ("true", "1") and not previous
         tail = int(query["tailLines"]) if "tailLines" in query else None
@@ -113,7 +147,7 @@ class LogServer:
                     pending += data
                     complete, _, pending = pending.rpartition(b"\n")
                     if complete:
-                        for piece in render(complete + b"\n", timestamps, since):
+                        for piece in rendered(complete + b"\n"):
                             if limit is not None:
                                 piece = piece[: max(limit - sent, 0)]
                             if piece:
