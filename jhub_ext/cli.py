@@ -3,6 +3,7 @@
     jhub-jobs submit NAME [--kind batch|scraper|scheduled] [--file F | --dir D] [--profile P]
                           [--schedule CRON] [--tz ZONE] [--env KEY=VALUE ...] -- COMMAND...
     jhub-jobs list | status NAME | logs NAME [-f] [--tail N] | stop NAME | restart NAME | delete NAME
+    jhub-jobs usage [--since D] [--until D] [--by day,profile] [--group G] [--csv]
     jhub-jobs profiles | quota | settings [--email A] [--webhook URL] [--events E,...]
 
 Human tables by default; ``--json`` for scripts. Exit codes: 0 done, 1 the service refused
@@ -29,10 +30,12 @@ from jhub_ext.client import (
     JobsClient,
     JobsError,
     QuotaLine,
+    budget_lines,
     changed_settings,
     settings_text,
     snapshot,
     submit_options,
+    usage_rows,
 )
 
 EXIT_REFUSED = 1
@@ -162,12 +165,21 @@ def parser() -> argparse.ArgumentParser:
     logs.add_argument("--tail", type=int, help="only the last N lines")
     verbs.add_parser("profiles", parents=[common], help="the profiles you can run jobs with")
     verbs.add_parser("quota", parents=[common], help="your groups' usage and limits")
+    usage = verbs.add_parser("usage", parents=[common], help="what your servers and jobs cost")
+    usage.add_argument(
+        "--since", help="from this date, such as 2026-12-01 (default: the start of this month)"
+    )
+    usage.add_argument("--until", help="up to this date, included (default: now)")
+    usage.add_argument("--by", default="day", help="day, user, profile or group, or several: day,profile")
+    usage.add_argument("--group", help="the totals of one of your groups")
+    usage.add_argument("--profile", help="only this profile's servers and jobs")
+    usage.add_argument("--csv", action="store_true", help="print CSV, for a spreadsheet")
     settings = verbs.add_parser(
         "settings", parents=[common], help="whom you are told what about your jobs; with options, change it"
     )
     settings.add_argument("--email", help="the address to tell ('' for none)")
     settings.add_argument("--webhook", help="a URL to post to, Slack-compatible ('' for none)")
-    settings.add_argument("--events", help="some of succeeded,failed,restarted,quiet, or all, or none")
+    settings.add_argument("--events", help="some of succeeded,failed,restarted,quiet,budget, or all, or none")
     return top
 
 
@@ -256,7 +268,19 @@ def _quota(client: JobsClient, args: argparse.Namespace) -> None:
     ]
     header = ["GROUP", "RESOURCE", "IN USE", "LIMIT", "QUEUED"]
     human = table(rows, header) if rows else "No quota applies to you."
+    if budgets := budget_lines(groups):
+        human += "\n" + "\n".join(said[0].upper() + said[1:] + "." for said in budgets)
     emit(args, groups, human)
+
+
+def _usage(client: JobsClient, args: argparse.Namespace) -> None:
+    query = {key: getattr(args, key) for key in ("since", "until", "by", "group", "profile", "user")}
+    if args.csv:
+        sys.stdout.write(client.usage_csv(**query))
+        return
+    report = client.usage(**query)
+    header, rows = usage_rows(report)
+    emit(args, report, table(rows, header))
 
 
 def _settings(client: JobsClient, args: argparse.Namespace) -> None:
@@ -280,6 +304,7 @@ VERBS: dict[str, Callable[[JobsClient, argparse.Namespace], None]] = {
     "profiles": _profiles,
     "quota": _quota,
     "settings": _settings,
+    "usage": _usage,
 }
 
 

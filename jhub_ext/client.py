@@ -168,7 +168,7 @@ class QuotaLine:
                 (entry.get("waiting") or {}).get(resource, 0),
             )
             for entry in groups
-            for resource, limit in entry["limits"].items()
+            for resource, limit in (entry.get("limits") or {}).items()
             if limit is not None
         ]
 
@@ -192,7 +192,7 @@ class QuotaLine:
         return amount(self.resource, self.limit)
 
 
-NOTIFY_EVENTS = ("succeeded", "failed", "restarted", "quiet")
+NOTIFY_EVENTS = ("succeeded", "failed", "restarted", "quiet", "budget")
 
 
 def notify_events(text: str) -> list[str]:
@@ -248,6 +248,24 @@ def settings_text(notify: Mapping[str, Any]) -> str:
     if not notify.get("email") and not notify.get("webhook"):
         lines.append("(no address: you are told nothing; set one with --email or --webhook)")
     return "\n".join(lines)
+
+
+def budget_lines(groups: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What ``GET quota`` says of each group's budget, one line each."""
+    return [entry["budget"]["message"] for entry in groups if entry.get("budget")]
+
+
+def usage_rows(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """A usage report (``GET usage``) as a header and rows of text, then its total."""
+    by = list(report["by"])
+    currency = report["currency"]
+    rows = [
+        [str(row.get(key) if row.get(key) is not None else "-") for key in by]
+        + [f"{row['hours']:.2f}", f"{row['cost']:.2f}"]
+        for row in report["rows"]
+    ]
+    rows.append(["total"] + [""] * (len(by) - 1) + ["", f"{report['total']:.2f}"])
+    return [key.upper() for key in by] + ["HOURS", f"COST ({currency})"], rows
 
 
 def snapshot(path: str | Path, max_files: int = 200) -> dict[str, str]:
@@ -397,6 +415,18 @@ class JobsClient:
         """Replace your notification settings with ``notify``; the settings as saved."""
         body: dict[str, Any] = self._request("PUT", "settings", json={"notify": dict(notify)}).json()
         return body
+
+    def usage(self, **query: str | None) -> dict[str, Any]:
+        """What your servers and jobs cost (``GET usage``): ``since``, ``until``, ``by``, ``group``,
+        ``profile``, ``user`` (admins) as the API takes them."""
+        params = {key: value for key, value in query.items() if value is not None}
+        body: dict[str, Any] = self._request("GET", "usage", params=params).json()
+        return body
+
+    def usage_csv(self, **query: str | None) -> str:
+        """The same as :meth:`usage`, as CSV."""
+        params = {key: value for key, value in query.items() if value is not None} | {"format": "csv"}
+        return self._request("GET", "usage", params=params).text
 
     def quota(self) -> list[dict[str, Any]]:
         """For each of your groups with a quota: its limits and how much is in use (the API's JSON;

@@ -16,6 +16,7 @@ import functools
 import html
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -27,10 +28,12 @@ from jhub_ext.client import (
     JobsClient,
     JobsError,
     QuotaLine,
+    budget_lines,
     changed_settings,
     settings_text,
     snapshot,
     submit_options,
+    usage_rows,
 )
 
 STATUS_COLOURS = {
@@ -286,7 +289,7 @@ class JobMagics(Magics):
     @magic_arguments()
     @argument("--email", help="the address to tell ('' for none)")
     @argument("--webhook", help="a URL to post to, Slack-compatible ('' for none)")
-    @argument("--events", help="some of succeeded,failed,restarted,quiet, or all, or none")
+    @argument("--events", help="some of succeeded,failed,restarted,quiet,budget, or all, or none")
     @line_magic
     def notify_settings(self, line: str) -> None:
         """Whom you are told what about your jobs; with options, change it."""
@@ -299,11 +302,36 @@ class JobMagics(Magics):
 
     @one_line_errors
     @magic_arguments()
+    @argument("--since", help="from this date, such as 2026-12-01 (default: the start of this month)")
+    @argument("--until", help="up to this date, included (default: now)")
+    @argument("--by", default="day", help="day, user, profile or group, or several such as day,profile")
+    @argument("--group", help="the totals of one of your groups")
+    @argument("--profile", help="only this profile's servers and jobs")
+    @argument("--csv", metavar="FILE", help="write the rows to this CSV file instead")
+    @line_magic
+    def usage(self, line: str) -> None:
+        """What your servers and jobs cost (this month by day, unless you ask otherwise)."""
+        from jhub_ext.cli import table
+
+        args = parse_argstring(self.usage, line)
+        query = {key: getattr(args, key) for key in ("since", "until", "by", "group", "profile")}
+        if args.csv:
+            Path(args.csv).write_text(self.client.usage_csv(**query))
+            print(f"Wrote {args.csv}.")
+            return
+        header, rows = usage_rows(self.client.usage(**query))
+        print(table(rows, header))
+
+    @one_line_errors
+    @magic_arguments()
     @line_magic
     def quota(self, line: str) -> None:
-        """Your groups' usage and limits."""
+        """Your groups' usage and limits, and their budgets' spend this month."""
         parse_argstring(self.quota, line)
-        lines = QuotaLine.from_json(self.client.quota())
+        groups = self.client.quota()
+        lines = QuotaLine.from_json(groups)
+        for said in budget_lines(groups):
+            print(said[0].upper() + said[1:] + ".")
         if not lines:
             print("No quota applies to you.")
         for group in dict.fromkeys(line.group for line in lines):

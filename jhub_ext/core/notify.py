@@ -24,6 +24,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 from jhub_ext.core.events import Event, Happened, Subject
 from jhub_ext.core.jobs.model import JobSpecError, JobStatus
 from jhub_ext.core.jobs.reasons import Reason
+from jhub_ext.core.usage import BudgetLevel, BudgetState, month_words
 
 
 class NotifyEvent(StrEnum):
@@ -33,6 +34,7 @@ class NotifyEvent(StrEnum):
     FAILED = "failed"  # it finished, failed (a stop is not a failure)
     RESTARTED = "restarted"  # the platform ran it again after it ended unexpectedly
     QUIET = "quiet"  # a scraper printed nothing for its ``quiet_after``
+    BUDGET = "budget"  # a group of theirs reached its budget's ``warn_at``, or spent it all
 
 
 #: what a user who gives an address but no ``events`` is told of: everything. ``quiet`` only ever
@@ -460,6 +462,29 @@ def job_notification(
         "when": _when(event.at),
     }
     return _compose(what, facts, settings, dashboard_url)
+
+
+def budget_notification(
+    user: str,
+    state: BudgetState,
+    settings: NotifySettings | None,
+    currency: str,
+    dashboard_url: str | None = None,
+) -> Notification | None:
+    """The message telling ``user`` that a group of theirs reached its budget's warning level, or
+    spent it all (``state``), if ``settings`` ask for it."""
+    if settings is None or not settings.wants(NotifyEvent.BUDGET):
+        return None
+    where = "has spent its" if state.level is BudgetLevel.OVER else "is close to its"
+    subject = f"Group {state.group} {where} budget for {month_words(state.month)}"
+    lines = [f"{subject}.", "", state.notification(currency)]
+    if dashboard_url:
+        lines += ["", f"What was spent, and on what: {dashboard_url.rstrip('/')}/usage"]
+    lines += ["", f'You get this message because your notification settings include "{NotifyEvent.BUDGET}".']
+    text = "\n".join(lines)
+    return Notification(
+        NotifyEvent.BUDGET, user, state.group, subject, text, settings.email, settings.webhook
+    )
 
 
 # --- scrapers that went quiet -------------------------------------------------------------------------

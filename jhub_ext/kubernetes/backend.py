@@ -242,6 +242,12 @@ class KubernetesJobBackend(JobBackend):
             # graceful shutdown); without this they outlive a loop that stops right after
             await asyncio.sleep(0.25)
 
+    def health(self) -> dict[str, bool]:
+        """Each watch cache (pods, jobs, deployments, cronjobs) by resource: whether it has listed
+        its objects and follows their changes now; False while it retries after an error, when
+        what it shows may be out of date. Empty before :meth:`start`."""
+        return {name: cache.ready and cache.stale_since is None for name, cache in self.caches.items()}
+
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run ``work`` in the background (watch callbacks cannot wait); shutdown ends what is left."""
         task = asyncio.get_running_loop().create_task(work)

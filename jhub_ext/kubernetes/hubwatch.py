@@ -45,7 +45,9 @@ class ClusterWatch:
         #: since when the API server has not answered the probe (None: it answers)
         self.api_down_since: float | None = None
         #: capacity notes already worked out, by catalog, profile and the caches' versions
-        self.availability_memo: dict[tuple[Any, ...], str] = {}
+        self.availability_memo: dict[tuple[Any, ...], tuple[str, bool]] = {}
+        #: when each profile (by slug) was last seen with room for a server, for the spawn menu
+        self.last_room: dict[str, float] = {}
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
 

@@ -336,12 +336,16 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
             return None
         key = (self.catalog_path, self.catalog_source.loaded_at, slug, nodes.changes, pods.changes)
         memo = self.cluster.availability_memo
-        text = memo.get(key)
-        if text is None:
+        if key not in memo:
             if len(memo) > 1024:
                 memo.clear()
-            text = availability(profile, nodes.values(), pods.values()).describe(profile)
-            memo[key] = text
+            now = availability(profile, nodes.values(), pods.values())
+            memo[key] = (now.describe(profile), now.fits_now)
+        text, fits = memo[key]
+        if fits:
+            self.cluster.last_room[slug] = time.time()
+        elif slug in self.cluster.last_room:
+            text += f" · it last had room at {_clock(self.cluster.last_room[slug])}"
         down = [t for t in (nodes.stale_since, pods.stale_since, self.cluster.api_down_since) if t]
         if down:
             text += f" (as of {_clock(min(down))}: the cluster is not answering)"

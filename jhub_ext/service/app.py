@@ -28,10 +28,12 @@ comes free while the hub runs (``c.JobsService.keep_socket`` turns this off).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
 import sys
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
@@ -48,6 +50,7 @@ from jhub_ext.core.events import Events, resolve_observers
 from jhub_ext.core.jobs.backend import JobBackend
 from jhub_ext.core.jobs.model import Limits
 from jhub_ext.core.settings import env_default
+from jhub_ext.core.usage import month_bounds, month_spend
 from jhub_ext.local.backend import LocalJobBackend
 from jhub_ext.local.tied import die_with_parent
 from jhub_ext.service import keeper
@@ -56,9 +59,11 @@ from jhub_ext.service.dashboard import dashboard_handlers
 from jhub_ext.service.handlers import NotFoundHandler, OAuthCallbackHandler, api_handlers
 from jhub_ext.service.hubapi import HubClient
 from jhub_ext.service.manager import JobManager
+from jhub_ext.service.metrics import ServiceMetrics, metrics_handlers
 from jhub_ext.service.notify import JobNotifications, QuietWatcher
 from jhub_ext.service.reconcile import keep_reconciling
 from jhub_ext.service.store import JobStore
+from jhub_ext.service.usage import ServerUsage, settle_jobs
 
 
 class JobsService(Application):
@@ -185,6 +190,18 @@ class JobsService(Application):
             c.JobsService.queue_seconds = 10
         """,
     )
+    usage_seconds = Float(
+        30.0,
+        config=True,
+        help="""
+        How often the service reads the hub's running servers for the usage ledger: a server's run is
+        charged from the hub's own start time, and up to when it is first seen gone.
+
+        Example::
+
+            c.JobsService.usage_seconds = 30
+        """,
+    )
     orphan_grace_seconds = Float(
         120.0,
         config=True,
@@ -303,11 +320,21 @@ class JobsService(Application):
         """The service's URL path under the hub (``/services/jobs/``)."""
         return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/jobs/")
 
-    def make_app(self, manager: JobManager) -> web.Application:
+    @staticmethod
+    def month_costs(manager: JobManager) -> dict[str, float]:
+        """What each group of the catalog has spent this month (UTC), for the metrics."""
+        now = datetime.now(UTC)
+        start, _ = month_bounds(now)
+        groups = manager.catalog.groups
+        return month_spend(manager.ledger.runs(since=start, until=now), groups, now=now)
+
+    def make_app(self, manager: JobManager, metrics: ServiceMetrics | None = None) -> web.Application:
         """The tornado application: the API, the OAuth callback and the dashboard under the service prefix."""
         prefix = self.service_prefix()
+        metrics = metrics or ServiceMetrics(manager.store, manager.backend)
         handlers = [
             *api_handlers(prefix),
+            *metrics_handlers(prefix, metrics.registry),
             (f"{prefix}oauth_callback", OAuthCallbackHandler),
             *dashboard_handlers(prefix),
         ]
@@ -322,6 +349,7 @@ class JobsService(Application):
             # Token requests need no XSRF token; HubOAuth checks it on cookie-authenticated actions.
             xsrf_cookies=False,
             default_handler_class=NotFoundHandler,
+            log_function=metrics.log_request,  # the requests' latency, and the access log
         )
 
     async def run(self) -> None:
@@ -348,6 +376,13 @@ class JobsService(Application):
             lambda user, name: manager.settings_for(user, name), self.service_prefix()
         )
         observers = resolve_observers(self.event_observers, "c.JobsService.event_observers")
+        metrics = ServiceMetrics(
+            store,
+            backend,
+            cost=lambda: self.month_costs(manager),
+            currency=lambda: catalog.current().currency,
+            notifications=lambda: dataclasses.asdict(notifier.counts),
+        )
         manager = JobManager(
             store,
             backend,
@@ -358,20 +393,28 @@ class JobsService(Application):
             follows_per_user=self.follows_per_user,
             limits=Limits(max_live_runs=self.max_live_runs),
             quota_lock=QuotaLock(self.quota_lock_dir or None),
-            events=Events([*observers, notifier]),
+            events=Events([metrics, *observers, notifier]),
             webhook_prefixes=tuple(notifications.webhook_prefixes),
             mail=bool(notifications.smtp_host),
         )
+        manager.on_budget = lambda user, state: notifier.budget(
+            user, state, catalog.current().currency, datetime.now(UTC)
+        )
         await backend.start()
+        settle_jobs(manager.ledger, manager.job_usage)  # what ran or ended while the service was away
         await notifier.start()
         quiet = QuietWatcher(notifier, manager.watched_scrapers, interval=notifications.quiet_check_seconds)
         quiet.start()
-        reconciling = asyncio.create_task(
-            keep_reconciling(manager, self.reconcile_seconds, self.orphan_grace_seconds)
-        )
-        dispatching = asyncio.create_task(manager.queue.keep_dispatching(self.queue_seconds))
+        tasks = [
+            keep_reconciling(manager, self.reconcile_seconds, self.orphan_grace_seconds),
+            manager.queue.keep_dispatching(self.queue_seconds),
+        ]
+        if hub is not None:
+            servers = ServerUsage(manager.ledger, hub, catalog.current, self.usage_seconds)
+            tasks.append(servers.keep_reading())
+        running = [asyncio.create_task(task) for task in tasks]
         # every handler streams and bounds its body (handlers.BoundedBody); this bounds any other
-        server = HTTPServer(self.make_app(manager), max_body_size=READ_BODY_BYTES)
+        server = HTTPServer(self.make_app(manager, metrics), max_body_size=READ_BODY_BYTES)
         host, port = self.address()
         if (inherited := keeper.inherited_socket()) is not None:
             server.add_sockets([inherited])
@@ -383,9 +426,9 @@ class JobsService(Application):
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        reconciling.cancel()
-        dispatching.cancel()
-        await asyncio.gather(reconciling, dispatching, return_exceptions=True)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
         server.stop()
         await quiet.stop()
         await notifier.stop()

@@ -14,7 +14,8 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from tornado import web
 
-from jhub_ext.core.jobs.errors import Refusal
+from jhub_ext.core.jobs.errors import NotAllowed, Refusal
+from jhub_ext.core.usage import By, month_bounds, month_spend, month_words, spend
 from jhub_ext.service.handlers import USERS, APIHandler, status_of
 from jhub_ext.service.store import JobRecord
 
@@ -129,6 +130,58 @@ class SettingsPage(PageHandler):
         )
 
 
+class UsagePage(PageHandler):
+    """What the caller's servers and jobs cost, per day, as a chart the page's script draws from
+    ``GET api/usage`` (their groups' totals too; everyone's and by user for admins)."""
+
+    async def get(self) -> None:
+        """Render the page; the script asks the API."""
+        catalog = self.manager.catalog
+        groups = sorted(catalog.groups if self.caller.admin else self.caller.groups & catalog.groups)
+        currency = catalog.currency
+        self.finish(self.page("usage.html", section="usage", groups=groups, currency=currency))
+
+
+class AdminPage(PageHandler):
+    """For hub admins: each group's spend and budget this month, the biggest spenders and the queue."""
+
+    async def get(self) -> None:
+        """Render the page (403 for anyone but an admin)."""
+        if not self.caller.admin:
+            raise NotAllowed("only hub admins may see the admin page", "user")
+        now = datetime.now(UTC)
+        catalog = self.manager.catalog
+        month_start, _ = month_bounds(now)
+        runs = self.manager.ledger.runs(since=month_start, until=now)
+        spent = month_spend(runs, catalog.groups, now=now)
+        budgets = {s.group: s for s in self.manager.budgets(frozenset(catalog.groups), now)}
+        queued = self.manager.store.queued_jobs()
+        groups = [
+            {
+                "group": group,
+                "spent": spent[group],
+                "budget": budgets.get(group),
+                "queued": sum(job.queue == group for job in queued),
+            }
+            for group in sorted(catalog.groups)
+        ]
+        spenders = sorted(
+            (row.to_json() for row in spend(runs, now=now, since=month_start, by=By.USER)),
+            key=lambda row: -row["cost"],
+        )[:10]
+        self.finish(
+            self.page(
+                "admin.html",
+                section="admin",
+                month=month_words(now),
+                currency=catalog.currency,
+                groups=groups,
+                spenders=spenders,
+                queued=queued,
+            )
+        )
+
+
 #: the events a user may be told of, in the settings form's words
 NOTIFY_WORDS = (
     ("succeeded", "finished successfully"),
@@ -145,5 +198,7 @@ def dashboard_handlers(prefix: str) -> list[Any]:
         (prefix, JobsPage),
         (f"{prefix}jobs/([^/]+)", JobPage),
         (f"{prefix}settings", SettingsPage),
+        (f"{prefix}usage", UsagePage),
+        (f"{prefix}admin", AdminPage),
         (f"{prefix}static/(.*)", web.StaticFileHandler, {"path": static}),
     ]

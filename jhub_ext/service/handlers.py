@@ -28,6 +28,7 @@ from jhub_ext.core.jobs.errors import (
 from jhub_ext.core.jobs.model import JobSpecError, parse_name
 from jhub_ext.service.bodies import BoundedBody
 from jhub_ext.service.manager import Caller, JobManager
+from jhub_ext.service.usage import UsageQuery
 
 SCOPE_USE = "custom:jobs:use"
 SCOPE_ADMIN = "custom:jobs:admin"
@@ -388,6 +389,27 @@ class ProfilesHandler(APIHandler):
         self.reply({"profiles": profiles, "currency": catalog.currency})
 
 
+class UsageHandler(APIHandler):
+    """``GET usage`` answers what servers and jobs cost: JSON, or CSV with ``format=csv``."""
+
+    scopes = USERS
+
+    async def get(self) -> None:
+        """Answer the usage the query asks for (see :meth:`JobManager.usage_report`)."""
+        fields = ("user", "group", "profile", "since", "until", "by")
+        query = UsageQuery(**{name: self.get_argument(name, None) for name in fields})
+        answer = self.get_argument("format", "json")
+        if answer not in ("json", "csv"):
+            raise Invalid("format must be json (the default) or csv", "format")
+        report = self.manager.usage_report(self.caller, query)
+        if answer == "csv":
+            self.set_header("Content-Type", "text/csv; charset=utf-8")
+            self.set_header("Content-Disposition", 'attachment; filename="usage.csv"')
+            self.finish(report.to_csv())
+            return
+        self.reply(report.to_json())
+
+
 class QuotaHandler(APIHandler):
     """``GET quota`` shows the caller's group quotas: their limits and how much is in use."""
 
@@ -454,5 +476,6 @@ def api_handlers(prefix: str) -> list[tuple[str, type[web.RequestHandler]]]:
         (f"{api}/profiles", ProfilesHandler),
         (f"{api}/quota", QuotaHandler),
         (f"{api}/settings", SettingsHandler),
+        (f"{api}/usage", UsageHandler),
         (f"{api}/openapi.json", OpenAPIHandler),
     ]

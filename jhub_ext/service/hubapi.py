@@ -7,7 +7,8 @@ Uses the service's own token (``$JUPYTERHUB_API_TOKEN``), whose role grants only
 from __future__ import annotations
 
 import json
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
@@ -15,6 +16,27 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from jhub_ext.core.catalog.ledger import server_reservation
 from jhub_ext.core.catalog.model import Catalog
 from jhub_ext.core.catalog.quota import Workload, server_words
+
+
+class ActiveServer(NamedTuple):
+    """A server the hub runs or starts now."""
+
+    user: str
+    name: str  # "" for the user's default server
+    groups: frozenset[str]  # its owner's
+    options: dict[str, Any]  # the user_options it was started with
+    started: datetime | None  # when the hub started it
+
+
+def _moment(text: Any) -> datetime | None:
+    """A time the hub's REST API gives (ISO 8601, "Z" for UTC), or None."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class HubClient:
@@ -42,17 +64,23 @@ class HubClient:
         server = (model.get("servers") or {}).get("")
         return dict(server.get("user_options") or {}) if server else None
 
-    async def active_servers(self) -> list[tuple[str, str, frozenset[str], dict[str, Any]]]:
-        """(user, server name, groups, user_options) of every server that is running or starting."""
+    async def active_servers(self) -> list[ActiveServer]:
+        """Every server that is running or starting: whose, its name, its owner's groups, its options
+        and when it was started."""
         users = await self._get("/users?state=active&limit=10000")
         if isinstance(users, dict):  # paginated answer
             users = users.get("items", [])
-        result = []
-        for user in users:
-            for name, server in (user.get("servers") or {}).items():
-                groups = frozenset(user.get("groups") or [])
-                result.append((user["name"], name, groups, server.get("user_options") or {}))
-        return result
+        return [
+            ActiveServer(
+                user["name"],
+                name,
+                frozenset(user.get("groups") or []),
+                server.get("user_options") or {},
+                _moment(server.get("started")),
+            )
+            for user in users
+            for name, server in (user.get("servers") or {}).items()
+        ]
 
     async def workloads(self, catalog: Catalog, groups: frozenset[str]) -> list[Workload]:
         """Servers of members of ``groups`` that run or start now: the ledger's source of servers on
@@ -65,6 +93,6 @@ class HubClient:
                 user,
                 server_words(name),
             )
-            for user, name, owner_groups, options in await self.active_servers()
+            for user, name, owner_groups, options, _started in await self.active_servers()
             if owner_groups & groups
         ]

@@ -15,13 +15,14 @@ import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from jhub_ext.admission.jobs import Admission, Admitted, QuotaFull
 from jhub_ext.admission.lock import QuotaLock, QuotaLockTimeout
 from jhub_ext.admission.reservations import JobReservations
 from jhub_ext.core.catalog.ledger import UsageSource
-from jhub_ext.core.catalog.model import Catalog, Kind
+from jhub_ext.core.catalog.model import BudgetAction, Catalog, Kind
 from jhub_ext.core.catalog.quota import Usage
 from jhub_ext.core.catalog.reload import CatalogSource
 from jhub_ext.core.catalog.selection import SelectionError, resolve_selection
@@ -32,10 +33,21 @@ from jhub_ext.core.jobs.model import JobKind, JobSpec, JobSpecError, JobStatus, 
 from jhub_ext.core.jobs.oneatatime import OneAtATime
 from jhub_ext.core.jobs.reasons import Reason, more_memory_hint
 from jhub_ext.core.notify import NotifySettings, ScraperActivity, for_job, parse_job_notify, parse_notify
+from jhub_ext.core.usage import (
+    BudgetState,
+    UsageQueryError,
+    budget_states,
+    crossed,
+    month_bounds,
+    month_spend,
+    parse_level,
+    stopped_by,
+)
 from jhub_ext.service.hubapi import HubClient
 from jhub_ext.service.queue import BEHIND, JobQueue, Tried, waiting_words
 from jhub_ext.service.recorder import Recorder
 from jhub_ext.service.store import JobExists, JobRecord, JobStore, StatusConflict
+from jhub_ext.service.usage import JobUsage, UsageBook, UsageQuery, UsageReport, usage_report
 
 logger = logging.getLogger(__name__)
 #: the actor of what the service itself does to a job (a start it could not make)
@@ -134,6 +146,8 @@ class JobManager:
         self.limits = limits or Limits()
         self.webhook_prefixes = webhook_prefixes  # where users' notification webhooks may point
         self.mail = mail  # whether notifications can be sent by email (a mail server is set up)
+        #: tells a user that a group of theirs reached its budget's warning level, or spent it
+        self.on_budget: Callable[[str, BudgetState], None] | None = None
         self.busy = OneAtATime()  # jobs an operation holds or waits for (see working_on)
         # jobs from the store (recorded under the quota locks), servers from the hub (asked before
         # taking them): the sources the hub's own count reads alike
@@ -143,7 +157,11 @@ class JobManager:
         #: then the queue, which starts waiting jobs when others end
         self.recorder = Recorder(store, backend)
         self.queue = JobQueue(self)
-        self.events = Events([self.recorder, self.queue, *(events.observers if events else ())])
+        #: the usage ledger of jobs' runs (and, read from the hub by the app, servers')
+        self.ledger = UsageBook(store)
+        self.job_usage = JobUsage(self.ledger, catalog.current)
+        observers = [self.recorder, self.queue, self.job_usage, *(events.observers if events else ())]
+        self.events = Events(observers)
         backend.on_change = self.on_change
         backend.limits = self.limits
 
@@ -243,6 +261,7 @@ class JobManager:
         catalog = self.catalog
         in_use = await self.usage(catalog, caller.groups)
         waiting = self.waiting(caller.groups & catalog.quotas.keys())
+        budgets = {state.group: state for state in self.budgets(caller.groups)}
         return [
             {
                 "group": group,
@@ -253,8 +272,41 @@ class JobManager:
                 },
                 "waiting": waiting[group].to_json(),
             }
+            | ({"budget": budgets[group].to_json(catalog.currency)} if group in budgets else {})
             for group in sorted(caller.groups & catalog.quotas.keys())
+        ] + [
+            {"group": group, "budget": state.to_json(catalog.currency)}
+            for group, state in sorted(budgets.items())
+            if group not in catalog.quotas
         ]
+
+    def budgets(self, groups: frozenset[str], now: datetime | None = None) -> tuple[BudgetState, ...]:
+        """Where each of ``groups`` with a budget stands this month (UTC), from the usage ledger."""
+        catalog, now = self.catalog, now or datetime.now(UTC)
+        budgeted = groups & catalog.budgets.keys()
+        if not budgeted:
+            return ()
+        start, _ = month_bounds(now)
+        runs = self.ledger.runs(since=start, until=now)
+        return budget_states(catalog, budgeted, month_spend(runs, budgeted, now=now), now=now)
+
+    def usage_report(self, caller: Caller, query: UsageQuery, now: datetime | None = None) -> UsageReport:
+        """The cost of servers and jobs the caller may see, as ``query`` asks (see ``GET usage``): their
+        own (an admin: anyone's, or everyone's with user ``*``), or the totals of one of their groups
+        (who in it spent what: admins only)."""
+        if query.group is not None and not caller.admin:
+            if query.group not in caller.groups:
+                raise NotAllowed("you may see the usage of your own groups only; leave out ?group=", "group")
+            if "user" in (query.by or ""):
+                raise NotAllowed("only admins see who in a group spent what; use by=day or by=profile", "by")
+        if query.user == "*" and not caller.admin:
+            raise NotAllowed("only admins may see everyone's usage; leave out ?user=", "user")
+        whole_group = query.group is not None and query.user is None
+        owner = None if query.user == "*" or whole_group else self.owner_for(caller, query.user)
+        try:
+            return usage_report(self.ledger, self.catalog.currency, query, owner=owner, now=now)
+        except UsageQueryError as e:
+            raise Invalid(str(e), e.field) from None
 
     def waiting(self, groups: frozenset[str]) -> dict[str, Usage]:
         """What the queued jobs charged to each of ``groups`` would use once started (they use
@@ -341,7 +393,9 @@ class JobManager:
             await self.backend.validate(admitted.runs, admitted.placement)
         except JobRejected as e:
             raise Invalid(e.message, e.field) from None
-        queue, why = await self._behind(admitted, spec)
+        queue, why = self._over_budget(caller.groups, spec)
+        if queue is None:
+            queue, why = await self._behind(admitted, spec)
         if queue is None:
             try:
                 async with self.admission.reserve(admitted):
@@ -397,6 +451,17 @@ class JobManager:
         except JobExists:
             raise Conflict(f"you already have a job named '{spec.name}'", "name") from None
 
+    def _over_budget(self, groups: frozenset[str], spec: JobSpec) -> tuple[str | None, str | None]:
+        """The queue a job waits in because a spent monthly budget of ``groups`` says so, and why; a
+        refusal (field ``budget``) where the budget refuses, or the job may not wait."""
+        verdict = self.ledger.reader.verdict(self.catalog, groups, Kind.JOB)
+        if verdict.starts or verdict.deciding is None:
+            return None, None
+        why = verdict.message(self.catalog.currency)
+        if verdict.action is not BudgetAction.QUEUE or not spec.wait:
+            raise NotAllowed(why or "a budget of your groups is spent", "budget")
+        return verdict.deciding.group, why
+
     async def _behind(self, admitted: Admitted, spec: JobSpec) -> tuple[str | None, str | None]:
         """The queue a job must wait in behind others before it may start, if any, and why (a
         refusal if it may not wait)."""
@@ -429,26 +494,89 @@ class JobManager:
     async def stop(self, caller: Caller, owner: str, name: str) -> JobRecord:
         """Stop a job that is still going and return its record; a finished job is left as it is."""
         self.actions.check(caller.name, "stops and deletes")
-        record = self.job(caller, owner, name)
-        if not record.status.finished:
-            await self.recorder.keep_log(owner, name)  # before its pods or process go, and their output
-            await self.backend.stop(owner, name)
-            by_admin = caller.name != owner
-            try:
-                stopped = self.store.set_status(
-                    owner,
-                    name,
-                    JobStatus.STOPPED,
-                    message=f"stopped by an admin ({caller.name})" if by_admin else "stopped",
-                    reason=(Reason.STOPPED_BY_ADMIN if by_admin else Reason.STOPPED_BY_USER).value,
-                    detail="",
-                    actor=caller.name,
-                )
-            except StatusConflict:
-                pass  # it ended by itself meanwhile
-            else:
-                await self._published(Happened.ENDED, stopped, caller.name)
+        self.job(caller, owner, name)
+        if caller.name != owner:
+            await self._stop(
+                owner, name, f"stopped by an admin ({caller.name})", Reason.STOPPED_BY_ADMIN, caller.name
+            )
+        else:
+            await self._stop(owner, name, "stopped", Reason.STOPPED_BY_USER, caller.name)
         return self.job(caller, owner, name)
+
+    async def enforce_budgets(self, now: datetime | None = None) -> None:
+        """What the budgets ask of the service besides admission: tell the members of each group
+        whose budget reached a level they were not told of yet this month, and stop the jobs of
+        spent budgets that stop running work."""
+        await self.tell_budgets(now)
+        await self.stop_over_budget(now)
+
+    async def tell_budgets(self, now: datetime | None = None) -> list[tuple[str, str]]:
+        """Tell the members of each group whose budget reached ``warn_at``, or was spent, of it once
+        this month (those who saved notification settings: no one else can be told); (user, group)
+        of each told."""
+        catalog = self.catalog
+        told: list[tuple[str, str]] = []
+        if self.on_budget is None or not catalog.budgets:
+            return told
+        members: dict[str, frozenset[str]] | None = None
+        for state in self.budgets(frozenset(catalog.budgets), now):
+            month = state.month.strftime("%Y-%m")
+            previous = parse_level(self.store.budget_told(state.group, month))
+            if not crossed(previous, state):
+                continue
+            members = members if members is not None else await self._members()
+            for user, groups in members.items():
+                if state.group in groups:
+                    self.on_budget(user, state)
+                    told.append((user, state.group))
+            self.store.tell_budget(state.group, month, state.level.value)
+        return told
+
+    async def _members(self) -> dict[str, frozenset[str]]:
+        """The groups of everyone who saved notification settings: the hub's answer, or without a
+        hub their latest job's."""
+        found = {}
+        for user in self.store.users_with_settings():
+            if self.hub is not None:
+                found[user] = await self.hub.groups(user)
+            else:
+                latest = self.store.list_jobs(user, limit=1)
+                found[user] = frozenset(latest[0].groups) if latest else frozenset()
+        return found
+
+    async def stop_over_budget(self, now: datetime | None = None) -> list[tuple[str, str]]:
+        """Stop the running and starting jobs charged to a group whose spent budget says
+        ``stop_running`` (each in its turn, saying why); the jobs stopped."""
+        catalog = self.catalog
+        stopping = frozenset(group for group, budget in catalog.budgets.items() if budget.stop_running)
+        states = self.budgets(stopping, now) if stopping else ()
+        found = []
+        for record in self.store.list_jobs():
+            if record.status.finished or record.queued:
+                continue
+            state = stopped_by(record.groups, states)
+            if state is not None:
+                async with self.working_on(record.user, record.name):
+                    why = state.stopping(catalog.currency)
+                    if await self._stop(record.user, record.name, why, Reason.STOPPED_BY_ADMIN, SERVICE):
+                        found.append((record.user, record.name))
+        return found
+
+    async def _stop(self, owner: str, name: str, why: str, reason: Reason, actor: str) -> bool:
+        """Stop a job that is still going (in its turn), saying why and who; whether it was going."""
+        record = self.store.get(owner, name)
+        if record is None or record.status.finished:
+            return False
+        await self.recorder.keep_log(owner, name)  # before its pods or process go, and their output
+        await self.backend.stop(owner, name)
+        try:
+            stopped = self.store.set_status(
+                owner, name, JobStatus.STOPPED, message=why, reason=reason.value, detail="", actor=actor
+            )
+        except StatusConflict:
+            return False  # it ended by itself meanwhile
+        await self._published(Happened.ENDED, stopped, actor)
+        return True
 
     @_working
     async def restart(self, caller: Caller, owner: str, name: str) -> JobRecord:
@@ -472,7 +600,9 @@ class JobManager:
                 )
         admitted = self._admit(owner, groups, spec, record)
         reserved = (groups, admitted.usage.to_json())
-        queue, why = await self._behind(admitted, spec)
+        queue, why = self._over_budget(groups, spec)
+        if queue is None:
+            queue, why = await self._behind(admitted, spec)
         if queue is None:
             try:
                 async with self.admission.reserve(admitted):
@@ -510,7 +640,7 @@ class JobManager:
         return record
 
     async def start_queued(self, queued: JobRecord) -> Tried:
-        """Start a queued job, in its turn, if its groups' quotas have room now (see
+        """Start a queued job, in its turn, if its groups' quotas and budgets have room now (see
         :mod:`jhub_ext.service.queue`); one that cannot run any more (its profile gone, or larger than
         its quota now allows) ends ``failed``, saying why."""
         owner, name = queued.user, queued.name
@@ -521,22 +651,12 @@ class JobManager:
             try:
                 spec = parse_submission(record.spec, self.limits)
                 admitted = self._admit(owner, frozenset(record.groups), spec, record)
-                async with self.admission.reserve(admitted):
-                    started = self.store.leave_queue(
-                        owner, name, (frozenset(record.groups), admitted.usage.to_json())
-                    )
-            except QuotaFull as full:
-                why = waiting_words(full.problems)
-                if why != record.message:
-                    self.store.why_queued(owner, name, why)
-                return Tried.FULL
-            except QuotaLockTimeout:
-                return Tried.FULL  # the quotas are busy: the next pass tries again
+                started = await self._leave_queue(record, admitted)
             except (JobSpecError, NotAllowed, Invalid) as e:
                 await self._failed(owner, name, f"failed: could not start ({e})")
                 return Tried.STARTED
             if started is None:
-                return Tried.STARTED
+                return Tried.FULL
             await self._published(Happened.SUBMITTED, started, SERVICE)
             try:
                 await self.backend.submit(admitted.runs, admitted.placement)
@@ -546,6 +666,26 @@ class JobManager:
                 logger.exception("Could not start queued job %s/%s", owner, name)
                 await self._failed(owner, name, f"failed: could not start ({e})")
             return Tried.STARTED
+
+    async def _leave_queue(self, record: JobRecord, admitted: Admitted) -> JobRecord | None:
+        """Take a queued job out of its queue, under its groups' quota locks, if their budgets and
+        quotas have room for it now; else say anew why it still waits, and None."""
+        groups = frozenset(record.groups)
+        verdict = self.ledger.reader.verdict(self.catalog, groups, Kind.JOB)
+        why = verdict.message(self.catalog.currency)  # a spent budget holds it until it renews
+        if verdict.starts:
+            try:
+                async with self.admission.reserve(admitted):
+                    return self.store.leave_queue(
+                        record.user, record.name, (groups, admitted.usage.to_json())
+                    )
+            except QuotaFull as full:
+                why = waiting_words(full.problems)
+            except QuotaLockTimeout:
+                return None  # the quotas are busy: the next pass tries again
+        if why and why != record.message:
+            self.store.why_queued(record.user, record.name, why)
+        return None
 
     async def resume(self, owner: str, name: str) -> None:
         """Finish starting a recorded job whose start was cut short (the service died between its

@@ -41,6 +41,7 @@ from jhub_ext.core.notify import (
     NotifyEvent,
     NotifySettings,
     ScraperActivity,
+    budget_notification,
     job_notification,
     notify_event,
     parse_prefix,
@@ -49,6 +50,7 @@ from jhub_ext.core.notify import (
     webhook_allowed,
 )
 from jhub_ext.core.settings import env_default
+from jhub_ext.core.usage import BudgetState
 
 logger = logging.getLogger(__name__)
 
@@ -100,13 +102,21 @@ class DeliveryError(Exception):
 
 
 @dataclass(frozen=True)
+class _Budget:
+    """A budget reached, to tell a member of its group about, in the catalog's currency."""
+
+    state: BudgetState
+    currency: str
+
+
+@dataclass(frozen=True)
 class _Pending:
     """Something to tell a user, waiting to be sent: about a job's event, or a quiet scraper."""
 
     what: NotifyEvent
     user: str
     name: str
-    about: Event | ScraperActivity
+    about: Event | ScraperActivity | _Budget
     at: datetime
 
 
@@ -174,6 +184,11 @@ class Notifier:
     def quiet(self, scraper: ScraperActivity, now: datetime) -> None:
         """Queue telling the owner of ``scraper`` that it went quiet (see :class:`QuietWatcher`)."""
         self._enqueue(_Pending(NotifyEvent.QUIET, scraper.user, scraper.name, scraper, now))
+
+    def budget(self, user: str, state: BudgetState, currency: str, now: datetime) -> None:
+        """Queue telling ``user`` that a group of theirs reached its budget's warning level, or spent
+        it all (``state``)."""
+        self._enqueue(_Pending(NotifyEvent.BUDGET, user, state.group, _Budget(state, currency), now))
 
     def _enqueue(self, pending: _Pending) -> None:
         if self._stopping:
@@ -243,6 +258,12 @@ class Notifier:
             self._queue.task_done()
 
     async def _compose(self, pending: _Pending) -> Notification | None:
+        if isinstance(pending.about, _Budget):  # the user's own settings: not a job's
+            settings = await self.settings_for(pending.user, "")
+            budget = pending.about
+            return budget_notification(
+                pending.user, budget.state, settings, budget.currency, self.dashboard_url
+            )
         settings = await self.settings_for(pending.user, pending.name)
         if isinstance(pending.about, ScraperActivity):
             return quiet_notification(pending.about, settings, pending.at, self.dashboard_url)

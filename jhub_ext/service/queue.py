@@ -109,5 +109,9 @@ class JobQueue:
                 await self.dispatch()
             except Exception:
                 logger.exception("Could not start queued jobs; trying again later")
+            try:  # a spent budget that stops running work (the catalog's ``stop_running``)
+                await self.manager.enforce_budgets()
+            except Exception:
+                logger.exception("Could not stop the work of spent budgets; trying again later")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), interval)

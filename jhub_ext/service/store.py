@@ -13,6 +13,7 @@ the tables below comes with a migration.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,13 +24,17 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Connection,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    case,
+    cast,
     create_engine,
     event,
     func,
@@ -87,6 +92,39 @@ class JobRow(Base):
     queued: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     # what the job gave at submit of whom to tell what (jhub_ext.core.notify.parse_job_notify)
     notify: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class UsageRow(Base):
+    """One run of a server or a job in the usage ledger (``jhub_ext/service/usage.py``): whose, charged
+    to which groups, on which profile at what cost per hour (as it was when the run started), from
+    when to when (``ended`` None: it runs, and accrues, now)."""
+
+    __tablename__ = "usage_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject: Mapped[str] = mapped_column(String(8))  # "job" or "server"
+    user: Mapped[str] = mapped_column(String(255), index=True)
+    name: Mapped[str] = mapped_column(String(255))  # the job's, or the server's ("" by default)
+    groups: Mapped[list[str]] = mapped_column(JSON, default=list)
+    profile: Mapped[str | None] = mapped_column(String(63))
+    cost_per_hour: Mapped[float] = mapped_column(Float, default=0.0)
+    currency: Mapped[str] = mapped_column(String(16), default="")
+    cpu: Mapped[float] = mapped_column(Float, default=0.0)
+    memory: Mapped[int] = mapped_column(BigInteger, default=0)
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    started: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    ended: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class BudgetNoticeRow(Base):
+    """The last level of a group's budget its members were told of in a month (UTC, ``2026-12``):
+    each level is told once, across restarts of the service."""
+
+    __tablename__ = "budget_notices"
+
+    group: Mapped[str] = mapped_column(String(255), primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    level: Mapped[str] = mapped_column(String(8))
 
 
 class SettingsRow(Base):
@@ -454,6 +492,26 @@ class JobStore:
             row = session.get(SettingsRow, user)
             return dict(row.notify) if row else None
 
+    def users_with_settings(self) -> list[str]:
+        """Everyone who saved notification settings."""
+        with self.session() as session:
+            return sorted(session.scalars(select(SettingsRow.user)))
+
+    def budget_told(self, group: str, month: str) -> str | None:
+        """The level of ``group``'s budget its members were last told of in ``month``, or None."""
+        with self.session() as session:
+            row = session.get(BudgetNoticeRow, (group, month))
+            return row.level if row else None
+
+    def tell_budget(self, group: str, month: str, level: str) -> None:
+        """Remember that ``group``'s members were told of ``level`` in ``month``."""
+        with self.session() as session:
+            row = session.get(BudgetNoticeRow, (group, month))
+            if row is None:
+                session.add(BudgetNoticeRow(group=group, month=month, level=level))
+            else:
+                row.level = level
+
     def save_notify_settings(self, user: str, notify: dict[str, Any]) -> None:
         """Save ``user``'s notification settings, replacing what they had."""
         with self.session() as session:
@@ -524,6 +582,24 @@ class JobStore:
                 actor=actor, action=action, job_id=row.id, owner=row.user, job_name=row.name, detail=detail
             )
         )
+
+    # --- metrics -----------------------------------------------------------------------------------
+
+    def job_counts(self) -> dict[tuple[str, str, str | None, tuple[str, ...], str | None], int]:
+        """How many jobs there are of each (status, kind, profile, quota groups, queue), where the
+        queue is the group a queued job waits for (None: not queued): one grouped query, which the
+        service's metrics read at each scrape."""
+        groups = cast(JobRow.groups, String)  # PostgreSQL cannot group ``json`` values; their text it can
+        queue = case((JobRow.queued.is_not(None), JobRow.queue))
+        columns = (JobRow.status, JobRow.kind, JobRow.profile, groups, queue)
+        counts: dict[tuple[str, str, str | None, tuple[str, ...], str | None], int] = {}
+        with self.session() as session:
+            for status, kind, profile, text, waits, n in session.execute(
+                select(*columns, func.count()).group_by(*columns)
+            ):
+                key = (status, kind, profile, tuple(json.loads(text or "null") or ()), waits)
+                counts[key] = counts.get(key, 0) + n  # one list written two ways is one key
+        return counts
 
 
 _ACTIONS = {JobStatus.STOPPED: "stop", JobStatus.PENDING: "restart"}

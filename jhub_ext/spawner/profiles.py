@@ -21,6 +21,7 @@ from tornado import web
 from traitlets import List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from jhub_ext.admission.budget import LedgerReader
 from jhub_ext.admission.lock import QuotaLock, QuotaLockTimeout
 from jhub_ext.admission.reservations import JobReservations
 from jhub_ext.admission.reserve import reserving
@@ -174,7 +175,22 @@ class ProfileMenuMixin(LoggingConfigurable):
             else None,
             catalog_path=self.catalog_path,
             option_prefix=OPTION_PREFIX,
+            budget_notices=self.budget_notices(catalog),
         )
+
+    def budget_notices(self, catalog: Catalog) -> list[dict[str, str]]:
+        """The budgets of the user's groups at their warning level or spent, in words, for the menu."""
+        if not self.jobs_db_url or not self.user_groups & catalog.budgets.keys():
+            return []
+        verdict = LedgerReader.at(self.jobs_db_url).verdict(catalog, self.user_groups, Kind.SERVER)
+        said = verdict.message(catalog.currency)
+        return [
+            {
+                "level": state.level.value,
+                "message": said if state is verdict.deciding and said else state.summary(catalog.currency),
+            }
+            for state in verdict.notices
+        ]
 
     def isolation_note(self) -> str | None:
         """What admins should know about how far users are kept apart; None when they are."""
@@ -228,6 +244,7 @@ class ProfileMenuMixin(LoggingConfigurable):
         selection = self.resolve(user_options)
         usage = Usage.of(selection.profile, Kind.SERVER)
         catalog = self.catalog
+        self.check_budgets(catalog)
         # This server's hub record exists already, so a start that checks after this one counts it.
         try:
             lock = shared_quota_lock(self.quota_lock_dir)
@@ -248,6 +265,17 @@ class ProfileMenuMixin(LoggingConfigurable):
             selection.profile.resources.summary(),
         )
         self.apply_selection(selection)
+
+    def check_budgets(self, catalog: Catalog) -> None:
+        """Refuse a server that a spent monthly budget of the user's groups stops (the catalog's
+        ``budgets``; see :mod:`jhub_ext.admission.budget`), saying which and until when."""
+        if not self.jobs_db_url or not self.user_groups & catalog.budgets.keys():
+            return
+        verdict = LedgerReader.at(self.jobs_db_url).verdict(catalog, self.user_groups, Kind.SERVER)
+        if not verdict.starts:
+            raise ProfileChoiceError(
+                verdict.message(catalog.currency) or "a budget is spent", status_code=403
+            )
 
     # --- lifecycle events: the seam observers subscribe to (jhub_ext.core.events) -----------------
 

@@ -141,3 +141,49 @@ def test_notification_settings_are_saved_from_the_dashboard_and_a_refusal_names_
     page.wait_for_function("document.getElementById('notify-email').value === 'bob@example.org'")
     assert not page.is_checked("#notify-succeeded") and page.is_checked("#notify-restarted")
     page.close()
+
+
+def test_the_usage_page_charts_what_ran_and_admins_see_the_spenders(hub: HubProcess, browser) -> None:  # type: ignore[no-untyped-def]
+    import requests
+
+    headers = {"Authorization": f"token {api_token(hub, 'alice')}"}
+    api = f"{hub.url}/services/jobs/api"
+    body = {"name": "costly", "kind": "batch", "command": ["python", "-c", "import time; time.sleep(2)"]}
+    assert requests.post(f"{api}/jobs", headers=headers, json=body, timeout=30).status_code in (201, 202)
+    for _ in range(120):
+        if requests.get(f"{api}/jobs/costly", headers=headers, timeout=10).json()["status"] == "succeeded":
+            break
+        time.sleep(0.5)
+    report = requests.get(f"{api}/usage?by=day,profile", headers=headers, timeout=10).json()
+    assert report["total"] > 0 and {row["profile"] for row in report["rows"]} >= {"small"}
+
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.set_default_timeout(30_000)
+    log_in(page, hub, "alice")
+    page.wait_for_url(lambda url: "/hub/login" not in url)
+    page.goto(f"{hub.url}/services/jobs/usage")
+    page.wait_for_selector("#usage-chart svg rect[data-key=small]")  # drawn in the browser from the API
+    assert page.locator("#usage-table tbody tr:has-text('small')").count() == 1
+    assert page.locator("#usage-stack option[value=user]").count() == 0  # who spent what: admins only
+    with page.expect_download() as download:
+        page.click("#usage-csv")
+    lines = Path(download.value.path()).read_text().splitlines()
+    assert lines[0].startswith("day,profile") and any(",small," in line for line in lines[1:])
+    assert page.locator("a.nav-link:has-text('Admin')").count() == 0
+    page.close()
+
+    admin = browser.new_page(viewport={"width": 1200, "height": 900})
+    admin.set_default_timeout(30_000)
+    log_in(admin, hub, "admin")
+    admin.wait_for_url(lambda url: "/hub/login" not in url)
+    admin.goto(f"{hub.url}/services/jobs/")
+    admin.click("a.nav-link:has-text('Admin')")
+    admin.wait_for_selector("#admin-spenders")
+    assert admin.locator("#admin-spenders tr:has-text('alice')").count() == 1
+    assert admin.locator("#admin-groups tr[data-group=researchers]").count() == 1
+    admin.goto(f"{hub.url}/services/jobs/usage")
+    admin.select_option("#usage-scope", "everyone")
+    admin.select_option("#usage-stack", "user")
+    admin.wait_for_selector("#usage-chart svg rect[data-key=alice]")
+    admin.screenshot(path=str(SCREENSHOTS / "usage-page.png"))
+    admin.close()

@@ -44,11 +44,6 @@ def hub(ns: Namespace, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub
         process.stop()
 
 
-def gpu_line(html: str) -> str:
-    start = html.index('data-slug="gpu-a100"')
-    return html[start : html.index("</div>", html.index("jhub-ext-availability", start))]
-
-
 def test_bob_spawns_the_gpu_profile_onto_the_gpu_node(hub: HubProcess, ns: Namespace) -> None:
     bob = hub.client("bob")
     bob.login()
@@ -87,6 +82,32 @@ def test_bob_spawns_the_gpu_profile_onto_the_gpu_node(hub: HubProcess, ns: Names
     finally:
         bob.stop_server()
     wait_for(lambda: ns.admin.find("Pod", "jupyter-bob", ns.name) is None, 30, "bob's pod to go")
+
+
+def profile_line(html: str, slug: str) -> str:
+    start = html.index(f'data-slug="{slug}"')
+    return html[start : html.index("</div>", html.index("jhub-ext-availability", start))]
+
+
+def test_a_profile_with_no_room_says_when_it_last_had_room(hub: HubProcess, ns: Namespace) -> None:
+    alice = hub.client("alice")
+    alice.login()
+    shipped = hub.catalog.read_text()
+    assert "Starts now" in profile_line(alice.spawn_page().text, "large-memory")
+    try:  # more memory than the high-memory machine has (512Gi): no room now
+        hub.catalog.write_text(
+            shipped.replace("memory: {guarantee: 16Gi, limit: 32Gi}", "memory: {guarantee: 600Gi}")
+        )
+        line = wait_for(
+            lambda: (
+                "last had room" in (text := profile_line(alice.spawn_page().text, "large-memory")) and text
+            ),
+            10,
+            "the menu to say when the profile last had room",
+        )
+        assert "Waits for a new machine · it last had room at " in line
+    finally:
+        hub.catalog.write_text(shipped)
 
 
 def test_alice_cannot_forge_the_gpu_profile(hub: HubProcess, ns: Namespace) -> None:

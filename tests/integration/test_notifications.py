@@ -127,7 +127,11 @@ def test_settings_are_each_users_own_checked_and_kept(
 ) -> None:
     alice, bob = users["alice"], users["bob"]
     assert alice.call("GET", "/settings").json() == {
-        "notify": {"email": None, "webhook": None, "events": ["succeeded", "failed", "restarted", "quiet"]}
+        "notify": {
+            "email": None,
+            "webhook": None,
+            "events": ["succeeded", "failed", "restarted", "quiet", "budget"],
+        }
     }
     mine = {
         "email": "alice@example.org",

@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from jhub_ext.admission.lock import QuotaLock
 from jhub_ext.core.catalog.reload import CatalogSource
 from jhub_ext.service.manager import JobManager
-from jhub_ext.service.store import JobStore
+from jhub_ext.service.store import Base, JobStore
 
+from ..pgserver import postgres_server
 from .managers import CATALOG, FakeBackend, Make
 
 
@@ -44,3 +46,23 @@ def make(tmp_path: Path, store: JobStore, backend: FakeBackend) -> Make:
 @pytest.fixture
 def manager(make: Make) -> JobManager:
     return make()
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    """A store on SQLite (the default) and on a real PostgreSQL server, emptied after the test."""
+    if request.param == "sqlite":
+        s = JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite'}")
+    else:
+        s = JobStore(request.getfixturevalue("postgres_url"))
+    yield s
+    Base.metadata.drop_all(s.engine)
+    with s.engine.begin() as connection:
+        connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    s.close()

@@ -5,38 +5,21 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from jhub_ext.core.jobs.model import JobStatus, parse_submission
-from jhub_ext.service.store import LOG_TAIL_BYTES, Base, JobExists, JobStore, StatusConflict
-
-from ..pgserver import postgres_server
+from jhub_ext.service.store import LOG_TAIL_BYTES, JobExists, JobStore, StatusConflict
 
 SPEC = parse_submission({"name": "news", "kind": "batch", "command": ["python", "run.py"]})
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    with postgres_server() as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+@pytest.fixture
+def store(any_store: JobStore) -> JobStore:
     """The same tests on SQLite (the default) and on a real PostgreSQL server."""
-    if request.param == "sqlite":
-        s = JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite'}")
-    else:
-        s = JobStore(request.getfixturevalue("postgres_url"))
-    yield s
-    Base.metadata.drop_all(s.engine)
-    with s.engine.begin() as connection:
-        connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
-    s.close()
+    return any_store
 
 
 def test_a_job_is_unique_per_user_and_name(store: JobStore) -> None:

@@ -53,6 +53,7 @@ def test_settings_round_trip_and_default_to_every_event() -> None:
         "failed",
         "restarted",
         "quiet",
+        "budget",
     ]
 
 

@@ -15,7 +15,7 @@ from jhub_ext.service.store import JobStore
 from .managers import ADMIN, ALICE, BOB, Make, batch
 
 HOOKS = ("http://127.0.0.1:*",)
-ALL = ["succeeded", "failed", "restarted", "quiet"]
+ALL = ["succeeded", "failed", "restarted", "quiet", "budget"]
 
 
 @pytest.fixture

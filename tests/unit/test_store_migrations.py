@@ -4,7 +4,6 @@ and keeps every job; the migrations and the models describe the same schema."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,8 +15,6 @@ from sqlalchemy import create_engine, inspect, text
 
 from jhub_ext.core.jobs.model import JobStatus, parse_submission
 from jhub_ext.service.store import Base, JobStore, migrations
-
-from ..pgserver import postgres_server
 
 BEFORE_MIGRATIONS = Path(__file__).parent / "data" / "jobs-store-before-migrations.sql"
 
@@ -67,12 +64,6 @@ def test_a_database_of_the_release_before_migrations_is_upgraded_and_keeps_every
         again.close()
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    with postgres_server() as url:
-        yield url
-
-
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_the_migrations_make_exactly_the_models_schema(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
@@ -84,7 +75,7 @@ def test_the_migrations_make_exactly_the_models_schema(
         with store.engine.connect() as connection:
             differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
         assert differences == [], "a model changed without a migration (alembic revision --autogenerate)"
-        tables = {"jobs", "audit", "user_settings", "alembic_version"}
+        tables = {"jobs", "audit", "user_settings", "usage_runs", "budget_notices", "alembic_version"}
         assert set(inspect(store.engine).get_table_names()) == tables
     finally:
         Base.metadata.drop_all(store.engine)

@@ -3,7 +3,8 @@
 Validation has two layers. The JSON Schema shipped beside this module checks the
 structure (and gives editors completion); the checks here cover what a schema cannot
 say well: quantities, guarantees above limits, duplicate slugs, two defaults, groups
-that were never declared. Every problem becomes one line that names the file, the
+that were never declared, budgets that are not finite or that would stop running work
+while new work starts. Every problem becomes one line that names the file, the
 profile, the field and the fix, and all problems are reported at once.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from importlib import resources
@@ -24,6 +26,9 @@ import yaml
 from jhub_ext.core.catalog.model import (
     DEFAULT_GPU_RESOURCE,
     DEFAULT_MAX_RUN_SECONDS,
+    DEFAULT_WARN_AT,
+    Budget,
+    BudgetAction,
     Catalog,
     ImageChoice,
     Kind,
@@ -145,6 +150,8 @@ def _where(data: Mapping[str, Any], path: tuple[Any, ...]) -> tuple[str, str]:
         return _profile_label(data["profiles"][path[1]], path[1]), _dotted(path[2:])
     if len(path) >= 2 and path[0] == "quotas":
         return f"quotas: group '{path[1]}'", _dotted(path[2:])
+    if len(path) >= 2 and path[0] == "budgets":  # the whole path: budgets.researchers.warn_at
+        return _dotted(path), ""
     return "", _dotted(path)
 
 
@@ -187,13 +194,20 @@ def _describe_schema_error(data: Mapping[str, Any], error: jsonschema.Validation
         fix = schema.get("x-fix", "fill it in or remove it")
         return _join(where, f"{field or 'this entry' if where else field or 'the file'} is empty; {fix}")
     subject = f"{field} {_show(value)}" if field else _show(value)
-    if kind in ("type", "pattern") and "x-problem" in schema:
+    if kind in _X_PROBLEM_KEYWORDS and "x-problem" in schema:
         return _join(where, f"{subject} {schema['x-problem']}; {schema['x-fix']}")
     problem = _VALUE_PROBLEMS.get(kind)
     if problem is None:
         fix = schema.get("x-fix", "see the catalog reference in the docs")
         return _join(where, f"{subject} is invalid ({error.message}); {fix}")
     return _join(where, f"{subject} {problem(value, rule, schema)}")
+
+
+#: the keywords a schema's own ``x-problem`` words, where it has one (ranges, for a value such as a
+#: fraction whose every wrong value has the same fix)
+_X_PROBLEM_KEYWORDS = frozenset(
+    {"type", "pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
+)
 
 
 def _low(value: Any, rule: Any, schema: Mapping[str, Any], exclusive: bool) -> str:
@@ -265,10 +279,16 @@ class _Builder:
         }
         for group in quotas:
             self.check_declared(group, declared, "quotas")
+        budgets = {
+            group: self.budget(raw, f"budgets.{group}") for group, raw in data.get("budgets", {}).items()
+        }
+        for group in budgets:
+            self.check_declared(group, declared, "budgets")
         return Catalog(
             profiles=profiles,
             groups=declared,
             quotas=MappingProxyType(quotas),
+            budgets=MappingProxyType(budgets),
             version=data["version"],
             currency=data.get("currency", "$"),
             source=self.source,
@@ -409,3 +429,31 @@ class _Builder:
             memory=self.quantity(raw, "memory", parse_memory, MEMORY_HINT, where=where, field="memory"),
             **counts,
         )
+
+    def budget(self, raw: Mapping[str, Any], where: str) -> Budget:
+        """A group's budget: the schema has checked the types and ranges, except that YAML's
+        ``.inf`` and ``.nan`` are numbers to it."""
+        budget = Budget(
+            monthly=float(raw["monthly"]),
+            warn_at=float(raw.get("warn_at", DEFAULT_WARN_AT)),
+            action=BudgetAction(raw.get("action", BudgetAction.WARN.value)),
+            stop_running=raw.get("stop_running", False),
+        )
+        if not math.isfinite(budget.monthly):
+            self.problem(
+                f"{where}.monthly",
+                f"{_show(raw['monthly'])} is not an amount; use the most the group may spend in a "
+                "month, in the catalog's currency, such as 500",
+            )
+        if not math.isfinite(budget.warn_at):
+            self.problem(
+                f"{where}.warn_at",
+                f"{_show(raw['warn_at'])} is not between 0 and 1; use a fraction such as 0.8 (for 80%)",
+            )
+        if budget.stop_running and budget.action is BudgetAction.WARN:
+            self.problem(
+                f"{where}.stop_running",
+                "true would stop the group's running work while `action: warn` lets new work start; "
+                "set `action: queue` or `action: refuse`, or remove stop_running",
+            )
+        return budget

@@ -177,13 +177,46 @@ class Quota:
     jobs: int | None = None
 
 
+class BudgetAction(StrEnum):
+    """What happens to a group's new work once its monthly budget is spent, mildest first."""
+
+    WARN = "warn"  # nothing: its members are told, and work keeps starting
+    QUEUE = "queue"  # new jobs wait in the jobs queue until the budget renews (servers are refused)
+    REFUSE = "refuse"  # new servers and jobs are refused until the budget renews
+
+    @property
+    def strictness(self) -> int:
+        """0 for ``warn``, 1 for ``queue``, 2 for ``refuse``: of several budgets spent, the
+        strictest action applies."""
+        return list(BudgetAction).index(self)
+
+
+#: a budget's ``warn_at`` where the catalog gives none
+DEFAULT_WARN_AT = 0.8
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a group may spend in a calendar month (UTC), in the catalog's currency, and what
+    happens as it is spent: its members are warned at ``warn_at`` (a fraction of ``monthly``); at
+    the whole of it, ``action`` applies to new work, and running work is stopped only if
+    ``stop_running``."""
+
+    monthly: float
+    warn_at: float = DEFAULT_WARN_AT
+    action: BudgetAction = BudgetAction.WARN
+    stop_running: bool = False
+
+
 @dataclass(frozen=True)
 class Catalog:
-    """The whole validated catalog: profiles in menu order, known groups and per-group quotas."""
+    """The whole validated catalog: profiles in menu order, known groups, per-group quotas and
+    per-group monthly budgets."""
 
     profiles: tuple[Profile, ...]
     groups: frozenset[str] = frozenset()
     quotas: Mapping[str, Quota] = field(default_factory=lambda: MappingProxyType({}))
+    budgets: Mapping[str, Budget] = field(default_factory=lambda: MappingProxyType({}))
     version: int = 1
     currency: str = "$"
     source: str = "profiles.yaml"

@@ -11,7 +11,7 @@ ended meanwhile. The service calls ``submit``, ``stop`` and ``delete`` of one jo
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -89,6 +89,12 @@ class JobBackend(LoggingConfigurable):
         """When the job's current run last printed a line (an aware UTC datetime), or None: it has
         printed nothing yet, or this backend cannot tell."""
         return None
+
+    def health(self) -> Mapping[str, bool]:
+        """What this backend follows to know what runs (a Kubernetes backend: its watches), by name,
+        and whether each works now, from memory (no I/O); the service's metrics report it. A
+        backend that follows nothing of the kind: empty."""
+        return {}
 
     async def notify(self, user: str, name: str, observed: Observed) -> None:
         """Report what the backend now observes of a job to ``on_change``, if one is set."""
