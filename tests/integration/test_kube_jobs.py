@@ -516,3 +516,40 @@ async def test_a_submit_builds_its_manifests_once_for_its_check_and_its_create(
     await backend.validate(spec("built-twice", "batch", "print(2)"), ALICE)
     await backend.submit(spec("built-twice", "batch", "print(2)"), ALICE)  # not the checked object
     assert built == ["built-once", "built-once", "built-twice", "built-twice"]
+
+
+async def test_a_gpu_job_with_every_gpu_taken_waits_for_capacity_in_plain_words(
+    backend: KubernetesJobBackend, ns: Namespace
+) -> None:
+    """The GPU machine has 4 GPUs: a fifth one-GPU job waits, saying so without a Kubernetes word,
+    and the scheduler's own words go to admins; it starts once a GPU frees."""
+    gpu = load_catalog(SHIPPED_CATALOG).profile("gpu-a100")
+    bob = Placement(
+        user="bob", groups=frozenset({"researchers", "gpu"}), profile=gpu, image="example.org/python:3"
+    )
+    names = [f"gpu-{i}" for i in range(5)]
+    try:
+        for name in names:
+            await backend.submit(spec(name, "scraper", "import time; time.sleep(600)"), bob)
+
+        def held() -> Any:
+            found = [backend.observed("bob", name) for name in names]
+            return next((o for o in found if o and o.reason is Reason.WAITING_FOR_CAPACITY), None)
+
+        def running() -> list[str]:
+            return [n for n in names if (o := backend.observed("bob", n)) and o.status is JobStatus.RUNNING]
+
+        await eventually(
+            lambda: held() and len(running()) == 4, "four GPU jobs to run, the fifth to wait", 90
+        )
+        waiting = held()
+        assert waiting.status is JobStatus.PENDING
+        assert waiting.message.startswith("waiting for room in the cluster: no machine has enough free GPUs")
+        for word in ("node", "Insufficient", "taint", "FailedScheduling", "Unschedulable", "nvidia.com"):
+            assert word not in waiting.message
+        assert "nvidia.com/gpu" in (waiting.detail or "")  # the scheduler's words, for admins
+        await backend.delete("bob", running()[0])  # a GPU frees: the waiting one starts by itself
+        await eventually(lambda: held() is None and len(running()) == 4, "the waiting GPU job to start", 90)
+    finally:
+        for name in names:
+            await backend.delete("bob", name)
