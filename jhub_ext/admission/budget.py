@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from sqlalchemy import (
@@ -29,7 +30,15 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from jhub_ext.core.catalog.model import Catalog, Kind
-from jhub_ext.core.usage import BudgetVerdict, Run, budget_states, budget_verdict, month_bounds, month_spend
+from jhub_ext.core.usage import (
+    BudgetState,
+    BudgetVerdict,
+    Run,
+    budget_states,
+    budget_verdict,
+    month_bounds,
+    month_spend,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +96,8 @@ class LedgerReader:
                 groups=frozenset(row["groups"] or ()),
                 profile=row["profile"],
                 cost_per_hour=row["cost_per_hour"] or 0.0,
-                started=_aware(row["started"]),
-                ended=_aware(row["ended"]) if row["ended"] else None,
+                started=aware(row["started"]),
+                ended=aware(row["ended"]) if row["ended"] else None,
                 cpu=row["cpu"] or 0.0,
                 memory=row["memory"] or 0,
                 gpus=row["gpus"] or 0,
@@ -96,19 +105,29 @@ class LedgerReader:
             for row in rows
         ]
 
+    def month_spend(self, groups: Iterable[str], now: datetime | None = None) -> dict[str, float]:
+        """What each of ``groups`` spent this month (UTC), up to ``now``."""
+        now = now or datetime.now(UTC)
+        start, _ = month_bounds(now)
+        return month_spend(self.runs(since=start, until=now), groups, now=now)
+
+    def states(
+        self, catalog: Catalog, groups: frozenset[str], now: datetime | None = None
+    ) -> tuple[BudgetState, ...]:
+        """Where each of ``groups`` with a budget stands this month (none read without one)."""
+        now = now or datetime.now(UTC)
+        budgeted = groups & catalog.budgets.keys()
+        if not budgeted:
+            return ()
+        return budget_states(catalog, budgeted, self.month_spend(budgeted, now), now=now)
+
     def verdict(
         self, catalog: Catalog, groups: frozenset[str], kind: Kind, now: datetime | None = None
     ) -> BudgetVerdict:
         """What the budgets of a member of ``groups`` say about new work of ``kind`` now."""
-        now = now or datetime.now(UTC)
-        budgeted = groups & catalog.budgets.keys()
-        if not budgeted:
-            return budget_verdict((), kind)
-        start, _ = month_bounds(now)
-        spent = month_spend(self.runs(since=start, until=now), budgeted, now=now)
-        return budget_verdict(budget_states(catalog, budgeted, spent, now=now), kind)
+        return budget_verdict(self.states(catalog, groups, now), kind)
 
 
-def _aware(moment: datetime) -> datetime:
+def aware(moment: datetime) -> datetime:
     """SQLite hands back naive datetimes; the ledger's are UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -50,7 +50,6 @@ from jhub_ext.core.events import Events, resolve_observers
 from jhub_ext.core.jobs.backend import JobBackend
 from jhub_ext.core.jobs.model import Limits
 from jhub_ext.core.settings import env_default
-from jhub_ext.core.usage import month_bounds, month_spend
 from jhub_ext.local.backend import LocalJobBackend
 from jhub_ext.local.tied import die_with_parent
 from jhub_ext.service import keeper
@@ -323,10 +322,7 @@ class JobsService(Application):
     @staticmethod
     def month_costs(manager: JobManager) -> dict[str, float]:
         """What each group of the catalog has spent this month (UTC), for the metrics."""
-        now = datetime.now(UTC)
-        start, _ = month_bounds(now)
-        groups = manager.catalog.groups
-        return month_spend(manager.ledger.runs(since=start, until=now), groups, now=now)
+        return manager.ledger.reader.month_spend(manager.catalog.groups)
 
     def make_app(self, manager: JobManager, metrics: ServiceMetrics | None = None) -> web.Application:
         """The tornado application: the API, the OAuth callback and the dashboard under the service prefix."""

@@ -13,9 +13,9 @@ import logging
 import math
 import time
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 from jhub_ext.admission.jobs import Admission, Admitted, QuotaFull
@@ -34,12 +34,10 @@ from jhub_ext.core.jobs.oneatatime import OneAtATime
 from jhub_ext.core.jobs.reasons import Reason, more_memory_hint
 from jhub_ext.core.notify import NotifySettings, ScraperActivity, for_job, parse_job_notify, parse_notify
 from jhub_ext.core.usage import (
+    BudgetLevel,
     BudgetState,
     UsageQueryError,
-    budget_states,
     crossed,
-    month_bounds,
-    month_spend,
     parse_level,
     stopped_by,
 )
@@ -282,13 +280,7 @@ class JobManager:
 
     def budgets(self, groups: frozenset[str], now: datetime | None = None) -> tuple[BudgetState, ...]:
         """Where each of ``groups`` with a budget stands this month (UTC), from the usage ledger."""
-        catalog, now = self.catalog, now or datetime.now(UTC)
-        budgeted = groups & catalog.budgets.keys()
-        if not budgeted:
-            return ()
-        start, _ = month_bounds(now)
-        runs = self.ledger.runs(since=start, until=now)
-        return budget_states(catalog, budgeted, month_spend(runs, budgeted, now=now), now=now)
+        return self.ledger.reader.states(self.catalog, groups, now)
 
     def usage_report(self, caller: Caller, query: UsageQuery, now: datetime | None = None) -> UsageReport:
         """The cost of servers and jobs the caller may see, as ``query`` asks (see ``GET usage``): their
@@ -506,20 +498,21 @@ class JobManager:
     async def enforce_budgets(self, now: datetime | None = None) -> None:
         """What the budgets ask of the service besides admission: tell the members of each group
         whose budget reached a level they were not told of yet this month, and stop the jobs of
-        spent budgets that stop running work."""
-        await self.tell_budgets(now)
-        await self.stop_over_budget(now)
+        spent budgets that stop running work (the month's spend is read once for both)."""
+        states = self.budgets(frozenset(self.catalog.budgets), now)
+        if states:
+            await self.tell_budgets(states)
+            await self.stop_over_budget(states)
 
-    async def tell_budgets(self, now: datetime | None = None) -> list[tuple[str, str]]:
+    async def tell_budgets(self, states: Sequence[BudgetState] | None = None) -> list[tuple[str, str]]:
         """Tell the members of each group whose budget reached ``warn_at``, or was spent, of it once
         this month (those who saved notification settings: no one else can be told); (user, group)
-        of each told."""
-        catalog = self.catalog
+        of each told. ``states``: every budget's, where the caller read them already."""
         told: list[tuple[str, str]] = []
-        if self.on_budget is None or not catalog.budgets:
+        if self.on_budget is None:
             return told
         members: dict[str, frozenset[str]] | None = None
-        for state in self.budgets(frozenset(catalog.budgets), now):
+        for state in self.budgets(frozenset(self.catalog.budgets)) if states is None else states:
             month = state.month.strftime("%Y-%m")
             previous = parse_level(self.store.budget_told(state.group, month))
             if not crossed(previous, state):
@@ -544,17 +537,18 @@ class JobManager:
                 found[user] = frozenset(latest[0].groups) if latest else frozenset()
         return found
 
-    async def stop_over_budget(self, now: datetime | None = None) -> list[tuple[str, str]]:
+    async def stop_over_budget(self, states: Sequence[BudgetState] | None = None) -> list[tuple[str, str]]:
         """Stop the running and starting jobs charged to a group whose spent budget says
-        ``stop_running`` (each in its turn, saying why); the jobs stopped."""
+        ``stop_running`` (each in its turn, saying why); the jobs stopped. ``states``: every
+        budget's, where the caller read them already."""
         catalog = self.catalog
-        stopping = frozenset(group for group, budget in catalog.budgets.items() if budget.stop_running)
-        states = self.budgets(stopping, now) if stopping else ()
-        found = []
-        for record in self.store.list_jobs():
-            if record.status.finished or record.queued:
-                continue
-            state = stopped_by(record.groups, states)
+        states = self.budgets(frozenset(catalog.budgets)) if states is None else states
+        stopping = [s for s in states if s.budget.stop_running and s.level is BudgetLevel.OVER]
+        found: list[tuple[str, str]] = []
+        if not stopping:  # the usual case: no job is read at all
+            return found
+        for record in self.store.going():
+            state = stopped_by(record.groups, stopping)
             if state is not None:
                 async with self.working_on(record.user, record.name):
                     why = state.stopping(catalog.currency)

@@ -478,10 +478,18 @@ class JobStore:
                 self._audit(session, actor, _ACTIONS.get(status, status.value), row, {"from": old.value})
             return self._record(session, row)
 
-    def running(self, kind: JobKind) -> list[JobRecord]:
-        """The running jobs of ``kind`` (the quiet watcher reads the scrapers)."""
+    def running(self, kind: JobKind | None = None) -> list[JobRecord]:
+        """The running jobs (of ``kind``, where given: the quiet watcher reads the scrapers)."""
         with self.session() as session:
-            query = select(JobRow).where(JobRow.status == JobStatus.RUNNING.value, JobRow.kind == kind.value)
+            query = select(JobRow).where(JobRow.status == JobStatus.RUNNING.value)
+            if kind is not None:
+                query = query.where(JobRow.kind == kind.value)
+            return [JobRecord.of(row) for row in session.scalars(query)]
+
+    def going(self) -> list[JobRecord]:
+        """The jobs pending or running, but not those waiting in a queue (nothing of theirs runs)."""
+        with self.session() as session:
+            query = select(JobRow).where(JobRow.status.in_(_GOING), JobRow.queued.is_(None))
             return [JobRecord.of(row) for row in session.scalars(query)]
 
     # --- users' settings ---------------------------------------------------------------------------
@@ -603,6 +611,7 @@ class JobStore:
 
 
 _ACTIONS = {JobStatus.STOPPED: "stop", JobStatus.PENDING: "restart"}
+_GOING = (JobStatus.PENDING.value, JobStatus.RUNNING.value)
 #: the queued jobs, first in first (a tie, within one clock tick, goes to the older record)
 _QUEUE_ORDER = select(JobRow).where(JobRow.queued.is_not(None)).order_by(JobRow.queued, JobRow.id)
 

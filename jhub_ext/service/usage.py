@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from jhub_ext.admission.budget import LedgerReader
+from jhub_ext.admission.budget import LedgerReader, aware
 from jhub_ext.core.catalog.model import Catalog, Kind, Profile
 from jhub_ext.core.catalog.selection import SelectionError, resolve_selection
 from jhub_ext.core.events import Event, Happened, Subject
@@ -97,7 +97,7 @@ class UsageBook:
             row = self._open_row(session, subject, user, name)
             if row is None:
                 return False
-            row.ended = max(at, _aware(row.started))
+            row.ended = max(at, aware(row.started))
             return True
 
     def runs(
@@ -131,10 +131,6 @@ class UsageBook:
             UsageRow.ended.is_(None),
         )
         return session.scalars(query.order_by(UsageRow.id.desc())).first()  # type: ignore[no-any-return]
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -229,7 +225,7 @@ def settle_jobs(book: UsageBook, usage: JobUsage, now: datetime | None = None) -
     gets one (from its recorded start, or now if it had a run since)."""
     now = now or datetime.now(UTC)
     store = book.store
-    running = {(r.user, r.name): r for r in store.list_jobs() if r.status is JobStatus.RUNNING}
+    running = {(r.user, r.name): r for r in store.running()}
     for user, name in book.open_runs(JOB) - running.keys():
         record = store.get(user, name)
         book.close(JOB, user, name, (record.finished if record and record.finished else None) or now)

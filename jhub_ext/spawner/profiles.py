@@ -37,6 +37,7 @@ from jhub_ext.core.catalog.selection import (
     resolve_selection,
 )
 from jhub_ext.core.events import Event, Events, Happened, Subject, resolve_observers
+from jhub_ext.core.usage import BudgetVerdict
 from jhub_ext.spawner.servers import STATE_KEY, HubServers, ServerRecord
 
 OPTION_PREFIX = "profile-option-"
@@ -180,9 +181,9 @@ class ProfileMenuMixin(LoggingConfigurable):
 
     def budget_notices(self, catalog: Catalog) -> list[dict[str, str]]:
         """The budgets of the user's groups at their warning level or spent, in words, for the menu."""
-        if not self.jobs_db_url or not self.user_groups & catalog.budgets.keys():
+        verdict = self.budget_verdict(catalog)
+        if verdict is None:
             return []
-        verdict = LedgerReader.at(self.jobs_db_url).verdict(catalog, self.user_groups, Kind.SERVER)
         said = verdict.message(catalog.currency)
         return [
             {
@@ -266,13 +267,18 @@ class ProfileMenuMixin(LoggingConfigurable):
         )
         self.apply_selection(selection)
 
+    def budget_verdict(self, catalog: Catalog) -> BudgetVerdict | None:
+        """What the budgets of the user's groups say about a new server now; None where none applies
+        (no ledger is read then)."""
+        if not self.jobs_db_url or not self.user_groups & catalog.budgets.keys():
+            return None
+        return LedgerReader.at(self.jobs_db_url).verdict(catalog, self.user_groups, Kind.SERVER)
+
     def check_budgets(self, catalog: Catalog) -> None:
         """Refuse a server that a spent monthly budget of the user's groups stops (the catalog's
         ``budgets``; see :mod:`jhub_ext.admission.budget`), saying which and until when."""
-        if not self.jobs_db_url or not self.user_groups & catalog.budgets.keys():
-            return
-        verdict = LedgerReader.at(self.jobs_db_url).verdict(catalog, self.user_groups, Kind.SERVER)
-        if not verdict.starts:
+        verdict = self.budget_verdict(catalog)
+        if verdict is not None and not verdict.starts:
             raise ProfileChoiceError(
                 verdict.message(catalog.currency) or "a budget is spent", status_code=403
             )
