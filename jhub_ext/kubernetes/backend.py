@@ -42,10 +42,11 @@ from jhub_ext.kubernetes.api import taken as _taken
 from jhub_ext.kubernetes.api import uid_of as _uid
 from jhub_ext.kubernetes.cronruns import LiveRuns
 from jhub_ext.kubernetes.logs import Target, follow_logs, last_line_time, log_target
+from jhub_ext.kubernetes.notes import SideWatches
 from jhub_ext.kubernetes.pods import DEFAULT_GID, DEFAULT_UID
 from jhub_ext.kubernetes.retry import retrying
+from jhub_ext.kubernetes.status import NO_NOTES, derive_status
 from jhub_ext.kubernetes.status import controller as _controller
-from jhub_ext.kubernetes.status import derive_status
 from jhub_ext.kubernetes.status import job_finished as _job_finished
 from jhub_ext.kubernetes.status import owner as _owner
 from jhub_ext.kubernetes.view import CachedJobs
@@ -186,6 +187,7 @@ class KubernetesJobBackend(JobBackend):
         #: pods let in by a dry run, by their admission key: until when that answer stands
         self._admitted: dict[str, float] = {}
         self._live_runs = LiveRuns(self._api, self._spawn, self.log)  # scheduled jobs' bound
+        self.side: SideWatches | None = None  # what else the cluster says (Kueue's Workloads)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # --- life cycle ----------------------------------------------------------------------------------
@@ -221,6 +223,14 @@ class KubernetesJobBackend(JobBackend):
             )
             self.caches[resource] = cache
         await asyncio.gather(*(cache.start() for cache in self.caches.values()))
+        self.side = SideWatches(
+            self.api,
+            self.namespace,
+            timeout_seconds=self.watch_timeout_seconds,
+            log=self.log,
+            on_change=self._noted,
+        )
+        await self.side.start()
         # re-adopt: a workload named for the job its annotations name (not a CronJob's runs)
         for resource in ("jobs", "deployments", "cronjobs"):
             for obj in self.caches[resource].values():
@@ -233,6 +243,8 @@ class KubernetesJobBackend(JobBackend):
         """Stop the watches and background tasks and close the API client; the workloads keep running."""
         for cache in self.caches.values():
             await cache.stop()
+        if self.side is not None:
+            await self.side.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -245,8 +257,10 @@ class KubernetesJobBackend(JobBackend):
     def health(self) -> dict[str, bool]:
         """Each watch cache (pods, jobs, deployments, cronjobs) by resource: whether it has listed
         its objects and follows their changes now; False while it retries after an error, when
-        what it shows may be out of date. Empty before :meth:`start`."""
-        return {name: cache.ready and cache.stale_since is None for name, cache in self.caches.items()}
+        what it shows may be out of date; and the optional watches that started (Kueue's
+        ``workloads``). Empty before :meth:`start`."""
+        health = {name: cache.ready and cache.stale_since is None for name, cache in self.caches.items()}
+        return {**health, **(self.side.health() if self.side is not None else {})}
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run ``work`` in the background (watch callbacks cannot wait); shutdown ends what is left."""
@@ -450,7 +464,10 @@ class KubernetesJobBackend(JobBackend):
             return None
         _, resource = self.specs[key]
         return derive_status(
-            resource, self.view.workload(user, name, resource), self.view.run_pods(user, name, resource)
+            resource,
+            self.view.workload(user, name, resource),
+            self.view.run_pods(user, name, resource),
+            self.side.notes() if self.side is not None else NO_NOTES,
         )
 
     async def inventory(self) -> dict[Key, Held]:
@@ -474,15 +491,36 @@ class KubernetesJobBackend(JobBackend):
             for cronjob in self.caches["cronjobs"].values():
                 self._live_runs.bound(cronjob, self.caches["jobs"].values())
         else:
-            labels = (obj.get("metadata") or {}).get("labels") or {}
             owner = _owner(obj)
             if owner in self._unseen and self._unseen[owner][1] == (obj.get("metadata") or {}).get("uid"):
                 del self._unseen[owner]  # the caches show it from now on
-            keys = [owner] if owner in self.specs else []
-            if not keys and labels.get(JOB_LABEL):  # a CronJob's Jobs of old carry only the label
-                found = self._owner_of(labels[JOB_LABEL])
-                keys = [found] if found else []
+            keys = self._keys(obj)
             self._after(event, obj)
+        self._report(keys)
+
+    def _keys(self, obj: Json) -> list[Key]:
+        """The job ``obj`` belongs to (none: no job known here)."""
+        owner = _owner(obj)
+        if owner is not None and owner in self.specs:
+            return [owner]
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        if labels.get(JOB_LABEL):  # a CronJob's Jobs of old carry only the label
+            found = self._owner_of(labels[JOB_LABEL])
+            return [found] if found else []
+        return []
+
+    def _noted(self, resource: str, name: str) -> None:
+        """What the side watches say of the object ``name`` of ``resource`` changed (no name: of
+        every object): report its job again if that moves its observed state."""
+        if not self.caches or any(not cache.ready for cache in self.caches.values()):
+            return
+        if not resource:
+            self._report(list(self.specs))
+        elif (obj := self.caches[resource].objects.get(f"{self.namespace}/{name}")) is not None:
+            self._report(self._keys(obj))
+
+    def _report(self, keys: list[Key]) -> None:
+        """Tell of each job of ``keys`` whose observed state moved since it was last told."""
         for user, name in keys:
             observed = self.observed(user, name)
             if observed is not None and observed != self._last.get((user, name)):

@@ -11,6 +11,7 @@ menu. On top of that it shows live capacity in the menu from watch-fed caches of
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jupyterhub import orm
-from kubernetes_asyncio.client import V1DeleteOptions, V1Preconditions
+from kubernetes_asyncio.client import CustomObjectsApi, V1DeleteOptions, V1Preconditions
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
 from traitlets import Bool, Integer, default
@@ -27,6 +28,7 @@ from jhub_ext.core.catalog import Catalog, Kind
 from jhub_ext.core.catalog.quota import Workload
 from jhub_ext.core.catalog.selection import Selection
 from jhub_ext.core.events import Happened
+from jhub_ext.kubernetes import kueue
 from jhub_ext.kubernetes.capacity import availability, orphan_server_pods, pod_workload
 from jhub_ext.kubernetes.hubwatch import ClusterWatch, shared_api
 from jhub_ext.kubernetes.pods import (
@@ -38,7 +40,7 @@ from jhub_ext.kubernetes.pods import (
     pod_plan,
 )
 from jhub_ext.kubernetes.retry import retrying
-from jhub_ext.kubernetes.status import event_in_words
+from jhub_ext.kubernetes.status import event_in_words, queue_holds
 from jhub_ext.kubernetes.watch import WatchCache
 from jhub_ext.kubernetes.workloads import kueue_labels
 from jhub_ext.spawner.profiles import ProfileChoiceError, ProfileMenuMixin
@@ -99,6 +101,10 @@ PROFILE_TRAITS = (
     "image",
     *_AFFINITY_TRAITS.values(),
 )
+
+
+#: how often a spawn the cluster's queue holds asks it why, while nothing else happens
+QUEUE_REASON_SECONDS = 3.0
 
 
 def _clock(moment: float) -> str:
@@ -304,16 +310,70 @@ class ProfileKubeSpawner(ProfileMenuMixin, KubeSpawner):
     async def progress(self) -> AsyncIterator[dict[str, Any]]:
         """KubeSpawner's progress events, each said in plain words (:func:`event_in_words`: a pod
         Kueue holds is "held by the cluster's queue" until it admits it); the cluster's own words,
-        and the raw event, only for admins."""
-        async for event in super().progress():
-            raw = event.get("raw_event")
-            if raw is None:  # KubeSpawner's own words (a slow spawn's patience message)
-                yield event
-                continue
-            said = {"progress": event.get("progress"), "message": event_in_words(raw)}
-            if self.user.admin:
-                said.update(raw_event=raw, message=f"{said['message']} (the cluster: {raw.get('message')})")
-            yield said
+        and the raw event, only for admins. While the cluster's queue holds the pod, its reason
+        (:meth:`queue_reason`) is told too, each time it changes."""
+        events = super().progress()
+        following: asyncio.Future[dict[str, Any]] | None = None
+        progress, held, told = 0, False, None
+        try:
+            while True:
+                if following is None:
+                    following = asyncio.ensure_future(anext(events))
+                await asyncio.wait({following}, timeout=QUEUE_REASON_SECONDS if held else None)
+                if not following.done():  # held, and no news: ask the queue why
+                    because = await self.queue_reason()
+                    if because is not None and because != told:
+                        told = because
+                        yield {"progress": progress, "message": because}
+                    continue
+                try:
+                    event = following.result()
+                except StopAsyncIteration:
+                    return
+                finally:
+                    following = None
+                raw = event.get("raw_event")
+                if raw is None:  # KubeSpawner's own words (a slow spawn's patience message)
+                    yield event
+                    continue
+                progress = event.get("progress") or progress
+                held, told = queue_holds(raw), None
+                said = {"progress": event.get("progress"), "message": event_in_words(raw)}
+                if self.user.admin:
+                    said.update(
+                        raw_event=raw, message=f"{said['message']} (the cluster: {raw.get('message')})"
+                    )
+                yield said
+        finally:
+            if following is not None:  # the generator is left running: stop it before closing it
+                following.cancel()
+                await asyncio.wait({following})
+            await events.aclose()
+
+    async def queue_reason(self) -> str | None:
+        """Why the cluster's queue (Kueue) holds this server's pod, in plain words, from the Workload
+        it made for the pod; None where it says nothing yet, or cannot be read."""
+        pod = self.pod_reflector.pods.get(f"{self.namespace}/{self.pod_name}") if self.pod_reflector else None
+        uid = ((pod or {}).get("metadata") or {}).get("uid")
+        if not uid:
+            return None
+        workloads = CustomObjectsApi(self.api.api_client)
+        for version in kueue.VERSIONS:
+            try:
+                found = await workloads.list_namespaced_custom_object(
+                    kueue.GROUP,
+                    version,
+                    self.namespace,
+                    "workloads",
+                    label_selector=f"{kueue.JOB_UID_LABEL}={uid}",
+                )
+            except ApiException as e:
+                if e.status == 404:
+                    continue  # not this version (or no Kueue)
+                self.log.debug("Cannot read the Workload of pod %s: %s %s", self.pod_name, e.status, e.reason)
+                return None
+            return kueue.held_because(kueue.by_owner(found.get("items") or []).get(uid))
+        return None
 
     # --- the menu --------------------------------------------------------------------------------------
 

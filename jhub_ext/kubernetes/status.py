@@ -9,8 +9,8 @@ Kubernetes word goes into a message: the cluster's own words go into ``detail``,
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from jhub_ext.core.jobs.lifecycle import (
@@ -23,6 +23,7 @@ from jhub_ext.core.jobs.lifecycle import (
 )
 from jhub_ext.core.jobs.model import JobStatus, Observed
 from jhub_ext.core.jobs.reasons import Reason, Why
+from jhub_ext.kubernetes import kueue
 from jhub_ext.kubernetes.workloads import (
     KUEUE_QUEUE_LABEL,
     MAX_LIVE_RUNS_ANNOTATION,
@@ -121,6 +122,26 @@ class Held:
     detail: str | None = None
 
 
+@dataclass(frozen=True)
+class Notes:
+    """What the cluster says of a job's objects elsewhere than on them: the Workloads a cluster
+    queue (Kueue) made for them, by the uid of the Job or pod each stands for."""
+
+    queued: Mapping[str, Json] = field(default_factory=dict)
+
+    def held(self, obj: Json, said: str) -> Held:
+        """Why the cluster's queue holds ``obj`` (a suspended Job, a gated pod): its own reason in
+        plain words where its Workload gives one; for admins, the cluster's words and where to look."""
+        workload = self.queued.get(str((obj.get("metadata") or {}).get("uid") or ""))
+        because = kueue.held_because(workload)
+        reason = _kueue_said(workload)
+        detail = f"{_in_queue(obj, said)}; {reason}" if reason else _in_queue(obj, said)
+        return Held(Why(Reason.HELD_BY_CLUSTER_QUEUE, because or kueue.HELD), detail)
+
+
+NO_NOTES = Notes()
+
+
 #: what the scheduler finds short (its "Insufficient <resource>"), in words
 _SHORT = {"cpu": "CPUs", "memory": "memory", "pods": "room for more programs"}
 _INSUFFICIENT = re.compile(r"Insufficient ([\w./-]+)")
@@ -136,9 +157,10 @@ def _short_of(scheduler_message: str) -> str:
     return " and ".join(found)
 
 
-def waiting_reason(pods: list[Json]) -> Held | None:
+def waiting_reason(pods: list[Json], notes: Notes = NO_NOTES) -> Held | None:
     """Why the job's latest pod is not running (None: nothing holds it up): an image that cannot
-    be pulled, a crash loop, no room in the cluster, a container that cannot be created."""
+    be pulled, a crash loop, no room in the cluster, a cluster queue that holds it, a container
+    that cannot be created."""
     if not pods:
         return None
     status = pods[-1].get("status") or {}
@@ -165,14 +187,17 @@ def waiting_reason(pods: list[Json]) -> Held | None:
         if condition.get("reason") == "Unschedulable":
             return Held(Why(Reason.WAITING_FOR_CAPACITY, no_room(message)), message)
         if condition.get("reason") == "SchedulingGated":  # a cluster queue (Kueue) holds its pods
-            return Held(CLUSTER_QUEUE, _in_queue(pods[-1], message or "SchedulingGated"))
+            return notes.held(pods[-1], message or "SchedulingGated")
     return None
 
 
-#: a job the cluster's own queue (Kueue, on clusters that run it) holds until it admits it
-CLUSTER_QUEUE = Why(
-    Reason.HELD_BY_CLUSTER_QUEUE, "held by the cluster's queue: it starts by itself when the queue admits it"
-)
+def _kueue_said(workload: Json | None) -> str | None:
+    """Kueue's own words on why it holds ``workload`` (its QuotaReserved condition's), for admins."""
+    for condition in ((workload or {}).get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "QuotaReserved" and condition.get("status") == "False":
+            name = (workload or {}).get("metadata", {}).get("name")
+            return f"Workload {name}: {_clip(condition.get('message'), 400)}"
+    return None
 
 
 def _in_queue(obj: Json, said: str) -> str:
@@ -208,7 +233,7 @@ _EVENTS = {
 #: what Kueue's own events on a pod (its "CreatedWorkload", "Started", "Stopped") mean, in plain words:
 #: Kueue's "Started" is not the kubelet's (its container started) but its queue's admission
 _KUEUE_EVENTS = {
-    "CreatedWorkload": CLUSTER_QUEUE.text,
+    "CreatedWorkload": kueue.HELD,
     "Started": "the cluster's queue admitted it",
     "Stopped": "the cluster's queue took its place back for other work; it waits in the queue again",
 }
@@ -218,6 +243,14 @@ def _from_kueue(event: Json) -> bool:
     """Whether Kueue (its pod or job controller, or its admission) reported ``event``."""
     source = (event.get("source") or {}).get("component") or event.get("reportingComponent") or ""
     return "kueue" in str(source)
+
+
+def queue_holds(event: Json) -> bool:
+    """Whether a pod's ``event`` says the cluster's queue holds it (or holds it again)."""
+    reason = event.get("reason")
+    if _from_kueue(event):
+        return reason in ("CreatedWorkload", "Stopped")
+    return reason == "SchedulingGated"
 
 
 def event_in_words(event: Json) -> str:
@@ -293,35 +326,37 @@ def _exit(pods: list[Json]) -> tuple[int | None, Why | None]:
     return None, None
 
 
-def derive_status(resource: str, workload: Json | None, pods: list[Json]) -> Observed:
-    """A job's status from its workload and its pods (as the watch caches hold them)."""
+def derive_status(
+    resource: str, workload: Json | None, pods: list[Json], notes: Notes = NO_NOTES
+) -> Observed:
+    """A job's status from its workload and its pods (as the watch caches hold them), and what else
+    the cluster says of them (``notes``)."""
     now = JobStatus.RUNNING if any(_running(p) for p in pods) else JobStatus.PENDING
     if workload is None:
         return Observed(JobStatus.PENDING)
     if resource == "jobs":
-        return _job_status(workload, pods, now)
+        return _job_status(workload, pods, now, notes)
     restarts = sum(
         int(s.get("restartCount", 0))
         for p in pods
         for s in (p.get("status") or {}).get("containerStatuses") or []
     )
     code = _exit(pods)[0] if resource == "cronjobs" else None
-    return _live(now, code, restarts, pods)
+    return _live(now, code, restarts, pods, notes)
 
 
-def _job_status(job: Json, pods: list[Json], now: JobStatus) -> Observed:
+def _job_status(job: Json, pods: list[Json], now: JobStatus, notes: Notes) -> Observed:
     """A batch job's status from its Job and its pods (a Job counts its failed pods itself)."""
     status = job.get("status") or {}
     conditions = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
     failures = int(status.get("failed", 0))
     if (job.get("spec") or {}).get("suspend") and not pods:  # a cluster queue holds it
-        said = (conditions.get("Suspended") or {}).get("message") or "Job suspended"
-        detail = _in_queue(job, said)
-        return Observed(JobStatus.PENDING, None, CLUSTER_QUEUE.text, failures, CLUSTER_QUEUE.reason, detail)
+        held = notes.held(job, (conditions.get("Suspended") or {}).get("message") or "Job suspended")
+        return Observed(JobStatus.PENDING, None, held.why.text, failures, held.why.reason, held.detail)
     if "Complete" in conditions:
         return Observed(JobStatus.SUCCEEDED, 0, COMPLETED, failures, Reason.COMPLETED)
     if "Failed" not in conditions:
-        return _live(now, None, failures, pods)
+        return _live(now, None, failures, pods, notes)
     code, why = _exit(pods)
     settled = all((p.get("status") or {}).get("phase") in ("Succeeded", "Failed") for p in pods)
     reason = conditions["Failed"].get("reason", "")
@@ -342,10 +377,10 @@ def _said(condition: Json, pods: list[Json]) -> str | None:
     return "; ".join(_clip(w) for w in words if w) or None
 
 
-def _live(status: JobStatus, code: int | None, restarts: int, pods: list[Json]) -> Observed:
+def _live(status: JobStatus, code: int | None, restarts: int, pods: list[Json], notes: Notes) -> Observed:
     """A live job, with what holds it up, or else why it moved (a running job keeps saying why it
     runs elsewhere now)."""
-    held = waiting_reason(pods) or displaced_reason(pods)
+    held = waiting_reason(pods, notes) or displaced_reason(pods)
     if held is None:
         return Observed(status, code, None, restarts)
     return Observed(status, code, held.why.text, restarts, held.why.reason, held.detail)

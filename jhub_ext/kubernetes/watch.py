@@ -42,6 +42,16 @@ LIST_CONNECT_TIMEOUT = 10
 LIST_READ_TIMEOUT = 60
 
 
+async def _answered(response: Any) -> None:
+    """Raise the API server's refusal as the client does for a read it parses itself: a raw
+    response (``_preload_content=False``) is handed back whatever its status."""
+    if not 200 <= response.status <= 299:
+        body = (await response.read()).decode(errors="replace")
+        if response.status == 410:
+            raise _Gone()
+        raise ApiException(status=response.status, reason=body.strip()[:200] or response.reason)
+
+
 class WatchCache:
     """An up-to-date in-memory copy of the objects ``list_method`` returns.
 
@@ -149,6 +159,7 @@ class WatchCache:
         bound = (LIST_CONNECT_TIMEOUT, LIST_READ_TIMEOUT)
         response = await self.list_method(**self._selectors(), _preload_content=False, _request_timeout=bound)
         try:
+            await _answered(response)
             body = json.loads(await response.read())
         finally:
             response.release()
@@ -178,6 +189,7 @@ class WatchCache:
                 raise _Gone() from None
             raise
         try:
+            await _answered(response)
             while line := await response.content.readline():
                 self._apply(json.loads(line))
         finally:

@@ -153,6 +153,10 @@ async def test_the_role_grants_exactly_what_the_jobs_backend_uses(
     granted = {
         (verb, resource) for rule in role["rules"] for resource in rule["resources"] for verb in rule["verbs"]
     }
+    # Kueue's Workloads are looked for (a list, answered 404 here) and watched only on clusters that
+    # run Kueue (test_kueue.py shows that use)
+    assert ("list", "workloads") in used
+    granted -= {("watch", "workloads")}
     assert used == granted, f"used but not granted: {used - granted}; granted but unused: {granted - used}"
 
 

@@ -20,6 +20,8 @@ import requests
 from devcluster.cluster import LocalCluster
 from devcluster.kueue import QUEUE_LABEL, Kueue
 
+from jhub_ext.kubernetes.quantities import parse_cpu_quantity
+
 from ..conftest import SHIPPED_CATALOG
 from ..hubprocess import HubProcess, wait_for
 from ..kube import Namespace, namespace
@@ -141,17 +143,28 @@ def test_a_job_kueue_holds_says_why_and_starts_when_room_frees(
             60,
             "the second job to be held by Kueue",
         )
-        assert held["status"] == "pending" and held["message"] == HELD
+        assert held["status"] == "pending" and held["message"].startswith("held by the cluster's queue: ")
         assert "detail" not in held and plain(held["message"])
         workload = named(ns, "Job", "second")
         assert workload["spec"]["suspend"] is True  # Kueue holds it
         assert workload["metadata"]["labels"][QUEUE_LABEL] == "research"
-        by_admin = job("second", as_admin=True)  # admins also see where to look
+        # Kueue's own words on why it waits (its Workload's), and the researcher's, said plainly
+        said = wait_for(lambda: waits_because(kueue, ns, workload), 30, "Kueue to say why")
+        assert "insufficient unused quota for cpu in flavor default-flavor" in said, said
+        short = said.rsplit(", ", 1)[-1].split()[0]  # "<CPUs> more needed"
+        because = wait_for(
+            lambda: (m := job("second")["message"]) != HELD and m, 30, "the job to say Kueue's reason"
+        )
+        needs = f"{parse_cpu_quantity(short):g} more CPUs"
+        assert because == (
+            f"held by the cluster's queue: its share has no room for it now (it needs {needs});"
+            " it starts by itself when the queue admits it"
+        ), because
+        assert plain(because)
+        by_admin = job("second", as_admin=True)  # admins also see Kueue's words, and where to look
         assert by_admin["reason"] == "held-by-cluster-queue", by_admin
         assert "Kueue LocalQueue 'research'" in by_admin["detail"], by_admin
-        # and there, Kueue's own words on why it waits
-        said = wait_for(lambda: waits_because(kueue, ns, workload), 30, "Kueue to say why")
-        assert "quota for cpu in flavor default-flavor" in said, said
+        assert said in by_admin["detail"], by_admin
     finally:
         stopped = requests.post(f"{api}/jobs/first/stop", headers=headers, timeout=60)
         assert stopped.status_code == 200, stopped.text
@@ -161,6 +174,10 @@ def test_a_job_kueue_holds_says_why_and_starts_when_room_frees(
     assert "admitted" in requests.get(f"{api}/jobs/second/logs", headers=headers, timeout=10).text
     for name in ("first", "second"):
         assert requests.delete(f"{api}/jobs/{name}", headers=headers, timeout=60).status_code == 204
+    # the Role of hub_config/k8s/rbac.yaml let the service follow Kueue's Workloads, refusing nothing
+    asked = [e for e in ns.requests() if (e.get("objectRef") or {}).get("resource") == "workloads"]
+    assert {e["verb"] for e in asked} >= {"list", "watch"}, asked
+    assert all((e.get("responseStatus") or {}).get("code", 200) < 400 for e in asked), asked
 
 
 def test_a_server_kueue_holds_says_so_while_it_spawns_and_starts_when_admitted(
@@ -182,7 +199,7 @@ def test_a_server_kueue_holds_says_so_while_it_spawns_and_starts_when_admitted(
                 if not line.startswith("data:"):
                     continue
                 events.append(json.loads(line.removeprefix("data:")))
-                if events[-1].get("message") == HELD:
+                if events[-1].get("message", "").startswith("held by the cluster's queue: it asks"):
                     pod = ns.admin.get("Pod", "jupyter-alice", ns.name)
                     assert pod["spec"]["schedulingGates"]  # Kueue holds it
                     kueue.set_quota(CLUSTER_QUEUE, ROOMY)  # room: Kueue admits it
@@ -192,6 +209,12 @@ def test_a_server_kueue_holds_says_so_while_it_spawns_and_starts_when_admitted(
         assert events[-1].get("ready"), messages
         held, admitted = messages.index(HELD), messages.index("the cluster's queue admitted it")
         assert held < admitted < len(messages) - 1, messages
+        # and, meanwhile, why: Kueue's reason in plain words (small asks for 500m, the whole queue has 100m)
+        because = (
+            "held by the cluster's queue: it asks for 0.5 CPUs and the queue's whole share is 0.1 CPUs,"
+            " so it can never start there: choose a smaller profile, or ask an admin for a larger share"
+        )
+        assert held < messages.index(because) < admitted, messages
         assert all(plain(m) for m in messages), messages
         assert not any("raw_event" in event for event in events)  # the cluster's own events: admins only
         alice.wait_ready(timeout=60)
