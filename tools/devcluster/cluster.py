@@ -51,9 +51,14 @@ DEFAULT_NODES: list[Json] = [
     },
 ]
 # Every image is the local Python environment; jupyter images start the single-user server
-# (their real ENTRYPOINT, tini, only passes the command through).
+# (their real ENTRYPOINT, tini, only passes the command through). Pulls take no time, but for the
+# images tests use to see a pull under way (registry.test/slow/*, 8 s; registry.test/slowish/*, 2 s)
+# and those that cannot be pulled at all (registry.test/missing/*: not found). First match wins.
 DEFAULT_IMAGES: list[Json] = [
     {"match": "quay.io/jupyter/*", "cmd": ["jupyterhub-singleuser"]},
+    {"match": "registry.test/slow/*", "pull_seconds": 8},
+    {"match": "registry.test/slowish/*", "pull_seconds": 2},
+    {"match": "registry.test/missing/*", "missing": True},
     {"match": "*"},
 ]
 

@@ -2,9 +2,9 @@
 
 It registers its nodes (capacity, GPUs as ``nvidia.com/gpu``, labels, taints), keeps them Ready by
 renewing their Leases in ``kube-node-lease`` and their status, runs the pods the scheduler binds
-to them as local processes (:mod:`.pods`), serves their logs on the nodes' kubelet port
-(:mod:`.logs`), and provisions PersistentVolumes for claims of the ``local`` StorageClass as
-directories. Run it as ``python -m devcluster.agent CONFIG.json``.
+to them as local processes (:mod:`.pods`), keeps the images each node has pulled (:mod:`.images`),
+serves their logs on the nodes' kubelet port (:mod:`.logs`), and provisions PersistentVolumes for
+claims of the ``local`` StorageClass as directories. Run it as ``python -m devcluster.agent CONFIG.json``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from devcluster.agent.api import Api, ApiError
+from devcluster.agent.images import ImageStore
 from devcluster.agent.logs import LogServer
 from devcluster.agent.podfiles import reachable_by_others
 from devcluster.agent.pods import PodWorker
@@ -40,11 +41,14 @@ PROVISIONER = "jhub-ext.io/local-dir"
 
 @dataclass(frozen=True)
 class Image:
-    """What an image brings, as Docker's ENTRYPOINT, CMD and ENV."""
+    """What an image brings, as Docker's ENTRYPOINT, CMD and ENV, and how pulling it goes: it takes
+    ``pull_seconds``, or fails as an image the registry does not have (``missing``)."""
 
     entrypoint: list[str]
     cmd: list[str]
     env: dict[str, str]
+    pull_seconds: float = 0.0
+    missing: bool = False
 
     def command(self, container: Json) -> list[str]:
         """Kubernetes' rule: ``command`` replaces the entrypoint, ``args`` the image's CMD."""
@@ -87,6 +91,7 @@ class NodeAgent:
         self.restart_backoff = (float(initial), float(ceiling))
         self.provisioner = bool(config.get("provisioner", False))
         self.workers: dict[str, PodWorker] = {}
+        self.images = ImageStore(self.state_dir / "images.json")  # what each node has pulled
         self.is_root = os.geteuid() == 0
         self.image_root = Path(config.get("image_root") or python_environment())
         # Running as the pod's user needs the environment and our directories reachable by it.
@@ -114,13 +119,16 @@ class NodeAgent:
     # --- configuration ----------------------------------------------------------------------------------
 
     def image(self, name: str) -> Image:
-        """What an image means here: its entrypoint, command and env, from the config's ``images``."""
+        """What an image means here: its entrypoint, command, env and pull, from the config's ``images``
+        (the first entry whose ``match`` pattern fits the name)."""
         for entry in self.config.get("images") or []:
             if fnmatch.fnmatchcase(name, entry.get("match", "*")):
                 return Image(
                     list(entry.get("entrypoint") or []),
                     list(entry.get("cmd") or []),
                     dict(entry.get("env") or {}),
+                    float(entry.get("pull_seconds") or 0),
+                    bool(entry.get("missing", False)),
                 )
         return Image([], [], {})
 
@@ -293,21 +301,30 @@ class NodeAgent:
             del self.workers[worker.key]
         worker.files.cleanup()
 
-    async def event(self, pod: Json, reason: str, message: str, kind: str = "Normal") -> None:
-        """Post a Kubernetes Event about ``pod`` as its kubelet would; failing to post is ignored."""
+    async def event(
+        self, pod: Json, reason: str, message: str, kind: str = "Normal", field_path: str | None = None
+    ) -> None:
+        """Post a Kubernetes Event about ``pod`` as its kubelet would; failing to post is ignored.
+
+        ``field_path`` names the container it is about, as the kubelet's container events do
+        (``spec.containers{main}``, ``spec.initContainers{setup}``).
+        """
         meta = pod["metadata"]
         stamp = now_rfc3339()
+        involved = {
+            "kind": "Pod",
+            "namespace": meta["namespace"],
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "apiVersion": "v1",
+        }
+        if field_path:
+            involved["fieldPath"] = field_path
         event = {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {
-                "kind": "Pod",
-                "namespace": meta["namespace"],
-                "name": meta["name"],
-                "uid": meta["uid"],
-                "apiVersion": "v1",
-            },
+            "involvedObject": involved,
             "reason": reason,
             "message": message,
             "type": kind,

@@ -2,7 +2,10 @@
 
 Init containers run in order, each to success (a failure is retried unless the pod's
 restartPolicy is Never); then every container starts, and is restarted as restartPolicy says,
-with exponential backoff (CrashLoopBackOff in between). ``spec.activeDeadlineSeconds`` ends the
+with exponential backoff (CrashLoopBackOff in between). Before each start of a container its image
+is pulled as ``imagePullPolicy`` says (:mod:`.images`), with the kubelet's events and waiting
+reasons; an image that cannot be pulled is retried with back-off (ImagePullBackOff) and keeps the
+pod Pending. ``spec.activeDeadlineSeconds`` ends the
 pod as Failed/DeadlineExceeded. Deletion sends SIGTERM, waits the grace period, then SIGKILL,
 and removes the pod from the API. Status goes to the ``pods/status`` subresource.
 """
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devcluster.agent.api import ApiError
+from devcluster.agent.images import PullError, go_duration, pull_policy
 from devcluster.agent.podfiles import NotReady, PodFiles
 from devcluster.agent.runtime import (
     LogWriter,
@@ -49,6 +53,12 @@ class ContainerState:
     last_state: Json = field(default_factory=dict)
     running: Running | None = None
     ready: bool = False
+    pulled_for: int | None = None  # the start (restart count) its image was last made sure of for
+
+    @property
+    def field_path(self) -> str:
+        """How the kubelet's events name the container: ``spec.containers{name}`` and the like."""
+        return f"spec.{'initContainers' if self.init else 'containers'}{{{self.spec['name']}}}"
 
     def status(self, image_id: str, pod_uid: str) -> Json:
         """The container's entry in the pod's ``containerStatuses`` (or ``initContainerStatuses``)."""
@@ -173,6 +183,97 @@ class PodWorker:
             delay = min(delay * 2, 10)
         return False
 
+    async def _stopped_within(self, seconds: float) -> bool:
+        """Wait up to ``seconds``; whether the pod started stopping meanwhile."""
+        if seconds > 0 and not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), seconds)
+        return self.stopping.is_set()
+
+    async def _container_event(
+        self, c: ContainerState, reason: str, message: str, kind: str = "Normal"
+    ) -> None:
+        await self.agent.event(self.pod, reason, message, kind, field_path=c.field_path)
+
+    async def _waiting(self, c: ContainerState, reason: str, message: str | None = None) -> None:
+        """Put the container in a waiting state and report it, where that changes its state."""
+        state = {"waiting": {"reason": reason, **({"message": message} if message else {})}}
+        if c.state != state:
+            c.state = state
+            await self.report()
+
+    async def _ensure_image(self, c: ContainerState) -> bool:
+        """The kubelet's EnsureImageExists, before a start of a container: its image is on the node,
+        pulled if ``imagePullPolicy`` asks for it. Failed pulls are retried with back-off (the agent's
+        ``restart_backoff``, as the kubelet's 10 s doubling to 300 s), ``ErrImagePull`` then
+        ``ImagePullBackOff``; an absent image with policy Never waits as ``ErrImageNeverPull``.
+        True once the image is there; False if the pod started stopping first."""
+        name = str(c.spec.get("image") or "")
+        policy = pull_policy(c.spec)
+        node = str(self.pod["spec"].get("nodeName") or "")
+        store = self.agent.images
+        initial, ceiling = self.agent.restart_backoff
+        failures = 0
+        while not self.stopping.is_set():
+            present = store.present(node, name)
+            if present and policy != "Always":
+                await self._container_event(
+                    c, "Pulled", f'Container image "{name}" already present on machine'
+                )
+                return True
+            if policy == "Never":
+                message = f'Container image "{name}" is not present with pull policy of Never'
+                await self._waiting(c, "ErrImageNeverPull", message)
+                await self._container_event(c, "ErrImageNeverPull", message, "Warning")
+                await self._container_event(c, "Failed", "Error: ErrImageNeverPull", "Warning")
+                if await self._stopped_within(min(initial * 2**failures, ceiling)):
+                    return False
+                failures += 1
+                continue
+            if (c.state.get("waiting") or {}).get("reason") == "ContainerCreating":
+                await self._waiting(c, "ContainerCreating")  # without a message of mounts done since
+            # (otherwise the state stays as it was, as the kubelet's does until the pull ends: a
+            # CrashLoopBackOff before a restart, an ImagePullBackOff before another try)
+            await self._container_event(c, "Pulling", f'Pulling image "{name}"')
+            image = self.agent.image(name)
+            begun = asyncio.get_running_loop().time()
+            pull = store.pull(node, name, image.pull_seconds, image.missing)
+            stop = asyncio.create_task(self.stopping.wait())
+            try:
+                await asyncio.wait({pull, stop}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop.cancel()
+            if not pull.done():
+                return False  # stopping; the pull itself goes on (the image may serve another pod)
+            try:
+                took = pull.result()
+            except PullError as e:
+                await self._container_event(c, "Failed", f'Failed to pull image "{name}": {e}', "Warning")
+                await self._container_event(c, "Failed", "Error: ErrImagePull", "Warning")
+                await self._waiting(c, "ErrImagePull", str(e))
+                delay = min(initial * 2**failures, ceiling)
+                failures += 1
+                # ErrImagePull until the kubelet's next look at the pod, then the back-off
+                shown = min(1.0, delay / 2)
+                if await self._stopped_within(shown):
+                    return False
+                message = f'Back-off pulling image "{name}"'
+                await self._waiting(c, "ImagePullBackOff", message)
+                await self._container_event(c, "BackOff", message)
+                await self._container_event(c, "Failed", "Error: ImagePullBackOff", "Warning")
+                if await self._stopped_within(delay - shown):
+                    return False
+                continue
+            waited = asyncio.get_running_loop().time() - begun
+            await self._container_event(
+                c,
+                "Pulled",
+                f'Successfully pulled image "{name}" in {go_duration(took)}'
+                f" ({go_duration(waited)} including waiting). Image size: 0 bytes.",
+            )
+            return True
+        return False
+
     def _who(self, container: Json) -> Any:
         who = identity(self.pod, container)
         return who if self.agent.switch_users else type(who)(None, None, [])
@@ -201,7 +302,12 @@ class PodWorker:
             workdir = Path(mounts.rewrite(container.get("workingDir") or str(home)))
             if not workdir.is_dir():
                 give(workdir, who, 0o755)
+            if self.stopping.is_set():  # deleted while it was being set up: it never starts
+                writer.close()
+                return None
             running = await start_process(command, env, workdir, writer, who)
+            if self.stopping.is_set():  # deleted while it was starting: it ends now
+                running.kill(signal.SIGKILL)
         except (NotReady, OSError) as e:
             reason = "CreateContainerConfigError" if isinstance(e, NotReady) else "StartError"
             writer.note(f"{reason}: {e}")
@@ -226,9 +332,18 @@ class PodWorker:
         return running
 
     async def _run_once(self, c: ContainerState) -> int | None:
+        """One start of a container, to its end: its exit code (None: it could not start)."""
+        if c.pulled_for != c.restarts:  # not again for a start retried after a configuration error
+            if not await self._ensure_image(c):
+                return None
+            c.pulled_for = c.restarts
+        if self.stopping.is_set():
+            return None
         running = await self._start(c)
         if running is None:
-            return None if "waiting" in c.state else int(c.state["terminated"]["exitCode"])
+            if self.stopping.is_set() or "waiting" in c.state:
+                return None
+            return int(c.state["terminated"]["exitCode"])
         limit = ((c.spec.get("resources") or {}).get("limits") or {}).get("memory")
         code = await running.wait(parse_memory_quantity(limit) if limit else None)
         c.running = None
@@ -275,8 +390,9 @@ class PodWorker:
                     self.phase = "Failed"
                     await self.report()
                     return False
-                if code is None:  # a configuration error: retried
-                    await asyncio.sleep(1)
+                if code is None:  # a configuration error: retried (or the pod is stopping)
+                    if await self._stopped_within(1):
+                        return False
                     continue
                 if not await self._backoff(c):
                     return False
@@ -325,11 +441,14 @@ class PodWorker:
         # however the pod's run ends (even cancelled), the pod must still leave the API
         await asyncio.wait({self.task}, timeout=10)
         for c in (*self.init, *self.main):
-            if "running" in c.state or "waiting" in c.state:
-                c.state = {
+            if "running" in c.state:
+                c.state = {"terminated": {"exitCode": 137, "reason": "Error", "finishedAt": now_rfc3339()}}
+            elif "waiting" in c.state:  # never started (pulling, backing off): a failure, as the kubelet
+                c.state = {  # says, so that a pod deleted before it ran does not count as a success
                     "terminated": {
-                        "exitCode": 137 if "running" in c.state else 0,
-                        "reason": "Error" if "running" in c.state else "ContainerStatusUnknown",
+                        "exitCode": 137,
+                        "reason": "ContainerStatusUnknown",
+                        "message": "The container could not be located when the pod was terminated",
                         "finishedAt": now_rfc3339(),
                     }
                 }

@@ -1,8 +1,16 @@
 """How the node agent runs one container as a local process, in place of a container runtime.
 
-- The image is not pulled: every image maps to the local Python environment (its ``bin`` first on
+- Nothing is downloaded: every image maps to the local Python environment (its ``bin`` first on
   ``PATH``); the image name is recorded in the container's status. An image's default command,
   where a container names none, comes from the agent's configuration.
+- Pulls are played as a kubelet makes them (:mod:`.images`): each node keeps the set of images it
+  has pulled (in the agent's state directory, so it outlasts a restart of the agent), and before
+  each start of a container its ``imagePullPolicy`` is applied (defaulted as the API server does),
+  with the kubelet's events on the container (``Pulling``, ``Pulled``, ``Failed``, ``BackOff``,
+  ``ErrImageNeverPull``) and waiting reasons (``ContainerCreating`` while pulling, ``ErrImagePull``,
+  ``ImagePullBackOff``, ``ErrImageNeverPull``). A pull takes the ``pull_seconds`` of the image's
+  entry in the configuration (default 0) or, where the entry says ``missing``, fails as "not
+  found" and is retried with the restart back-off; the pod stays Pending meanwhile.
 - Volumes are directories under the pod's directory (PersistentVolumeClaims under the agent's, so
   they outlive pods). Without mount namespaces a mount cannot appear at its ``mountPath``, so the
   agent rewrites every mount path wherever it stands in the command, the arguments (a shell
