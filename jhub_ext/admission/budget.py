@@ -4,14 +4,16 @@ service's database, and what their budgets (the catalog's ``budgets``) say about
 The hub (for its spawns) and the service (for its submits and its queue) read the ledger through this
 one reader (SQLAlchemy Core, the ``usage_runs`` columns only; the service owns the schema, see
 ``service/store.py``), and decide with :func:`jhub_ext.core.usage.budget_verdict`, so both answer
-alike. Running work accrues up to the moment of the check.
+alike. Running work accrues up to the moment of the check: the reader's ``clock`` (the wall clock,
+in UTC), unless a caller names the moment; the service gives its own clock (see
+``JobManager.clock``), so that a test can move time instead of waiting for it.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from sqlalchemy import (
@@ -42,6 +44,15 @@ from jhub_ext.core.usage import (
 
 log = logging.getLogger(__name__)
 
+#: where "now" comes from: a function answering an aware datetime (in UTC)
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The wall clock, in UTC: every :data:`Clock`'s default."""
+    return datetime.now(UTC)
+
+
 _RUNS = table(
     "usage_runs",
     column("subject", String),
@@ -59,10 +70,11 @@ _RUNS = table(
 
 
 class LedgerReader:
-    """Reads the runs of the usage ledger."""
+    """Reads the runs of the usage ledger; ``clock`` says when "now" is where a caller does not."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, clock: Clock = utc_now):
         self.engine = engine
+        self.clock = clock
 
     @classmethod
     @functools.cache
@@ -107,7 +119,7 @@ class LedgerReader:
 
     def month_spend(self, groups: Iterable[str], now: datetime | None = None) -> dict[str, float]:
         """What each of ``groups`` spent this month (UTC), up to ``now``."""
-        now = now or datetime.now(UTC)
+        now = now or self.clock()
         start, _ = month_bounds(now)
         return month_spend(self.runs(since=start, until=now), groups, now=now)
 
@@ -115,7 +127,7 @@ class LedgerReader:
         self, catalog: Catalog, groups: frozenset[str], now: datetime | None = None
     ) -> tuple[BudgetState, ...]:
         """Where each of ``groups`` with a budget stands this month (none read without one)."""
-        now = now or datetime.now(UTC)
+        now = now or self.clock()
         budgeted = groups & catalog.budgets.keys()
         if not budgeted:
             return ()

@@ -88,6 +88,12 @@ SERVER_TOKEN_SCOPES = (
     "custom:jobs:use",
     "read:users:groups!user",
 )
+#: what the jobs service's own token may do (its role, ``jobs-service``): read users, their groups
+#: and their servers (quotas count servers, the usage ledger charges them), and stop servers
+#: (``delete:servers``, which ``DELETE /hub/api/users/{name}/server`` and ``.../servers/{name}``
+#: need) when a spent budget says ``stop_running``. Not ``servers``: it would let the service start
+#: servers too; not ``admin:servers``: their state besides.
+JOBS_SERVICE_SCOPES = ("list:users", "read:users:groups", "read:servers", "delete:servers")
 
 
 @dataclass
@@ -345,12 +351,9 @@ def _jobs_service(c: Config, site: Site, admins: tuple[set[str], set[str]]) -> N
                 "users": sorted(admin_users),
                 "groups": sorted(admin_groups),
             },
-            # the service itself reads users' groups and their running servers, for quotas; nothing more
-            {
-                "name": "jobs-service",
-                "scopes": ["list:users", "read:users:groups", "read:servers"],
-                "services": ["jobs"],
-            },
+            # the service itself reads users' groups and their running servers, for quotas and the
+            # usage ledger, and stops servers whose spent budget says stop_running; nothing more
+            {"name": "jobs-service", "scopes": list(JOBS_SERVICE_SCOPES), "services": ["jobs"]},
         ],
     )
     # Servers find the service through the proxy; their own token ($JUPYTERHUB_API_TOKEN) may use it.

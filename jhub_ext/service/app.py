@@ -33,7 +33,6 @@ import logging
 import os
 import signal
 import sys
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
@@ -182,7 +181,10 @@ class JobsService(Application):
         help="""
         How often the service tries the queued jobs again, besides whenever a job ends: servers
         stopping in the hub and a quota an admin raised free room too. See
-        ``jhub_ext/service/queue.py``.
+        ``jhub_ext/service/queue.py``. Each pass is also the budget pass: members of a group whose
+        monthly budget reached ``warn_at`` or 100 % are told (once each), and a spent budget with
+        ``stop_running: true`` has its group's running jobs and servers stopped (each once, the
+        servers through the hub), so such work runs at most this long past the budget.
 
         Example::
 
@@ -394,7 +396,7 @@ class JobsService(Application):
             mail=bool(notifications.smtp_host),
         )
         manager.on_budget = lambda user, state: notifier.budget(
-            user, state, catalog.current().currency, datetime.now(UTC)
+            user, state, catalog.current().currency, manager.clock()
         )
         await backend.start()
         settle_jobs(manager.ledger, manager.job_usage)  # what ran or ended while the service was away

@@ -149,7 +149,7 @@ class AdminPage(PageHandler):
         """Render the page (403 for anyone but an admin)."""
         if not self.caller.admin:
             raise NotAllowed("only hub admins may see the admin page", "user")
-        now = datetime.now(UTC)
+        now = self.manager.clock()  # the ledger's and the budgets' now
         catalog = self.manager.catalog
         month_start, _ = month_bounds(now)
         runs = self.manager.ledger.runs(since=month_start, until=now)

@@ -1,7 +1,9 @@
-"""What the jobs service asks the hub: a user's groups and the servers running now.
+"""What the jobs service asks the hub: a user's groups and the servers running now; and, for a spent
+budget that says ``stop_running``, to stop a server.
 
-Uses the service's own token (``$JUPYTERHUB_API_TOKEN``), whose role grants only
-``list:users``, ``read:users:groups`` and ``read:servers``.
+Uses the service's own token (``$JUPYTERHUB_API_TOKEN``), whose role (``jobs-service``, set in
+``jhub_ext/hub/config.py``) grants only ``list:users``, ``read:users:groups``, ``read:servers`` and
+``delete:servers`` (stop a server: not start one, nor read or change its state).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class ActiveServer(NamedTuple):
     groups: frozenset[str]  # its owner's
     options: dict[str, Any]  # the user_options it was started with
     started: datetime | None  # when the hub started it
+    stopping: bool = False  # the hub is stopping it already (its ``pending`` is ``stop``)
 
 
 def _moment(text: Any) -> datetime | None:
@@ -53,6 +56,19 @@ class HubClient:
         response = await AsyncHTTPClient().fetch(request)
         return json.loads(response.body)
 
+    async def _delete(self, path: str) -> int:
+        """DELETE ``path``: the hub's answer's status, 404 included; any other error is raised."""
+        request = HTTPRequest(
+            f"{self.api_url}{path}",
+            method="DELETE",
+            headers={"Authorization": f"token {self.token}"},
+            request_timeout=30,
+        )
+        response = await AsyncHTTPClient().fetch(request, raise_error=False)
+        if response.code >= 400 and response.code != 404:
+            response.rethrow()
+        return response.code
+
     async def groups(self, user: str) -> frozenset[str]:
         """The names of the groups ``user`` belongs to."""
         model = await self._get(f"/users/{quote(user, safe='')}")
@@ -77,10 +93,18 @@ class HubClient:
                 frozenset(user.get("groups") or []),
                 server.get("user_options") or {},
                 _moment(server.get("started")),
+                server.get("pending") == "stop",
             )
             for user in users
             for name, server in (user.get("servers") or {}).items()
         ]
+
+    async def stop_server(self, user: str, name: str = "") -> bool:
+        """Ask the hub to stop ``user``'s server ``name`` ("" for the default one), as an admin's stop
+        does: True if the hub stops it (202, stopping; 204, stopped; or stopping already), False if it
+        has no such server (404: it is gone already)."""
+        where = f"servers/{quote(name, safe='')}" if name else "server"
+        return await self._delete(f"/users/{quote(user, safe='')}/{where}") != 404
 
     async def workloads(self, catalog: Catalog, groups: frozenset[str]) -> list[Workload]:
         """Servers of members of ``groups`` that run or start now: the ledger's source of servers on
@@ -88,11 +112,11 @@ class HubClient:
         service (that needs ``admin:server_state``), so each counts what its options ask now."""
         return [
             Workload(
-                owner_groups,
-                server_reservation(catalog, None, options, owner_groups),
-                user,
-                server_words(name),
+                server.groups,
+                server_reservation(catalog, None, server.options, server.groups),
+                server.user,
+                server_words(server.name),
             )
-            for user, name, owner_groups, options, _started in await self.active_servers()
-            if owner_groups & groups
+            for server in await self.active_servers()
+            if server.groups & groups
         ]

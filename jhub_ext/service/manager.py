@@ -13,17 +13,18 @@ import logging
 import math
 import time
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+from jhub_ext.admission.budget import Clock, utc_now
 from jhub_ext.admission.jobs import Admission, Admitted, QuotaFull
 from jhub_ext.admission.lock import QuotaLock, QuotaLockTimeout
 from jhub_ext.admission.reservations import JobReservations
 from jhub_ext.core.catalog.ledger import UsageSource
 from jhub_ext.core.catalog.model import BudgetAction, Catalog, Kind
-from jhub_ext.core.catalog.quota import Usage
+from jhub_ext.core.catalog.quota import Usage, server_words
 from jhub_ext.core.catalog.reload import CatalogSource
 from jhub_ext.core.catalog.selection import SelectionError, resolve_selection
 from jhub_ext.core.events import Event, Events, Happened, Subject, observed_job_event
@@ -41,11 +42,11 @@ from jhub_ext.core.usage import (
     parse_level,
     stopped_by,
 )
-from jhub_ext.service.hubapi import HubClient
+from jhub_ext.service.hubapi import ActiveServer, HubClient
 from jhub_ext.service.queue import BEHIND, JobQueue, Tried, waiting_words
 from jhub_ext.service.recorder import Recorder
 from jhub_ext.service.store import JobExists, JobRecord, JobStore, StatusConflict
-from jhub_ext.service.usage import JobUsage, UsageBook, UsageQuery, UsageReport, usage_report
+from jhub_ext.service.usage import SERVER, JobUsage, UsageBook, UsageQuery, UsageReport, usage_report
 
 logger = logging.getLogger(__name__)
 #: the actor of what the service itself does to a job (a start it could not make)
@@ -132,8 +133,13 @@ class JobManager:
         events: Events | None = None,
         webhook_prefixes: tuple[str, ...] = (),
         mail: bool = False,
+        clock: Clock = utc_now,
     ):
         self.store = store
+        #: where the service takes "now" from, in UTC: its lifecycle events' times (so the usage
+        #: ledger's runs open and close by it), running work's live accrual, the budget verdicts and
+        #: the budget pass. The wall clock; a test moves its own instead of waiting.
+        self.clock = clock
         self.backend = backend
         self.catalog_source = catalog
         self.hub = hub
@@ -146,6 +152,9 @@ class JobManager:
         self.mail = mail  # whether notifications can be sent by email (a mail server is set up)
         #: tells a user that a group of theirs reached its budget's warning level, or spent it
         self.on_budget: Callable[[str, BudgetState], None] | None = None
+        #: servers the budget pass asked the hub to stop, by (user, name): the start time of the run
+        #: it stopped, so that it is told and logged once (see stop_servers_over_budget)
+        self.servers_stopped: dict[tuple[str, str], datetime | None] = {}
         self.busy = OneAtATime()  # jobs an operation holds or waits for (see working_on)
         # jobs from the store (recorded under the quota locks), servers from the hub (asked before
         # taking them): the sources the hub's own count reads alike
@@ -156,7 +165,7 @@ class JobManager:
         self.recorder = Recorder(store, backend)
         self.queue = JobQueue(self)
         #: the usage ledger of jobs' runs (and, read from the hub by the app, servers')
-        self.ledger = UsageBook(store)
+        self.ledger = UsageBook(store, clock)
         self.job_usage = JobUsage(self.ledger, catalog.current)
         observers = [self.recorder, self.queue, self.job_usage, *(events.observers if events else ())]
         self.events = Events(observers)
@@ -188,11 +197,14 @@ class JobManager:
         if event is not None:
             await self.events.publish(self._about(event, record))
 
-    @staticmethod
-    def _about(event: Event, record: JobRecord) -> Event:
-        """``event`` with what the record says of its job."""
+    def _about(self, event: Event, record: JobRecord) -> Event:
+        """``event`` with what the record says of its job, at the service's clock's now."""
         return dataclasses.replace(
-            event, kind=record.kind.value, profile=record.profile, groups=frozenset(record.groups)
+            event,
+            kind=record.kind.value,
+            profile=record.profile,
+            groups=frozenset(record.groups),
+            at=self.clock(),
         )
 
     async def _published(
@@ -496,13 +508,15 @@ class JobManager:
         return self.job(caller, owner, name)
 
     async def enforce_budgets(self, now: datetime | None = None) -> None:
-        """What the budgets ask of the service besides admission: tell the members of each group
-        whose budget reached a level they were not told of yet this month, and stop the jobs of
-        spent budgets that stop running work (the month's spend is read once for both)."""
+        """What the budgets ask of the service besides admission (the budget pass, run with each
+        pass of the queue): tell the members of each group whose budget reached a level they were
+        not told of yet this month, and stop the jobs and servers of spent budgets that stop running
+        work (the month's spend is read once for all, at ``now``: by default the clock's)."""
         states = self.budgets(frozenset(self.catalog.budgets), now)
         if states:
-            await self.tell_budgets(states)
+            told = await self.tell_budgets(states)
             await self.stop_over_budget(states)
+            await self.stop_servers_over_budget(states, told)
 
     async def tell_budgets(self, states: Sequence[BudgetState] | None = None) -> list[tuple[str, str]]:
         """Tell the members of each group whose budget reached ``warn_at``, or was spent, of it once
@@ -555,6 +569,63 @@ class JobManager:
                     if await self._stop(record.user, record.name, why, Reason.STOPPED_BY_ADMIN, SERVICE):
                         found.append((record.user, record.name))
         return found
+
+    async def stop_servers_over_budget(
+        self, states: Sequence[BudgetState] | None = None, told: Collection[tuple[str, str]] = ()
+    ) -> list[tuple[str, str]]:
+        """Stop the running and starting servers charged to a group whose spent budget says
+        ``stop_running``, through the hub; (user, server name) of each stopped. A server is charged
+        as the usage ledger charges it: to its owner's groups when its run began (its open run's),
+        else, not in the ledger yet, to its owner's groups now.
+
+        Each is stopped once: one the hub is stopping already is left to it; the log says why, and
+        its owner is told (the budget's notice, unless ``told`` says this pass told them of that
+        group already), the first time only (a server that still runs, not stopping, after the hub
+        was asked is asked again, with a warning, but its owner is not told again). A server the hub
+        no longer has (404) is passed over. ``states``: every budget's, where the caller read them
+        already."""
+        hub = self.hub
+        states = self.budgets(frozenset(self.catalog.budgets)) if states is None else states
+        stopping = [s for s in states if s.budget.stop_running and s.level is BudgetLevel.OVER]
+        if hub is None or not stopping:  # the usual case: the hub is not asked at all
+            self.servers_stopped.clear()
+            return []
+        charged = self.ledger.open_groups(SERVER)
+        active = await hub.active_servers()
+        seen = {(server.user, server.name) for server in active}
+        self.servers_stopped = {k: v for k, v in self.servers_stopped.items() if k in seen}
+        found: list[tuple[str, str]] = []
+        for server in active:
+            key = (server.user, server.name)
+            state = stopped_by(charged.get(key, server.groups), stopping)
+            if state is None or server.stopping:
+                continue
+            if await self._stop_server(hub, server, state, told):
+                found.append(key)
+        return found
+
+    async def _stop_server(
+        self, hub: HubClient, server: ActiveServer, state: BudgetState, told: Collection[tuple[str, str]]
+    ) -> bool:
+        """Ask the hub to stop ``server``, which ``state`` stops; whether this is its first stop
+        (logged and told)."""
+        key, what = (server.user, server.name), server_words(server.name)
+        try:
+            if not await hub.stop_server(server.user, server.name):
+                return False  # gone already
+        except Exception as e:
+            logger.warning("Could not stop %s's %s, whose budget is spent: %s", server.user, what, e)
+            return False
+        if key in self.servers_stopped and self.servers_stopped[key] == server.started:
+            logger.warning(
+                "%s's %s still runs after the hub was asked to stop it: asked again", server.user, what
+            )
+            return False
+        self.servers_stopped[key] = server.started
+        logger.info("Stopping %s's %s: %s", server.user, what, state.stopping(self.catalog.currency))
+        if self.on_budget is not None and (server.user, state.group) not in told:
+            self.on_budget(server.user, state)
+        return True
 
     async def _stop(self, owner: str, name: str, why: str, reason: Reason, actor: str) -> bool:
         """Stop a job that is still going (in its turn), saying why and who; whether it was going."""

@@ -12,7 +12,8 @@ what cost per hour, from when to when; kept in the jobs database (``usage_runs``
   their recorded start); the first read of the hub does the same for servers.
 
 A run's cost per hour and currency are the catalog's when it started: a later edit of the catalog
-changes only later runs. A run still going accrues up to the moment it is read.
+changes only later runs. A run still going accrues up to the moment it is read: the book's
+``clock`` (the service's one source of "now"; see ``JobManager.clock``).
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 
-from jhub_ext.admission.budget import LedgerReader, aware
+from jhub_ext.admission.budget import Clock, LedgerReader, aware, utc_now
 from jhub_ext.core.catalog.model import Catalog, Kind, Profile
 from jhub_ext.core.catalog.selection import SelectionError, resolve_selection
 from jhub_ext.core.events import Event, Happened, Subject
@@ -62,11 +63,14 @@ class Started:
 
 
 class UsageBook:
-    """The ledger's runs in the jobs database: opened and closed, never changed otherwise."""
+    """The ledger's runs in the jobs database: opened and closed, never changed otherwise. ``clock``:
+    when "now" is, for everything that reads or writes the ledger without naming a moment."""
 
-    def __init__(self, store: JobStore):
+    def __init__(self, store: JobStore, clock: Clock = utc_now):
         self.store = store
-        self.reader = LedgerReader(store.engine)  # the reader the hub's budget checks use too
+        self.clock = clock
+        # the reader the hub's budget checks use too, on the same clock
+        self.reader = LedgerReader(store.engine, clock)
 
     def open(self, subject: str, user: str, name: str, charged: Started, at: datetime) -> bool:
         """Open a run of ``user``'s ``name`` from ``at``, unless one is open already; whether one was."""
@@ -121,6 +125,14 @@ class UsageBook:
                 UsageRow.subject == subject, UsageRow.ended.is_(None)
             )
             return {(user, name) for user, name in session.execute(query)}
+
+    def open_groups(self, subject: str) -> dict[tuple[str, str], frozenset[str]]:
+        """The groups each open run of ``subject`` is charged to, by (user, name)."""
+        with self.store.session() as session:
+            query = select(UsageRow.user, UsageRow.name, UsageRow.groups).where(
+                UsageRow.subject == subject, UsageRow.ended.is_(None)
+            )
+            return {(user, name): frozenset(groups or ()) for user, name, groups in session.execute(query)}
 
     @staticmethod
     def _open_row(session: Any, subject: str, user: str, name: str) -> UsageRow | None:
@@ -178,7 +190,7 @@ def usage_report(
 ) -> UsageReport:
     """Answer ``query`` from the runs of ``owner`` (everyone's for None): this month by day, unless
     it says otherwise; :class:`UsageQueryError` naming the parameter at fault."""
-    now = now or datetime.now(UTC)
+    now = now or book.clock()
     by = parse_by(query.by or "day")
     since = parse_moment(query.since, "since") if query.since else month_bounds(now)[0]
     until = parse_moment(query.until, "until", end_of_day=True) if query.until else now
@@ -198,7 +210,8 @@ _NOT_RUNNING = (Happened.WAITING, Happened.ENDED, Happened.DELETED)
 
 
 class JobUsage:
-    """Opens and closes jobs' runs as their lifecycle events say (an observer; see the module)."""
+    """Opens and closes jobs' runs as their lifecycle events say (an observer; see the module), at
+    each event's time (the service's clock's, stamped by the manager)."""
 
     def __init__(self, book: UsageBook, catalog: Callable[[], Catalog]):
         self.book = book
@@ -223,7 +236,7 @@ def settle_jobs(book: UsageBook, usage: JobUsage, now: datetime | None = None) -
     """Make the jobs' runs agree with their records after the service was away: a job no longer
     running has its run closed (at its recorded end, else now); a running job without an open run
     gets one (from its recorded start, or now if it had a run since)."""
-    now = now or datetime.now(UTC)
+    now = now or book.clock()
     store = book.store
     running = {(r.user, r.name): r for r in store.running()}
     for user, name in book.open_runs(JOB) - running.keys():
@@ -250,15 +263,17 @@ class ServerUsage:
         self.interval = interval
 
     async def read(self, now: datetime | None = None) -> None:
-        """One reading: open the runs of servers that appeared, close those of servers gone."""
-        now = now or datetime.now(UTC)
+        """One reading: open the runs of servers that appeared, close those of servers gone. A run is
+        charged to its owner's groups when it is first seen (what ``stop_running`` goes by too)."""
+        now = now or self.book.clock()
         catalog = self.catalog()
         active = await self.hub.active_servers()
         seen = set()
-        for user, name, groups, options, started in active:
-            seen.add((user, name))
-            profile = _profile_of(catalog, options, groups)
-            self.book.open(SERVER, user, name, Started(groups, profile, catalog.currency), started or now)
+        for server in active:
+            seen.add((server.user, server.name))
+            profile = _profile_of(catalog, server.options, server.groups)
+            charged = Started(server.groups, profile, catalog.currency)
+            self.book.open(SERVER, server.user, server.name, charged, server.started or now)
         for user, name in self.book.open_runs(SERVER) - seen:
             self.book.close(SERVER, user, name, now)
 

@@ -1,6 +1,8 @@
 """A group that spent its monthly budget, through a real hub and jobs service in local mode: the spawn
 page says so, a spawn and a submit are refused naming the budget (the API's field ``budget``), and
-``GET quota`` shows the spend; raising the budget lets work start again, without a restart."""
+``GET quota`` shows the spend; raising the budget lets work start again, without a restart. A budget
+that says ``stop_running`` has the service stop its group's running servers through the hub, and
+their owners told."""
 
 from __future__ import annotations
 
@@ -17,14 +19,28 @@ from jhub_ext.service.store import JobStore, UsageRow
 
 from ..hubprocess import HubProcess, wait_for
 from .test_jobs_service import PY, Jobs, service_pid, service_pid_or_none, token_for
+from .test_notifications import Posts, receiver
 
 pytestmark = pytest.mark.integration
 BUDGET = "\nbudgets:\n  researchers: {monthly: 1, warn_at: 0.5, action: refuse}\n"
+STOPPING = "\nbudgets:\n  researchers: {monthly: 1, action: refuse, stop_running: true}\n"
+
+
+@pytest.fixture(scope="module")
+def posts() -> Iterator[tuple[Posts, int]]:
+    found = Posts()
+    server = receiver(found)
+    yield found, server.server_address[1]
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
-    process = HubProcess(Path(tmp_path_factory.mktemp("budgets")))
+    workdir = Path(tmp_path_factory.mktemp("budgets"))
+    config = workdir / "jobs_config.py"
+    config.write_text("c.JobsService.queue_seconds = 1\n")  # a budget pass every second
+    process = HubProcess(workdir, extra_env={"JHUB_EXT_JOBS_CONFIG": str(config)})
     process.start()
     try:
         yield process
@@ -126,3 +142,32 @@ def test_usage_accrues_live_and_across_a_kill_of_the_service(hub: HubProcess) ->
     assert csv.headers["Content-Type"].startswith("text/csv") and "small" in csv.text
     for name in ("long", "short"):
         alice.call("DELETE", f"/jobs/{name}")
+
+
+def test_a_spent_budget_that_stops_running_work_stops_a_members_server_and_tells_them(
+    hub: HubProcess, posts: tuple[Posts, int]
+) -> None:
+    alice = Jobs(hub, token_for(hub, "alice"))
+    wait_for(alice.answers, 30, "the jobs service")
+    received, port = posts
+    hook = f"http://127.0.0.1:{port}/alice-budget"
+    saved = alice.call("PUT", "/settings", json={"notify": {"webhook": hook, "events": ["budget"]}})
+    assert saved.status_code == 200
+    shipped = hub.catalog.read_text()
+    web = hub.client("alice")
+    web.login()
+    assert web.submit_spawn_form({"profile": "small"}).status_code == 200
+    web.wait_ready()
+    try:
+        hub.catalog.write_text(shipped + STOPPING)
+        spent(hub, 5.0)  # $5 of $1, by researchers, of whom alice is one
+        wait_for(lambda: web.server() is None, 30, "the service's budget pass to stop alice's server")
+        (told,) = wait_for(lambda: received.texts("/alice-budget"), 10, "alice to be told")
+        assert "group 'researchers' has spent its $1 budget for" in told
+        assert "its running servers and jobs are stopped" in told
+        refused = web.submit_spawn_form({"profile": "small"})  # and refuses a new one
+        assert refused.status_code == 403 and "has spent its $1 budget" in refused.text
+    finally:
+        hub.catalog.write_text(shipped)
+        if web.server() is not None:
+            web.stop_server()

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from jhub_ext.core.catalog.model import Kind
 from jhub_ext.core.catalog.reload import CatalogSource
 from jhub_ext.core.jobs.errors import NotAllowed
 from jhub_ext.core.jobs.model import JobStatus
 from jhub_ext.core.jobs.reasons import Reason
 from jhub_ext.service.manager import JobManager
 from jhub_ext.service.store import JobStore
+from jhub_ext.service.usage import ServerUsage
 
-from .managers import ALICE, BOB, FakeBackend, batch
+from .managers import ALICE, BOB, FakeBackend, FakeHub, batch
 from .test_usage_ledger import PRICED
 
 
@@ -134,3 +137,229 @@ def test_the_budget_message_says_what_was_spent_and_what_happens_now() -> None:
     )
     quiet = NotifySettings(email="alice@example.org", events=frozenset())
     assert budget_notification("alice", state, quiet, "EUR") is None
+
+
+# --- time moved by hand: the service's clock, injected --------------------------------------------
+
+
+class ManualClock:
+    """The service's clock in a test: it stands still until the test moves it (no sleeps)."""
+
+    def __init__(self, now: datetime):
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def to(self, moment: datetime) -> None:
+        assert moment >= self.now, "time moves forward only"
+        self.now = moment
+
+
+#: the evening before the last day of a month: the month turns 28 hours later
+EVENING = datetime(2026, 12, 30, 20, 0, tzinfo=UTC)
+
+
+def clocked(
+    tmp_path: Path,
+    store: JobStore,
+    backend: FakeBackend,
+    budget: str,
+    clock: ManualClock,
+    hub: FakeHub | None = None,
+) -> JobManager:
+    """A manager on ``clock``, over a catalog where researchers have ``budget``."""
+    path = tmp_path / "budgeted.yaml"
+    path.write_text(PRICED + f"budgets:\n  researchers: {budget}\n")
+    return JobManager(store, backend, CatalogSource(path), hub, clock=clock)
+
+
+async def test_a_running_job_crosses_the_warning_then_the_budget_then_the_month_turns(
+    tmp_path: Path, store: JobStore, backend: FakeBackend
+) -> None:
+    clock = ManualClock(EVENING)
+    budget = "{monthly: 10, warn_at: 0.5, action: queue, stop_running: true}"
+    manager = clocked(tmp_path, store, backend, budget, clock)
+    told: list[tuple[str, str, str, str]] = []
+    manager.on_budget = lambda user, state: told.append(
+        (user, state.group, state.level.value, state.month.strftime("%Y-%m"))
+    )
+    manager.save_notify_settings(ALICE, None, {"notify": {"email": "alice@example.org"}})
+    await manager.submit(ALICE, batch("crawl"))
+    await backend.report("alice", "crawl", JobStatus.RUNNING)  # 2.50 EUR an hour from EVENING
+
+    def researchers() -> tuple[float, str]:
+        (state,) = manager.budgets(ALICE.groups)
+        return round(state.spent, 6), state.level.value
+
+    async def budget_pass_at(moment: datetime) -> None:
+        clock.to(moment)
+        await manager.enforce_budgets()  # what each pass of the queue runs
+
+    await budget_pass_at(EVENING + timedelta(hours=1))
+    assert researchers() == (2.5, "ok") and told == []
+    await budget_pass_at(EVENING + timedelta(hours=2))  # 5 EUR: warn_at, reached by accrual alone
+    assert researchers() == (5.0, "warn")
+    assert told == [("alice", "researchers", "warn", "2026-12")]
+    assert store.get("alice", "crawl").status is JobStatus.RUNNING  # type: ignore[union-attr]
+    await budget_pass_at(EVENING + timedelta(hours=3))
+    assert len(told) == 1  # once at each level
+    assert not (await manager.submit(ALICE, batch("early"))).queued  # below the budget: it starts
+    await manager.stop(ALICE, "alice", "early")
+
+    await budget_pass_at(EVENING + timedelta(hours=4))  # 10 EUR: the whole budget
+    assert researchers() == (10.0, "over")
+    assert told[1:] == [("alice", "researchers", "over", "2026-12")]
+    stopped = store.get("alice", "crawl")
+    assert stopped is not None and (stopped.status, stopped.reason) == (
+        JobStatus.STOPPED,
+        Reason.STOPPED_BY_ADMIN,
+    )
+    assert (stopped.message or "").startswith("stopped: group 'researchers' has spent its 10 EUR budget")
+    held = await manager.submit(ALICE, batch("later"))  # new work waits: action queue
+    assert (held.status, held.reason, held.queue) == (JobStatus.PENDING, Reason.QUEUED, "researchers")
+    assert "renews on 1 January 2027" in (held.message or "")
+
+    await budget_pass_at(EVENING + timedelta(hours=20))
+    assert researchers() == (10.0, "over")  # the stopped job's run ended when it stopped
+    assert backend.actions("stop") == [("alice", "early"), ("alice", "crawl")]  # stopped once
+    assert len(told) == 2
+    assert await manager.queue.dispatch() == []  # still spent
+
+    await budget_pass_at(datetime(2027, 1, 1, 0, 0, 1, tzinfo=UTC))  # a new month: the budget renews
+    assert researchers() == (0.0, "ok")
+    assert manager.ledger.reader.verdict(manager.catalog, ALICE.groups, Kind.JOB).starts
+    assert await manager.queue.dispatch() == [("alice", "later")]  # the held job starts by itself
+    assert len(told) == 2 and backend.actions("submit")[-1] == ("alice", "later")
+
+
+class ServersHub(FakeHub):
+    """The real HubClient, answered like the hub: users with their groups and active servers (each
+    (user, name) "running", "stopping", or "stuck": a stop the hub did not make), and ``DELETE`` of a
+    server (202, and then it is stopping; 404 for one it does not have, or that is ``gone`` by then)."""
+
+    def __init__(self, groups: dict[str, frozenset[str]], servers: dict[tuple[str, str], str]):
+        super().__init__()
+        self.groups_of, self.states = groups, servers
+        self.gone: set[tuple[str, str]] = set()
+        self.deleted: list[str] = []
+
+    async def _get(self, path: str) -> Any:
+        if path.startswith("/users?"):
+            return [
+                {
+                    "name": user,
+                    "groups": sorted(groups),
+                    "servers": {
+                        name: {
+                            "user_options": {},
+                            "started": "2026-12-30T20:00:00.000000Z",
+                            "pending": "stop" if state == "stopping" else None,
+                        }
+                        for (owner, name), state in self.states.items()
+                        if owner == user
+                    },
+                }
+                for user, groups in self.groups_of.items()
+            ]
+        user = path.rsplit("/", 1)[1]
+        return {"name": user, "groups": sorted(self.groups_of[user]), "servers": {}}
+
+    async def _delete(self, path: str) -> int:
+        self.deleted.append(path)
+        _, _, user, *where = path.split("/")
+        key = (user, where[1] if where[0] == "servers" else "")
+        if key not in self.states or key in self.gone:
+            return 404
+        if self.states[key] == "running":
+            self.states[key] = "stopping"
+        return 202
+
+
+async def test_a_spent_budget_that_stops_running_work_stops_its_groups_servers_once_telling_their_owners(
+    tmp_path: Path, store: JobStore, backend: FakeBackend
+) -> None:
+    researchers, physics = frozenset({"researchers"}), frozenset({"physics"})
+    hub = ServersHub(
+        {"alice": researchers, "dave": physics, "erin": researchers, "bob": physics},
+        {("alice", ""): "running", ("alice", "lab"): "running", ("dave", ""): "running",
+         ("erin", ""): "running", ("bob", ""): "running"},
+    )  # fmt: skip
+    clock = ManualClock(EVENING)
+    budget = "{monthly: 10, action: refuse, stop_running: true}"
+    manager = clocked(tmp_path, store, backend, budget, clock, hub)
+    told: list[tuple[str, str]] = []
+    manager.on_budget = lambda user, state: told.append((user, state.level.value))
+    # the ledger charges a server to its owner's groups when it first sees it: dave was in
+    # researchers then (he moved to physics since), erin in physics (she joined researchers since)
+    hub.groups_of.update(dave=researchers, erin=physics)
+    await ServerUsage(manager.ledger, hub, manager.catalog_source.current).read()
+    hub.groups_of.update(dave=physics, erin=researchers)
+
+    assert await manager.stop_servers_over_budget() == []  # nothing spent
+    assert hub.deleted == []  # the hub is not even asked
+    clock.to(EVENING + timedelta(hours=2))  # 3 servers charged to researchers x 2.50 EUR x 2 h = 15 EUR
+    manager.save_notify_settings(ALICE, None, {"notify": {"email": "alice@example.org"}})
+    await manager.enforce_budgets()  # alice is told by the pass's notice, dave as his server stops
+    assert hub.deleted == ["/users/alice/server", "/users/alice/servers/lab", "/users/dave/server"]
+    assert sorted(told) == [("alice", "over"), ("dave", "over")]
+
+    await manager.enforce_budgets()  # all three are stopping: left to the hub
+    assert len(hub.deleted) == 3 and len(told) == 2
+    hub.states["alice", ""] = "stuck"  # the hub's stop did not take: the same run goes on
+    assert await manager.stop_servers_over_budget() == []  # asked again, not told again
+    assert hub.deleted[3:] == ["/users/alice/server"] and len(told) == 2
+    del hub.states["alice", "lab"]  # stopped
+    hub.states["dave", ""] = "running"  # listed running, and gone by the time it is asked: a 404
+    hub.gone.add(("dave", ""))
+    assert await manager.stop_servers_over_budget() == []
+    assert hub.deleted[4:] == ["/users/alice/server", "/users/dave/server"] and len(told) == 2
+    assert not [path for path in hub.deleted if "/bob/" in path or "/erin/" in path]
+
+
+async def test_the_hub_client_stops_default_and_named_servers_and_takes_a_gone_one_calmly() -> None:
+    from tornado import web
+    from tornado.httpclient import HTTPClientError
+    from tornado.httpserver import HTTPServer
+    from tornado.testing import bind_unused_port
+
+    from jhub_ext.service.hubapi import HubClient
+
+    answers = {"/hub/api/users/alice/server": 204, "/hub/api/users/alice/servers/my%20lab": 202}
+    asked: list[tuple[str, str, str | None]] = []
+
+    class Hub(web.RequestHandler):
+        def delete(self) -> None:
+            asked.append(("DELETE", self.request.path, self.request.headers.get("Authorization")))
+            self.set_status(answers.get(self.request.path, 404) if "bob" not in self.request.path else 403)
+
+    sock, port = bind_unused_port()
+    server = HTTPServer(web.Application([(r"/hub/api/.*", Hub)]))
+    server.add_sockets([sock])
+    try:
+        hub = HubClient(f"http://127.0.0.1:{port}/hub/api/", "service-token")
+        assert await hub.stop_server("alice") is True  # 204: stopped
+        assert await hub.stop_server("alice", "my lab") is True  # 202: stopping
+        assert await hub.stop_server("carol") is False  # 404: no such server (any more)
+        with pytest.raises(HTTPClientError) as refused:  # anything else is an error, for the log
+            await hub.stop_server("bob")
+        assert refused.value.code == 403
+        assert asked[:2] == [
+            ("DELETE", "/hub/api/users/alice/server", "token service-token"),
+            ("DELETE", "/hub/api/users/alice/servers/my%20lab", "token service-token"),
+        ]
+    finally:
+        server.stop()
+        await server.close_all_connections()
+
+
+def test_the_jobs_service_may_stop_servers_and_nothing_more() -> None:
+    from jupyterhub.scopes import scope_definitions
+
+    from jhub_ext.hub.config import JOBS_SERVICE_SCOPES
+
+    assert set(JOBS_SERVICE_SCOPES) <= scope_definitions.keys()  # JupyterHub's own scopes
+    # what the hub's DELETE .../server and .../servers/{name} need; not servers (starts them too)
+    # nor admin:servers (their state too)
+    assert "delete:servers" in JOBS_SERVICE_SCOPES
+    assert not {"servers", "start:servers", "admin:servers", "admin:users"} & set(JOBS_SERVICE_SCOPES)
