@@ -1,5 +1,6 @@
 """What the cluster says of the jobs' objects elsewhere than on them, from watches the backend may
-go without: the Workloads Kueue makes for them, on clusters that run Kueue.
+go without: the kubelet's events of the images it is pulling for a pod (``Pulling``), and the
+Workloads Kueue makes for them, on clusters that run Kueue.
 
 A watch here starts only if the cluster serves its kind and the service may read it: without
 Kueue, or with the Role of an older install, the jobs run as before and their status says less.
@@ -10,7 +11,8 @@ reports that job again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from functools import partial
 
 from kubernetes_asyncio import client
@@ -23,6 +25,23 @@ from jhub_ext.kubernetes.watch import WatchCache
 
 #: the kinds a Kueue Workload stands for in the product, and the backend's cache of each
 _CACHE_OF = {"Job": "jobs", "Pod": "pods"}
+#: a container's place in its pod, as an event names it: ``spec.containers{main}``
+_FIELD_PATH = re.compile(r"^spec\.(?:initContainers|containers)\{(.+)\}$")
+
+
+def pulls(events: Iterable[Json]) -> dict[str, dict[str, str]]:
+    """The kubelet's ``Pulling`` events by pod uid: the containers each names (by their name; ``""``
+    for an event that names none) and its words."""
+    found: dict[str, dict[str, str]] = {}
+    for event in events:
+        involved = event.get("involvedObject") or {}
+        if involved.get("kind") != "Pod" or not involved.get("uid"):
+            continue
+        place = _FIELD_PATH.match(str(involved.get("fieldPath") or ""))
+        found.setdefault(str(involved["uid"]), {})[place.group(1) if place else ""] = str(
+            event.get("message") or ""
+        )
+    return found
 
 
 class SideWatches:
@@ -40,10 +59,22 @@ class SideWatches:
         self.api, self.namespace, self.timeout_seconds, self.log = api, namespace, timeout_seconds, log
         self.on_change = on_change  # (the backend's cache, object name) of a job object concerned
         self.workloads: WatchCache | None = None
+        self.pulling: WatchCache | None = None
         self._queued: tuple[int, dict[str, Json]] = (-1, {})
+        self._pulls: tuple[int, dict[str, dict[str, str]]] = (-1, {})
 
     async def start(self) -> None:
         """Start the watches the cluster serves and the service may read; the others are skipped."""
+        pulling = WatchCache(
+            partial(client.CoreV1Api(self.api).list_namespaced_event, self.namespace),
+            resource="events",
+            field_selector="involvedObject.kind=Pod,reason=Pulling",
+            timeout_seconds=self.timeout_seconds,
+            logger=self.log,
+            on_change=self._pull_changed,
+        )
+        if await self._started(pulling, "The pods' events"):
+            self.pulling = pulling
         custom = client.CustomObjectsApi(self.api)
         for version in kueue.VERSIONS:
             listing = partial(
@@ -61,41 +92,52 @@ class SideWatches:
                 return
 
     async def _started(self, cache: WatchCache, what: str) -> bool:
+        """Start ``cache`` if one list of what it follows is answered: a kind the cluster does not
+        serve (404) or the service may not read (403) is gone without, said once in the log."""
         try:
-            await cache.start()
-            return True
+            await cache.list_method(**cache.selectors(), limit=1)
         except ApiException as e:
-            await cache.stop()
             if e.status == 404:
                 self.log.debug("%s: not served by this cluster", what)
             elif e.status == 403:
                 self.log.warning(
-                    "%s cannot be read (403): jobs held by the cluster's queue will not say why."
+                    "%s cannot be read (403): jobs will say less of why they wait."
                     " Apply hub_config/k8s/rbac.yaml again to let the service read them",
                     what,
                 )
             else:
                 self.log.warning("%s cannot be read (%s %s): going without", what, e.status, e.reason)
             return False
+        await cache.start()
+        return True
+
+    def _caches(self) -> list[WatchCache]:
+        return [cache for cache in (self.pulling, self.workloads) if cache is not None]
 
     async def stop(self) -> None:
         """Stop the watches that started."""
-        if self.workloads is not None:
-            await self.workloads.stop()
+        for cache in self._caches():
+            await cache.stop()
 
     def health(self) -> dict[str, bool]:
-        """Each watch that started: whether it follows its objects now."""
-        if self.workloads is None:
-            return {}
-        return {"workloads": self.workloads.ready and self.workloads.stale_since is None}
+        """Each watch that started, by what it follows: whether it follows it now."""
+        return {cache.resource: cache.ready and cache.stale_since is None for cache in self._caches()}
 
     def notes(self) -> Notes:
-        """What the watches say now (the Workloads indexed once per change of their cache)."""
-        if self.workloads is None:
-            return Notes()
-        if self._queued[0] != self.workloads.changes:
+        """What the watches say now (each cache indexed once per change of it)."""
+        if self.workloads is not None and self._queued[0] != self.workloads.changes:
             self._queued = (self.workloads.changes, kueue.by_owner(self.workloads.values()))
-        return Notes(queued=self._queued[1])
+        if self.pulling is not None and self._pulls[0] != self.pulling.changes:
+            self._pulls = (self.pulling.changes, pulls(self.pulling.values()))
+        return Notes(queued=self._queued[1], pulling=self._pulls[1])
+
+    def _pull_changed(self, event: str, obj: Json) -> None:
+        if event == "RELISTED":
+            self.on_change("", "")  # every job
+            return
+        involved = obj.get("involvedObject") or {}
+        if involved.get("kind") == "Pod" and involved.get("name"):
+            self.on_change("pods", str(involved["name"]))
 
     def _workload_changed(self, event: str, obj: Json) -> None:
         if event == "RELISTED":

@@ -125,9 +125,27 @@ class Held:
 @dataclass(frozen=True)
 class Notes:
     """What the cluster says of a job's objects elsewhere than on them: the Workloads a cluster
-    queue (Kueue) made for them, by the uid of the Job or pod each stands for."""
+    queue (Kueue) made for them, by the uid of the Job or pod each stands for; and the images the
+    kubelet is pulling for a pod (its ``Pulling`` events), by pod uid: the containers, by name
+    (``""``: the event names none), and the event's words."""
 
     queued: Mapping[str, Json] = field(default_factory=dict)
+    pulling: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    def pull(self, pod: Json) -> Held | None:
+        """Whether the pod (pending) waits for an image of one of its containers still waiting: the
+        kubelet said it pulls it, and the container has not started since."""
+        status = pod.get("status") or {}
+        said = self.pulling.get(str((pod.get("metadata") or {}).get("uid") or ""))
+        if not said or status.get("phase", "Pending") != "Pending":
+            return None
+        for entry in _containers(status):
+            if "waiting" not in (entry.get("state") or {}):
+                continue
+            words = said.get(str(entry.get("name")), said.get(""))
+            if words is not None:
+                return Held(PULLING, _clip(words))
+        return None
 
     def held(self, obj: Json, said: str) -> Held:
         """Why the cluster's queue holds ``obj`` (a suspended Job, a gated pod): its own reason in
@@ -140,6 +158,12 @@ class Notes:
 
 
 NO_NOTES = Notes()
+#: a job whose image is being downloaded onto its machine
+PULLING = Why(
+    Reason.PULLING_IMAGE,
+    "downloading its software image onto a machine (the first start of an image there takes a while);"
+    " it starts by itself once the download ends",
+)
 
 
 #: what the scheduler finds short (its "Insufficient <resource>"), in words
@@ -159,27 +183,18 @@ def _short_of(scheduler_message: str) -> str:
 
 def waiting_reason(pods: list[Json], notes: Notes = NO_NOTES) -> Held | None:
     """Why the job's latest pod is not running (None: nothing holds it up): an image that cannot
-    be pulled, a crash loop, no room in the cluster, a cluster queue that holds it, a container
-    that cannot be created."""
+    be pulled, a crash loop, a container that cannot be created, an image being pulled, no room in
+    the cluster, a cluster queue that holds it."""
     if not pods:
         return None
     status = pods[-1].get("status") or {}
     for entry in _containers(status):
-        waiting = (entry.get("state") or {}).get("waiting") or {}
-        reason, message = waiting.get("reason"), _clip(waiting.get("message"))
-        detail = f"{reason}: {message}" if message else reason
-        if reason in _CANNOT_PULL:
-            text = "its image cannot be downloaded: check the image's name, or ask an admin"
-            return Held(Why(Reason.IMAGE_NOT_FOUND, text), detail)
-        if reason == "CrashLoopBackOff":
-            last = ((entry.get("lastState") or {}).get("terminated") or {}).get("exitCode")
-            ended = f"; its last run {exited(int(last))}" if last is not None else ""
-            restarts = int(entry.get("restartCount", 0))
-            text = f"crashing: restarted {restarts} times, waiting before the next try{ended}"
-            return Held(Why(Reason.CRASH_LOOP, text + "; its log shows why"), detail)
-        if reason in ("CreateContainerConfigError", "CreateContainerError", "RunContainerError"):
-            text = "its program cannot be started as configured; an admin can see why"
-            return Held(Why(Reason.CANNOT_START, text), detail)
+        trouble = _container_trouble(entry)
+        if trouble is not None:
+            return trouble
+    pulling = notes.pull(pods[-1])
+    if pulling is not None:
+        return pulling
     for condition in status.get("conditions") or []:
         if condition.get("type") != "PodScheduled":
             continue
@@ -188,6 +203,27 @@ def waiting_reason(pods: list[Json], notes: Notes = NO_NOTES) -> Held | None:
             return Held(Why(Reason.WAITING_FOR_CAPACITY, no_room(message)), message)
         if condition.get("reason") == "SchedulingGated":  # a cluster queue (Kueue) holds its pods
             return notes.held(pods[-1], message or "SchedulingGated")
+    return None
+
+
+def _container_trouble(entry: Json) -> Held | None:
+    """What keeps a container (its status ``entry``) from running, if it is in trouble: an image
+    that cannot be pulled, a crash loop, a container that cannot be created."""
+    waiting = (entry.get("state") or {}).get("waiting") or {}
+    reason, message = waiting.get("reason"), _clip(waiting.get("message"))
+    detail = f"{reason}: {message}" if message else reason
+    if reason in _CANNOT_PULL:
+        text = "its image cannot be downloaded: check the image's name, or ask an admin"
+        return Held(Why(Reason.IMAGE_NOT_FOUND, text), detail)
+    if reason == "CrashLoopBackOff":
+        last = ((entry.get("lastState") or {}).get("terminated") or {}).get("exitCode")
+        ended = f"; its last run {exited(int(last))}" if last is not None else ""
+        restarts = int(entry.get("restartCount", 0))
+        text = f"crashing: restarted {restarts} times, waiting before the next try{ended}"
+        return Held(Why(Reason.CRASH_LOOP, text + "; its log shows why"), detail)
+    if reason in ("CreateContainerConfigError", "CreateContainerError", "RunContainerError"):
+        text = "its program cannot be started as configured; an admin can see why"
+        return Held(Why(Reason.CANNOT_START, text), detail)
     return None
 
 

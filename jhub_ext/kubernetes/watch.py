@@ -146,7 +146,8 @@ class WatchCache:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_backoff)
 
-    def _selectors(self) -> dict[str, str]:
+    def selectors(self) -> dict[str, str]:
+        """The label and field selectors of the list and watch, as the client's keyword arguments."""
         selectors = {}
         if self.label_selector:
             selectors["label_selector"] = self.label_selector
@@ -157,7 +158,7 @@ class WatchCache:
     async def _list(self) -> None:
         # a list may be large (thousands of pods), but a server that does not answer must not hold it
         bound = (LIST_CONNECT_TIMEOUT, LIST_READ_TIMEOUT)
-        response = await self.list_method(**self._selectors(), _preload_content=False, _request_timeout=bound)
+        response = await self.list_method(**self.selectors(), _preload_content=False, _request_timeout=bound)
         try:
             await _answered(response)
             body = json.loads(await response.read())
@@ -176,7 +177,7 @@ class WatchCache:
     async def _watch(self) -> None:
         try:
             response = await self.list_method(
-                **self._selectors(),
+                **self.selectors(),
                 watch=True,
                 allow_watch_bookmarks=True,
                 resource_version=self.resource_version,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -557,3 +558,45 @@ async def test_a_gpu_job_with_every_gpu_taken_waits_for_capacity_in_plain_words(
     finally:
         for name in names:
             await backend.delete("bob", name)
+
+
+async def test_a_job_says_its_image_is_being_downloaded_then_runs(
+    backend: KubernetesJobBackend, ns: Namespace
+) -> None:
+    """An image new to its machine takes 8 seconds to pull (``registry.test/slow``, the node agent's
+    stand-in for a registry): the job says so meanwhile, the kubelet's words only for admins, then
+    runs."""
+    seen: Recorder = backend.on_change  # type: ignore[assignment]
+    image = f"registry.test/slow/python:{uuid.uuid4().hex[:12]}"  # new to every machine, every run
+    slow = dataclasses.replace(ALICE, image=image)
+    await backend.submit(spec("fresh", "batch", "print('pulled and ran')"), slow)
+    pulling = await seen.until(lambda o: o.reason is Reason.PULLING_IMAGE)
+    assert pulling.status is JobStatus.PENDING
+    assert pulling.message == (
+        "downloading its software image onto a machine (the first start of an image there takes a while);"
+        " it starts by itself once the download ends"
+    )
+    assert pulling.detail == f'Pulling image "{image}"'
+    done = await seen.until(lambda o: o.status.finished, timeout=60)
+    assert done.status is JobStatus.SUCCEEDED, done
+    assert "pulled and ran" in "".join([chunk async for chunk in backend.logs("alice", "fresh")])
+
+
+async def test_a_job_whose_image_does_not_exist_says_so_in_plain_words(
+    backend: KubernetesJobBackend, ns: Namespace
+) -> None:
+    """A registry that does not have the image: the job waits, saying its image cannot be
+    downloaded (no ErrImagePull for researchers; the cluster's words for admins), until deleted."""
+    seen: Recorder = backend.on_change  # type: ignore[assignment]
+    missing = dataclasses.replace(ALICE, image="registry.test/missing/python:3")
+    await backend.submit(spec("nowhere", "scraper", "print('never')"), missing)
+    held = await seen.until(lambda o: o.reason is Reason.IMAGE_NOT_FOUND, timeout=60)
+    assert held.status is JobStatus.PENDING
+    assert held.message == "its image cannot be downloaded: check the image's name, or ask an admin"
+    assert "ErrImagePull" not in (held.message or "") and "registry.test/missing/python:3" in (
+        held.detail or ""
+    )
+    await backend.delete("alice", "nowhere")
+    await eventually(
+        lambda: not ns.pods(f"jhub-ext.io/job={object_name('alice', 'nowhere')}"), "its pod to go", 30
+    )

@@ -125,5 +125,6 @@ async def test_the_kubernetes_backend_reports_each_watch(kube_manager: JobManage
         ("deployments",): 1,
         ("jobs",): 1,
         ("pods",): 1,
+        ("events",): 1,  # the kubelet's image pulls; Kueue's workloads too where Kueue runs
     }
     assert values(families, "jhub_jobs_backend_up", "backend") == {("KubernetesJobBackend",): 1}

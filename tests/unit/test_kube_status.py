@@ -9,7 +9,8 @@ from jhub_ext.core.jobs.model import JobStatus
 from jhub_ext.core.jobs.reasons import Reason
 from jhub_ext.core.names import object_name
 from jhub_ext.kubernetes.logs import log_target
-from jhub_ext.kubernetes.status import derive_status, event_in_words, extra_runs
+from jhub_ext.kubernetes.notes import pulls
+from jhub_ext.kubernetes.status import Notes, derive_status, event_in_words, extra_runs
 from jhub_ext.kubernetes.view import CachedJobs
 from jhub_ext.kubernetes.watch import WatchCache
 
@@ -389,3 +390,47 @@ def test_a_job_the_clusters_queue_holds_says_so_in_plain_words() -> None:
     assert observed.reason is Reason.HELD_BY_CLUSTER_QUEUE and "SchedulingGated" not in (
         observed.message or ""
     )
+
+
+def test_a_job_whose_image_is_being_pulled_says_so_until_its_container_starts() -> None:
+    def pulling_event(uid: str, field_path: str | None) -> dict[str, Any]:
+        involved = {
+            "kind": "Pod",
+            "name": "p",
+            "uid": uid,
+            **({"fieldPath": field_path} if field_path else {}),
+        }
+        return {
+            "involvedObject": involved,
+            "reason": "Pulling",
+            "message": 'Pulling image "registry.test/x:1"',
+        }
+
+    def pending(state: dict[str, Any], *, init: dict[str, Any] | None = None) -> dict[str, Any]:
+        status: dict[str, Any] = {"phase": "Pending", "containerStatuses": [{"name": "main", "state": state}]}
+        if init is not None:
+            status["initContainerStatuses"] = [{"name": "code", "state": init}]
+        return {"metadata": {"name": "p", "uid": "pod-1"}, "status": status}
+
+    creating = {"waiting": {"reason": "ContainerCreating"}}
+    notes = Notes(pulling=pulls([pulling_event("pod-1", "spec.containers{main}")]))
+    observed = derive_status("deployments", {"metadata": {}}, [pending(creating)], notes)
+    assert (observed.status, observed.reason) == (JobStatus.PENDING, Reason.PULLING_IMAGE)
+    assert observed.message is not None and observed.message.startswith("downloading its software image")
+    assert observed.detail == 'Pulling image "registry.test/x:1"'  # the cluster's words, for admins
+    # once the container runs, or for another pod, or without the events: nothing about images
+    running = pending({"running": {"startedAt": "2026-12-05T10:00:00Z"}})
+    assert derive_status("deployments", {"metadata": {}}, [running], notes).reason is None
+    other = Notes(pulling=pulls([pulling_event("pod-2", "spec.containers{main}")]))
+    assert derive_status("deployments", {"metadata": {}}, [pending(creating)], other).reason is None
+    assert derive_status("deployments", {"metadata": {}}, [pending(creating)]).reason is None
+    # the init container's image: the main container waits too, but it is not the one pulled
+    init_pull = Notes(pulling=pulls([pulling_event("pod-1", "spec.initContainers{code}")]))
+    initialising = pending({"waiting": {"reason": "PodInitializing"}}, init={"running": {}})
+    assert derive_status("deployments", {"metadata": {}}, [initialising], init_pull).reason is None
+    assert derive_status(
+        "deployments", {"metadata": {}}, [pending(creating, init=creating)], init_pull
+    ).reason is (Reason.PULLING_IMAGE)
+    # an image that cannot be pulled says that, whatever was tried before
+    backoff = pending({"waiting": {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "x"'}})
+    assert derive_status("deployments", {"metadata": {}}, [backoff], notes).reason is Reason.IMAGE_NOT_FOUND
