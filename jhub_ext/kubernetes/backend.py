@@ -31,7 +31,7 @@ from traitlets import Integer, List, Unicode
 
 from jhub_ext.core.jobs import lifecycle
 from jhub_ext.core.jobs.backend import Held, JobBackend, Observed, Placement
-from jhub_ext.core.jobs.model import JobKind, JobSpec, JobStatus
+from jhub_ext.core.jobs.model import ROOMY, JobKind, JobSpec, JobStatus, Room
 from jhub_ext.core.names import object_name
 from jhub_ext.core.settings import env_default, names
 from jhub_ext.kubernetes.api import KIND_OF as _KIND_OF
@@ -454,6 +454,13 @@ class KubernetesJobBackend(JobBackend):
         self._last.pop((user, name), None)
 
     # --- what is happening -------------------------------------------------------------------------------
+
+    def room(self, placement: Placement) -> Room:
+        """Whether a machine the job's profile may run on has room for its pod now, from the cached
+        nodes and pods (see :func:`jhub_ext.kubernetes.capacity.room_for`)."""
+        if self.side is None or placement.profile is None:
+            return ROOMY
+        return self.side.room(placement.profile)
 
     def observed(self, user: str, name: str) -> Observed | None:
         """The job's status from the cached workload and pods; ``None`` for a job unknown here."""

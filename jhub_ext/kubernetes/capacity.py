@@ -15,7 +15,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jhub_ext.core.catalog.model import Kind, Profile
+from jhub_ext.core.catalog.quantities import format_cpu, format_memory
 from jhub_ext.core.catalog.quota import Usage, Workload, server_words
+from jhub_ext.core.jobs.model import ROOMY, Room
 from jhub_ext.kubernetes.pods import LABEL_PREFIX, group_label, node_selector
 from jhub_ext.kubernetes.quantities import parse_cpu_quantity, parse_memory_quantity, parse_quantity
 from jhub_ext.kubernetes.workloads import NAME_ANNOTATION, USER_ANNOTATION
@@ -228,6 +230,49 @@ def availability(profile: Profile, nodes: Iterable[Json], pods: Iterable[Json]) 
     gpus_total = sum(int(capacity[name][0].get(gpu, 0)) for name in matching)
     gpus_free = sum(max(0, int(capacity[name][1].get(gpu, 0))) for name in matching)
     return Availability(len(matching), fits, gpus_free, gpus_total)
+
+
+def room_for(profile: Profile, nodes: Iterable[Json], pods: Iterable[Json]) -> Room:
+    """Whether a job's pod of ``profile`` has room on a machine it may run on: now, and ever (a
+    matching machine that could hold it empty); what is short, in plain words. With no matching
+    machine at all it waits (a cluster autoscaler may add one): it is never refused for that."""
+    nodes = list(nodes)
+    capacity = free_on_nodes(nodes, pods)
+    wanted = profile_requests(profile)
+    matching = [n["metadata"]["name"] for n in nodes if node_matches(profile, n)]
+
+    def holds(amounts: Amounts) -> bool:
+        return all(amounts.get(resource, 0.0) >= amount for resource, amount in wanted.items())
+
+    if any(holds(capacity[name][1]) for name in matching):
+        return ROOMY
+    r = profile.resources
+    if not matching:
+        return Room(now=False, short="no machine of its kind is running now")
+    if not any(holds(capacity[name][0]) for name in matching):
+        biggest = max(matching, key=lambda name: tuple(capacity[name][0].get(k, 0.0) for k in wanted))
+        return Room(
+            now=False,
+            ever=False,
+            short=f"no machine of its kind is that large ({_sizes(capacity[biggest][0])})",
+        )
+    gpu = r.gpu_resource
+    if r.gpu_count and not any(capacity[name][1].get(gpu, 0.0) >= r.gpu_count for name in matching):
+        free = sum(max(0, int(capacity[name][1].get(gpu, 0))) for name in matching)
+        total = sum(int(capacity[name][0].get(gpu, 0)) for name in matching)
+        model = f"{r.gpu_type} " if r.gpu_type else ""
+        return Room(now=False, short=f"{free} of {total} {model}GPUs are free, and it needs {r.gpu_count}")
+    return Room(now=False, short=f"no machine of its kind has {_sizes(wanted)} free now")
+
+
+def _sizes(amounts: Amounts) -> str:
+    """CPUs and memory in words: "32 CPUs and 256 GiB of memory"."""
+    words = []
+    if "cpu" in amounts:
+        words.append(f"{format_cpu(amounts['cpu'])} CPUs")
+    if "memory" in amounts:
+        words.append(f"{format_memory(int(amounts['memory']))} of memory")
+    return " and ".join(words) or "room"
 
 
 def created_at(obj: Json) -> datetime:

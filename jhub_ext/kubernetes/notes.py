@@ -1,6 +1,7 @@
 """What the cluster says of the jobs' objects elsewhere than on them, from watches the backend may
-go without: the kubelet's events of the images it is pulling for a pod (``Pulling``), and the
-Workloads Kueue makes for them, on clusters that run Kueue.
+go without: the kubelet's events of the images it is pulling for a pod (``Pulling``); the
+Workloads Kueue makes for them, on clusters that run Kueue; and the cluster's nodes and every pod
+(the capacity the spawn menu reads too), to tell whether a job has room on a machine now.
 
 A watch here starts only if the cluster serves its kind and the service may read it: without
 Kueue, or with the Role of an older install, the jobs run as before and their status says less.
@@ -14,12 +15,16 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from functools import partial
+from typing import Any
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from jhub_ext.core.catalog.model import Profile
+from jhub_ext.core.jobs.model import ROOMY, Room
 from jhub_ext.kubernetes import kueue
 from jhub_ext.kubernetes.api import Json
+from jhub_ext.kubernetes.capacity import room_for
 from jhub_ext.kubernetes.status import Notes
 from jhub_ext.kubernetes.watch import WatchCache
 
@@ -60,6 +65,8 @@ class SideWatches:
         self.on_change = on_change  # (the backend's cache, object name) of a job object concerned
         self.workloads: WatchCache | None = None
         self.pulling: WatchCache | None = None
+        self.nodes: WatchCache | None = None
+        self.all_pods: WatchCache | None = None
         self._queued: tuple[int, dict[str, Json]] = (-1, {})
         self._pulls: tuple[int, dict[str, dict[str, str]]] = (-1, {})
 
@@ -75,6 +82,15 @@ class SideWatches:
         )
         if await self._started(pulling, "The pods' events"):
             self.pulling = pulling
+        core = client.CoreV1Api(self.api)
+        nodes = self._cache(core.list_node, "nodes")
+        all_pods = self._cache(core.list_pod_for_all_namespaces, "all-pods")
+        if await self._started(nodes, "The nodes") and await self._started(
+            all_pods, "Every namespace's pods"
+        ):
+            self.nodes, self.all_pods = nodes, all_pods
+        elif nodes.ready:
+            await nodes.stop()
         custom = client.CustomObjectsApi(self.api)
         for version in kueue.VERSIONS:
             listing = partial(
@@ -90,6 +106,9 @@ class SideWatches:
             if await self._started(cache, f"Kueue's Workloads ({kueue.GROUP}/{version})"):
                 self.workloads = cache
                 return
+
+    def _cache(self, listing: Any, resource: str) -> WatchCache:
+        return WatchCache(listing, resource=resource, timeout_seconds=self.timeout_seconds, logger=self.log)
 
     async def _started(self, cache: WatchCache, what: str) -> bool:
         """Start ``cache`` if one list of what it follows is answered: a kind the cluster does not
@@ -112,7 +131,7 @@ class SideWatches:
         return True
 
     def _caches(self) -> list[WatchCache]:
-        return [cache for cache in (self.pulling, self.workloads) if cache is not None]
+        return [c for c in (self.pulling, self.workloads, self.nodes, self.all_pods) if c is not None]
 
     async def stop(self) -> None:
         """Stop the watches that started."""
@@ -122,6 +141,13 @@ class SideWatches:
     def health(self) -> dict[str, bool]:
         """Each watch that started, by what it follows: whether it follows it now."""
         return {cache.resource: cache.ready and cache.stale_since is None for cache in self._caches()}
+
+    def room(self, profile: Profile) -> Room:
+        """Whether a job of ``profile`` has room on a machine now (room, where the nodes and pods
+        cannot be read: the scheduler holds what does not fit)."""
+        if self.nodes is None or self.all_pods is None:
+            return ROOMY
+        return room_for(profile, self.nodes.values(), self.all_pods.values())
 
     def notes(self) -> Notes:
         """What the watches say now (each cache indexed once per change of it)."""

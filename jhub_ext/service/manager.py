@@ -43,9 +43,15 @@ from jhub_ext.core.usage import (
     stopped_by,
 )
 from jhub_ext.service.hubapi import ActiveServer, HubClient
-from jhub_ext.service.queue import BEHIND, JobQueue, Tried, waiting_words
+from jhub_ext.service.queue import (
+    BEHIND,
+    JobQueue,
+    Tried,
+    room_words,
+    waiting_words,
+)
 from jhub_ext.service.recorder import Recorder
-from jhub_ext.service.store import JobExists, JobRecord, JobStore, StatusConflict
+from jhub_ext.service.store import JobExists, JobRecord, JobStore, StatusConflict, is_room_queue, room_queue
 from jhub_ext.service.usage import SERVER, JobUsage, UsageBook, UsageQuery, UsageReport, usage_report
 
 logger = logging.getLogger(__name__)
@@ -321,11 +327,13 @@ class JobManager:
                 totals[group] = totals[group] + Usage(**record.usage)
         return totals
 
-    def queue_ahead(self, groups: frozenset[str]) -> str | None:
-        """The first of ``groups`` whose quota has jobs waiting in its queue: a new job waits behind
-        them, so that nobody overtakes."""
+    def queue_ahead(self, groups: frozenset[str], profile: str) -> str | None:
+        """The queue a new job of ``groups`` and ``profile`` must wait in behind others, so that
+        nobody overtakes: the first of its groups whose quota has jobs waiting, else the queue of
+        the jobs of its profile that wait for room on a machine, if they have one."""
         waiting = {record.queue for record in self.store.queued_jobs()}
-        return min(groups & self.catalog.quotas.keys() & waiting, default=None)
+        first = min(groups & self.catalog.quotas.keys() & waiting, default=None)
+        return first or (room_queue(profile) if room_queue(profile) in waiting else None)
 
     # --- notification settings -------------------------------------------------------------------------
 
@@ -467,19 +475,57 @@ class JobManager:
         return verdict.deciding.group, why
 
     async def _behind(self, admitted: Admitted, spec: JobSpec) -> tuple[str | None, str | None]:
-        """The queue a job must wait in behind others before it may start, if any, and why (a
-        refusal if it may not wait)."""
-        queue = self.queue_ahead(admitted.placement.groups)
+        """The queue a job must wait in before it may start, if any, and why: behind others that
+        came first, or for room on a machine (a refusal if it may not wait, or no machine could ever
+        take it)."""
+        queue = self.queue_ahead(admitted.placement.groups, admitted.selection.profile.slug)
         if queue is None:
-            return None, None
+            return self._no_room(admitted, spec)
         if not spec.wait:
+            whose = "its profile's" if is_room_queue(queue) else f"group '{queue}'"
             raise NotAllowed(
-                f"jobs of group '{queue}' wait for room before it, and it was sent with wait false; "
+                f"jobs of {whose} wait for room before it, and it was sent with wait false; "
                 "send it with wait true (the default) to join the queue",
                 "wait",
             )
+        if is_room_queue(queue):
+            room = self.backend.room(admitted.placement)
+            return queue, room_words(room.short) if not room.now else BEHIND
         full = await self.admission.full(admitted)
         return queue, waiting_words(full.problems) if full is not None else BEHIND
+
+    def _no_room(self, admitted: Admitted, spec: JobSpec) -> tuple[str | None, str | None]:
+        """The queue of the jobs of its profile that wait for room on a machine, and why, if no
+        machine it may run on has room for the job now; a refusal (reason ``can-never-fit``) if none
+        ever could, naming the largest profile of the owner's that one could, or if it may not wait."""
+        room = self.backend.room(admitted.placement)
+        if room.now:
+            return None, None
+        profile = admitted.selection.profile
+        if not room.ever:
+            fitting = [
+                p
+                for p in self.catalog.visible_to(admitted.placement.groups, Kind.JOB)
+                if self.backend.room(dataclasses.replace(admitted.placement, profile=p)).ever
+            ]
+            largest = max(
+                fitting,
+                key=lambda p: (p.resources.gpu_count, p.resources.cpu, p.resources.memory),
+                default=None,
+            )
+            then = f"choose a smaller profile, such as '{largest.slug}'" if largest else "ask an admin"
+            raise NotAllowed(
+                f"profile '{profile.slug}' can never start: {room.short}; {then}",
+                "profile",
+                reason=Reason.CAN_NEVER_FIT.value,
+            )
+        if not spec.wait:
+            raise NotAllowed(
+                f"no machine has room for it now: {room.short}; send it with wait true (the default)"
+                " to wait for room",
+                "wait",
+            )
+        return room_queue(profile.slug), room_words(room.short)
 
     async def notebook_image(self, caller: Caller) -> str | None:
         """The image of the caller's running notebook server: a job runs where its code was written."""
@@ -738,7 +784,10 @@ class JobManager:
         groups = frozenset(record.groups)
         verdict = self.ledger.reader.verdict(self.catalog, groups, Kind.JOB)
         why = verdict.message(self.catalog.currency)  # a spent budget holds it until it renews
-        if verdict.starts:
+        room = self.backend.room(admitted.placement)
+        if verdict.starts and not room.now:  # no machine has room for it yet
+            why = room_words(room.short)
+        elif verdict.starts:
             try:
                 async with self.admission.reserve(admitted):
                     return self.store.leave_queue(

@@ -43,6 +43,11 @@ logger = logging.getLogger(__name__)
 BEHIND = "jobs submitted before it wait for room first; it starts by itself in its turn"
 
 
+def room_words(short: str) -> str:
+    """Why a job waits for room on a machine: what is short, and that it starts by itself."""
+    return f"waiting for room in the cluster: {short}; it starts by itself as soon as a machine has room"
+
+
 def waiting_words(problems: Sequence[str]) -> str:
     """Why a job waits in its queue: what its groups use beside what it needs, and that it starts
     by itself."""

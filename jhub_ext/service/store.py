@@ -243,10 +243,28 @@ class JobRecord:
         return body
 
 
+#: the queues of jobs waiting for room on a machine are named after their profile: "room:<slug>"
+_ROOM = "room:"
+
+
+def room_queue(profile: str) -> str:
+    """The queue of the jobs of ``profile`` that wait for room on a machine."""
+    return f"{_ROOM}{profile}"
+
+
+def is_room_queue(queue: str | None) -> bool:
+    """Whether ``queue`` is one of jobs waiting for room on a machine (else: a group's)."""
+    return bool(queue and queue.startswith(_ROOM))
+
+
 def queued_words(queue: str, position: int | None, why: str | None) -> str:
     """A queued job's message: its place in the queue, and why it waits (``why``, as recorded)."""
-    place = f"{ordinal(position)} in the queue" if position else "in the queue"
-    place += f" of group '{queue}'"
+    if is_room_queue(queue):
+        place = f"{ordinal(position)} in line" if position else "in line"
+        place += f" for a machine of profile '{queue.split(':', 1)[1]}'"
+    else:
+        place = f"{ordinal(position)} in the queue" if position else "in the queue"
+        place += f" of group '{queue}'"
     return f"{place}: {why}" if why else place
 
 
@@ -633,7 +651,8 @@ def _move(row: JobRow, status: JobStatus, when: datetime, exit_code: int | None,
 def _join(row: JobRow, queue: str, message: str | None, when: datetime) -> None:
     """Put a pending job at the end of ``queue``, waiting for ``message``'s reason."""
     row.queue, row.queued = queue, when
-    row.reason, row.message, row.detail = Reason.QUEUED.value, message, None
+    reason = Reason.WAITING_FOR_CAPACITY if is_room_queue(queue) else Reason.QUEUED
+    row.reason, row.message, row.detail = reason.value, message, None
 
 
 def _places_of(rows: Iterable[JobRow]) -> dict[int, int]:

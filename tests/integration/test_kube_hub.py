@@ -437,23 +437,27 @@ def test_what_would_wedge_a_job_is_refused_before_anything_reaches_the_cluster(
     ]
 
 
-@pytest.mark.faults
-def test_a_server_pod_no_hub_record_knows_is_deleted_after_the_grace_period(
-    hub: HubProcess, ns: Namespace
-) -> None:
-    """What a hub restart leaves of a spawn cut short: a pod for a server the hub has no record of."""
-    secure = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
-    orphan = {
+def sleeper_pod(
+    ns: Namespace,
+    name: str,
+    *,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    limits: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A pod made by hand that sleeps ten minutes, fit for the namespace's restricted policy."""
+    return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": "jupyter-dave",
+            "name": name,
             "namespace": ns.name,
-            "labels": {"component": "singleuser-server", "jhub-ext.io/kind": "server"},
-            "annotations": {"hub.jupyter.org/username": "dave", "hub.jupyter.org/servername": ""},
+            "labels": labels or {},
+            "annotations": annotations or {},
         },
         "spec": {
             "automountServiceAccountToken": False,
+            "terminationGracePeriodSeconds": 1,
             "securityContext": {
                 "runAsNonRoot": True,
                 "runAsUser": 1000,
@@ -461,15 +465,28 @@ def test_a_server_pod_no_hub_record_knows_is_deleted_after_the_grace_period(
             },
             "containers": [
                 {
-                    "name": "notebook",
+                    "name": "sleeper",
                     "image": "example.org/x:1",
                     "command": ["python", "-c", "import time; time.sleep(600)"],
-                    "securityContext": secure,
-                    "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}},
+                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                    "resources": {"limits": {"cpu": "100m", "memory": "64Mi", **(limits or {})}},
                 }
             ],
         },
     }
+
+
+@pytest.mark.faults
+def test_a_server_pod_no_hub_record_knows_is_deleted_after_the_grace_period(
+    hub: HubProcess, ns: Namespace
+) -> None:
+    """What a hub restart leaves of a spawn cut short: a pod for a server the hub has no record of."""
+    orphan = sleeper_pod(
+        ns,
+        "jupyter-dave",
+        labels={"component": "singleuser-server", "jhub-ext.io/kind": "server"},
+        annotations={"hub.jupyter.org/username": "dave", "hub.jupyter.org/servername": ""},
+    )
     ns.admin.create(orphan)
     alice = hub.client("alice")
     alice.login()
@@ -559,3 +576,75 @@ def test_a_fresh_hubs_first_spawn_during_an_outage_is_refused_at_once(
         alice.stop_server()
     finally:
         fresh.stop()
+
+
+def gpu_hog(ns: Namespace, name: str) -> dict[str, Any]:
+    """A pod of someone else's that holds one of the GPU machine's GPUs (tolerating its taint)."""
+    hog = sleeper_pod(ns, name, limits={"nvidia.com/gpu": "1"})
+    hog["spec"]["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    return hog
+
+
+def test_a_gpu_job_with_every_gpu_taken_waits_in_line_and_starts_when_one_frees(
+    hub: HubProcess, ns: Namespace
+) -> None:
+    """Every GPU of the cluster is taken by others: a GPU job is accepted (202) and waits in line for
+    a machine, saying how many GPUs are free, reserving nothing; it starts by itself once a GPU frees."""
+    hogs = [f"gpu-hog-{i}" for i in range(4)]
+    for name in hogs:
+        ns.admin.create(gpu_hog(ns, name))
+    carol = hub.client("carol")
+    carol.login()
+    api, headers = jobs_api(hub, carol)
+    job = {
+        "name": "train",
+        "kind": "batch",
+        "profile": "gpu-a100",
+        "retries": 0,
+        "command": ["python", "-c", "print('trained')"],
+    }
+    try:
+
+        def hogging() -> bool:
+            running = [p for p in ns.pods() if p["metadata"]["name"] in hogs]
+            return len(running) == 4 and all(p["status"].get("phase") == "Running" for p in running)
+
+        wait_for(hogging, 60, "the GPUs to be taken")
+        refused = requests.post(f"{api}/jobs", headers=headers, json={**job, "wait": False}, timeout=30)
+        assert refused.status_code == 403 and refused.json()["field"] == "wait", refused.text
+        answer = requests.post(f"{api}/jobs", headers=headers, json=job, timeout=30)
+        assert answer.status_code == 202, answer.text
+        waiting = answer.json()
+        assert (waiting["status"], waiting["reason"], waiting["queue_position"]) == (
+            "pending",
+            "waiting-for-capacity",
+            1,
+        )
+        assert waiting["message"] == (
+            "1st in line for a machine of profile 'gpu-a100': waiting for room in the cluster: 0 of 4"
+            " NVIDIA-A100-SXM4-80GB GPUs are free, and it needs 1; it starts by itself as soon as a"
+            " machine has room"
+        )
+        jobs = ns.admin.list("Job", ns.name)
+        assert not [
+            j for j in jobs if j["metadata"]["annotations"]["jhub-ext.io/user"] == "carol"
+        ]  # none yet
+        quota = requests.get(f"{api}/quota", headers=headers, timeout=10).json()
+        gpu = next(q for q in quota["groups"] if q["group"] == "gpu")
+        assert gpu["usage"]["gpus"] == 0 and gpu["waiting"]["gpus"] == 1  # waiting, not using
+        ns.admin.delete("Pod", hogs[0], ns.name)  # a GPU frees
+        done = wait_for(
+            lambda: (
+                (j := requests.get(f"{api}/jobs/train", headers=headers, timeout=10).json())["status"]
+                in ("succeeded", "failed")
+                and j
+            ),
+            90,
+            "the job to run once a GPU freed",
+        )
+        assert done["status"] == "succeeded", done
+    finally:
+        for name in hogs:
+            if ns.admin.find("Pod", name, ns.name) is not None:
+                ns.admin.delete("Pod", name, ns.name)
+        requests.delete(f"{api}/jobs/train", headers=headers, timeout=60)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from jhub_ext.core.jobs.backend import Held, JobBackend, JobRejected, Observed, Placement
-from jhub_ext.core.jobs.model import JobSpec, JobStatus
+from jhub_ext.core.jobs.model import ROOMY, JobSpec, JobStatus, Room
 from jhub_ext.service.hubapi import HubClient
 from jhub_ext.service.manager import Caller, JobManager
 
@@ -62,6 +62,10 @@ class FakeBackend(JobBackend):
         self.validate_error: JobRejected | None = None
         self.output_goes_on_stop = False  # as on Kubernetes, where a stop deletes the pods
         self.held: dict[tuple[str, str], Held] = {}  # what inventory() reports
+        self.rooms: dict[str, Room] = {}  # what room() says, by profile: room, where not set
+
+    def room(self, placement: Placement) -> Room:
+        return self.rooms.get(placement.profile.slug, ROOMY)
 
     async def validate(self, spec: JobSpec, placement: Placement) -> None:
         self.calls.append(("validate", placement.user, spec.name))

@@ -10,7 +10,7 @@ import pytest
 from jhub_ext.admission.reservations import JobReservations
 from jhub_ext.core.catalog.quota import Usage
 from jhub_ext.core.jobs.errors import NotAllowed
-from jhub_ext.core.jobs.model import JobStatus, Limits
+from jhub_ext.core.jobs.model import JobStatus, Limits, Room
 from jhub_ext.core.jobs.reasons import Reason
 from jhub_ext.service.manager import Caller, JobManager
 from jhub_ext.service.reconcile import reconcile
@@ -213,3 +213,56 @@ def test_places_are_said_in_words() -> None:
     assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 101, 111)] == [
         "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st", "111th"
     ]  # fmt: skip
+
+
+GPU_CALLER = Caller("gina", frozenset({"researchers", "gpu"}), admin=False)
+NO_GPU = Room(now=False, short="0 of 4 A100 GPUs are free, and it needs 1")
+
+
+async def test_a_job_no_machine_has_room_for_waits_in_line_for_its_profile_and_starts_when_room_frees(
+    manager: JobManager, store: JobStore, backend: FakeBackend
+) -> None:
+    backend.rooms["gpu"] = NO_GPU
+    first = await manager.submit(GPU_CALLER, batch("train-1", profile="gpu"))
+    second = await manager.submit(GPU_CALLER, batch("train-2", profile="gpu"))
+    assert [(r.status, r.reason, r.queue, r.queue_position) for r in (first, second)] == [
+        (JobStatus.PENDING, Reason.WAITING_FOR_CAPACITY, "room:gpu", place) for place in (1, 2)
+    ]
+    assert second.to_json()["message"] == (
+        "2nd in line for a machine of profile 'gpu': waiting for room in the cluster: 0 of 4 A100 GPUs are"
+        " free, and it needs 1; it starts by itself as soon as a machine has room"
+    )
+    # other profiles' jobs are not held behind them: they start at once
+    assert not (await manager.submit(GPU_CALLER, batch("small-one"))).queued
+    assert await manager.queue.dispatch() == []  # still no GPU
+    assert started(backend) == ["small-one"]
+    report = await manager.quota(GPU_CALLER)  # they count as waiting in their groups, not as using
+    researchers = next(q for q in report if q["group"] == "researchers")
+    assert researchers["waiting"]["jobs"] == 2
+    del backend.rooms["gpu"]  # a GPU frees
+    assert await manager.queue.dispatch() == [("gina", "train-1")]
+    # the second would take researchers past their 6 CPUs now: it waits on, and says so
+    [waiting] = store.queued_jobs()
+    assert waiting.name == "train-2" and "group 'researchers' may use 6 CPUs" in (waiting.message or "")
+    await backend.report("gina", "train-1", JobStatus.SUCCEEDED, exit_code=0)
+    assert await manager.queue.dispatch() == [("gina", "train-2")]
+    assert started(backend) == ["small-one", "train-1", "train-2"] and store.queued_jobs() == []
+
+
+async def test_a_job_without_room_and_wait_false_is_refused_and_one_that_can_never_fit_names_a_smaller(
+    manager: JobManager, store: JobStore, backend: FakeBackend
+) -> None:
+    backend.rooms["gpu"] = NO_GPU
+    with pytest.raises(NotAllowed) as refused:
+        await manager.submit(GPU_CALLER, batch("now-or-never", profile="gpu", wait=False))
+    assert refused.value.field == "wait" and "0 of 4 A100 GPUs are free" in str(refused.value)
+    backend.rooms["gpu"] = Room(now=False, ever=False, short="no machine of its kind is that large (2 CPUs)")
+    with pytest.raises(NotAllowed) as never:
+        await manager.submit(GPU_CALLER, batch("huge", profile="gpu"))
+    assert never.value.field == "profile" and never.value.reason == Reason.CAN_NEVER_FIT.value
+    assert str(never.value) == (
+        "profile 'gpu' can never start: no machine of its kind is that large (2 CPUs);"
+        " choose a smaller profile, such as 'small'"
+    )
+    assert store.get("gina", "huge") is None and store.get("gina", "now-or-never") is None
+    assert started(backend) == []

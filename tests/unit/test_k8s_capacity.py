@@ -8,7 +8,15 @@ import pytest
 
 from jhub_ext.core.catalog import Kind, load_catalog, parse_catalog
 from jhub_ext.core.catalog.quota import Usage
-from jhub_ext.kubernetes.capacity import availability, node_matches, pod_limits, pod_requests, pod_workload
+from jhub_ext.core.jobs.model import ROOMY, Room
+from jhub_ext.kubernetes.capacity import (
+    availability,
+    node_matches,
+    pod_limits,
+    pod_requests,
+    pod_workload,
+    room_for,
+)
 from jhub_ext.kubernetes.pods import resource_requirements, workload_labels
 from jhub_ext.kubernetes.quantities import (
     cpu_quantity,
@@ -212,3 +220,25 @@ def test_orphan_server_pods_are_ours_unknown_to_the_hub_and_past_their_grace() -
     ]
     found = orphan_server_pods(pods, "jhub", {("alice", "")}, 600, now)
     assert [p["metadata"]["name"] for p in found] == ["orphan"]
+
+
+def test_whether_a_job_has_room_on_a_machine_now_or_ever_and_what_is_short() -> None:
+    gpu_node = node("gpu-1", cpu="32", memory="256Gi", gpus=4, taints=[GPU_TAINT])
+    gpu_node["metadata"]["labels"]["nvidia.com/gpu.count"] = "4"
+    busy = [pod("gpu-1", {"cpu": "1", "nvidia.com/gpu": "1"}, name=f"g{i}") for i in range(4)]
+    assert room_for(GPU, [gpu_node], busy[:3]) == ROOMY
+    taken = room_for(GPU, [gpu_node], busy)
+    assert (taken.now, taken.ever) == (False, True)
+    assert taken.short == "0 of 4 NVIDIA-A100-SXM4-80GB GPUs are free, and it needs 1"
+    # no machine of its kind at all: it waits (an autoscaler may add one), it is not refused
+    assert room_for(GPU, [node("cpu-1")], []) == Room(
+        now=False, short="no machine of its kind is running now"
+    )
+    # machines of its kind, all too small even empty: it can never start there
+    tiny = room_for(SMALL, [node("cpu-1", cpu="100m", memory="64Mi")], [])
+    assert (tiny.now, tiny.ever) == (False, False)
+    assert tiny.short == "no machine of its kind is that large (0.1 CPUs and 64 MiB of memory)"
+    # CPUs taken by others: what it needs, in words
+    full = room_for(SMALL, [node("cpu-1", cpu="1", memory="8Gi")], [pod("cpu-1", {"cpu": "900m"})])
+    assert (full.now, full.ever) == (False, True)
+    assert full.short.startswith("no machine of its kind has ") and full.short.endswith(" free now")

@@ -17,7 +17,7 @@ from datetime import datetime
 
 from traitlets.config import LoggingConfigurable
 
-from jhub_ext.core.jobs.model import JobSpec, Limits, Observed, Placement
+from jhub_ext.core.jobs.model import ROOMY, JobSpec, Limits, Observed, Placement, Room
 
 ChangeCallback = Callable[[str, str, Observed], Awaitable[None] | None]
 
@@ -90,6 +90,12 @@ class JobBackend(LoggingConfigurable):
         printed nothing yet, or this backend cannot tell."""
         return None
 
+    def room(self, placement: Placement) -> Room:
+        """Whether the machines have room for a job of ``placement`` (its profile), from memory (no
+        I/O). A backend whose jobs run on the service's own machine (local mode) has room: what the
+        machine can hold is the catalog's quotas' business."""
+        return ROOMY
+
     def health(self) -> Mapping[str, bool]:
         """What this backend follows to know what runs (a Kubernetes backend: its watches), by name,
         and whether each works now, from memory (no I/O); the service's metrics report it. A
@@ -106,4 +112,4 @@ class JobBackend(LoggingConfigurable):
 
 # Observed and Placement are part of the interface; they are defined with the pure model, so that
 # status code and the manifest builders can use them
-__all__ = ["ChangeCallback", "Held", "JobBackend", "JobRejected", "Observed", "Placement"]
+__all__ = ["ROOMY", "ChangeCallback", "Held", "JobBackend", "JobRejected", "Observed", "Placement", "Room"]

@@ -554,3 +554,18 @@ class Placement:
     profile: Profile | None = None
     image: str | None = None
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class Room:
+    """Whether the machines have room for a job's pod: ``now`` (one machine it may run on has its
+    CPUs, memory and GPUs free), and ``ever`` (one would, empty); ``short`` says what is short, in
+    plain words ("0 of 4 A100 GPUs are free"). A backend that cannot tell has room."""
+
+    now: bool = True
+    ever: bool = True
+    short: str = ""
+
+
+#: room, as far as a backend can tell
+ROOMY = Room()
