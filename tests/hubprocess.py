@@ -51,8 +51,12 @@ class HubProcess:
         catalog_text: str | None = None,
         extra_env: dict[str, str] | None = None,
         extra_config: str | None = None,
+        jobs_config: str | None = None,
     ):
         self.workdir = workdir
+        if jobs_config is not None:  # the jobs service's configuration file, instead of the shipped one
+            (workdir / "jobs_config.py").write_text(jobs_config)
+            extra_env = {"JHUB_EXT_JOBS_CONFIG": str(workdir / "jobs_config.py"), **(extra_env or {})}
         # the shipped configuration file, run as JupyterHub runs it, then the test's own lines
         self.config_file = HUB_CONFIG / "jupyterhub_config.py"
         if extra_config is not None:
@@ -100,10 +104,11 @@ class HubProcess:
         extra_env: dict[str, str] | None = None,
         catalog_text: str | None = None,
         extra_config: str | None = None,
+        jobs_config: str | None = None,
     ) -> HubProcess:
         """A hub in kubernetes mode in ``namespace`` (a tests.kube.Namespace), with these demo users
         (and ``catalog_text`` instead of the shipped catalog, ``extra_config`` after the shipped
-        configuration file, if given)."""
+        configuration file, ``jobs_config`` as the jobs service's configuration file, if given)."""
         env = {
             "JHUB_EXT_MODE": "kubernetes",
             "KUBECONFIG": str(namespace.kubeconfig),
@@ -111,7 +116,9 @@ class HubProcess:
             "JHUB_EXT_DEMO_USERS": json.dumps(users),
             **(extra_env or {}),
         }
-        process = cls(workdir, catalog_text, extra_env=env, extra_config=extra_config)
+        process = cls(
+            workdir, catalog_text, extra_env=env, extra_config=extra_config, jobs_config=jobs_config
+        )
         # the node agent's pods run on this machine: they reach the hub on loopback
         process.env["JHUB_EXT_HUB_CONNECT_URL"] = f"http://127.0.0.1:{process.env['JHUB_EXT_HUB_PORT']}"
         return process
@@ -128,6 +135,12 @@ class HubProcess:
         return subprocess.run(
             self.command(), env=self.env, cwd=self.workdir, capture_output=True, text=True, timeout=timeout
         )
+
+    def __enter__(self) -> HubProcess:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
 
     def start(self, timeout: float = 60) -> HubProcess:
         with self.log_path.open("wb") as log:  # the child keeps its own copy of the descriptor

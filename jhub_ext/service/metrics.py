@@ -18,7 +18,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import prometheus_client
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
@@ -112,25 +112,27 @@ class Families:
         return [getattr(self, f.name) for f in fields(self)]
 
 
+class Sources(TypedDict, total=False):
+    """What the app's callables say, for the metrics: what each group has spent this month
+    (``cost``), in the catalog's ``currency``, and the notifier's counts by outcome
+    (``notifications``). Without them, those metrics have no samples."""
+
+    cost: CostOfGroups | None
+    currency: Callable[[], str]
+    notifications: Outcomes | None
+
+
+@dataclass(eq=False)  # the registry keeps collectors in a set: each is itself
 class JobsCollector:
     """The figures read at each scrape: the store's jobs and queues, the backend's health, and what
-    the app's callables say (cost, notifications). A source that fails is logged and left out of
-    that scrape; the others are still reported."""
+    the app's callables say (:class:`Sources`). A source that fails is logged and left out of that
+    scrape; the others are still reported."""
 
-    def __init__(
-        self,
-        store: JobStore,
-        backend: JobBackend,
-        *,
-        cost: CostOfGroups | None = None,
-        currency: Callable[[], str] = lambda: "",
-        notifications: Outcomes | None = None,
-    ):
-        self.store = store
-        self.backend = backend
-        self.cost = cost
-        self.currency = currency
-        self.notifications = notifications
+    store: JobStore
+    backend: JobBackend
+    cost: CostOfGroups | None = None
+    currency: Callable[[], str] = lambda: ""
+    notifications: Outcomes | None = None
 
     def describe(self) -> Iterable[Metric]:
         """The names, for the registry's check against registering one twice (no query is made)."""
@@ -211,19 +213,10 @@ class ServiceMetrics:
     every request, observed by :meth:`log_request`, and the runs of jobs that ended, heard as an
     observer of lifecycle events (call it with each :class:`~jhub_ext.core.events.Event`).
 
-    ``cost`` returns what each group has spent this month, in the catalog's ``currency``;
-    ``notifications`` the notifier's counts by outcome. Without them, those metrics have no samples.
+    ``sources``: what the app's callables say (:class:`Sources`).
     """
 
-    def __init__(
-        self,
-        store: JobStore,
-        backend: JobBackend,
-        *,
-        cost: CostOfGroups | None = None,
-        currency: Callable[[], str] = lambda: "",
-        notifications: Outcomes | None = None,
-    ):
+    def __init__(self, store: JobStore, backend: JobBackend, **sources: Unpack[Sources]):
         self.registry = CollectorRegistry()
         self.requests = Histogram(
             "jhub_jobs_request_duration_seconds",
@@ -238,7 +231,7 @@ class ServiceMetrics:
             ["kind", "status", "reason"],
             registry=self.registry,
         )
-        collector = JobsCollector(store, backend, cost=cost, currency=currency, notifications=notifications)
+        collector = JobsCollector(store, backend, **sources)
         self.registry.register(collector)
         ProcessCollector(registry=self.registry)
 

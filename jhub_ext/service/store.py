@@ -44,6 +44,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from jhub_ext.admission.budget import aware
 from jhub_ext.core.jobs.model import JobKind, JobSpec, JobStatus, can_transition
 from jhub_ext.core.jobs.reasons import STARTING, Reason, parse_reason
 
@@ -199,9 +200,9 @@ class JobRecord:
             exit_code=row.exit_code,
             message=row.message,
             restarts=row.restarts,
-            created=_aware(row.created),
-            started=_aware(row.started) if row.started else None,
-            finished=_aware(row.finished) if row.finished else None,
+            created=aware(row.created),
+            started=aware(row.started) if row.started else None,
+            finished=aware(row.finished) if row.finished else None,
             image=row.image,
             reason=parse_reason(row.reason),
             detail=row.detail,
@@ -272,11 +273,6 @@ def ordinal(number: int) -> str:
     """1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st..."""
     suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
     return f"{number}{suffix}"
-
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything here is UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class JobExists(Exception):
@@ -431,7 +427,7 @@ class JobStore:
                 )
             )
             return {
-                (u, n): (JobStatus(status), _aware(created), _aware(started) if started else None)
+                (u, n): (JobStatus(status), aware(created), aware(started) if started else None)
                 for u, n, status, created, started in rows
             }
 
@@ -585,7 +581,7 @@ class JobStore:
                 query = query.where(AuditRow.owner == user)
             return [
                 {
-                    "time": _aware(a.time).isoformat(),
+                    "time": aware(a.time).isoformat(),
                     "actor": a.actor,
                     "action": a.action,
                     "user": a.owner,

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -13,6 +15,14 @@ from jhub_ext.service.store import JobStore
 from ..conftest import SHIPPED_CATALOG
 from ..hubprocess import HubProcess
 from ..kube import Namespace
+from ..receivers import Posts, webhook_receiver
+
+
+@pytest.fixture(scope="module")
+def posts() -> Iterator[tuple[Posts, int]]:
+    """A real webhook receiver (what it was sent, and its port), for a module's tests."""
+    with webhook_receiver() as running:
+        yield running
 
 
 @pytest.fixture(autouse=True)
@@ -29,12 +39,17 @@ def _restore_catalog(request: pytest.FixtureRequest) -> Iterator[None]:
 async def kube_manager(
     kube_namespace: Namespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[JobManager]:
-    """The jobs service's manager in this process, over the Kubernetes backend in a fresh namespace."""
+    """The jobs service's manager in this process, over the Kubernetes backend in a fresh namespace,
+    with its queue's passes running as in the service (a job waiting for room starts by itself)."""
     monkeypatch.setenv("KUBECONFIG", str(kube_namespace.kubeconfig))
     backend = KubernetesJobBackend(namespace=kube_namespace.name, watch_timeout_seconds=30)
     store = JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite'}")
     manager = JobManager(store, backend, CatalogSource(SHIPPED_CATALOG), None)
     await backend.start()
+    passes = asyncio.create_task(manager.queue.keep_dispatching(1))
     yield manager
+    passes.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await passes
     await backend.shutdown()
     store.close()

@@ -18,8 +18,8 @@ import pytest
 from jhub_ext.service.store import JobStore, UsageRow
 
 from ..hubprocess import HubProcess, wait_for
+from ..receivers import Posts
 from .test_jobs_service import PY, Jobs, service_pid, service_pid_or_none, token_for
-from .test_notifications import Posts, receiver
 
 pytestmark = pytest.mark.integration
 BUDGET = "\nbudgets:\n  researchers: {monthly: 1, warn_at: 0.5, action: refuse}\n"
@@ -27,25 +27,11 @@ STOPPING = "\nbudgets:\n  researchers: {monthly: 1, action: refuse, stop_running
 
 
 @pytest.fixture(scope="module")
-def posts() -> Iterator[tuple[Posts, int]]:
-    found = Posts()
-    server = receiver(found)
-    yield found, server.server_address[1]
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
     workdir = Path(tmp_path_factory.mktemp("budgets"))
-    config = workdir / "jobs_config.py"
-    config.write_text("c.JobsService.queue_seconds = 1\n")  # a budget pass every second
-    process = HubProcess(workdir, extra_env={"JHUB_EXT_JOBS_CONFIG": str(config)})
-    process.start()
-    try:
+    # a budget pass every second
+    with HubProcess(workdir, jobs_config="c.JobsService.queue_seconds = 1\n") as process:
         yield process
-    finally:
-        process.stop()
 
 
 def spent(hub: HubProcess, amount_per_minute: float) -> None:

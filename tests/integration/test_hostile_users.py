@@ -56,22 +56,18 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
     workdir = Path(tmp_path_factory.mktemp("hostile"))
     catalog = SHIPPED_CATALOG.read_text().split("\nquotas:")[0]
     catalog = catalog.replace("groups: [researchers, gpu]", "groups: [researchers, gpu, racers, lab, frugal]")
-    config = workdir / "jobs_config.py"
-    config.write_text(
+    config = (
         "c.JobsService.submits_per_minute = 40\n"
         "c.JobsService.actions_per_minute = 40\n"
         "c.JobsService.follows_per_user = 5\n"
     )
-    process = HubProcess(
+    with HubProcess(
         workdir,
         catalog_text=catalog + "\n" + QUOTAS,
-        extra_env={"JHUB_EXT_DEMO_USERS": json.dumps(USERS), "JHUB_EXT_JOBS_CONFIG": str(config)},
-    )
-    process.start()
-    try:
+        extra_env={"JHUB_EXT_DEMO_USERS": json.dumps(USERS)},
+        jobs_config=config,
+    ) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")

@@ -52,20 +52,13 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
     workdir = Path(tmp_path_factory.mktemp("races"))
     catalog = SHIPPED_CATALOG.read_text().split("\nquotas:")[0]
     catalog = catalog.replace("groups: [researchers, gpu]", "groups: [researchers, gpu, racers]")
-    config = workdir / "jobs_config.py"
-    config.write_text("c.JobsService.submits_per_minute = 10**5\nc.JobsService.actions_per_minute = 10**5\n")
+    config = "c.JobsService.submits_per_minute = 10**5\nc.JobsService.actions_per_minute = 10**5\n"
     quotas = f"\nquotas:\n  researchers: {{jobs: 50}}\n  racers: {{jobs: {QUOTA_JOBS}}}\n  gpu: {{gpus: 2}}\n"
     users = json.dumps({USER: ["racers"]})
-    process = HubProcess(
-        workdir,
-        catalog_text=catalog + quotas,
-        extra_env={"JHUB_EXT_DEMO_USERS": users, "JHUB_EXT_JOBS_CONFIG": str(config)},
-    )
-    process.start()
-    try:
+    with HubProcess(
+        workdir, catalog_text=catalog + quotas, extra_env={"JHUB_EXT_DEMO_USERS": users}, jobs_config=config
+    ) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def job_processes(root: Path) -> dict[str, set[int]]:

@@ -60,22 +60,20 @@ def faulty_hub(kube_namespace: Namespace, proxy: FaultProxy, tmp_path: Path) -> 
         user=kube_namespace.hub_user,
     )
     through_proxy = Namespace(kube_namespace.name, kubeconfig, kube_namespace.cluster)
-    jobs_config = tmp_path / "jobs_config.py"
-    jobs_config.write_text(
+    jobs_config = (
         "c.JobsService.reconcile_seconds = 5\n"
         "c.JobsService.orphan_grace_seconds = 10\n"
         "c.JobsService.submits_per_minute = 1000\n"
         "c.JobsService.actions_per_minute = 1000\n"
     )
-    env = {"JHUB_EXT_JOBS_CONFIG": str(jobs_config), "JHUB_EXT_ORPHAN_GRACE_SECONDS": "30"}
-    process = HubProcess.kubernetes(
-        tmp_path, through_proxy, {user: ["researchers"] for user in USERS}, extra_env=env
-    )
-    process.start()
-    try:
+    with HubProcess.kubernetes(
+        tmp_path,
+        through_proxy,
+        {user: ["researchers"] for user in USERS},
+        extra_env={"JHUB_EXT_ORPHAN_GRACE_SECONDS": "30"},
+        jobs_config=jobs_config,
+    ) as process:
         yield process
-    finally:
-        process.stop()
 
 
 class Researcher:

@@ -31,25 +31,16 @@ WORKLOAD = {"batch": "Job", "scraper": "Deployment", "scheduled": "CronJob"}
 
 @pytest.fixture
 def service_hub(kube_namespace: Namespace, tmp_path: Path) -> Iterator[HubProcess]:
-    config = tmp_path / "jobs_config.py"
-    config.write_text(
+    config = (
         "c.JobsService.reconcile_seconds = 3\nc.JobsService.orphan_grace_seconds = 5\n"
         "c.JobsService.submits_per_minute = 1000\n"
     )
     users = {"alice": ["researchers"]}
     catalog = roomy_catalog(SHIPPED_CATALOG.read_text(), cpu=64, memory="512Gi", jobs=60)
-    process = HubProcess.kubernetes(
-        tmp_path,
-        kube_namespace,
-        users,
-        extra_env={"JHUB_EXT_JOBS_CONFIG": str(config)},
-        catalog_text=catalog if full() else None,
-    )
-    process.start()
-    try:
+    with HubProcess.kubernetes(
+        tmp_path, kube_namespace, users, catalog_text=catalog if full() else None, jobs_config=config
+    ) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def body(i: int) -> dict[str, Any]:

@@ -36,21 +36,15 @@ def events(heard: Path) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
     workdir = Path(tmp_path_factory.mktemp("events"))
-    jobs_config = workdir / "jobs_config.py"
-    jobs_config.write_text(
-        (HUB_CONFIG / "jobs_config.py").read_text()
-        + observer(workdir / "jobs.jsonl", "c.JobsService.event_observers")
+    jobs_config = (HUB_CONFIG / "jobs_config.py").read_text() + observer(
+        workdir / "jobs.jsonl", "c.JobsService.event_observers"
     )
-    process = HubProcess(
+    with HubProcess(
         workdir,
-        extra_env={"JHUB_EXT_JOBS_CONFIG": str(jobs_config)},
         extra_config=observer(workdir / "servers.jsonl", "c.LocalProfileSpawner.event_observers"),
-    )
-    process.start()
-    try:
+        jobs_config=jobs_config,
+    ) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def test_a_servers_life_reaches_the_hubs_observers(hub: HubProcess) -> None:

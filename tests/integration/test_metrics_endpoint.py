@@ -17,6 +17,7 @@ from jhub_ext.service.manager import JobManager
 from jhub_ext.service.metrics import ServiceMetrics
 
 from ..hubprocess import HubProcess, wait_for
+from .test_jobs_service import token_for
 
 pytestmark = pytest.mark.integration
 PROMETHEUS_TOKEN = "prometheus-test-token-" + "0123456789abcdef" * 2
@@ -36,12 +37,6 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
         yield process
     finally:
         process.stop()
-
-
-def token_for(hub: HubProcess, user: str) -> str:
-    client = hub.client(user)
-    client.login()
-    return str(client.api("POST", f"/users/{user}/tokens", json={"note": "tests"}).json()["token"])
 
 
 def get(url: str, token: str | None) -> requests.Response:
@@ -125,6 +120,9 @@ async def test_the_kubernetes_backend_reports_each_watch(kube_manager: JobManage
         ("deployments",): 1,
         ("jobs",): 1,
         ("pods",): 1,
-        ("events",): 1,  # the kubelet's image pulls; Kueue's workloads too where Kueue runs
+        ("events",): 1,  # the kubelet's image pulls
+        ("nodes",): 1,  # the cluster's room for jobs: its nodes, and every namespace's pods
+        ("all-pods",): 1,
+        # (and Kueue's workloads, where Kueue runs)
     }
     assert values(families, "jhub_jobs_backend_up", "backend") == {("KubernetesJobBackend",): 1}

@@ -6,13 +6,10 @@ webhook points outside the admin's prefixes, and a mail server that is down neve
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +25,7 @@ from jhub_ext.service.store import JobStore
 
 from ..conftest import SHIPPED_CATALOG, free_port
 from ..hubprocess import HubProcess, wait_for
+from ..receivers import Posts
 from .test_jobs_service import PY, Jobs, token_for
 
 pytestmark = pytest.mark.integration
@@ -48,35 +46,6 @@ class Mailbox:
         return [m for rcpt, m in self.messages if address in rcpt and subject_has in str(m["Subject"])]
 
 
-class Posts:
-    """What a real webhook receiver was sent, by path."""
-
-    def __init__(self) -> None:
-        self.by_path: dict[str, list[dict[str, Any]]] = {}
-        self.lock = threading.Lock()
-
-    def texts(self, path: str) -> list[str]:
-        with self.lock:
-            return [post["text"] for post in self.by_path.get(path, [])]
-
-
-def receiver(posts: Posts) -> ThreadingHTTPServer:
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            with posts.lock:
-                posts.by_path.setdefault(self.path, []).append(body)
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
 @pytest.fixture(scope="module")
 def mailbox() -> Iterator[tuple[Mailbox, int]]:
     box, port = Mailbox(), free_port()
@@ -87,32 +56,18 @@ def mailbox() -> Iterator[tuple[Mailbox, int]]:
 
 
 @pytest.fixture(scope="module")
-def posts() -> Iterator[tuple[Posts, int]]:
-    found = Posts()
-    server = receiver(found)
-    yield found, server.server_address[1]
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture(scope="module")
 def hub(
     tmp_path_factory: pytest.TempPathFactory, mailbox: tuple[Mailbox, int], posts: tuple[Posts, int]
 ) -> Iterator[HubProcess]:
     workdir = Path(tmp_path_factory.mktemp("notify"))
-    config = workdir / "jobs_config.py"
-    config.write_text(
+    config = (
         f'c.JobNotifications.smtp_host = "127.0.0.1"\n'
         f"c.JobNotifications.smtp_port = {mailbox[1]}\n"
         f'c.JobNotifications.sender = "jobs@hub.example.org"\n'
         f"c.JobNotifications.first_retry_seconds = 0.2\n"
     )
-    process = HubProcess(workdir, extra_env={"JHUB_EXT_JOBS_CONFIG": str(config)})
-    process.start()
-    try:
+    with HubProcess(workdir, jobs_config=config) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")
