@@ -136,7 +136,7 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--no-wait",
         action="store_true",
-        help="refuse it at once if your group's quota is full, instead of queueing it",
+        help="refuse it at once if your group's quota is full or no machine has room, not wait",
     )
     submit.add_argument(
         "--notify",

@@ -344,8 +344,9 @@ class JobsClient:
 
         ``files`` is a code snapshot (see :func:`snapshot`); ``schedule`` is a cron line for scheduled jobs.
         Other ``options`` (``retries``, ``deadline_seconds``, ``wait``...) are sent as they are. A job
-        the quota has no room for now comes back queued (``reason`` "queued", ``queue_position``),
-        unless sent with ``wait=False``: then it is refused.
+        the quota has no room for now comes back queued (``reason`` "queued", ``queue_position``), and
+        so does one no machine has room for now (``reason`` "waiting-for-capacity"), unless sent with
+        ``wait=False``: then it is refused.
         """
         body: dict[str, Any] = {"name": name, "kind": kind, "command": list(command), **options}
         for key, value in (

@@ -134,7 +134,7 @@ def _code_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
             argument(
                 "--no-wait",
                 action="store_true",
-                help="refuse it at once if your group's quota is full, instead of queueing it",
+                help="refuse it at once if your group's quota is full or no machine has room, not wait",
             ),
             argument(
                 "--notify",
