@@ -244,8 +244,9 @@ class JobRecord:
         return body
 
 
-#: the queues of jobs waiting for room on a machine are named after their profile: "room:<slug>"
-_ROOM = "room:"
+#: the queues of jobs waiting for room on a machine are named after their profile, "machines for
+#: <slug>": with a space, which no group's name has (the catalog's rule), so never a group's queue
+_ROOM = "machines for "
 
 
 def room_queue(profile: str) -> str:
@@ -262,7 +263,7 @@ def queued_words(queue: str, position: int | None, why: str | None) -> str:
     """A queued job's message: its place in the queue, and why it waits (``why``, as recorded)."""
     if is_room_queue(queue):
         place = f"{ordinal(position)} in line" if position else "in line"
-        place += f" for a machine of profile '{queue.split(':', 1)[1]}'"
+        place += f" for a machine of profile '{queue.removeprefix(_ROOM)}'"
     else:
         place = f"{ordinal(position)} in the queue" if position else "in the queue"
         place += f" of group '{queue}'"

@@ -226,7 +226,7 @@ async def test_a_job_no_machine_has_room_for_waits_in_line_for_its_profile_and_s
     first = await manager.submit(GPU_CALLER, batch("train-1", profile="gpu"))
     second = await manager.submit(GPU_CALLER, batch("train-2", profile="gpu"))
     assert [(r.status, r.reason, r.queue, r.queue_position) for r in (first, second)] == [
-        (JobStatus.PENDING, Reason.WAITING_FOR_CAPACITY, "room:gpu", place) for place in (1, 2)
+        (JobStatus.PENDING, Reason.WAITING_FOR_CAPACITY, "machines for gpu", place) for place in (1, 2)
     ]
     assert second.to_json()["message"] == (
         "2nd in line for a machine of profile 'gpu': waiting for room in the cluster: 0 of 4 A100 GPUs are"
