@@ -118,5 +118,8 @@ class JobQueue:
                 await self.manager.enforce_budgets()
             except Exception:
                 logger.exception("Could not stop the work of spent budgets; trying again later")
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for may swallow a cancellation that
+            # comes as its wait ends, and this loop would then never stop
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval)
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()

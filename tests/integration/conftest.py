@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -49,7 +48,7 @@ async def kube_manager(
     passes = asyncio.create_task(manager.queue.keep_dispatching(1))
     yield manager
     passes.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await passes
+    stopped, _ = await asyncio.wait({passes}, timeout=30)
+    assert stopped, "the queue's passes did not stop when cancelled"
     await backend.shutdown()
     store.close()
